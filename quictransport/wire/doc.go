@@ -1,0 +1,35 @@
+// Package wire is the tdfs op vocabulary and its binary encoding, shared by
+// the master (mirrorfs numbers and emits ops) and the slave (replayer applies
+// them).
+//
+// It knows nothing of FUSE or QUIC: it imports the standard library and zstd
+// only, so both sides can use it without pulling in the other's
+// dependencies (compare quic-go's quicvarint).
+//
+// # Encoding
+//
+// Everything is explicit byte order (unsigned LEB128 varints, zigzag for
+// signed values), so an amd64 master feeds an arm64 slave.
+//
+// A stream is a sequence of frames:
+//
+//	kind   byte      FrameKind
+//	flags  byte      bit 0: body is zstd-compressed
+//	length uvarint   length of the body as sent, <= MaxFrameLen
+//	body   [length]byte
+//
+// The body of a FrameOp is: seq uvarint | op type byte | op payload. Op
+// payloads are fixed sequences of fields, listed in each op's Append method;
+// op type numbers are never renumbered.
+//
+// # Validation
+//
+// Decoding bounds every length before allocating (MaxPathLen, MaxNameLen,
+// MaxXattrValueLen, MaxWriteLen, MaxFrameLen) and validates paths: relative,
+// clean, no "." or ".." components, no NUL, no empty components. A decoded
+// op is therefore safe to hand to the replayer, which still confines every
+// path beneath its root (a symlink inside the tree may point anywhere).
+//
+// Truncated input yields ErrTruncated; anything else malformed yields an
+// error wrapping ErrMalformed.
+package wire

@@ -1,0 +1,126 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// FrameKind says what a frame body holds.
+type FrameKind uint8
+
+// Frame kinds. Never renumber.
+const (
+	FrameHello    FrameKind = 1 // master -> slave, first on the control stream: Hello
+	FrameHelloAck FrameKind = 2 // slave -> master: HelloAck
+	FrameOp       FrameKind = 3 // master -> slave: one numbered op (AppendOp)
+	FrameAck      FrameKind = 4 // slave -> master: Ack
+	FrameError    FrameKind = 5 // either way, last frame before closing: Error
+	FrameBye      FrameKind = 6 // master -> slave: no more ops; answer with a final Ack (empty body)
+)
+
+func (k FrameKind) String() string {
+	switch k {
+	case FrameHello:
+		return "hello"
+	case FrameHelloAck:
+		return "hello-ack"
+	case FrameOp:
+		return "op"
+	case FrameAck:
+		return "ack"
+	case FrameError:
+		return "error"
+	case FrameBye:
+		return "bye"
+	}
+	return fmt.Sprintf("frame(%d)", uint8(k))
+}
+
+const flagZstd = 1 << 0
+
+// AppendFrame appends a frame carrying body to b. With a non-nil
+// Compressor, the body is sent zstd-compressed when that makes it smaller
+// (incompressible data goes raw).
+func AppendFrame(b []byte, kind FrameKind, body []byte, c *Compressor) []byte {
+	if c != nil && len(body) >= minCompress {
+		if z, ok := c.compress(body); ok {
+			b = append(b, byte(kind), flagZstd)
+			return appendBytes(b, z)
+		}
+	}
+	b = append(b, byte(kind), 0)
+	return appendBytes(b, body)
+}
+
+// FrameReader reads frames from a stream. It is not safe for concurrent use.
+type FrameReader struct {
+	r   *bufio.Reader
+	d   *Decompressor
+	buf []byte
+	out []byte
+}
+
+// NewFrameReader returns a reader of frames from r; compressed bodies are
+// decoded with d (which may be shared), and a compressed frame without a
+// decompressor is an error.
+func NewFrameReader(r io.Reader, d *Decompressor) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, 64<<10), d: d}
+}
+
+// Next reads the next frame. The body is valid until the next call. At a
+// clean end of stream (between frames) it returns io.EOF; inside a frame,
+// ErrTruncated.
+func (fr *FrameReader) Next() (FrameKind, []byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(fr.r, hdr[:1]); err != nil {
+		return 0, nil, err // io.EOF between frames
+	}
+	if _, err := io.ReadFull(fr.r, hdr[1:]); err != nil {
+		return 0, nil, eofToTruncated(err)
+	}
+	kind, flags := FrameKind(hdr[0]), hdr[1]
+	if kind < FrameHello || kind > FrameBye {
+		return 0, nil, fmt.Errorf("%w: unknown frame kind %d", ErrMalformed, hdr[0])
+	}
+	if flags&^flagZstd != 0 {
+		return 0, nil, fmt.Errorf("%w: unknown frame flags %#x", ErrMalformed, flags)
+	}
+	n, err := binary.ReadUvarint(fr.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, ErrTruncated
+		}
+		return 0, nil, fmt.Errorf("%w: frame length: %w", ErrMalformed, err)
+	}
+	if n > MaxFrameLen {
+		return 0, nil, fmt.Errorf("%w: %v frame of %d bytes exceeds %d", ErrMalformed, kind, n, MaxFrameLen)
+	}
+	if cap(fr.buf) < int(n) {
+		fr.buf = make([]byte, n)
+	}
+	fr.buf = fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+		return 0, nil, eofToTruncated(err)
+	}
+	if flags&flagZstd == 0 {
+		return kind, fr.buf, nil
+	}
+	if fr.d == nil {
+		return 0, nil, fmt.Errorf("%w: compressed frame but no decompressor", ErrMalformed)
+	}
+	fr.out, err = fr.d.decompress(fr.out[:0], fr.buf)
+	if err != nil {
+		return 0, nil, err
+	}
+	return kind, fr.out, nil
+}
+
+func eofToTruncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrTruncated
+	}
+	return err
+}
