@@ -1,0 +1,86 @@
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// ALPN is the application protocol both sides offer; its suffix is the
+// protocol version, so mismatched versions fail the handshake with
+// "no application protocol".
+const ALPN = "tdfs/1"
+
+// ServerConfig returns the slave's TLS configuration: TLS 1.3, the peer
+// must present a certificate that chains to pool and carries the clientAuth
+// usage, and, when allow is not empty, whose name (common name or a DNS SAN)
+// is in allow.
+func ServerConfig(cert tls.Certificate, pool *x509.CertPool, allow []string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		NextProtos:   []string{ALPN},
+		// One long-lived connection per master: resumption gains nothing,
+		// and resumed sessions skip VerifyPeerCertificate (crypto/tls docs).
+		SessionTicketsDisabled: true,
+		// VerifyConnection runs on every connection, resumed or not, after
+		// the chain was verified.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("tdfs: master presented no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+				return fmt.Errorf("tdfs: certificate %q is not a master certificate (no clientAuth usage)", leaf.Subject.CommonName)
+			}
+			if len(allow) > 0 && !nameAllowed(leaf, allow) {
+				return fmt.Errorf("tdfs: master %q is not in --allow-master", leaf.Subject.CommonName)
+			}
+			return nil
+		},
+	}
+}
+
+func nameAllowed(c *x509.Certificate, allow []string) bool {
+	if slices.Contains(allow, c.Subject.CommonName) {
+		return true
+	}
+	for _, n := range c.DNSNames {
+		if slices.Contains(allow, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientConfig returns the master's TLS configuration for dialing the slave
+// known as serverName (a DNS name or IP address in its certificate):
+// TLS 1.3, the slave's chain must verify against pool, name serverName and
+// carry the serverAuth usage.
+func ClientConfig(cert tls.Certificate, pool *x509.CertPool, serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ServerName:   serverName,
+		NextProtos:   []string{ALPN},
+		// No session cache: no resumption, no 0-RTT (replayable).
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("tdfs: slave presented no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			// crypto/x509 accepts a leaf with no usage extension for any
+			// use; a slave certificate must say serverAuth.
+			if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+				return fmt.Errorf("tdfs: certificate %q is not a slave certificate (no serverAuth usage)", leaf.Subject.CommonName)
+			}
+			return nil
+		},
+	}
+}
