@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "512K": 512 << 10, "256M": 256 << 20,
+		"2G": 2 << 30, "1T": 1 << 40, "64MiB": 64 << 20, "3 g": 3 << 30} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1", "1Q", "99999999999T", "1.5G"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}
+
+func TestDirAndWithin(t *testing.T) {
+	d := t.TempDir()
+	f := filepath.Join(d, "f")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Dir("-m", f); err == nil || err.Error() != "-m "+f+": not a directory" {
+		t.Errorf("Dir(file) = %v", err)
+	}
+	if _, err := Dir("-m", filepath.Join(d, "nope")); err == nil {
+		t.Error("Dir(missing) succeeded")
+	}
+	if _, err := Dir("-m", ""); err == nil {
+		t.Error("Dir(\"\") succeeded")
+	}
+	got, err := Dir("-m", d+"/.")
+	if err != nil || got != d {
+		t.Errorf("Dir(%s/.) = %q, %v", d, got, err)
+	}
+	for _, c := range []struct {
+		p, d string
+		want bool
+	}{{"/a/b", "/a", true}, {"/a", "/a", true}, {"/ab", "/a", false}, {"/a", "/a/b", false}, {"/a/..b", "/a", true}} {
+		if got := Within(c.p, c.d); got != c.want {
+			t.Errorf("Within(%q, %q) = %v", c.p, c.d, got)
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/certs"
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/mirrorfs"
+	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+const (
+	defaultSyncTimeout  = 10 * time.Second
+	defaultDrainTimeout = 30 * time.Second
+)
+
+type config struct {
+	log          *slog.Logger
+	dir, mount   string
+	transport    quictransport.MasterConfig
+	fuse         mirrorfs.Options
+	drainTimeout time.Duration
+}
+
+func configure(c *cli.Context) (*config, error) {
+	log, err := daemon.Logger(c, "tdfs-master")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := daemon.Dir("-m", c.String("dir"))
+	if err != nil {
+		return nil, err
+	}
+	mnt, err := daemon.Dir("--mount", c.String("mount"))
+	if err != nil {
+		return nil, err
+	}
+	if daemon.Within(mnt, dir) {
+		return nil, fmt.Errorf("--mount %s lies inside the backing dir %s: choose a mount point outside it", mnt, dir)
+	}
+	if daemon.Within(dir, mnt) {
+		return nil, fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
+	}
+	mode, err := parseMode(c.String("sync"))
+	if err != nil {
+		return nil, err
+	}
+	if c.Duration("sync-timeout") <= 0 {
+		return nil, fmt.Errorf("--sync-timeout %v: want a positive duration", c.Duration("sync-timeout"))
+	}
+	backlog, err := daemon.ParseSize(c.String("backlog"))
+	if err != nil {
+		return nil, fmt.Errorf("--backlog: %w", err)
+	}
+	if backlog < 16<<20 {
+		return nil, fmt.Errorf("--backlog %s: want at least 16M", c.String("backlog"))
+	}
+	var comp *wire.Compressor
+	level, err := strconv.Atoi(c.String("compress"))
+	if err != nil || level < 0 {
+		return nil, fmt.Errorf("-z %q: want 0 (off), 1 (zstd fastest) or a higher zstd level", c.String("compress"))
+	}
+	if level > 0 {
+		if comp, err = wire.NewCompressor(level); err != nil {
+			return nil, fmt.Errorf("-z %d: %w", level, err)
+		}
+	}
+	for _, f := range []string{"cert", "key", "ca"} {
+		if c.String(f) == "" {
+			return nil, fmt.Errorf("--%s is required (see --help)", f)
+		}
+	}
+	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
+	if err != nil {
+		return nil, err
+	}
+	pool, err := certs.LoadPool(c.String("ca"))
+	if err != nil {
+		return nil, err
+	}
+	targets := c.StringSlice("connect")
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("no slave given: use -c HOST:PORT (repeatable)")
+	}
+	var peers []quictransport.Peer
+	seen := map[string]bool{}
+	for _, t := range targets {
+		name, addr, err := parseTarget(t)
+		if err != nil {
+			return nil, err
+		}
+		if seen[addr] {
+			return nil, fmt.Errorf("-c %s given twice", addr)
+		}
+		seen[addr] = true
+		peers = append(peers, quictransport.Peer{Addr: addr, TLS: certs.ClientConfig(pair, pool, name)})
+	}
+	var run wire.RunID
+	if _, err := rand.Read(run[:]); err != nil {
+		return nil, err
+	}
+	return &config{
+		log:   log,
+		dir:   dir,
+		mount: mnt,
+		transport: quictransport.MasterConfig{
+			Peers:       peers,
+			Run:         run,
+			Mode:        mode,
+			SyncTimeout: c.Duration("sync-timeout"),
+			Compressor:  comp,
+			Backlog:     backlog,
+			Logger:      log,
+		},
+		fuse: mirrorfs.Options{
+			Backing:    dir,
+			Mode:       mode,
+			AllowOther: c.Bool("allow-other"),
+			Debug:      c.Bool("debug-fuse"),
+			Logger:     log,
+		},
+		drainTimeout: c.Duration("drain-timeout"),
+	}, nil
+}
+
+func parseMode(s string) (wire.SyncMode, error) {
+	switch s {
+	case "async":
+		return wire.ModeAsync, nil
+	case "fsync":
+		return wire.ModeFsync, nil
+	case "sync":
+		return wire.ModeSync, nil
+	}
+	return 0, fmt.Errorf("--sync %q: want async, fsync or sync", s)
+}
+
+// parseTarget splits [NAME@]HOST[:PORT] into the name the slave's
+// certificate must carry and the UDP address to dial.
+func parseTarget(t string) (name, addr string, err error) {
+	hostport := t
+	if i := strings.LastIndexByte(t, '@'); i >= 0 {
+		name, hostport = t[:i], t[i+1:]
+		if name == "" {
+			return "", "", fmt.Errorf("-c %q: empty name before @", t)
+		}
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		// No port: the default one.
+		host, port = strings.Trim(hostport, "[]"), strconv.Itoa(quictransport.DefaultPort)
+	}
+	if host == "" {
+		return "", "", fmt.Errorf("-c %q: no host", t)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", "", fmt.Errorf("-c %q: bad port %q", t, port)
+	}
+	if name == "" {
+		name = host
+	}
+	return name, net.JoinHostPort(host, port), nil
+}

@@ -1,0 +1,103 @@
+// Command tdfs-master mounts a FUSE filesystem over a backing directory and
+// replicates every change made through it to tdfs slaves.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/quictransport"
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stderr))
+}
+
+func newApp(stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "tdfs-master",
+		Usage: "mount a directory and replicate every change to tdfs slaves",
+		UsageText: "tdfs-master -m DIR --mount MNT -c HOST:PORT [-c ...] --cert FILE --key FILE --ca FILE\n" +
+			"            [-z 0|1|LEVEL] [--sync async|fsync|sync]",
+		Description: "tdfs-master mounts MNT as a view of the backing directory DIR. Every change made through MNT\n" +
+			"is applied to DIR and streamed, in order, to each slave given with -c (QUIC, mutual TLS).\n" +
+			"Reads are served from DIR and never cross the network. It runs in the foreground until MNT is\n" +
+			"unmounted (umount MNT) or it gets SIGTERM/SIGINT, then delivers what it still owes the slaves\n" +
+			"(bounded by --drain-timeout) and exits 0.",
+		HideHelpCommand: true,
+		ErrWriter:       stderr,
+		Writer:          stderr,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
+				Usage: "backing `DIR`: the directory that holds the truth (must exist)"},
+			&cli.StringFlag{Name: "mount", EnvVars: []string{"TDFS_MOUNT"},
+				Usage: "mount point `MNT` (an existing directory outside DIR)"},
+			&cli.StringSliceFlag{Name: "connect", Aliases: []string{"c"}, EnvVars: []string{"TDFS_CONNECT"},
+				Usage: fmt.Sprintf("slave to replicate to, as `[NAME@]HOST[:PORT]` (repeatable; port default %d; "+
+					"the slave's certificate must name NAME, default HOST)", quictransport.DefaultPort)},
+			&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
+				Usage: "this master's certificate `FILE` (PEM, from tdfs-certs master)"},
+			&cli.StringFlag{Name: "key", EnvVars: []string{"TDFS_KEY"}, TakesFile: true,
+				Usage: "this master's private key `FILE` (PEM, mode 0600)"},
+			&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
+				Usage: "CA certificate `FILE` that slave certificates must chain to"},
+			&cli.StringFlag{Name: "compress", Aliases: []string{"z"}, Value: "0", EnvVars: []string{"TDFS_COMPRESS"},
+				Usage: "compress data with zstd at `LEVEL`: 0 off, 1 fastest, 2 default, 3 better, 4 best " +
+					"(incompressible data is sent raw)"},
+			&cli.StringFlag{Name: "sync", Value: "fsync", EnvVars: []string{"TDFS_SYNC"},
+				Usage: "durability `MODE`: async (nothing waits for slaves), fsync (fsync/fdatasync wait until " +
+					"every connected slave made everything durable), sync (every change waits)"},
+			&cli.DurationFlag{Name: "sync-timeout", Value: defaultSyncTimeout, EnvVars: []string{"TDFS_SYNC_TIMEOUT"},
+				Usage: "a slave that has not answered within this `DURATION` is marked degraded and stops holding writers back"},
+			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
+				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
+			&cli.StringFlag{Name: "backlog", Value: "256M", EnvVars: []string{"TDFS_BACKLOG"},
+				Usage: "`SIZE` of operations kept in memory for slaves that lag or are away; a slave that " +
+					"needs more is marked \"needs resync\""},
+			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
+				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
+					"never grants more than DIR"},
+			&cli.BoolFlag{Name: "debug-fuse", EnvVars: []string{"TDFS_DEBUG_FUSE"},
+				Usage: "log every FUSE request (very verbose)"},
+		}, daemon.LogFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit("tdfs-master: unexpected argument "+c.Args().First()+" (see --help)", daemon.ExitUsage)
+			}
+			cfg, err := configure(c)
+			if err != nil {
+				return cli.Exit("tdfs-master: "+err.Error(), daemon.ExitUsage)
+			}
+			if err := serve(c.Context, cfg); err != nil {
+				return cli.Exit("tdfs-master: "+err.Error(), daemon.ExitRuntime)
+			}
+			return nil
+		},
+	}
+}
+
+func run(args []string, stderr io.Writer) int {
+	// The signal context only triggers the unmount: serve keeps running until
+	// the mount is gone and the drain is done.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := newApp(stderr).RunContext(ctx, args)
+	if err == nil {
+		return daemon.ExitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		fmt.Fprintln(stderr, ec.Error())
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "tdfs-master:", err)
+	return daemon.ExitUsage
+}

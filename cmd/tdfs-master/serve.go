@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tdfs/tdfs/mirrorfs"
+	"github.com/tdfs/tdfs/quictransport"
+)
+
+func serve(sigctx context.Context, cfg *config) error {
+	log := cfg.log
+	m, err := quictransport.NewMaster(cfg.transport)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.Run(ctx)
+	}()
+	stopTransport := func() {
+		cancel()
+		wg.Wait()
+	}
+
+	cfg.fuse.Sink = m
+	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
+	if err != nil {
+		stopTransport()
+		return fmt.Errorf("mount %s: %w", cfg.mount, err)
+	}
+	log.Info("mounted", "mount", cfg.mount, "dir", cfg.dir, "slaves", len(cfg.transport.Peers),
+		"sync", cfg.transport.Mode.String())
+
+	unmounted := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(unmounted)
+	}()
+	select {
+	case <-unmounted:
+		log.Info("unmounted", "mount", cfg.mount)
+	case <-sigctx.Done():
+		log.Info("signal: unmounting", "mount", cfg.mount)
+		unmount(cfg, srv, unmounted)
+	}
+
+	start := time.Now()
+	derr := m.Drain(cfg.drainTimeout)
+	stopTransport()
+	if derr != nil {
+		log.Warn("drain incomplete: some slaves did not receive everything", "err", derr,
+			"after", time.Since(start).Round(time.Millisecond))
+	}
+	log.Info("exiting", "last_seq", srv.LastSeq())
+	return nil
+}
+
+// unmount unmounts and waits for the server to stop. A busy mount (open
+// files, a shell inside it) cannot be unmounted at once: it is detached
+// lazily, and the server stops when its last user leaves.
+func unmount(cfg *config, srv *mirrorfs.Server, unmounted <-chan struct{}) {
+	log := cfg.log
+	for attempt := 0; ; attempt++ {
+		err := srv.Unmount()
+		if err == nil {
+			break
+		}
+		if attempt == 0 {
+			log.Warn("unmount failed, retrying", "err", err)
+		}
+		if attempt >= 10 {
+			log.Warn("mount still busy: detaching it lazily; exiting once its last user leaves", "err", err)
+			lazyUnmount(cfg.mount)
+			break
+		}
+		select {
+		case <-unmounted:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	<-unmounted
+}

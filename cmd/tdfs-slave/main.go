@@ -1,0 +1,182 @@
+// Command tdfs-slave receives the op stream of a tdfs master over QUIC with
+// mutual TLS and applies it beneath its own directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/certs"
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/replayer"
+)
+
+const defaultStateRoot = "/var/lib/tdfs/slave"
+
+func main() {
+	os.Exit(run(os.Args, os.Stderr))
+}
+
+func newApp(stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "tdfs-slave",
+		Usage:     "apply a tdfs master's operations to a local directory",
+		UsageText: "tdfs-slave -m DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE [--allow-master NAME ...]",
+		Description: "tdfs-slave listens on UDP for one tdfs master (QUIC, mutual TLS), applies every operation it\n" +
+			"sends beneath DIR, in order, and acknowledges how far it applied and made durable. SIGTERM or\n" +
+			"SIGINT finishes the operation in hand, makes the state durable and exits 0.",
+		HideHelpCommand: true,
+		ErrWriter:       stderr,
+		Writer:          stderr,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
+				Usage: "replica `DIR`: the directory the master's tree is replicated into (must exist)"},
+			&cli.StringFlag{Name: "listen", Value: fmt.Sprintf(":%d", quictransport.DefaultPort), EnvVars: []string{"TDFS_LISTEN"},
+				Usage: "UDP `HOST:PORT` to listen on for the master"},
+			&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
+				Usage: "this slave's certificate `FILE` (PEM, from tdfs-certs slave)"},
+			&cli.StringFlag{Name: "key", EnvVars: []string{"TDFS_KEY"}, TakesFile: true,
+				Usage: "this slave's private key `FILE` (PEM, mode 0600)"},
+			&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
+				Usage: "CA certificate `FILE` that master certificates must chain to"},
+			&cli.StringSliceFlag{Name: "allow-master", EnvVars: []string{"TDFS_ALLOW_MASTER"},
+				Usage: "accept only masters whose certificate `NAME` is one of these (repeatable; default: any master certificate from the CA)"},
+			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
+				Usage: "state `DIR` outside the replica, where the slave records how far it got (default " + defaultStateRoot + "/<DIR with / as _>)"},
+			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
+				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
+		}, daemon.LogFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit("tdfs-slave: unexpected argument "+c.Args().First()+" (see --help)", daemon.ExitUsage)
+			}
+			cfg, err := configure(c)
+			if err != nil {
+				return cli.Exit("tdfs-slave: "+err.Error(), daemon.ExitUsage)
+			}
+			if err := serve(c.Context, cfg); err != nil {
+				return cli.Exit("tdfs-slave: "+err.Error(), daemon.ExitRuntime)
+			}
+			return nil
+		},
+	}
+}
+
+func run(args []string, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := newApp(stderr).RunContext(ctx, args)
+	if err == nil {
+		return daemon.ExitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		fmt.Fprintln(stderr, ec.Error())
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "tdfs-slave:", err)
+	return daemon.ExitUsage
+}
+
+type config struct {
+	server   quictransport.ServerConfig
+	dir      string
+	stateDir string
+}
+
+func configure(c *cli.Context) (*config, error) {
+	log, err := daemon.Logger(c, "tdfs-slave")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := daemon.Dir("-m", c.String("dir"))
+	if err != nil {
+		return nil, err
+	}
+	stateDir := c.String("state")
+	if stateDir == "" {
+		stateDir = filepath.Join(defaultStateRoot, strings.ReplaceAll(dir, "/", "_"))
+	}
+	if stateDir, err = filepath.Abs(stateDir); err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(stateDir); err == nil {
+		stateDir = real
+	}
+	if daemon.Within(stateDir, dir) {
+		return nil, fmt.Errorf("--state %s lies inside the replica %s: it must be outside it", stateDir, dir)
+	}
+	for _, f := range []string{"cert", "key", "ca"} {
+		if c.String(f) == "" {
+			return nil, fmt.Errorf("--%s is required (see --help)", f)
+		}
+	}
+	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
+	if err != nil {
+		return nil, err
+	}
+	pool, err := certs.LoadPool(c.String("ca"))
+	if err != nil {
+		return nil, err
+	}
+	pending, err := daemon.ParseSize(c.String("max-pending"))
+	if err != nil {
+		return nil, fmt.Errorf("--max-pending: %w", err)
+	}
+	if pending < 4<<20 {
+		return nil, fmt.Errorf("--max-pending %s: want at least 4M (a write frame is up to 1M)", c.String("max-pending"))
+	}
+	return &config{
+		dir:      dir,
+		stateDir: stateDir,
+		server: quictransport.ServerConfig{
+			Listen:     c.String("listen"),
+			TLS:        certs.ServerConfig(pair, pool, c.StringSlice("allow-master")),
+			MaxPending: pending,
+			Logger:     log,
+		},
+	}, nil
+}
+
+func serve(ctx context.Context, cfg *config) error {
+	log := cfg.server.Logger
+	st, err := replayer.LoadState(cfg.stateDir)
+	if err != nil {
+		return err
+	}
+	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: owners are not replicated")
+	}
+	h := &handler{r: r, stateDir: cfg.stateDir, state: st}
+	// Fail now, not at the first sync, if the state dir cannot be written.
+	if err := replayer.SaveState(cfg.stateDir, st); err != nil {
+		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	}
+	cfg.server.Handler = h
+	srv, err := quictransport.NewServer(cfg.server)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", srv.Addr().String(), "dir", cfg.dir, "state", cfg.stateDir,
+		"durable_seq", st.Durable)
+	if err := srv.Serve(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped", "durable_seq", h.durable())
+	return nil
+}
