@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -48,9 +49,10 @@ type CA struct {
 }
 
 // IssueOptions describe a certificate to issue. Zero times mean "now" and
-// "now + LeafValidity".
+// "now + LeafValidity" (a zero NotBefore with a NotAfter in the past means
+// one hour before NotAfter). NotAfter must be later than NotBefore.
 type IssueOptions struct {
-	Name      string   // common name and first DNS SAN
+	Name      string   // common name and first SAN (IP SAN if it is an IP address)
 	Hosts     []string // more SANs: IP addresses become IP SANs, the rest DNS SANs
 	Role      Role
 	KeyType   KeyType
@@ -69,29 +71,41 @@ func newKey(t KeyType) (crypto.Signer, error) {
 	case ECDSAP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
-	return nil, fmt.Errorf("unknown key type %d", t)
+	return nil, fmt.Errorf("unknown key type %v", t)
 }
 
 func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
-// NewCA creates a self-signed CA named name.
+// NewCA creates a self-signed CA named name, valid for CAValidity.
 func NewCA(name string, kt KeyType) (*CA, error) {
+	return NewCAWithValidity(name, kt, CAValidity)
+}
+
+// NewCAWithValidity creates a self-signed CA named name, valid from five
+// minutes ago (clock skew) for validity.
+func NewCAWithValidity(name string, kt KeyType, validity time.Duration) (*CA, error) {
+	if name == "" {
+		return nil, errors.New("CA name is empty")
+	}
+	if validity <= 0 {
+		return nil, fmt.Errorf("CA validity %v is not positive", validity)
+	}
 	key, err := newKey(kt)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("new CA key: %w", err)
 	}
 	sn, err := serial()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("new CA serial: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             now.Add(-5 * time.Minute), // tolerate small clock skew
-		NotAfter:              now.Add(CAValidity),
+		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -99,34 +113,49 @@ func NewCA(name string, kt KeyType) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create CA certificate %q: %w", name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parse CA certificate %q: %w", name, err)
 	}
 	return &CA{Cert: cert, Key: key}, nil
 }
 
 // Issue creates a key and a certificate signed by ca.
+//
+// The name is the common name and the first SAN: a DNS SAN, or an IP SAN
+// when it is an IP address (a client dialing an IP address matches only IP
+// SANs). Hosts repeating a SAN already present are skipped.
 func (ca *CA) Issue(o IssueOptions) (*x509.Certificate, crypto.Signer, error) {
 	if o.Name == "" {
 		return nil, nil, errors.New("certificate name is empty")
 	}
+	if !o.NoUsage && o.Role != RoleMaster && o.Role != RoleSlave {
+		return nil, nil, fmt.Errorf("issue %q: cannot issue a leaf certificate for role %d", o.Name, o.Role)
+	}
 	key, err := newKey(o.KeyType)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue %q: %w", o.Name, err)
 	}
 	sn, err := serial()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue %q: serial: %w", o.Name, err)
 	}
 	now := time.Now()
 	if o.NotBefore.IsZero() {
-		o.NotBefore = now.Add(-5 * time.Minute)
+		o.NotBefore = now.Add(-5 * time.Minute) // tolerate small clock skew
+		// An explicit NotAfter in the past (an expired certificate for a
+		// test) gets a NotBefore before it rather than an error.
+		if !o.NotAfter.IsZero() && !o.NotAfter.After(o.NotBefore) {
+			o.NotBefore = o.NotAfter.Add(-time.Hour)
+		}
 	}
 	if o.NotAfter.IsZero() {
 		o.NotAfter = now.Add(LeafValidity)
+	}
+	if !o.NotAfter.After(o.NotBefore) {
+		return nil, nil, fmt.Errorf("issue %q: not after %v is not later than not before %v", o.Name, o.NotAfter, o.NotBefore)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
@@ -134,15 +163,16 @@ func (ca *CA) Issue(o IssueOptions) (*x509.Certificate, crypto.Signer, error) {
 		NotBefore:    o.NotBefore,
 		NotAfter:     o.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		DNSNames:     []string{o.Name},
 	}
 	if _, ok := key.(*ecdsa.PrivateKey); ok {
 		tmpl.KeyUsage |= x509.KeyUsageKeyAgreement
 	}
-	for _, h := range o.Hosts {
+	for _, h := range append([]string{o.Name}, o.Hosts...) {
 		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
+			if !slices.ContainsFunc(tmpl.IPAddresses, ip.Equal) {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else if h != "" && !slices.Contains(tmpl.DNSNames, h) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
@@ -152,17 +182,15 @@ func (ca *CA) Issue(o IssueOptions) (*x509.Certificate, crypto.Signer, error) {
 			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		case RoleSlave:
 			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		default:
-			return nil, nil, fmt.Errorf("cannot issue a leaf certificate for role %d", o.Role)
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue %q: %w", o.Name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue %q: parse: %w", o.Name, err)
 	}
 	return cert, key, nil
 }
