@@ -8,6 +8,8 @@ import (
 
 // The small encoding vocabulary every op is written in.
 
+var errNonMinimal = fmt.Errorf("%w: varint not in minimal form", ErrMalformed)
+
 func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
 func appendVarint(b []byte, v int64) []byte   { return binary.AppendVarint(b, v) }
 
@@ -44,6 +46,13 @@ func (d *decoder) fail(err error) {
 	}
 }
 
+// uvarint reads an unsigned varint in its minimal form.
+//
+// binary.Uvarint also accepts padded forms (0x80 0x00 for 0); refusing them
+// keeps exactly one encoding per value, so decode -> encode gives back the
+// input (FuzzParseOp checks it) and a peer cannot smuggle in bytes the
+// length checks do not see. binary.AppendUvarint always writes the minimal
+// form.
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
@@ -57,25 +66,23 @@ func (d *decoder) uvarint() uint64 {
 		d.fail(fmt.Errorf("%w: varint overflows 64 bits", ErrMalformed))
 		return 0
 	}
+	if n > 1 && d.b[n-1] == 0 {
+		d.fail(errNonMinimal)
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
 }
 
+// varint reads a zigzag-encoded signed varint (binary.AppendVarint); the
+// zigzag mapping is a bijection, so minimality carries over from uvarint.
 func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b)
-	if n == 0 {
-		d.fail(ErrTruncated)
-		return 0
-	}
-	if n < 0 {
-		d.fail(fmt.Errorf("%w: varint overflows 64 bits", ErrMalformed))
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return x
 }
 
 func (d *decoder) byte() byte {

@@ -9,7 +9,9 @@
 // # Encoding
 //
 // Everything is explicit byte order (unsigned LEB128 varints, zigzag for
-// signed values), so an amd64 master feeds an arm64 slave.
+// signed values), so an amd64 master feeds an arm64 slave. Varints must be
+// in their minimal form (binary.AppendUvarint writes nothing else): each
+// message has exactly one encoding.
 //
 // A stream is a sequence of frames:
 //

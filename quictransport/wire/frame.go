@@ -88,12 +88,9 @@ func (fr *FrameReader) Next() (FrameKind, []byte, error) {
 	if flags&^flagZstd != 0 {
 		return 0, nil, fmt.Errorf("%w: unknown frame flags %#x", ErrMalformed, flags)
 	}
-	n, err := binary.ReadUvarint(fr.r)
+	n, err := readUvarint(fr.r)
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, ErrTruncated
-		}
-		return 0, nil, fmt.Errorf("%w: frame length: %w", ErrMalformed, err)
+		return 0, nil, err
 	}
 	if n > MaxFrameLen {
 		return 0, nil, fmt.Errorf("%w: %v frame of %d bytes exceeds %d", ErrMalformed, kind, n, MaxFrameLen)
@@ -116,6 +113,32 @@ func (fr *FrameReader) Next() (FrameKind, []byte, error) {
 		return 0, nil, err
 	}
 	return kind, fr.out, nil
+}
+
+// readUvarint reads a frame length: a minimal-form uvarint, as the decoder
+// requires of every varint (see decoder.uvarint). Unlike
+// binary.ReadUvarint it leaves the stream's own errors (a reset QUIC
+// stream) unwrapped instead of calling them malformed input, and turns an
+// end of stream into ErrTruncated: it is always inside a frame.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var v uint64
+	for i := range binary.MaxVarintLen64 {
+		c, err := r.ReadByte()
+		if err != nil {
+			return 0, eofToTruncated(err)
+		}
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			break
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			if i > 0 && c == 0 {
+				return 0, fmt.Errorf("frame length: %w", errNonMinimal)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: frame length overflows 64 bits", ErrMalformed)
 }
 
 func eofToTruncated(err error) error {
