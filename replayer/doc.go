@@ -1,0 +1,54 @@
+// Package replayer is the slave side of tdfs: it applies the master's ops,
+// one at a time and in sequence order, to an ordinary directory tree (the
+// replica) beneath a root.
+//
+// # Contract
+//
+// The same op sequence applied to the same starting tree yields the same
+// tree: names, types, contents (holes punched stay holes where the
+// filesystem allows), sizes, modes, owners (with Options.Chown), mtimes to
+// the nanosecond, symlink targets, hard links and xattrs. Every op carries
+// the times the master's backing dir held after it, and the replayer sets
+// them after its own changes, so applying an op cannot leave the slave's
+// clocks in the tree. Umask plays no part: modes are set exactly.
+//
+// Writes name a handle, not a path (DESIGN.md item 4): Create and Open keep
+// the file open under the master's handle id until Release, so a write lands
+// in the file the master wrote to even after a rename or unlink of it.
+//
+// Ops that a crashed slave may see twice are idempotent where that is safe:
+// Mkdir of an existing directory, Unlink and Rmdir of a missing name,
+// Removexattr of a missing attribute, Symlink, Link and Mknod re-creating
+// what is already there, and Create (the master's O_EXCL becomes O_TRUNC:
+// the master guaranteed the file was new, so it must end empty).
+//
+// # Confinement
+//
+// Every path is confined beneath the root, even from an authenticated
+// master. The parent of each path is resolved with openat2(2)
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS|RESOLVE_NO_XDEV,
+// so "..", absolute paths, any symlink in an intermediate component and any
+// mount crossing are refused; the final name is then acted on with *at
+// system calls that never follow it. A FUSE path never has a symlink as an
+// intermediate component, so refusing them costs nothing legitimate.
+//
+// # Refusals
+//
+// Apply returns an error wrapping ErrRefused, and changes nothing, for: a
+// path that is not a clean relative path or that leaves the root; a data op
+// (Open, Create over an existing name, truncate) on anything but a regular
+// file, including a final symlink, which is never followed; character and
+// block devices (Mknod); rename flags other than RENAME_NOREPLACE and
+// RENAME_EXCHANGE; fallocate modes other than allocate, keep-size,
+// punch-hole and zero-range; op types it does not know.
+//
+// # What it does not do
+//
+// It does not order ops (the transport hands them over in sequence order
+// and decides barriers), talk to the network, or keep state inside the
+// replica: LoadState and SaveState keep the slave's position in a directory
+// of its own. It does not strip setuid/setgid bits or map owners; mount the
+// replica nosuid,nodev if the master is not fully trusted. It needs Linux
+// 5.6 or later (openat2) and 6.6 or later (fchmodat2) and, for xattrs on
+// special files, /proc.
+package replayer

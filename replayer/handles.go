@@ -1,0 +1,76 @@
+package replayer
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Handles are the master's ids for files it opened for writing (DESIGN.md
+// item 4). The slave keeps the matching file open under the same id, so a
+// Write lands in the file the master wrote to whatever happened to its
+// name since. The map holds raw fds: they are only used with *at and
+// pwrite-style system calls, never as streams.
+
+// handle returns the fd open under h.
+func (r *Replayer) handle(h uint64) (int, error) {
+	fd, ok := r.handles[h]
+	if !ok {
+		return -1, fmt.Errorf("%w %d", ErrUnknownHandle, h)
+	}
+	return fd, nil
+}
+
+// keep files fd under h. A handle id still in use belongs to a file the
+// master has released (it reuses ids only after release), so the old fd is
+// closed first.
+func (r *Replayer) keep(h uint64, fd int) {
+	if old, ok := r.handles[h]; ok {
+		if err := unix.Close(old); err != nil {
+			r.log.Warn("replayer: closing a reused handle", "handle", h, "err", err)
+		}
+	}
+	r.handles[h] = fd
+}
+
+// release closes the fd open under h.
+func (r *Replayer) release(h uint64) error {
+	fd, err := r.handle(h)
+	if err != nil {
+		return err
+	}
+	delete(r.handles, h)
+	if err := unix.Close(fd); err != nil {
+		return fmt.Errorf("close handle %d: %w", h, err)
+	}
+	return nil
+}
+
+// closeHandles closes every handle and returns what went wrong.
+func (r *Replayer) closeHandles() []error {
+	var errs []error
+	for h, fd := range r.handles {
+		if err := unix.Close(fd); err != nil {
+			errs = append(errs, fmt.Errorf("close handle %d: %w", h, err))
+		}
+	}
+	clear(r.handles)
+	return errs
+}
+
+// ResetHandles closes every open handle: a new master run starts, and the
+// old run's handle ids mean nothing in it.
+func (r *Replayer) ResetHandles() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, err := range r.closeHandles() {
+		r.log.Warn("replayer: reset handles", "err", err)
+	}
+}
+
+// NumHandles reports how many handles are open.
+func (r *Replayer) NumHandles() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.handles)
+}

@@ -1,0 +1,218 @@
+package replayer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// ErrRefused is wrapped by the error of an op the slave will not apply: it
+// tried to leave the root, or to do something the slave never does (a device
+// node, writing through a symlink, an unknown rename or fallocate mode).
+var ErrRefused = errors.New("replayer: refused")
+
+// ErrUnknownHandle is wrapped by the error of a Write, Release, Fallocate or
+// Setattr naming a handle that was never opened (or was already released).
+var ErrUnknownHandle = errors.New("replayer: unknown handle")
+
+// Options configure a Replayer.
+type Options struct {
+	// Chown says whether to apply owners (uid/gid); default when
+	// constructing from cmd: os.Geteuid()==0.
+	Chown  bool
+	Logger *slog.Logger // nil: slog.Default()
+}
+
+// Replayer applies ops beneath one root directory. Apply, ResetHandles and
+// Close are serialised; Sync may be called from another goroutine at any
+// time.
+type Replayer struct {
+	root  string
+	chown bool
+	log   *slog.Logger
+	euid  int
+	egid  int
+
+	// mu serialises everything that touches the tree or the handles.
+	mu      sync.Mutex
+	handles map[uint64]int
+	warned  bool // the Chown=false owner warning was logged
+
+	// fdMu guards the root fds against Close while Sync uses them. Lock
+	// order: mu, then fdMu.
+	fdMu   sync.RWMutex
+	closed bool
+	rootFd int // O_PATH|O_DIRECTORY: the anchor every path is resolved from
+	syncFd int // O_RDONLY|O_DIRECTORY on the same dir: syncfs(2) and fsetxattr(2) reject O_PATH fds
+}
+
+// New returns a Replayer applying ops beneath root, which must be an
+// existing directory.
+func New(root string, o Options) (*Replayer, error) {
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("replayer: open root %q: %w", root, err)
+	}
+	// Opening "." through rootFd guarantees both fds name the same
+	// directory even if root is renamed between the two opens.
+	syncFd, err := unix.Openat(rootFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(rootFd)
+		return nil, fmt.Errorf("replayer: open root %q for reading: %w", root, err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Replayer{
+		root:    root,
+		chown:   o.Chown,
+		log:     log,
+		euid:    os.Geteuid(),
+		egid:    os.Getegid(),
+		handles: make(map[uint64]int),
+		rootFd:  rootFd,
+		syncFd:  syncFd,
+	}, nil
+}
+
+// Apply applies one op. Calls must come one at a time, in sequence order.
+// The error says which op and path failed and wraps the cause, so
+// errors.Is(err, fs.ErrNotExist), ErrRefused and ErrUnknownHandle work.
+func (r *Replayer) Apply(op wire.Op) error {
+	if op == nil {
+		return fmt.Errorf("apply nil op: %w", ErrRefused)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("apply %s: replayer: %w", describe(op), os.ErrClosed)
+	}
+	if err := r.apply(op); err != nil {
+		return fmt.Errorf("apply %s: %w", describe(op), err)
+	}
+	return nil
+}
+
+func (r *Replayer) apply(op wire.Op) error {
+	switch o := op.(type) {
+	case *wire.Create:
+		return r.applyCreate(o)
+	case *wire.Mkdir:
+		return r.applyMkdir(o)
+	case *wire.Mknod:
+		return r.applyMknod(o)
+	case *wire.Symlink:
+		return r.applySymlink(o)
+	case *wire.Link:
+		return r.applyLink(o)
+	case *wire.Unlink:
+		return r.applyUnlink(o)
+	case *wire.Rmdir:
+		return r.applyRmdir(o)
+	case *wire.Rename:
+		return r.applyRename(o)
+	case *wire.Open:
+		return r.applyOpen(o)
+	case *wire.Release:
+		return r.applyRelease(o)
+	case *wire.Write:
+		return r.applyWrite(o)
+	case *wire.Setattr:
+		return r.applySetattr(o)
+	case *wire.Setxattr:
+		return r.applySetxattr(o)
+	case *wire.Removexattr:
+		return r.applyRemovexattr(o)
+	case *wire.Fallocate:
+		return r.applyFallocate(o)
+	case *wire.Sync:
+		return r.syncfs()
+	}
+	return fmt.Errorf("%w: op type %T is unknown to this slave", ErrRefused, op)
+}
+
+// describe names an op and what it acts on, for error messages.
+func describe(op wire.Op) string {
+	switch o := op.(type) {
+	case *wire.Create:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Mkdir:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Mknod:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Symlink:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Link:
+		return fmt.Sprintf("%v %q -> %q", o.Type(), o.OldPath, o.NewPath)
+	case *wire.Unlink:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Rmdir:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Rename:
+		return fmt.Sprintf("%v %q -> %q", o.Type(), o.OldPath, o.NewPath)
+	case *wire.Open:
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Release:
+		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
+	case *wire.Write:
+		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
+	case *wire.Setattr:
+		if o.Handle != 0 {
+			return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
+		}
+		return fmt.Sprintf("%v %q", o.Type(), o.Path)
+	case *wire.Setxattr:
+		return fmt.Sprintf("%v %q %q", o.Type(), o.Path, o.Name)
+	case *wire.Removexattr:
+		return fmt.Sprintf("%v %q %q", o.Type(), o.Path, o.Name)
+	case *wire.Fallocate:
+		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
+	}
+	return op.Type().String()
+}
+
+// Sync makes everything applied so far durable: syncfs(2) on the root's
+// filesystem. Handles stay open.
+func (r *Replayer) Sync() error {
+	return r.syncfs()
+}
+
+func (r *Replayer) syncfs() error {
+	r.fdMu.RLock()
+	defer r.fdMu.RUnlock()
+	if r.closed {
+		return fmt.Errorf("sync %q: replayer: %w", r.root, os.ErrClosed)
+	}
+	if err := unix.Syncfs(r.syncFd); err != nil {
+		return fmt.Errorf("sync %q: %w", r.root, err)
+	}
+	return nil
+}
+
+// Close closes every handle and the root. It does not sync: call Sync
+// first for durability. Closing twice is harmless.
+func (r *Replayer) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := r.closeHandles()
+	r.fdMu.Lock()
+	defer r.fdMu.Unlock()
+	if r.closed {
+		return errors.Join(errs...)
+	}
+	r.closed = true
+	if err := unix.Close(r.syncFd); err != nil {
+		errs = append(errs, fmt.Errorf("close root %q: %w", r.root, err))
+	}
+	if err := unix.Close(r.rootFd); err != nil {
+		errs = append(errs, fmt.Errorf("close root %q: %w", r.root, err))
+	}
+	return errors.Join(errs...)
+}
