@@ -15,8 +15,8 @@ import (
 // arm64 (asm-generic); the slave reads only these two bits, by value, so it
 // does not depend on its own architecture's numbering.
 const (
-	wireOExcl  = 0o200
-	wireOTrunc = 0o1000
+	wireOExcl  = wire.OpenExcl
+	wireOTrunc = wire.OpenTrunc
 )
 
 func (r *Replayer) applyCreate(o *wire.Create) error {

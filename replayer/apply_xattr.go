@@ -23,8 +23,10 @@ func (r *Replayer) applySetxattr(o *wire.Setxattr) error {
 	default:
 		return fmt.Errorf("%w: setxattr flags %#x", ErrRefused, o.Flags)
 	}
-	// The wire flags have setxattr(2)'s values.
-	flags := int(o.Flags)
+	// The master's XATTR_CREATE / XATTR_REPLACE succeeded there; on a
+	// prefix-consistent replica plain set has the same effect, and it keeps
+	// a replayed op idempotent.
+	const flags = 0
 	return r.withXattrTarget(o.Path,
 		func(fd int) error { return unix.Fsetxattr(fd, o.Name, o.Value, flags) },
 		func(p string) error { return unix.Lsetxattr(p, o.Name, o.Value, flags) })

@@ -89,12 +89,20 @@ type Time struct {
 	Omit bool
 }
 
+// Open flags carried in Create.Flags and Open.Flags. They are Linux's
+// generic open(2) values (amd64, arm64, riscv64 ...), fixed here as part of
+// the protocol so a master on an architecture with other values translates.
+const (
+	OpenExcl  uint32 = 0o200  // O_EXCL
+	OpenTrunc uint32 = 0o1000 // O_TRUNC
+)
+
 // Create creates a regular file (open(2) with O_CREAT) and, when Handle is
 // not 0, keeps it open under Handle for later writes.
 type Create struct {
 	Path     string
 	Handle   uint64
-	Flags    uint32 // open(2) flags as the master used them: O_EXCL, O_TRUNC, access mode
+	Flags    uint32 // OpenExcl, OpenTrunc as the master used them; other bits are ignored
 	Mode     uint32 // permission bits incl. setuid/setgid/sticky, after the caller's umask
 	Uid, Gid uint32 // owner of the new file on the master
 	Mtime    Time   // the file's mtime after the op
@@ -167,7 +175,7 @@ type Rename struct {
 }
 
 // Open opens the existing regular file Path for writing under Handle.
-// Flags are the open(2) flags the master used (O_TRUNC is honoured).
+// Flags: OpenTrunc as the master used it; other bits are ignored.
 type Open struct {
 	Path   string
 	Handle uint64
