@@ -108,7 +108,7 @@ func TestWrongCA(t *testing.T) {
 		}
 	})
 	m.waitLine(`msg=mounted`, 30*time.Second)
-	m.waitLine(`bad certificate|unknown authority`, 30*time.Second)
+	m.waitLine(`unknown certificate authority|bad certificate`, 30*time.Second)
 	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ func newApp(stderr io.Writer) *cli.App {
 			"unmounted (umount MNT) or it gets SIGTERM/SIGINT, then delivers what it still owes the slaves\n" +
 			"(bounded by --drain-timeout) and exits 0.",
 		HideHelpCommand: true,
+		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
 		Writer:          stderr,
 		Flags: append([]cli.Flag{

@@ -36,6 +36,7 @@ func newApp(stderr io.Writer) *cli.App {
 			"sends beneath DIR, in order, and acknowledges how far it applied and made durable. SIGTERM or\n" +
 			"SIGINT finishes the operation in hand, makes the state durable and exits 0.",
 		HideHelpCommand: true,
+		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
 		Writer:          stderr,
 		Flags: append([]cli.Flag{

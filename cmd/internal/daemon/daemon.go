@@ -115,3 +115,10 @@ func Within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
+
+// OnUsageError turns a flag parsing error into one line and ExitUsage
+// instead of urfave/cli's "Incorrect Usage" followed by the whole help.
+func OnUsageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.Name
+	return cli.Exit(fmt.Sprintf("%s: %v (see %s --help)", name, err, name), ExitUsage)
+}
