@@ -100,7 +100,9 @@ func TestWrongCA(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	args := []string{"-m", dir, "--mount", mnt, "-c", s.addr,
 		"--cert", filepath.Join(other.dir, "master.crt"), "--key", filepath.Join(other.dir, "master.key"),
-		"--ca", filepath.Join(k.dir, "ca.crt")}
+		"--ca", filepath.Join(k.dir, "ca.crt"),
+		// The slave will never take this master: do not wait long at exit.
+		"--drain-timeout", "2s"}
 	m := start(t, "tdfs-master", args...)
 	t.Cleanup(func() {
 		if mounted(mnt) {
