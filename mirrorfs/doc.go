@@ -1,0 +1,52 @@
+// Package mirrorfs is the master's FUSE side of tdfs: a go-fuse loopback
+// filesystem stacked over an ordinary backing directory which, after each
+// mutating operation has succeeded there, numbers it (1, 2, 3, ... per
+// Server, no gaps) and hands it to a Sink as a wire.Op.
+//
+// What it does not do: no networking, no queueing, no retries and no
+// ordering beyond the numbering. The Sink (the QUIC fan-out) ships the ops
+// and bounds every wait. Reads are served from the backing directory and
+// never produce an op.
+//
+// # Sequencing and locks
+//
+// DESIGN.md item 1 requires that seq(A) < seq(B) whenever A's effect was
+// visible to B. An op is therefore numbered after it succeeded locally but
+// while the locks that exclude its conflicting ops are still held:
+//
+//   - A namespace RWMutex, taken in a wrapper around the fuse.RawFileSystem
+//     that fs.NewNodeFS returns (raw.go). Ops that change the tree or
+//     attributes (create, mkdir, mknod, symlink, link, unlink, rmdir, rename,
+//     setattr, setxattr, removexattr, open for writing) hold it exclusively,
+//     so go-fuse's own tree update, which runs after the node handler returns
+//     (MvChild, RmChild), happens inside the lock and no other op can compute
+//     a stale path. Lookups, readdirplus (it looks entries up), getattr,
+//     read-only opens, writes, fallocate, release and flush hold it shared.
+//     fsync holds none: a Sync conflicts with nothing, and a slow fsync
+//     must not stall every namespace op.
+//   - A per-inode mutex held across pwrite (or fallocate), fstat and
+//     numbering, so writes to one file are numbered in the order they hit the
+//     backing file.
+//   - The sequencer's mutex, under which Sink.Append is called: the sink sees
+//     ops one at a time in seq order.
+//
+// Lock order: namespace, then inode, then sequencer. Sink.Wait is called
+// only after every lock is released (the kernel still holds its own locks,
+// e.g. the parent directory's for a mkdir, until the request is answered).
+//
+// # Handles
+//
+// Every open or create with write access gets a new handle id (DESIGN.md
+// item 4); writes and fallocate name the handle, not a path, so they land
+// where they land on the master even after the open file was renamed or
+// unlinked. A node that is no longer in the tree (unlinked while open) never
+// produces a path op.
+//
+// # Refusals
+//
+// Character and block device nodes (EPERM), O_TMPFILE (EOPNOTSUPP), file and
+// directory ioctls (ENOTTY) and RENAME_WHITEOUT (EINVAL) are refused: each
+// would change the backing dir in a way no op describes. copy_file_range
+// answers ENOTSUP, and the kernel falls back to plain writes, which are
+// mirrored.
+package mirrorfs

@@ -1,0 +1,155 @@
+package mirrorfs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
+)
+
+// Errors returned by Mount for bad options.
+var (
+	ErrNoSink     = errors.New("mirrorfs: no sink")
+	ErrBadBacking = errors.New("mirrorfs: backing is not a directory")
+	ErrBadMode    = errors.New("mirrorfs: unknown sync mode")
+)
+
+// Options configures a mount.
+type Options struct {
+	Backing string // the backing directory (must exist)
+	Sink    Sink
+	// Mode: ModeAsync, nothing waits; ModeFsync, fsync/fdatasync wait;
+	// ModeSync, every mutating op waits. The zero value is ModeAsync
+	// (wire's numbering); the command line defaults to ModeFsync.
+	Mode       wire.SyncMode
+	AllowOther bool         // allow_other (default_permissions is always on)
+	Debug      bool         // go-fuse request logging
+	Logger     *slog.Logger // nil: slog.Default()
+}
+
+// Server is a mounted mirror filesystem.
+type Server struct {
+	srv *fuse.Server
+	m   *mirror
+}
+
+// entryTimeout is how long the kernel may cache names and attributes.
+// Every change to the backing dir goes through this mount (the kernel
+// invalidates what it changes), so caching is safe and saves a round trip
+// per stat, as go-fuse's loopback default does.
+const entryTimeout = time.Second
+
+// Mount mounts the mirror of o.Backing at mountpoint and returns once the
+// mount is ready.
+//
+// Mount sets the process umask to 0: the kernel has already applied the
+// calling application's umask to every mode it sends (go-fuse does not ask
+// for FUSE_DONT_MASK), and a second umask in the daemon would turn a
+// requested 0620 into 0600 on the backing dir. Nothing else in the master
+// process may rely on its umask.
+func Mount(mountpoint string, o Options) (*Server, error) {
+	if o.Sink == nil {
+		return nil, ErrNoSink
+	}
+	if o.Mode > wire.ModeSync {
+		return nil, fmt.Errorf("%w: %d", ErrBadMode, o.Mode)
+	}
+	backing, err := filepath.Abs(o.Backing)
+	if err != nil {
+		return nil, fmt.Errorf("mirrorfs: backing %q: %w", o.Backing, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(backing, &st); err != nil {
+		return nil, fmt.Errorf("mirrorfs: backing %q: %w", backing, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, fmt.Errorf("%w: %q", ErrBadBacking, backing)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	unix.Umask(0)
+
+	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0}
+	m.seq.sink = o.Sink
+	rootData := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
+	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, m: m}
+	rootData.RootNode = root
+
+	timeout := entryTimeout
+	fsOpts := &fs.Options{
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		// go-fuse shows mode 0 as 0644 unless told otherwise; with
+		// default_permissions the kernel would then let anyone read a
+		// file whose mode is 000.
+		NullPermissions: true,
+		Logger:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, fsOpts), m: m}
+
+	mopts := &fuse.MountOptions{
+		// go-fuse enables kernel passthrough by default: READ and WRITE
+		// would then bypass the daemon and no write would be mirrored
+		// (research pitfall #1). file has no PassthroughFd either.
+		// The writeback cache stays off too: it merges and delays writes
+		// and sends them on any writable handle with pid 0, after later
+		// metadata ops (research C.4); writes must be numbered at the
+		// local pwrite.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
+		// The codec bounds a Write's data by wire.MaxWriteLen; one FUSE
+		// WRITE then always fits in one op.
+		MaxWrite: wire.MaxWriteLen,
+		// There may be no fusermount binary; the daemon runs as root.
+		DirectMount: true,
+		// The kernel checks mode bits and owners: the loopback runs as
+		// root and would otherwise let every caller do anything.
+		Options:    []string{"default_permissions"},
+		AllowOther: o.AllowOther,
+		FsName:     backing,
+		Name:       "tdfs",
+		Debug:      o.Debug,
+		Logger:     slog.NewLogLogger(log.Handler(), slog.LevelInfo),
+		// EnableLocks stays off: the kernel keeps POSIX and flock locks
+		// itself, which is right as every access goes through this one
+		// mount.
+	}
+	srv, err := fuse.NewServer(raw, mountpoint, mopts)
+	if err != nil {
+		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		if uerr := srv.Unmount(); uerr != nil {
+			log.Error("mirrorfs: unmount after failed mount", "mountpoint", mountpoint, "err", uerr)
+		}
+		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
+	}
+	return &Server{srv: srv, m: m}, nil
+}
+
+// Wait blocks until the filesystem is unmounted (umount of the mount
+// point, or Unmount).
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts the filesystem. It fails with EBUSY while files on the
+// mount are open.
+func (s *Server) Unmount() error {
+	if err := s.srv.Unmount(); err != nil {
+		return fmt.Errorf("mirrorfs: unmount: %w", err)
+	}
+	return nil
+}
+
+// LastSeq returns the highest seq handed to the sink.
+func (s *Server) LastSeq() uint64 { return s.m.seq.lastSeq() }

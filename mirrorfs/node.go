@@ -1,0 +1,176 @@
+package mirrorfs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// mirror is the state shared by every node and file of one mount.
+type mirror struct {
+	backing string // absolute path of the backing directory
+	seq     sequencer
+	mode    wire.SyncMode
+	log     *slog.Logger
+	root    bool          // the daemon runs as root: new nodes are given to the caller
+	handles atomic.Uint64 // last handle id handed out; ids start at 1
+}
+
+// emit numbers op and hands it to the sink (see sequencer.emit).
+func (m *mirror) emit(op wire.Op) uint64 { return m.seq.emit(op) }
+
+// newHandle returns a fresh handle id for a file opened with write access.
+func (m *mirror) newHandle() uint64 { return m.handles.Add(1) }
+
+// node is a loopback node that mirrors what it changes. Every child is a
+// node too (WrapChild), so the whole tree mirrors.
+type node struct {
+	*fs.LoopbackNode // by pointer: LoopbackNode embeds an Inode (no copies)
+	m                *mirror
+
+	// wmu serializes writes and fallocates to this inode across the
+	// local syscall, the fstat of the new mtime and the numbering, so they
+	// are numbered in the order they hit the backing file.
+	wmu sync.Mutex
+
+	// fmu guards files: the handles open on this node, used to reach the
+	// file of a node that is no longer in the tree (setattr and xattr ops
+	// on an unlinked open file arrive without a usable path).
+	fmu   sync.Mutex
+	files map[*file]struct{}
+}
+
+// WrapChild makes every node that LoopbackNode creates (lookup, create,
+// mkdir, mknod, symlink, link) one of ours (fs.NodeWrapChilder, go-fuse's
+// Example_loopbackReuse).
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	lb, ok := ops.(*fs.LoopbackNode)
+	if !ok {
+		// Unreachable with go-fuse v2.12.1: LoopbackRoot.newNode makes
+		// only *LoopbackNode (we set no NewNode). Log loudly if a
+		// go-fuse upgrade changes that.
+		n.m.log.Error("mirrorfs: unexpected child node type, not mirrored", "type", fmt.Sprintf("%T", ops))
+		return ops
+	}
+	return &node{LoopbackNode: lb, m: n.m}
+}
+
+// inode returns the go-fuse Inode of n.
+func (n *node) inode() *fs.Inode { return n.EmbeddedInode() }
+
+// addFile records an open handle of n.
+func (n *node) addFile(f *file) {
+	n.fmu.Lock()
+	defer n.fmu.Unlock()
+	if n.files == nil {
+		n.files = make(map[*file]struct{})
+	}
+	n.files[f] = struct{}{}
+}
+
+// removeFile forgets a handle of n; called before its descriptor closes.
+func (n *node) removeFile(f *file) {
+	n.fmu.Lock()
+	defer n.fmu.Unlock()
+	delete(n.files, f)
+}
+
+// withAnyFile calls fn with the descriptor of some open handle of n, or
+// returns ENOENT when none is open. fmu is held during fn so the
+// descriptor cannot be closed under it.
+func (n *node) withAnyFile(fn func(fd int) error) error {
+	n.fmu.Lock()
+	defer n.fmu.Unlock()
+	for f := range n.files {
+		return fn(f.fd)
+	}
+	return fmt.Errorf("node is not in the tree and has no open file: %w", syscall.ENOENT)
+}
+
+// writable reports whether open(2) flags ask for write access.
+func writable(flags uint32) bool {
+	acc := flags & syscall.O_ACCMODE
+	return acc == syscall.O_WRONLY || acc == syscall.O_RDWR
+}
+
+// mirroredOpenFlags keeps the open(2) flags a slave needs to reproduce
+// the open: access mode, O_CREAT, O_EXCL, O_TRUNC. The rest (O_DIRECT,
+// O_SYNC, O_NOATIME, ...) is the local caller's business; durability on
+// the slave comes from Sync ops.
+func mirroredOpenFlags(flags uint32) uint32 {
+	return flags & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
+}
+
+// Open opens the backing file. With write access the handle gets an id and
+// a wire.Open is emitted; read-only opens emit nothing.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	rel, ok := relPath(n.inode())
+	if !ok {
+		// Reopening an unlinked file (e.g. via /proc/self/fd) has no
+		// path to open on the backing dir.
+		return nil, 0, syscall.ENOENT
+	}
+	w := writable(flags)
+	if w {
+		if err := checkPath(rel); err != nil {
+			return nil, 0, fs.ToErrno(err)
+		}
+	}
+	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	lf, ok := fh.(*fs.LoopbackFile)
+	if !ok {
+		n.m.log.Error("mirrorfs: unexpected file handle type", "type", fmt.Sprintf("%T", fh))
+		if r, ok := fh.(fs.FileReleaser); ok {
+			r.Release(ctx)
+		}
+		return nil, 0, syscall.EIO
+	}
+	f, err := n.newFile(lf, w)
+	if err != nil {
+		lf.Release(ctx)
+		return nil, 0, fs.ToErrno(err)
+	}
+	if f.handle != 0 {
+		n.m.emit(&wire.Open{
+			Path:   rel,
+			Handle: f.handle,
+			Flags:  mirroredOpenFlags(flags),
+			Mtime:  n.m.fdMtime(f.fd),
+		})
+	}
+	return f, fuseFlags, 0
+}
+
+// Tmpfile refuses O_TMPFILE: the orphan could never be linked into place
+// (LoopbackNode.Link refuses nodes without a parent), so nothing about it
+// could be replicated. Callers fall back to ordinary temporary files.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EOPNOTSUPP
+}
+
+// Ioctl refuses every ioctl that reaches FUSE on files and directories.
+// LoopbackFile and the loopback dir stream pass any ioctl to the backing
+// descriptor, so FS_IOC_SETFLAGS (chattr), FS_IOC_FSSETXATTR and
+// driver-specific ioctls would change the backing dir behind the mirror's
+// back.
+func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	return 0, syscall.ENOTTY
+}
+
+// CopyFileRange answers ENOTSUP (as LoopbackNode does for handles that are
+// not *fs.LoopbackFile): the kernel then falls back to reading and writing,
+// and the writes are mirrored. A copy-range op that saves the bytes on the
+// wire is future work (DESIGN.md, Performance model).
+func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	return 0, syscall.ENOTSUP
+}

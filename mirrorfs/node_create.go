@@ -1,0 +1,109 @@
+package mirrorfs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Create opens name with O_CREAT, emits wire.Create (with a handle id when
+// the file is open for writing) and returns the handle.
+//
+// The kernel also sends CREATE for names it has not looked up yet, so the
+// file may already exist. LoopbackNode.Create would then chown that
+// existing file to the caller, and it loses set-id bits through
+// os.FileMode; this version creates with O_EXCL first so it knows whether
+// it made the file, and only then gives it to the caller.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	ch, f, err := n.create(ctx, name, flags, mode, out)
+	if err != nil {
+		return nil, nil, 0, fs.ToErrno(err)
+	}
+	return ch, f, 0, 0
+}
+
+func (n *node) create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, *file, error) {
+	dir, rel, err := n.childRel(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := n.m.abs(rel)
+	// The kernel sends every write with its offset (it computes the end
+	// of file for O_APPEND itself), so O_APPEND is dropped as
+	// LoopbackNode does.
+	flags &^= syscall.O_APPEND
+	fd, created, err := openCreate(p, flags, mode&0o7777)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %q: %w", rel, err)
+	}
+	osf := os.NewFile(uintptr(fd), p)
+	fail := func(err error) (*fs.Inode, *file, error) {
+		osf.Close()
+		if created {
+			n.undoUnlink(rel, p)
+		}
+		return nil, nil, err
+	}
+	pst, dirMtime := n.m.dirStat(dir)
+	if created {
+		n.m.giveToCaller(ctx, p, fd, syscall.S_IFREG|mode, &pst)
+	}
+	st, err := fstat(fd)
+	if err != nil {
+		return fail(fmt.Errorf("create %q: %w", rel, err))
+	}
+	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	if errno != 0 {
+		return fail(fmt.Errorf("create %q: look up: %w", rel, errno))
+	}
+	if out.Attr.Ino != st.Ino {
+		// Only possible if something else renamed the backing file
+		// between open and lookup.
+		return fail(fmt.Errorf("create %q: name changed under us: %w", rel, syscall.EIO))
+	}
+	cn, ok := ch.Operations().(*node)
+	if !ok {
+		return fail(fmt.Errorf("create %q: child is %T, not a mirror node: %w", rel, ch.Operations(), syscall.EIO))
+	}
+	f, err := cn.newFile(fs.NewLoopbackFileFromOS(osf), writable(flags))
+	if err != nil {
+		return fail(fmt.Errorf("create %q: %w", rel, err))
+	}
+	n.m.emit(&wire.Create{
+		Path:     rel,
+		Handle:   f.handle,
+		Flags:    mirroredOpenFlags(flags) | syscall.O_CREAT,
+		Mode:     st.Mode & 0o7777,
+		Uid:      st.Uid,
+		Gid:      st.Gid,
+		Mtime:    wireTime(st.Mtim),
+		DirMtime: dirMtime,
+	})
+	return ch, f, nil
+}
+
+// openCreate opens p like open(2) with O_CREAT and reports whether it made
+// the file. An existing name is opened without following a final symlink:
+// the daemon runs as root and a symlink may point anywhere (the kernel
+// looks names up, and so resolves symlinks itself, before it sends CREATE
+// for a name it already knows).
+func openCreate(p string, flags, perm uint32) (fd int, created bool, err error) {
+	fl := int(flags) | syscall.O_CLOEXEC
+	fd, err = syscall.Open(p, fl|syscall.O_CREAT|syscall.O_EXCL, perm)
+	if err == nil {
+		return fd, true, nil
+	}
+	if err != syscall.EEXIST || flags&syscall.O_EXCL != 0 {
+		return -1, false, err
+	}
+	fd, err = syscall.Open(p, (fl&^syscall.O_CREAT)|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, false, err
+	}
+	return fd, false, nil
+}

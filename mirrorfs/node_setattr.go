@@ -1,0 +1,206 @@
+package mirrorfs
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
+)
+
+// Setattr applies chmod, chown, truncate and utimens and emits
+// wire.Setattr. It replaces LoopbackNode.Setattr, which ignores the errno
+// of reading the attributes back and applies chmod before chown (chown
+// then clears the set-id bits just set).
+//
+// The op names the handle when the kernel passed a handle with write
+// access (ftruncate), else the path. A node no longer in the tree
+// (fchmod on an unlinked open file) is changed through one of its open
+// descriptors and emits nothing: the file is not in any slave's tree.
+func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return fs.ToErrno(n.setattr(fh, in, out))
+}
+
+func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
+	f, _ := fh.(*file)
+	rel, inTree := relPath(n.inode())
+	var st syscall.Stat_t
+	var err error
+	switch {
+	case f != nil:
+		st, err = applySetattr(fdTarget(f.fd), in)
+	case inTree:
+		if err := checkPath(rel); err != nil {
+			return err
+		}
+		st, err = applySetattr(pathTarget{p: n.m.abs(rel), typ: n.inode().StableAttr().Mode}, in)
+	default:
+		err = n.withAnyFile(func(fd int) error {
+			var ferr error
+			st, ferr = applySetattr(fdTarget(fd), in)
+			return ferr
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("setattr %q: %w", rel, err)
+	}
+	out.FromStat(&st)
+
+	valid := wireValid(in.Valid)
+	if valid == 0 {
+		return nil
+	}
+	op := &wire.Setattr{
+		Valid: valid,
+		Mode:  st.Mode & 0o7777,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Atime: omitTime,
+		Mtime: wireTime(st.Mtim),
+	}
+	if valid&wire.SetSize != 0 {
+		op.Size = in.Size
+	}
+	if valid&wire.SetAtime != 0 {
+		op.Atime = wireTime(st.Atim)
+	}
+	switch {
+	case f != nil && f.handle != 0:
+		op.Handle = f.handle
+	case inTree:
+		op.Path = rel
+	default:
+		return nil
+	}
+	n.m.emit(op)
+	return nil
+}
+
+// wireValid maps FATTR_* bits to wire.Set* bits. ctime, lock owner and
+// the handle bit are not attributes a slave sets.
+func wireValid(v uint32) uint32 {
+	var w uint32
+	for _, b := range [...]struct{ fattr, set uint32 }{
+		{fuse.FATTR_MODE, wire.SetMode},
+		{fuse.FATTR_UID, wire.SetUid},
+		{fuse.FATTR_GID, wire.SetGid},
+		{fuse.FATTR_SIZE, wire.SetSize},
+		{fuse.FATTR_ATIME, wire.SetAtime},
+		{fuse.FATTR_MTIME, wire.SetMtime},
+	} {
+		if v&b.fattr != 0 {
+			w |= b.set
+		}
+	}
+	return w
+}
+
+// attrTarget is what setattr changes: an open descriptor or a path.
+type attrTarget interface {
+	chown(uid, gid int) error
+	chmod(mode uint32) error
+	truncate(size int64) error
+	utimes(ts *[2]unix.Timespec) error
+	stat() (syscall.Stat_t, error)
+}
+
+// applySetattr applies in to t and returns the attributes afterwards.
+// chown comes before chmod, so a mode with set-id bits survives; truncate
+// comes before the times, so an explicit mtime is not clobbered by it.
+func applySetattr(t attrTarget, in *fuse.SetAttrIn) (syscall.Stat_t, error) {
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := t.chown(u, g); err != nil {
+			return syscall.Stat_t{}, fmt.Errorf("chown %d:%d: %w", u, g, err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := t.chmod(mode); err != nil {
+			return syscall.Stat_t{}, fmt.Errorf("chmod %#o: %w", mode, err)
+		}
+	}
+	if size, ok := in.GetSize(); ok {
+		if err := t.truncate(int64(size)); err != nil {
+			return syscall.Stat_t{}, fmt.Errorf("truncate %d: %w", size, err)
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := [2]unix.Timespec{
+			timespec(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec),
+			timespec(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec),
+		}
+		if err := t.utimes(&ts); err != nil {
+			return syscall.Stat_t{}, fmt.Errorf("utimens: %w", err)
+		}
+	}
+	return t.stat()
+}
+
+// timespec builds a utimensat(2) time: UTIME_OMIT when not set, UTIME_NOW
+// for "now" (the kernel's clock, not the daemon's idea of it).
+func timespec(valid, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
+	switch {
+	case valid&set == 0:
+		return unix.Timespec{Nsec: unix.UTIME_OMIT}
+	case valid&now != 0:
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
+}
+
+// fdTarget changes an open backing file.
+type fdTarget int
+
+func (fd fdTarget) chown(uid, gid int) error      { return syscall.Fchown(int(fd), uid, gid) }
+func (fd fdTarget) chmod(mode uint32) error       { return syscall.Fchmod(int(fd), mode) }
+func (fd fdTarget) truncate(size int64) error     { return syscall.Ftruncate(int(fd), size) }
+func (fd fdTarget) stat() (syscall.Stat_t, error) { return fstat(int(fd)) }
+
+// utimes is futimens(3): utimensat(2) with a NULL path; x/sys has no
+// wrapper that passes NULL.
+func (fd fdTarget) utimes(ts *[2]unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// pathTarget changes a backing path without following a final symlink.
+type pathTarget struct {
+	p   string
+	typ uint32 // file type bits of the node
+}
+
+func (t pathTarget) chown(uid, gid int) error {
+	return unix.Fchownat(unix.AT_FDCWD, t.p, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// chmod refuses symlinks: the kernel resolves chmod on a symlink to its
+// target before asking us, and chmod(2) on the path would follow it.
+func (t pathTarget) chmod(mode uint32) error {
+	if t.typ&syscall.S_IFMT == syscall.S_IFLNK {
+		return syscall.EOPNOTSUPP
+	}
+	return syscall.Chmod(t.p, mode)
+}
+
+func (t pathTarget) truncate(size int64) error { return syscall.Truncate(t.p, size) }
+
+func (t pathTarget) utimes(ts *[2]unix.Timespec) error {
+	return unix.UtimesNanoAt(unix.AT_FDCWD, t.p, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (t pathTarget) stat() (syscall.Stat_t, error) { return lstat(t.p) }

@@ -1,0 +1,116 @@
+package mirrorfs
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// maxDepth bounds the walk up the tree in relPath. A path of MaxPathLen
+// bytes has at most MaxPathLen/2 components; anything deeper cannot be
+// mirrored anyway.
+const maxDepth = wire.MaxPathLen/2 + 1
+
+// relPath returns the path of in relative to the root, slash-separated,
+// "" for the root itself. ok is false when in is not in the tree any more
+// (unlinked while open): go-fuse's Inode.Path would return a fake
+// ".go-fuse.<rand>/deleted" path for it, which must never reach a slave.
+func relPath(in *fs.Inode) (p string, ok bool) {
+	var segs []string
+	for !in.IsRoot() {
+		if len(segs) >= maxDepth {
+			return "", false
+		}
+		name, parent := in.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		in = parent
+	}
+	for i, j := 0, len(segs)-1; i < j; i, j = i+1, j-1 {
+		segs[i], segs[j] = segs[j], segs[i]
+	}
+	return strings.Join(segs, "/"), true
+}
+
+// childPath joins a directory's relative path and a name.
+func childPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// checkPath refuses paths the wire cannot carry before the op is applied,
+// so the master never holds what no slave can get: ENAMETOOLONG beyond
+// MaxPathLen, EINVAL for anything else the codec would reject.
+func checkPath(rel string) error {
+	if len(rel) > wire.MaxPathLen {
+		return fmt.Errorf("path of %d bytes exceeds the wire limit %d: %w", len(rel), wire.MaxPathLen, syscall.ENAMETOOLONG)
+	}
+	if err := wire.CheckPath(rel, true); err != nil {
+		return fmt.Errorf("path %q: %v: %w", rel, err, syscall.EINVAL)
+	}
+	return nil
+}
+
+// abs returns the backing-dir path of a relative path.
+func (m *mirror) abs(rel string) string {
+	return filepath.Join(m.backing, rel)
+}
+
+// lstat returns the attributes of the backing-dir path p, not following a
+// final symlink (fstatat with AT_SYMLINK_NOFOLLOW).
+func lstat(p string) (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return st, fmt.Errorf("lstat %q: %w", p, err)
+	}
+	return st, nil
+}
+
+// fstat returns the attributes of an open descriptor.
+func fstat(fd int) (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return st, fmt.Errorf("fstat fd %d: %w", fd, err)
+	}
+	return st, nil
+}
+
+// wireTime converts a kernel timestamp.
+func wireTime(ts syscall.Timespec) wire.Time {
+	return wire.Time{Sec: ts.Sec, Nsec: uint32(ts.Nsec)}
+}
+
+// omitTime stands in for a time that could not be read back after an op
+// that did succeed: the op is still emitted (never dropped) and the slave
+// leaves that time alone.
+var omitTime = wire.Time{Omit: true}
+
+// mtimeOf reads back the mtime of the backing path p after an op. A failed
+// stat is logged and yields omitTime: the op itself succeeded and must
+// still be emitted.
+func (m *mirror) mtimeOf(p string) wire.Time {
+	st, err := lstat(p)
+	if err != nil {
+		m.log.Warn("mirrorfs: cannot read back mtime after op", "err", err)
+		return omitTime
+	}
+	return wireTime(st.Mtim)
+}
+
+// fdMtime is mtimeOf for an open descriptor.
+func (m *mirror) fdMtime(fd int) wire.Time {
+	st, err := fstat(fd)
+	if err != nil {
+		m.log.Warn("mirrorfs: cannot read back mtime after op", "err", err)
+		return omitTime
+	}
+	return wireTime(st.Mtim)
+}
