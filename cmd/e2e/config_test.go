@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,12 +124,7 @@ func TestWrongCA(t *testing.T) {
 // retrying, and the slave converges once it is up.
 func TestSlaveStartsLater(t *testing.T) {
 	k := newPKI(t, "s1")
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
+	addr := freeUDPAddr(t)
 	m := startMaster(t, k, []*slave{{addr: addr}}, "--sync", "async")
 	m.waitLine(`connect|dial`, 30*time.Second) // it tried and failed: nobody listens yet
 	workloadSmall(t, m.mnt)

@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,9 +76,19 @@ type proc struct {
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, cmd: exec.Command(bin(name), args...), done: make(chan struct{})}
+	return startCmd(t, name, exec.Command(bin(name), args...))
+}
+
+// startCmd starts cmd (made by the caller, for its environment) as proc name.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
-	p.cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	if p.cmd.Env == nil {
+		p.cmd.Env = os.Environ()
+	}
+	p.cmd.Env = append(p.cmd.Env, "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +258,18 @@ func startMaster(t *testing.T, k *pki, slaves []*slave, extra ...string) *master
 	})
 	p.waitLine(`msg=mounted`, 30*time.Second)
 	return &master{proc: p, dir: dir, mnt: mnt}
+}
+
+// freeUDPAddr returns a 127.0.0.1 UDP address nobody listens on (yet), for
+// a slave that must start after the master that dials it.
+func freeUDPAddr(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
 }
 
 func mounted(mnt string) bool {
