@@ -1,0 +1,122 @@
+package quictransport
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Sentinel errors.
+var (
+	// ErrConfig is wrapped by every configuration error.
+	ErrConfig = errors.New("quictransport: invalid configuration")
+	// ErrNeedsResync: the master no longer holds the ops a slave is missing.
+	ErrNeedsResync = errors.New("slave needs resync")
+	// ErrDrainTimeout: Drain's timeout passed before every slave was durable.
+	ErrDrainTimeout = errors.New("drain timed out")
+	// ErrProtocol is wrapped by every violation of the protocol by a peer.
+	ErrProtocol = errors.New("protocol violation")
+	// ErrLimit: a peer exceeded a bound (the slave's MaxPending).
+	ErrLimit = errors.New("limit exceeded")
+	// ErrSeqOutOfOrder: an op numbered below the next expected seq, or twice.
+	ErrSeqOutOfOrder = errors.New("op out of order")
+	// ErrApply: the slave's Handler failed to apply or sync an op.
+	ErrApply = errors.New("apply failed")
+	// ErrDrained: the connection ended because the master drained it (not
+	// an error to report).
+	ErrDrained = errors.New("drained")
+)
+
+// PeerError is what a peer reported with a FrameError or a QUIC
+// application close.
+type PeerError struct {
+	Code wire.ErrorCode
+	Seq  uint64
+	Msg  string
+}
+
+func (e *PeerError) Error() string {
+	if e.Seq != 0 {
+		return fmt.Sprintf("peer says: %v at seq %d: %s", e.Code, e.Seq, e.Msg)
+	}
+	return fmt.Sprintf("peer says: %v: %s", e.Code, e.Msg)
+}
+
+// resyncError says a slave needs a resync; it is ErrNeedsResync with the
+// details (where the slave is, what the master holds).
+type resyncError struct{ msg string }
+
+func (e *resyncError) Error() string        { return e.msg }
+func (e *resyncError) Is(target error) bool { return target == ErrNeedsResync }
+
+// appCode turns a protocol error code into a QUIC application error code:
+// the same number, so either side can read the other's close reason.
+func appCode(c wire.ErrorCode) quic.ApplicationErrorCode { return quic.ApplicationErrorCode(c) }
+
+// codeOf picks the error code to close a connection with after err.
+func codeOf(err error) wire.ErrorCode {
+	switch {
+	case errors.Is(err, ErrLimit):
+		return wire.CodeLimit
+	case errors.Is(err, ErrNeedsResync):
+		return wire.CodeNeedsResync
+	case errors.Is(err, ErrApply):
+		return wire.CodeApply
+	case errors.Is(err, ErrProtocol), errors.Is(err, ErrSeqOutOfOrder),
+		errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTruncated):
+		return wire.CodeProtocol
+	}
+	return wire.CodeShutdown
+}
+
+// explain turns a connection error into a sentence an operator can act on,
+// keeping quic-go's text (tests and operators grep for it).
+func explain(err error) string {
+	if err == nil {
+		return ""
+	}
+	if te, ok := errors.AsType[*quic.TransportError](err); ok && te.ErrorCode.IsCryptoError() {
+		if te.Remote && te.ErrorCode == 0x100+116 {
+			// crypto/tls offers a client certificate only if its issuer is
+			// among the CAs the server asks for: a certificate from another
+			// CA is not even sent.
+			return "the slave refused us: it requires a master certificate issued by the CA it trusts, and ours is missing or from another CA: " + err.Error()
+		}
+		if te.Remote {
+			// With QUIC mTLS the client's Dial succeeds before the server
+			// has checked the client certificate; a refusal shows up on the
+			// first read (research pitfall #4).
+			return "the slave refused our certificate (check the master certificate, its expiry and the CA the slave trusts): " + err.Error()
+		}
+		if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+			return "the slave's certificate is not signed by our CA: " + err.Error()
+		}
+		return "TLS handshake failed: " + err.Error()
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote {
+		return fmt.Sprintf("the slave closed the connection (%v): %s", wire.ErrorCode(ae.ErrorCode), ae.ErrorMessage)
+	}
+	if _, ok := errors.AsType[*quic.HandshakeTimeoutError](err); ok {
+		return "no answer from the slave (is it running and reachable?): " + err.Error()
+	}
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
+		return "the slave went silent: " + err.Error()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "the slave did not answer in time: " + err.Error()
+	}
+	return err.Error()
+}
+
+// closedByPeer reports whether err just says the connection or stream is
+// gone (so a reader should end quietly rather than report garbage).
+func closedByPeer(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+}

@@ -1,0 +1,63 @@
+package quictransport
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+func TestCodeOf(t *testing.T) {
+	for err, want := range map[error]wire.ErrorCode{
+		fmt.Errorf("x: %w", ErrLimit):          wire.CodeLimit,
+		&resyncError{"slave x needs resync"}:   wire.CodeNeedsResync,
+		fmt.Errorf("x: %w", ErrApply):          wire.CodeApply,
+		fmt.Errorf("x: %w", ErrProtocol):       wire.CodeProtocol,
+		fmt.Errorf("x: %w", wire.ErrMalformed): wire.CodeProtocol,
+		errors.New("connection lost"):          wire.CodeShutdown,
+	} {
+		if got := codeOf(err); got != want {
+			t.Errorf("codeOf(%v) = %v, want %v", err, got, want)
+		}
+	}
+	if !errors.Is(&resyncError{"m"}, ErrNeedsResync) {
+		t.Error("resyncError is not ErrNeedsResync")
+	}
+}
+
+func TestExplain(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&quic.TransportError{Remote: true, ErrorCode: 0x12a, ErrorMessage: "tls: bad certificate"}, "the slave refused our certificate"},
+		{&quic.TransportError{Remote: true, ErrorCode: 0x174}, "ours is missing or from another CA"},
+		{&quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(wire.CodeLimit), ErrorMessage: "too much"}, "the slave closed the connection (limit exceeded): too much"},
+		{fmt.Errorf("dial: %w", &quic.HandshakeTimeoutError{}), "no answer from the slave"},
+		{&quic.IdleTimeoutError{}, "the slave went silent"},
+		{errors.New("plain"), "plain"},
+	} {
+		if got := explain(tc.err); !strings.Contains(got, tc.want) {
+			t.Errorf("explain(%v) = %q, want it to contain %q", tc.err, got, tc.want)
+		}
+	}
+	if explain(nil) != "" {
+		t.Error("explain(nil) not empty")
+	}
+}
+
+func TestPeerError(t *testing.T) {
+	e := wire.Error{Code: wire.CodeApply, Seq: 7, Msg: "disk full"}
+	err := peerError(e.Append(nil))
+	var pe *PeerError
+	if !errors.As(err, &pe) || pe.Code != wire.CodeApply || pe.Seq != 7 || !strings.Contains(err.Error(), "apply failed at seq 7: disk full") {
+		t.Fatalf("peerError = %v", err)
+	}
+	if err := peerError([]byte{0xff}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("garbage error frame: %v", err)
+	}
+}

@@ -1,0 +1,509 @@
+package quictransport
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/certs"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// ---- certificates ----
+
+type pki struct {
+	ca                *certs.CA
+	master, slave     tls.Certificate
+	masterCN, slaveCN string
+}
+
+func pair(cert *x509.Certificate, key crypto.Signer) tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+func newPKI(t *testing.T, name string) *pki {
+	t.Helper()
+	ca, err := certs.NewCA(name+" CA", certs.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{ca: ca, masterCN: name + "-master", slaveCN: name + "-slave"}
+	p.master = p.issue(t, certs.IssueOptions{Name: p.masterCN, Role: certs.RoleMaster})
+	p.slave = p.issue(t, certs.IssueOptions{Name: p.slaveCN, Hosts: []string{"127.0.0.1"}, Role: certs.RoleSlave})
+	return p
+}
+
+func (p *pki) issue(t *testing.T, o certs.IssueOptions) tls.Certificate {
+	t.Helper()
+	c, k, err := p.ca.Issue(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair(c, k)
+}
+
+func (p *pki) pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca.Cert)
+	return pool
+}
+
+func (p *pki) serverTLS() *tls.Config { return certs.ServerConfig(p.slave, p.pool(), nil) }
+func (p *pki) clientTLS() *tls.Config { return certs.ClientConfig(p.master, p.pool(), "127.0.0.1") }
+
+// ---- a fake Handler recording what it is given ----
+
+type record struct {
+	run  wire.RunID
+	seq  uint64
+	body []byte // wire.AppendOp(nil, seq, op): a deep copy
+}
+
+type fakeHandler struct {
+	mu        sync.Mutex
+	run       wire.RunID // the run of the last op, or from State
+	durable   uint64
+	lastSeq   uint64
+	records   []record
+	syncs     []uint64
+	errs      []string // contract violations seen
+	changed   chan struct{}
+	applyGate chan struct{} // when non-nil, Apply waits for it to be closed
+	syncGate  chan struct{} // when non-nil, Sync waits for it to be closed
+	blockSeq  uint64        // Apply of this seq waits for blockGate
+	blockGate chan struct{}
+	blocked   bool // Apply is waiting at blockSeq
+}
+
+// blockAt makes Apply of op seq wait until the returned func is called.
+func (h *fakeHandler) blockAt(seq uint64) (release func()) {
+	gate := make(chan struct{})
+	h.mu.Lock()
+	h.blockSeq, h.blockGate = seq, gate
+	h.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(gate) }) }
+}
+
+var _ Handler = (*fakeHandler)(nil)
+
+func newFakeHandler() *fakeHandler { return &fakeHandler{changed: make(chan struct{})} }
+
+func (h *fakeHandler) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+func (h *fakeHandler) Apply(run wire.RunID, seq uint64, op wire.Op) error {
+	h.mu.Lock()
+	gate := h.applyGate
+	if seq == h.blockSeq && h.blockGate != nil {
+		h.blocked = true
+		h.notifyLocked()
+		bg := h.blockGate
+		h.mu.Unlock()
+		<-bg
+		h.mu.Lock()
+		h.blocked = false
+	}
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if _, ok := op.(*wire.Sync); ok {
+		h.violation("Sync op %d passed to Apply", seq)
+	}
+	body := wire.AppendOp(nil, seq, op)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case run != h.run && seq != 1:
+		h.errs = append(h.errs, fmt.Sprintf("new run %x starts at seq %d", run[:4], seq))
+	case run == h.run && seq != h.lastSeq+1:
+		h.errs = append(h.errs, fmt.Sprintf("seq %d after %d", seq, h.lastSeq))
+	}
+	if run != h.run {
+		h.durable = 0 // nothing of the new run is durable yet
+	}
+	h.run, h.lastSeq = run, seq
+	h.records = append(h.records, record{run: run, seq: seq, body: body})
+	h.notifyLocked()
+	return nil
+}
+
+func (h *fakeHandler) Sync(run wire.RunID, seq uint64) error {
+	h.mu.Lock()
+	gate := h.syncGate
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if run == h.run && seq < h.durable {
+		h.errs = append(h.errs, fmt.Sprintf("sync %d after %d", seq, h.durable))
+	}
+	// Sync ops count as applied (they are never passed to Apply).
+	if run != h.run {
+		h.run, h.lastSeq = run, seq
+	} else {
+		h.lastSeq = max(h.lastSeq, seq)
+	}
+	h.durable = seq
+	h.syncs = append(h.syncs, seq)
+	h.notifyLocked()
+	return nil
+}
+
+func (h *fakeHandler) State() (wire.RunID, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.run, h.durable
+}
+
+func (h *fakeHandler) violation(format string, args ...any) {
+	h.mu.Lock()
+	h.errs = append(h.errs, fmt.Sprintf(format, args...))
+	h.mu.Unlock()
+}
+
+func (h *fakeHandler) setGates(apply, sync chan struct{}) {
+	h.mu.Lock()
+	h.applyGate, h.syncGate = apply, sync
+	h.mu.Unlock()
+}
+
+func (h *fakeHandler) snapshot() (recs []record, durable uint64, errs []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]record(nil), h.records...), h.durable, append([]string(nil), h.errs...)
+}
+
+// waitFor waits until cond holds on the handler (called with h.mu held).
+func (h *fakeHandler) waitFor(t *testing.T, timeout time.Duration, what string, cond func(h *fakeHandler) bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		h.mu.Lock()
+		ok, ch := cond(h), h.changed
+		h.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			t.Fatalf("timed out after %v waiting for %s (handler: last seq %d, durable %d, %d records, errs %v)",
+				timeout, what, h.lastSeq, h.durable, len(h.records), h.errs)
+		}
+	}
+}
+
+// ---- logs ----
+
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuf) count(s string) int { return strings.Count(l.String(), s) }
+
+func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
+	lb := &logBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, lb.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
+}
+
+// ---- waiting ----
+
+// eventually polls cond until it holds or timeout passes. Polling is for
+// state with no change notification (Status, logs); the interval is not a
+// timing assumption.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ---- servers and masters ----
+
+type testServer struct {
+	*Server
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startServer(t *testing.T, cfg ServerConfig) *testServer {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	var lb *logBuf
+	if cfg.Logger == nil {
+		cfg.Logger, lb = newLogger(t, "slave "+cfg.Listen)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: s, log: lb, cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- s.Serve(ctx) }()
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+// stop cancels Serve and waits for it to return.
+func (ts *testServer) stop(t *testing.T) error {
+	t.Helper()
+	ts.cancel()
+	select {
+	case err, ok := <-ts.done:
+		if ok {
+			close(ts.done)
+		}
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("Serve did not return")
+		return nil
+	}
+}
+
+type testMaster struct {
+	*Master
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
+	t.Helper()
+	var lb *logBuf
+	if cfg.Logger == nil {
+		cfg.Logger, lb = newLogger(t, "master")
+	}
+	m, err := NewMaster(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tm := &testMaster{Master: m, log: lb, cancel: cancel, done: make(chan struct{})}
+	go func() { m.Run(ctx); close(tm.done) }()
+	t.Cleanup(func() { tm.stop(t) })
+	return tm
+}
+
+func (tm *testMaster) stop(t *testing.T) {
+	t.Helper()
+	tm.cancel()
+	select {
+	case <-tm.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+func (tm *testMaster) status(i int) PeerStatus { return tm.Status()[i] }
+
+func newRun(t *testing.T) wire.RunID {
+	var r wire.RunID
+	if _, err := rand.Read(r[:]); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// freePort returns a UDP address on 127.0.0.1 nothing listens on (now).
+func freePort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
+}
+
+// fastQUIC is the production config with quicker failure detection, so
+// tests of absent or vanished peers do not wait 5-15 s per attempt.
+func fastQUIC() *quic.Config {
+	c := quicConfig()
+	c.HandshakeIdleTimeout = time.Second
+	c.MaxIdleTimeout = 3 * time.Second
+	c.KeepAlivePeriod = 500 * time.Millisecond
+	return c
+}
+
+// ---- ops ----
+
+// opGen makes a reproducible mix of ops: namespace ops, small writes and
+// large writes (data streams), some compressible.
+type opGen struct {
+	r   *mrand.Rand
+	seq uint64
+}
+
+func newOpGen(seed uint64) *opGen { return &opGen{r: mrand.New(mrand.NewPCG(seed, seed^0x9e3779b9))} }
+
+func (g *opGen) data(n int) []byte {
+	b := make([]byte, n)
+	if g.r.IntN(2) == 0 {
+		// compressible: a short pattern repeated
+		pat := []byte(fmt.Sprintf("tdfs %d ", g.r.IntN(1000)))
+		for i := range b {
+			b[i] = pat[i%len(pat)]
+		}
+		return b
+	}
+	for i := range b {
+		b[i] = byte(g.r.Uint32())
+	}
+	return b
+}
+
+// next returns the next op; large is the share (0..100) of large writes.
+func (g *opGen) next(large int, bigSize int) (uint64, wire.Op) {
+	g.seq++
+	mt := wire.Time{Sec: int64(g.seq), Nsec: 1}
+	var op wire.Op
+	switch k := g.r.IntN(100); {
+	case k < large:
+		op = &wire.Write{Handle: 7, Off: int64(g.seq) << 20, Data: g.data(bigSize/2 + g.r.IntN(bigSize/2+1)), Mtime: mt}
+	case k < large+30:
+		op = &wire.Write{Handle: 7, Off: int64(g.seq), Data: g.data(1 + g.r.IntN(4000)), Mtime: mt}
+	case k < large+45:
+		op = &wire.Mkdir{Path: fmt.Sprintf("d%d", g.seq), Mode: 0o755, Mtime: mt, DirMtime: mt}
+	case k < large+60:
+		op = &wire.Create{Path: fmt.Sprintf("d/f%d", g.seq), Handle: g.seq, Mode: 0o644, Mtime: mt, DirMtime: mt}
+	case k < large+75:
+		op = &wire.Rename{OldPath: fmt.Sprintf("a%d", g.seq), NewPath: fmt.Sprintf("b/c%d", g.seq), OldDirMtime: mt, NewDirMtime: mt}
+	case k < large+85:
+		op = &wire.Setattr{Path: "x", Valid: wire.SetMode, Mode: 0o600, Mtime: mt}
+	default:
+		op = &wire.Release{Handle: g.seq}
+	}
+	return g.seq, op
+}
+
+// appendOps appends n generated ops and returns their encodings by seq.
+func appendOps(m *Master, g *opGen, n, large, bigSize int, want map[uint64][]byte) {
+	for range n {
+		seq, op := g.next(large, bigSize)
+		want[seq] = wire.AppendOp(nil, seq, op)
+		m.Append(seq, op)
+	}
+}
+
+// checkRecords checks that h got exactly ops 1..n of run, in order, with
+// the wanted contents.
+func checkRecords(t *testing.T, h *fakeHandler, run wire.RunID, want map[uint64][]byte, n uint64) {
+	t.Helper()
+	recs, _, errs := h.snapshot()
+	if len(errs) > 0 {
+		t.Fatalf("handler saw contract violations: %v", errs)
+	}
+	var got []record
+	for _, r := range recs {
+		if r.run == run {
+			got = append(got, r)
+		}
+	}
+	applied := 0
+	for seq := uint64(1); seq <= n; seq++ {
+		w := want[seq]
+		if _, isSync := mustParse(t, w).(*wire.Sync); isSync {
+			continue
+		}
+		if applied >= len(got) {
+			t.Fatalf("op %d never applied (%d applied)", seq, len(got))
+		}
+		r := got[applied]
+		applied++
+		if r.seq != seq {
+			t.Fatalf("applied op %d where op %d was expected", r.seq, seq)
+		}
+		if !bytes.Equal(r.body, w) {
+			t.Fatalf("op %d applied with different contents", seq)
+		}
+	}
+	if applied != len(got) {
+		t.Fatalf("%d ops applied, want %d", len(got), applied)
+	}
+}
+
+func mustParse(t *testing.T, body []byte) wire.Op {
+	t.Helper()
+	_, op, err := wire.ParseOp(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
+}
+
+// waitApplied waits until h applied op seq of run (or synced through it).
+func waitApplied(t *testing.T, h *fakeHandler, run wire.RunID, seq uint64, timeout time.Duration) {
+	t.Helper()
+	h.waitFor(t, timeout, fmt.Sprintf("op %d applied", seq), func(h *fakeHandler) bool {
+		return h.run == run && (h.lastSeq >= seq || h.durable >= seq)
+	})
+}
+
+// closeCause waits for conn to close and returns why.
+func closeCause(t *testing.T, conn *quic.Conn, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-conn.Context().Done():
+		return context.Cause(conn.Context())
+	case <-time.After(timeout):
+		t.Fatal("connection not closed")
+		return nil
+	}
+}
+
+func appErrorCode(err error) (wire.ErrorCode, bool) {
+	ae, ok := errors.AsType[*quic.ApplicationError](err)
+	if !ok || !ae.Remote {
+		return 0, false
+	}
+	return wire.ErrorCode(ae.ErrorCode), true
+}

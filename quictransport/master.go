@@ -1,0 +1,317 @@
+package quictransport
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Master fans numbered ops out to every configured slave: one QUIC
+// connection per slave, each with its own dial loop and sender, sharing one
+// backlog. It implements mirrorfs.Sink (Append, Wait).
+type Master struct {
+	cfg MasterConfig
+	log *slog.Logger
+	// ownLimit caps the bytes in flight to any slave, whatever it announces.
+	ownLimit int64
+
+	mu    sync.Mutex
+	bl    backlog
+	peers []*peer
+	// changed is closed and replaced whenever an ack or a state change may
+	// let Wait or Drain return.
+	changed chan struct{}
+	// maxWaited is the highest seq any Wait waited for: a slave whose
+	// durable seq reaches it has caught up with what writers needed.
+	maxWaited      uint64
+	draining       bool
+	overflowLogged bool
+
+	drainCh   chan struct{} // closed when Drain starts
+	drainOnce sync.Once
+	stopCh    chan struct{} // closed when Drain ends: stop dialing
+	stopOnce  sync.Once
+	running   atomic.Bool
+}
+
+// Master has mirrorfs.Sink's method set (mirrorfs may not be imported here:
+// dependencies point one way).
+var _ interface {
+	Append(seq uint64, op wire.Op)
+	Wait(seq uint64)
+} = (*Master)(nil)
+
+// PeerStatus is one slave as the master sees it.
+type PeerStatus struct {
+	Addr string
+	// State is "connecting", "streaming", "degraded", "needs-resync" or
+	// "stopped".
+	State     string
+	Applied   uint64 // highest seq the slave acknowledged as applied (this run)
+	Durable   uint64 // highest seq the slave acknowledged as durable (this run)
+	Sent      uint64 // highest seq handed to QUIC on the current connection
+	LastError string
+}
+
+// NewMaster checks cfg and returns a Master; Run starts the connections.
+func NewMaster(cfg MasterConfig) (*Master, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ownLimit: max(cfg.Backlog, minPending),
+		changed:  make(chan struct{}),
+		drainCh:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
+	}
+	m.bl.limit = cfg.Backlog
+	for _, p := range cfg.Peers {
+		m.peers = append(m.peers, newPeer(m, p))
+	}
+	return m, nil
+}
+
+// Run dials every peer, redialing with backoff, and streams ops to each. It
+// returns once ctx is done and every goroutine it started has stopped. Call
+// it once.
+func (m *Master) Run(ctx context.Context) {
+	if !m.running.CompareAndSwap(false, true) {
+		m.log.Error("Master.Run called twice: the second call does nothing")
+		<-ctx.Done()
+		return
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-m.stopCh: // Drain is over: stop dialing
+			cancel()
+		case <-dctx.Done():
+		}
+	})
+	for _, p := range m.peers {
+		wg.Go(func() { p.loop(dctx) })
+	}
+	<-ctx.Done()
+	cancel()
+	wg.Wait()
+}
+
+// Append queues op number seq for every slave. Calls come in seq order, one
+// at a time. It copies what it keeps (the encoded op) and never blocks on
+// the network.
+func (m *Master) Append(seq uint64, op wire.Op) {
+	body := wire.AppendOp(nil, seq, op)
+	e := &entry{seq: seq, size: int64(len(body)), body: body}
+	if w, ok := op.(*wire.Write); ok && len(w.Data) >= m.cfg.DataThreshold {
+		e.data = true
+	}
+	m.mu.Lock()
+	prevHead := m.bl.head
+	if m.bl.push(e) {
+		m.log.Error("ops appended out of order: dropping the backlog, slaves that needed it will need a resync",
+			"previous", prevHead, "seq", seq)
+	}
+	m.truncateDurableLocked()
+	if m.bl.trim() && !m.overflowLogged {
+		m.overflowLogged = true
+		m.log.Warn("backlog full: dropping the oldest ops; slaves that still need them will need a resync",
+			"limit_bytes", m.cfg.Backlog, "holds_from", m.bl.first())
+	}
+	m.checkHeldLocked()
+	m.mu.Unlock()
+	for _, p := range m.peers {
+		p.poke()
+	}
+}
+
+// Wait returns once every slave that is streaming and not degraded has
+// made op seq durable. In async mode it returns at once. A slave that does
+// not get there within SyncTimeout is marked degraded and stops holding
+// writers back, so Wait never blocks for longer than SyncTimeout.
+func (m *Master) Wait(seq uint64) {
+	if m.cfg.Mode == wire.ModeAsync {
+		return
+	}
+	deadline := time.Now().Add(m.cfg.SyncTimeout)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maxWaited = max(m.maxWaited, seq)
+	for {
+		var lagging []*peer
+		for _, p := range m.peers {
+			if p.state == stateStreaming && !p.degraded && p.durable < seq {
+				lagging = append(lagging, p)
+			}
+		}
+		if len(lagging) == 0 {
+			return
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			for _, p := range lagging {
+				p.degraded = true
+				p.log.Warn("slave degraded: it did not make ops durable within the sync timeout; writers no longer wait for it",
+					"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
+			}
+			m.broadcastLocked()
+			return
+		}
+		ch := m.changed
+		m.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+		}
+		m.mu.Lock()
+	}
+}
+
+// Drain is called once the mount is gone (no more Appends), while Run is
+// still running: it delivers
+// what each slave is owed, says Bye so the slave syncs, closes, and stops
+// dialing. It returns an error wrapping ErrDrainTimeout if timeout passed
+// first. Slaves that need a resync cannot be helped by waiting: Drain
+// reports them without waiting for them.
+func (m *Master) Drain(timeout time.Duration) error {
+	m.mu.Lock()
+	m.draining = true
+	head := m.bl.head
+	var owed uint64
+	for _, p := range m.peers {
+		if p.state != stateNeedsResync && head > p.durable {
+			owed = max(owed, head-p.durable)
+		}
+	}
+	m.mu.Unlock()
+	m.drainOnce.Do(func() { close(m.drainCh) })
+	m.log.Info(fmt.Sprintf("draining: %d ops owed to slaves (timeout %v)", owed, timeout), "head", head)
+	for _, p := range m.peers {
+		p.poke()
+	}
+
+	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	m.mu.Lock()
+	var lacking, resync []string
+	for {
+		lacking, resync = lacking[:0], resync[:0]
+		for _, p := range m.peers {
+			switch {
+			case p.state == stateNeedsResync:
+				resync = append(resync, p.addr)
+			case p.state != stateStopped || p.durable < head:
+				lacking = append(lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
+			}
+		}
+		if len(lacking) == 0 || !time.Now().Before(deadline) {
+			break
+		}
+		ch := m.changed
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+		}
+		m.mu.Lock()
+	}
+	m.mu.Unlock()
+	m.stopOnce.Do(func() { close(m.stopCh) })
+
+	if len(resync) > 0 {
+		m.log.Warn("drained without slaves that need a resync", "slaves", strings.Join(resync, ", "))
+	}
+	if len(lacking) > 0 {
+		for _, l := range lacking {
+			m.log.Error("drain timed out: " + l)
+		}
+		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(lacking, "; "))
+	}
+	m.log.Info(fmt.Sprintf("all slaves durable at seq %d", head))
+	return nil
+}
+
+// Status reports every slave, in configuration order.
+func (m *Master) Status() []PeerStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]PeerStatus, 0, len(m.peers))
+	for _, p := range m.peers {
+		out = append(out, PeerStatus{
+			Addr:      p.addr,
+			State:     p.stateName(),
+			Applied:   p.applied,
+			Durable:   p.durable,
+			Sent:      p.sent,
+			LastError: p.lastErr,
+		})
+	}
+	return out
+}
+
+// heldLocked describes the seqs the backlog holds, for messages.
+func (m *Master) heldLocked() string {
+	if len(m.bl.entries) == 0 {
+		return fmt.Sprintf("no ops (head at %d)", m.bl.head)
+	}
+	return fmt.Sprintf("%d..%d", m.bl.first(), m.bl.head)
+}
+
+func (m *Master) broadcastLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// truncateDurableLocked drops the ops every slave has made durable. Slaves
+// that need a resync no longer hold the backlog (a resync compares trees);
+// with no slave at all, nothing does.
+func (m *Master) truncateDurableLocked() {
+	low := uint64(math.MaxUint64)
+	for _, p := range m.peers {
+		if p.state != stateNeedsResync {
+			low = min(low, p.durable)
+		}
+	}
+	m.bl.dropThrough(min(low, m.bl.head))
+}
+
+// checkHeldLocked marks needs-resync every slave whose next op the backlog
+// no longer holds (trimmed, or reset by out-of-order appends).
+func (m *Master) checkHeldLocked() {
+	first, head := m.bl.first(), m.bl.head
+	for _, p := range m.peers {
+		if p.state == stateNeedsResync || p.state == stateStopped {
+			continue
+		}
+		need := p.applied + 1 // where it resumes when it reconnects
+		if p.state == stateStreaming {
+			need = p.next // it has been sent everything before
+		}
+		if need < first || need > head+1 {
+			p.needsResyncLocked(need - 1)
+		}
+	}
+}

@@ -1,0 +1,565 @@
+package quictransport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+type peerState int
+
+const (
+	stateConnecting peerState = iota
+	stateStreaming
+	stateNeedsResync
+	stateStopped
+)
+
+func (s peerState) String() string {
+	switch s {
+	case stateConnecting:
+		return "connecting"
+	case stateStreaming:
+		return "streaming"
+	case stateNeedsResync:
+		return "needs-resync"
+	case stateStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// peer is one slave seen from the master: a dial loop, and while connected
+// a sender (control stream + data streams) and an ack reader.
+type peer struct {
+	m    *Master
+	addr string
+	tls  *tls.Config
+	log  *slog.Logger
+	// wake is poked by Append, acks, Drain and state changes; the sender
+	// waits on it when it has nothing to send.
+	wake chan struct{}
+
+	// Guarded by m.mu.
+	state    peerState
+	degraded bool
+	applied  uint64 // acknowledged, this run
+	durable  uint64
+	sent     uint64 // highest seq handed to QUIC on this connection
+	next     uint64 // next seq to send on this connection
+	limit    int64  // bytes allowed in flight (beyond the acked applied seq)
+	// inflight lists the ops sent and not yet acknowledged as applied.
+	inflight      []flight
+	inflightBytes int64
+	maxInflight   int64 // highest inflightBytes seen (tests check the bound)
+	byeSent       bool
+	told          bool // the slave was told it needs a resync
+	resyncLogged  bool
+	lastErr       string
+	loggedErr     string // last distinct error logged
+}
+
+type flight struct {
+	seq  uint64
+	size int64
+}
+
+func newPeer(m *Master, p Peer) *peer {
+	return &peer{
+		m:    m,
+		addr: p.Addr,
+		tls:  p.TLS,
+		log:  m.log.With("slave", p.Addr),
+		wake: make(chan struct{}, 1),
+	}
+}
+
+func (p *peer) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stateName is the state as Status reports it. Called with m.mu held.
+func (p *peer) stateName() string {
+	if p.state == stateStreaming && p.degraded {
+		return "degraded"
+	}
+	return p.state.String()
+}
+
+// setStateLocked changes the state and logs the change once.
+func (p *peer) setStateLocked(s peerState) {
+	if p.state == s {
+		return
+	}
+	p.log.Info("slave state: "+s.String(), "was", p.state.String())
+	p.state = s
+	p.m.broadcastLocked()
+}
+
+// needsResyncLocked gives up on the slave: the master no longer holds op
+// at+1, the next it needs. Logged once per slave.
+func (p *peer) needsResyncLocked(at uint64) {
+	msg := fmt.Sprintf("slave %s needs resync: it is at seq %d, the master holds %s", p.addr, at, p.m.heldLocked())
+	p.lastErr = msg
+	p.degraded = false
+	if !p.resyncLogged {
+		p.resyncLogged = true
+		p.log.Error(msg)
+	}
+	p.setStateLocked(stateNeedsResync)
+	p.poke()
+}
+
+// loop dials the slave until ctx is done, the drain is over for it, or it
+// was told it needs a resync.
+func (p *peer) loop(ctx context.Context) {
+	backoff := minBackoff
+	for !p.finished(ctx) {
+		streamed, err := p.connect(ctx)
+		if errors.Is(err, ErrDrained) {
+			p.m.mu.Lock()
+			p.setStateLocked(stateStopped)
+			p.m.mu.Unlock()
+			return
+		}
+		if ctx.Err() != nil {
+			continue // finished() stops
+		}
+		if streamed {
+			backoff = minBackoff
+		}
+		p.noteError(err)
+		p.m.mu.Lock()
+		if p.state == stateStreaming {
+			p.setStateLocked(stateConnecting)
+		}
+		var drainCh <-chan struct{}
+		if !p.m.draining {
+			// Wake once when the drain starts: a slave that is durable
+			// already need not be redialed.
+			drainCh = p.m.drainCh
+		}
+		p.m.mu.Unlock()
+		// Exponential backoff with jitter, so slaves that restart together
+		// are not redialed in lockstep.
+		d := backoff/2 + rand.N(backoff)
+		backoff = min(2*backoff, maxBackoff)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-drainCh:
+		}
+		t.Stop()
+	}
+}
+
+// finished reports whether loop should stop, setting the final state.
+func (p *peer) finished(ctx context.Context) bool {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case p.state == stateNeedsResync:
+		// Keep dialing only to tell the slave (a slave marked while
+		// disconnected), unless shutting down.
+		return p.told || ctx.Err() != nil
+	case ctx.Err() != nil:
+		p.setStateLocked(stateStopped)
+		return true
+	case m.draining && p.durable >= m.bl.head:
+		p.setStateLocked(stateStopped)
+		return true
+	}
+	return false
+}
+
+// noteError records err for Status and logs it if it differs from the last
+// one logged, so a slave that stays away costs one log line, not one per
+// attempt.
+func (p *peer) noteError(err error) {
+	if err == nil {
+		return
+	}
+	msg := explain(err)
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	if errors.Is(err, ErrNeedsResync) {
+		return // needsResyncLocked logged it and set lastErr
+	}
+	p.lastErr = msg
+	if msg != p.loggedErr {
+		p.loggedErr = msg
+		p.log.Warn("slave connection failed: "+msg, "state", p.stateName())
+	}
+}
+
+// connect dials once and, if the handshake succeeds, streams until the
+// connection ends. streamed says whether it got that far.
+func (p *peer) connect(ctx context.Context) (streamed bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	conn, err := quic.DialAddr(dctx, p.addr, p.tls, p.m.cfg.quic)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", p.addr, err)
+	}
+	return p.session(ctx, conn)
+}
+
+// session runs one connection: Hello/HelloAck, then the sender and the ack
+// reader until either fails, ctx is done, or the drain completes.
+func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err error) {
+	m := p.m
+	sctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	var ctrl *quic.Stream
+	defer func() {
+		if errors.Is(err, ErrProtocol) {
+			err = fmt.Errorf("slave %s: %w", peerName(conn), err) // name the culprit
+		}
+		cancel(err)
+		code, msg := codeOf(err), ""
+		switch {
+		case errors.Is(err, ErrDrained):
+			code, msg = wire.CodeOK, "bye"
+		case err == nil || errors.Is(err, context.Canceled):
+			msg = "master shutting down"
+		default:
+			msg = err.Error()
+		}
+		if code == wire.CodeProtocol && ctrl != nil {
+			// The slave sent garbage: tell it why before closing. The
+			// sender has returned, so nothing else writes the stream.
+			e := wire.Error{Code: code, Msg: msg}
+			ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+			ctrl.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
+		}
+		if code == wire.CodeNeedsResync {
+			// Give the FrameError a chance to arrive before the close
+			// (which discards what is in flight): the slave closes when it
+			// reads it.
+			t := time.NewTimer(closeGrace)
+			select {
+			case <-conn.Context().Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		conn.CloseWithError(appCode(code), msg)
+		wg.Wait()
+		m.mu.Lock()
+		switch {
+		case errors.Is(err, ErrDrained), p.state == stateStreaming && ctx.Err() != nil:
+			p.setStateLocked(stateStopped)
+		case p.state == stateStreaming:
+			p.setStateLocked(stateConnecting)
+		}
+		m.mu.Unlock()
+	}()
+
+	ctrl, fr, err := p.handshake(sctx, conn)
+	if err != nil {
+		return false, err
+	}
+	wg.Go(func() { cancel(p.readAcks(fr)) })
+	err = p.send(sctx, cancel, &wg, conn, ctrl)
+	cancel(err)
+	return true, context.Cause(sctx)
+}
+
+// handshake sends Hello, waits for HelloAck and decides where the slave
+// resumes. With QUIC mTLS the dial succeeded before the slave checked our
+// certificate: a refusal shows up here, on the first read.
+func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *wire.FrameReader, error) {
+	m := p.m
+	ctrl, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open control stream: %w", err)
+	}
+	// Control frames go ahead of bulk data in the sender's scheduler
+	// (quic-go PR #5774): urgency 0, sent in stream order.
+	ctrl.SetPriority(0, false)
+	m.mu.Lock()
+	first := m.bl.first()
+	m.mu.Unlock()
+	hello := wire.Hello{Version: wire.Version, Run: m.cfg.Run, Mode: m.cfg.Mode, First: first}
+	if _, err := ctrl.Write(wire.AppendFrame(nil, wire.FrameHello, hello.Append(nil), nil)); err != nil {
+		return ctrl, nil, fmt.Errorf("send hello: %w", err)
+	}
+	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
+	fr := wire.NewFrameReader(ctrl, nil)
+	kind, body, err := fr.Next()
+	if err != nil {
+		if errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTruncated) {
+			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return ctrl, nil, fmt.Errorf("waiting for hello-ack: %w", err)
+	}
+	switch kind {
+	case wire.FrameHelloAck:
+	case wire.FrameError:
+		return ctrl, nil, peerError(body)
+	default:
+		return ctrl, nil, fmt.Errorf("%w: %v frame instead of hello-ack", ErrProtocol, kind)
+	}
+	ack, err := wire.ParseHelloAck(body)
+	if err != nil {
+		return ctrl, nil, fmt.Errorf("%w: hello-ack: %w", ErrProtocol, err)
+	}
+	ctrl.SetReadDeadline(time.Time{})
+
+	// Both sides compute where to start the same way.
+	next, applied, durable := uint64(1), uint64(0), uint64(0)
+	if ack.Run == m.cfg.Run {
+		next, applied, durable = ack.Applied+1, ack.Applied, ack.Durable
+	}
+	limit := min(int64(min(ack.MaxPending, math.MaxInt64)), m.ownLimit)
+	if limit < wire.MaxFrameLen {
+		return ctrl, nil, fmt.Errorf("%w: the slave buffers only %d bytes, below one frame (%d)", ErrProtocol, limit, wire.MaxFrameLen)
+	}
+
+	m.mu.Lock()
+	p.applied, p.durable = applied, durable
+	first, head := m.bl.first(), m.bl.head
+	if next < first || next > head+1 {
+		p.needsResyncLocked(next - 1)
+		p.told = true
+		msg := p.lastErr
+		m.mu.Unlock()
+		e := wire.Error{Code: wire.CodeNeedsResync, Seq: next, Msg: msg}
+		ctrl.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
+		return ctrl, nil, &resyncError{msg}
+	}
+	p.next, p.sent, p.limit = next, next-1, limit
+	p.inflight, p.inflightBytes, p.byeSent = nil, 0, false
+	p.loggedErr, p.resyncLogged, p.told = "", false, false
+	if m.cfg.Mode != wire.ModeAsync && p.durable < m.maxWaited && !p.degraded {
+		// Writers already waited for ops this slave lacks: it catches up
+		// before it holds them back again.
+		p.degraded = true
+		p.log.Warn("slave degraded until it catches up", "durable", p.durable, "waited_for", m.maxWaited)
+	}
+	p.setStateLocked(stateStreaming)
+	m.mu.Unlock()
+	p.log.Info("slave connected", "peer", peerName(conn), "from_seq", next, "same_run", ack.Run == m.cfg.Run,
+		"slave_applied", ack.Applied, "slave_durable", ack.Durable, "max_pending", limit)
+	return ctrl, fr, nil
+}
+
+type action int
+
+const (
+	actWait   action = iota // nothing to send now
+	actSend                 // send the entry
+	actBye                  // drained: send Bye
+	actDone                 // the slave is durable at head: close
+	actResync               // the slave needs a resync: tell it and close
+)
+
+// nextAction decides the sender's next step and books the entry it sends.
+func (p *peer) nextAction() (*entry, action) {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.state == stateNeedsResync {
+		return nil, actResync
+	}
+	if p.next <= m.bl.head {
+		e, ok := m.bl.get(p.next)
+		if !ok {
+			p.needsResyncLocked(p.next - 1)
+			return nil, actResync
+		}
+		// Never more than limit bytes beyond what the slave applied: its
+		// reorder buffer would refuse them.
+		if p.inflightBytes+e.size > p.limit {
+			return nil, actWait
+		}
+		p.inflight = append(p.inflight, flight{seq: e.seq, size: e.size})
+		p.inflightBytes += e.size
+		p.maxInflight = max(p.maxInflight, p.inflightBytes)
+		p.sent = e.seq
+		p.next++
+		return e, actSend
+	}
+	if m.draining {
+		if p.durable >= m.bl.head {
+			return nil, actDone
+		}
+		if !p.byeSent {
+			p.byeSent = true
+			return nil, actBye
+		}
+	}
+	return nil, actWait
+}
+
+// send writes ops in seq order: small ones on the control stream (buffered,
+// flushed when nothing more is ready), large writes each on a data stream
+// of their own, at most DataStreams in flight.
+func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, conn *quic.Conn, ctrl *quic.Stream) error {
+	bw := bufio.NewWriterSize(ctrl, 64<<10)
+	sem := make(chan struct{}, p.m.cfg.DataStreams)
+	for {
+		e, act := p.nextAction()
+		switch act {
+		case actSend:
+			frame := e.framed(p.m.cfg.Compressor)
+			if !e.data {
+				if _, err := bw.Write(frame); err != nil {
+					return fmt.Errorf("send op %d: %w", e.seq, err)
+				}
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				// All data streams busy: what is buffered should not wait.
+				if err := bw.Flush(); err != nil {
+					return fmt.Errorf("send ops: %w", err)
+				}
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				}
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := sendData(ctx, conn, e.seq, frame); err != nil {
+					cancel(err)
+				}
+			})
+		case actWait:
+			if err := bw.Flush(); err != nil {
+				return fmt.Errorf("send ops: %w", err)
+			}
+			select {
+			case <-p.wake:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		case actBye:
+			bw.Write(wire.AppendFrame(nil, wire.FrameBye, nil, nil))
+			if err := bw.Flush(); err != nil {
+				return fmt.Errorf("send bye: %w", err)
+			}
+		case actDone:
+			return ErrDrained
+		case actResync:
+			p.m.mu.Lock()
+			msg, seq := p.lastErr, p.next
+			p.told = true
+			p.m.mu.Unlock()
+			e := wire.Error{Code: wire.CodeNeedsResync, Seq: seq, Msg: msg}
+			bw.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
+			bw.Flush()
+			return &resyncError{msg}
+		}
+	}
+}
+
+// sendData sends one frame on a data stream of its own.
+func sendData(ctx context.Context, conn *quic.Conn, seq uint64, frame []byte) error {
+	s, err := conn.OpenUniStreamSync(ctx)
+	if err != nil {
+		return fmt.Errorf("open data stream for op %d: %w", seq, err)
+	}
+	if _, err := s.Write(frame); err != nil {
+		return fmt.Errorf("send op %d: %w", seq, err)
+	}
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("send op %d: %w", seq, err)
+	}
+	return nil
+}
+
+// readAcks reads the slave's control frames until the connection ends; it
+// always returns the reason.
+func (p *peer) readAcks(fr *wire.FrameReader) error {
+	for {
+		kind, body, err := fr.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return errors.New("the slave closed its control stream (it is shutting down)")
+		case errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTruncated):
+			return fmt.Errorf("%w: from the slave: %w", ErrProtocol, err)
+		case err != nil:
+			return err
+		}
+		switch kind {
+		case wire.FrameAck:
+			a, err := wire.ParseAck(body)
+			if err != nil {
+				return fmt.Errorf("%w: ack: %w", ErrProtocol, err)
+			}
+			if err := p.onAck(a); err != nil {
+				return err
+			}
+		case wire.FrameError:
+			return peerError(body)
+		default:
+			return fmt.Errorf("%w: unexpected %v frame from the slave", ErrProtocol, kind)
+		}
+	}
+}
+
+// onAck books an ack: frees flow-control credit, advances the slave's
+// seqs, trims the backlog, wakes Wait and the sender.
+func (p *peer) onAck(a wire.Ack) error {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a.Applied > p.sent {
+		return fmt.Errorf("%w: ack for op %d, only %d sent", ErrProtocol, a.Applied, p.sent)
+	}
+	n := 0
+	for n < len(p.inflight) && p.inflight[n].seq <= a.Applied {
+		p.inflightBytes -= p.inflight[n].size
+		n++
+	}
+	p.inflight = p.inflight[n:]
+	p.applied = max(p.applied, a.Applied)
+	p.durable = max(p.durable, a.Durable)
+	if p.degraded && p.durable >= m.maxWaited {
+		p.degraded = false
+		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
+	}
+	m.truncateDurableLocked()
+	m.broadcastLocked()
+	p.poke()
+	return nil
+}
+
+// peerError decodes a FrameError body into a *PeerError.
+func peerError(body []byte) error {
+	e, err := wire.ParseError(body)
+	if err != nil {
+		return fmt.Errorf("%w: error frame: %w", ErrProtocol, err)
+	}
+	return &PeerError{Code: e.Code, Seq: e.Seq, Msg: e.Msg}
+}
+
+// peerName names the other end of conn: address and certificate CN.
+func peerName(conn *quic.Conn) string {
+	cn := "?"
+	if pc := conn.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
+		cn = pc[0].Subject.CommonName
+	}
+	return fmt.Sprintf("%s (CN %q)", conn.RemoteAddr(), cn)
+}

@@ -1,0 +1,224 @@
+package quictransport
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Server is the slave's end: it accepts the master's QUIC connection,
+// reads every stream at once into a reorder buffer, applies ops in seq
+// order through a Handler, and acknowledges them.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ln  *quic.Listener
+	dec *wire.Decompressor
+
+	// mu guards where the slave stands, shared by successive connections
+	// (a live slave reports its in-memory Applied on reconnect), and the
+	// current session.
+	mu      sync.Mutex
+	run     wire.RunID
+	applied uint64
+	durable uint64
+	cur     *session
+
+	sessions sync.WaitGroup
+	closing  atomic.Bool
+	closed   sync.Once
+
+	refusedMu sync.Mutex
+	refused   map[string]string // remote host -> last refusal logged
+
+	peakPending atomic.Int64 // highest reorder buffer fill seen (tests)
+}
+
+// NewServer binds the UDP socket (so Addr is known and a busy port is
+// reported at once) and starts listening; Serve accepts connections.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	uaddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	udp, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on UDP %s: %w", cfg.Listen, err)
+	}
+	dec, err := wire.NewDecompressor()
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]string)}
+	s.run, s.durable = cfg.Handler.State()
+	s.applied = s.durable
+	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
+	// and batched reads (research A.3).
+	s.tr = &quic.Transport{Conn: udp, ConnContext: s.connContext}
+	// Listen, not ListenEarly: no 0-RTT and no 0.5-RTT data before the
+	// master's certificate is verified (research A.7).
+	s.ln, err = s.tr.Listen(cfg.TLS, cfg.quic)
+	if err != nil {
+		s.tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	return s, nil
+}
+
+// Addr is the UDP address the server listens on.
+func (s *Server) Addr() net.Addr { return s.udp.LocalAddr() }
+
+// Serve accepts master connections until ctx is done. A new connection
+// replaces the current one. When ctx is done it stops accepting, lets the
+// applier finish the op in hand, syncs, sends a final ack, closes the
+// connection with CodeShutdown and returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	run, durable := s.state()
+	s.log.Info("slave listening", "addr", s.Addr().String(), "run", hex.EncodeToString(run[:]), "durable", durable)
+	var err error
+	for {
+		conn, aerr := s.ln.Accept(ctx)
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("accept: %w", aerr)
+			}
+			break
+		}
+		s.startSession(conn)
+	}
+	s.closing.Store(true)
+	s.ln.Close()
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	if cur != nil {
+		cur.stop(true)
+	}
+	s.sessions.Wait()
+	// A session stopped before it could sync (replaced while shutting
+	// down) leaves unsynced ops: no session runs now, so sync here.
+	s.mu.Lock()
+	run, applied, durable := s.run, s.applied, s.durable
+	s.mu.Unlock()
+	if applied > durable {
+		if serr := s.cfg.Handler.Sync(run, applied); serr != nil {
+			s.log.Error("final sync failed", "applied", applied, "error", serr)
+			err = errors.Join(err, fmt.Errorf("final sync through op %d: %w", applied, serr))
+		} else {
+			s.mu.Lock()
+			s.durable = max(s.durable, applied)
+			s.mu.Unlock()
+		}
+	}
+	s.Close()
+	s.log.Info("slave stopped", "applied", applied)
+	return err
+}
+
+// Close releases the socket without the graceful steps of Serve; for a
+// Server whose Serve never ran. It is safe to call more than once.
+func (s *Server) Close() error {
+	var err error
+	s.closed.Do(func() {
+		s.closing.Store(true)
+		s.tr.Close() // closes remaining connections
+		err = s.udp.Close()
+	})
+	return err
+}
+
+func (s *Server) state() (wire.RunID, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run, s.durable
+}
+
+// startSession serves conn, replacing the current connection: the old
+// applier stops at an op boundary before the new one starts, so Handler
+// calls never overlap.
+func (s *Server) startSession(conn *quic.Conn) {
+	if t, ok := conn.Context().Value(trackKey{}).(*connTrack); ok {
+		t.accepted.Store(true)
+	}
+	sess := newSession(s, conn)
+	s.mu.Lock()
+	prev := s.cur
+	s.cur = sess
+	s.mu.Unlock()
+	if prev != nil {
+		select {
+		case <-prev.done:
+		default:
+			s.log.Info("a new master connection replaces the current one", "old", prev.name, "new", sess.name)
+		}
+	}
+	s.sessions.Go(func() { sess.serve(prev) })
+}
+
+// connTrack tells the refusal logger that a connection was accepted.
+type connTrack struct{ accepted atomic.Bool }
+
+type trackKey struct{}
+
+// connContext is quic.Transport.ConnContext. The context it returns ends
+// when the connection ends, with the close error as its cause; for a
+// connection never accepted that is why its handshake failed (a master
+// certificate refused, say), which quic-go would not report otherwise.
+func (s *Server) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+	t := &connTrack{}
+	ctx = context.WithValue(ctx, trackKey{}, t)
+	go func() {
+		<-ctx.Done()
+		if !t.accepted.Load() && !s.closing.Load() {
+			s.logRefusal(ci.RemoteAddr, context.Cause(ctx))
+		}
+	}()
+	return ctx, nil
+}
+
+// logRefusal logs a failed handshake once per remote host and distinct
+// reason, so a misconfigured master retrying every few seconds costs one
+// line.
+func (s *Server) logRefusal(addr net.Addr, cause error) {
+	host := addr.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	msg := fmt.Sprint(cause)
+	s.refusedMu.Lock()
+	if len(s.refused) > 1024 {
+		clear(s.refused) // bounded memory whatever the number of scanners
+	}
+	dup := s.refused[host] == msg
+	s.refused[host] = msg
+	s.refusedMu.Unlock()
+	if !dup {
+		s.log.Warn("refused a connection: handshake failed: "+msg, "peer", addr.String())
+	}
+}
+
+func (s *Server) notePeak(p int64) {
+	for {
+		old := s.peakPending.Load()
+		if p <= old || s.peakPending.CompareAndSwap(old, p) {
+			return
+		}
+	}
+}
