@@ -17,7 +17,7 @@ import (
 // the client certificate, so the client also reads one byte the server
 // writes after its Handshake: a refusal by the server shows up there, as it
 // does on the first stream read over QUIC.
-func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error, cs tls.ConnectionState) {
+func handshake(t *testing.T, server, client *tls.Config) (cs tls.ConnectionState, serverErr, clientErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +63,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 		}
 	}
 	c.Close()
-	return <-done, clientErr, cs
+	return cs, <-done, clientErr
 }
 
 // world is a CA with a good master and slave certificate.
@@ -88,7 +88,7 @@ func TestHandshakeGood(t *testing.T) {
 			t.Run(caKT.String()+"-CA/"+leafKT.String()+"-leaves", func(t *testing.T) {
 				w := newWorld(t, caKT, leafKT)
 				for _, sn := range []string{"slave-a", "slave-a.example.com", "127.0.0.1"} {
-					serr, cerr, cs := handshake(t, ServerConfig(w.slave, w.pool, nil), ClientConfig(w.master, w.pool, sn))
+					cs, serr, cerr := handshake(t, ServerConfig(w.slave, w.pool, nil), ClientConfig(w.master, w.pool, sn))
 					if serr != nil || cerr != nil {
 						t.Fatalf("ServerName %q: server %v, client %v", sn, serr, cerr)
 					}
@@ -182,7 +182,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			serr, cerr, _ := handshake(t, tc.server(w), tc.client(w))
+			_, serr, cerr := handshake(t, tc.server(w), tc.client(w))
 			t.Logf("server: %v; client: %v", serr, cerr)
 			if serr == nil || cerr == nil {
 				t.Fatalf("server err %v, client err %v: want both to fail", serr, cerr)
@@ -201,7 +201,7 @@ func TestAllowMaster(t *testing.T) {
 	w := newWorld(t, Ed25519, Ed25519)
 	// The master is known by its common name or any DNS SAN.
 	for _, allow := range [][]string{{"master-1"}, {"other", "backup-writer"}, nil, {}} {
-		serr, cerr, _ := handshake(t, ServerConfig(w.slave, w.pool, allow), ClientConfig(w.master, w.pool, "slave-a"))
+		_, serr, cerr := handshake(t, ServerConfig(w.slave, w.pool, allow), ClientConfig(w.master, w.pool, "slave-a"))
 		if serr != nil || cerr != nil {
 			t.Errorf("allow %q: server %v, client %v", allow, serr, cerr)
 		}
@@ -218,7 +218,7 @@ func TestNoEKUControl(t *testing.T) {
 	noEKUSlave := mustPair(t, w.ca, IssueOptions{Name: "slave-a", NoUsage: true})
 	s, c := ServerConfig(noEKUSlave, w.pool, nil), ClientConfig(noEKUMaster, w.pool, "slave-a")
 	s.VerifyConnection, c.VerifyConnection = nil, nil
-	if serr, cerr, _ := handshake(t, s, c); serr != nil || cerr != nil {
+	if _, serr, cerr := handshake(t, s, c); serr != nil || cerr != nil {
 		t.Fatalf("plain crypto/tls refused no-EKU certificates: server %v, client %v", serr, cerr)
 	}
 }

@@ -67,7 +67,7 @@ func TestSlowHandlerNoDeadlockBoundedMemory(t *testing.T) {
 		return srv.peakPending.Load() >= 3<<20
 	})
 	m.mu.Lock()
-	sent, inflight := m.peers[0].sent, m.peers[0].maxInflight
+	sent := m.peers[0].sent
 	m.mu.Unlock()
 	if sent >= seq {
 		t.Fatalf("the master sent everything (%d) to a stuck slave", sent)
@@ -76,7 +76,7 @@ func TestSlowHandlerNoDeadlockBoundedMemory(t *testing.T) {
 	waitApplied(t, h, run, seq, 120*time.Second)
 	checkRecords(t, h, run, want, seq)
 	m.mu.Lock()
-	inflight = m.peers[0].maxInflight
+	inflight := m.peers[0].maxInflight
 	m.mu.Unlock()
 	if peak := srv.peakPending.Load(); peak > maxPending {
 		t.Fatalf("the slave buffered %d bytes, beyond MaxPending %d", peak, maxPending)

@@ -11,7 +11,6 @@ import (
 var errNonMinimal = fmt.Errorf("%w: varint not in minimal form", ErrMalformed)
 
 func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
-func appendVarint(b []byte, v int64) []byte   { return binary.AppendVarint(b, v) }
 
 func appendBytes(b, s []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
