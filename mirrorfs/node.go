@@ -100,12 +100,21 @@ func writable(flags uint32) bool {
 	return acc == syscall.O_WRONLY || acc == syscall.O_RDWR
 }
 
-// mirroredOpenFlags keeps the open(2) flags a slave needs to reproduce
-// the open: access mode, O_CREAT, O_EXCL, O_TRUNC. The rest (O_DIRECT,
-// O_SYNC, O_NOATIME, ...) is the local caller's business; durability on
-// the slave comes from Sync ops.
+// mirroredOpenFlags translates the open(2) flags a slave needs to reproduce
+// the open, O_EXCL and O_TRUNC, into the protocol's values (wire.OpenExcl,
+// wire.OpenTrunc), whatever this architecture's numbering. The rest
+// (access mode, O_DIRECT, O_SYNC, ...) is the local caller's business:
+// the slave always opens for writing, and durability on the slave comes
+// from Sync ops.
 func mirroredOpenFlags(flags uint32) uint32 {
-	return flags & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
+	var w uint32
+	if flags&syscall.O_EXCL != 0 {
+		w |= wire.OpenExcl
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		w |= wire.OpenTrunc
+	}
+	return w
 }
 
 // Open opens the backing file. With write access the handle gets an id and

@@ -74,10 +74,16 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	if err != nil {
 		return fail(fmt.Errorf("create %q: %w", rel, err))
 	}
+	wflags := mirroredOpenFlags(flags)
+	if created {
+		// The file is new: the slave must end with an empty file whatever
+		// it holds under that name (wire.OpenExcl truncates there).
+		wflags |= wire.OpenExcl
+	}
 	n.m.emit(&wire.Create{
 		Path:     rel,
 		Handle:   f.handle,
-		Flags:    mirroredOpenFlags(flags) | syscall.O_CREAT,
+		Flags:    wflags,
 		Mode:     st.Mode & 0o7777,
 		Uid:      st.Uid,
 		Gid:      st.Gid,

@@ -20,7 +20,7 @@ func TestCreateWrite(t *testing.T) {
 	recs := e.sink.all()
 	c := one[*wire.Create](t, recs)
 	want := wire.Create{
-		Path: "f", Handle: c.Handle, Flags: syscall.O_WRONLY | syscall.O_CREAT | syscall.O_TRUNC,
+		Path: "f", Handle: c.Handle, Flags: wire.OpenExcl | wire.OpenTrunc, // new file, O_TRUNC
 		Mode: 0o640, Mtime: c.Mtime, DirMtime: e.mtime(""),
 	}
 	if c.Handle == 0 || *c != want {
@@ -50,7 +50,7 @@ func TestCreateReadOnlyHasNoHandle(t *testing.T) {
 	}
 	syscall.Close(fd)
 	c := one[*wire.Create](t, e.sink.all())
-	if c.Handle != 0 || c.Flags != syscall.O_RDONLY|syscall.O_CREAT|syscall.O_EXCL || c.Mode != 0o600 {
+	if c.Handle != 0 || c.Flags != wire.OpenExcl || c.Mode != 0o600 {
 		t.Errorf("read-only create op %+v, want no handle", *c)
 	}
 	// Nothing to release on the slaves either: after another file's

@@ -46,9 +46,12 @@ func TestWireTime(t *testing.T) {
 
 func TestMirroredOpenFlags(t *testing.T) {
 	in := uint32(syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC | syscall.O_DIRECT | syscall.O_SYNC | syscall.O_LARGEFILE)
-	want := uint32(syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
+	want := wire.OpenExcl | wire.OpenTrunc
 	if got := mirroredOpenFlags(in); got != want {
 		t.Errorf("mirroredOpenFlags(%#o) = %#o, want %#o", in, got, want)
+	}
+	if got := mirroredOpenFlags(syscall.O_WRONLY | syscall.O_APPEND); got != 0 {
+		t.Errorf("mirroredOpenFlags(O_WRONLY|O_APPEND) = %#o, want 0", got)
 	}
 	if writable(syscall.O_RDONLY) || !writable(syscall.O_WRONLY) || !writable(syscall.O_RDWR) {
 		t.Error("writable misjudges the access mode")
