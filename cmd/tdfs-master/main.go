@@ -42,7 +42,7 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "mount", EnvVars: []string{"TDFS_MOUNT"},
 				Usage: "mount point `MNT` (an existing directory outside DIR)"},
 			&cli.StringSliceFlag{Name: "connect", Aliases: []string{"c"}, EnvVars: []string{"TDFS_CONNECT"},
-				Usage: fmt.Sprintf("slave to replicate to, as `[NAME@]HOST[:PORT]` (repeatable; port default %d; "+
+				Usage: fmt.Sprintf("`SLAVE` to replicate to, as [NAME@]HOST[:PORT] (repeatable; port default %d; "+
 					"the slave's certificate must name NAME, default HOST)", quictransport.DefaultPort)},
 			&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
 				Usage: "this master's certificate `FILE` (PEM, from tdfs-certs master)"},
