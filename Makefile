@@ -1,5 +1,6 @@
 # The Makefile is the contract (STYLE.md): CI runs `bash .ci/run`, which runs
 # `make lint check-deps test`.
+SHELL     := /bin/bash
 GO        ?= go
 BIN       ?= bin
 FUZZTIME  ?= 30s
