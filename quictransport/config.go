@@ -144,7 +144,12 @@ type ServerConfig struct {
 	MaxPending int64
 	// SyncInterval: when idle this long with unsynced ops, sync them.
 	SyncInterval time.Duration
-	Logger       *slog.Logger
+	// ResetKey, when set, is the QUIC stateless reset key. Keep it across
+	// restarts (the slave's state dir): a master still talking to the
+	// previous process then gets a stateless reset and reconnects at once,
+	// instead of after the idle timeout (RFC 9000 section 10.3).
+	ResetKey *[32]byte
+	Logger   *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.
 	quic *quic.Config

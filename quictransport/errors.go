@@ -17,7 +17,9 @@ import (
 var (
 	// ErrConfig is wrapped by every configuration error.
 	ErrConfig = errors.New("quictransport: invalid configuration")
-	// ErrNeedsResync: the master no longer holds the ops a slave is missing.
+	// ErrNeedsResync: the master no longer holds the ops a slave is missing,
+	// or the slave cannot apply them from where it is (a Handler wraps it,
+	// e.g. after losing the open files of a run in a restart).
 	ErrNeedsResync = errors.New("slave needs resync")
 	// ErrDrainTimeout: Drain's timeout passed before every slave was durable.
 	ErrDrainTimeout = errors.New("drain timed out")

@@ -311,7 +311,7 @@ func (m *Master) checkHeldLocked() {
 			need = p.next // it has been sent everything before
 		}
 		if need < first || need > head+1 {
-			p.needsResyncLocked(need - 1)
+			p.needsResyncLocked(need-1, "")
 		}
 	}
 }

@@ -111,10 +111,14 @@ func (p *peer) setStateLocked(s peerState) {
 	p.m.broadcastLocked()
 }
 
-// needsResyncLocked gives up on the slave: the master no longer holds op
-// at+1, the next it needs. Logged once per slave.
-func (p *peer) needsResyncLocked(at uint64) {
+// needsResyncLocked gives up on the slave, which is at seq at and cannot
+// be brought further from here: the master no longer holds op at+1 (the
+// reason ""), or reason says why. Logged once per slave.
+func (p *peer) needsResyncLocked(at uint64, reason string) {
 	msg := fmt.Sprintf("slave %s needs resync: it is at seq %d, the master holds %s", p.addr, at, p.m.heldLocked())
+	if reason != "" {
+		msg = fmt.Sprintf("slave %s needs resync at seq %d: %s", p.addr, at, reason)
+	}
 	p.lastErr = msg
 	p.degraded = false
 	if !p.resyncLogged {
@@ -142,6 +146,15 @@ func (p *peer) loop(ctx context.Context) {
 		}
 		if streamed {
 			backoff = minBackoff
+		}
+		if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeNeedsResync {
+			// The slave itself says it cannot go on from where it is
+			// (it lost state it needs): retrying cannot help.
+			p.m.mu.Lock()
+			p.told = true
+			p.needsResyncLocked(p.applied, "the slave reports: "+pe.Msg)
+			p.m.mu.Unlock()
+			continue
 		}
 		p.noteError(err)
 		p.m.mu.Lock()
@@ -337,7 +350,7 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	p.applied, p.durable = applied, durable
 	first, head := m.bl.first(), m.bl.head
 	if next < first || next > head+1 {
-		p.needsResyncLocked(next - 1)
+		p.needsResyncLocked(next-1, "")
 		p.told = true
 		msg := p.lastErr
 		m.mu.Unlock()
@@ -382,7 +395,7 @@ func (p *peer) nextAction() (*entry, action) {
 	if p.next <= m.bl.head {
 		e, ok := m.bl.get(p.next)
 		if !ok {
-			p.needsResyncLocked(p.next - 1)
+			p.needsResyncLocked(p.next-1, "")
 			return nil, actResync
 		}
 		// Never more than limit bytes beyond what the slave applied: its

@@ -71,6 +71,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
 	// and batched reads (research A.3).
 	s.tr = &quic.Transport{Conn: udp, ConnContext: s.connContext}
+	if cfg.ResetKey != nil {
+		k := quic.StatelessResetKey(*cfg.ResetKey)
+		s.tr.StatelessResetKey = &k
+	}
 	// Listen, not ListenEarly: no 0-RTT and no 0.5-RTT data before the
 	// master's certificate is verified (research A.7).
 	s.ln, err = s.tr.Listen(cfg.TLS, cfg.quic)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/tdfs/tdfs/quictransport"
@@ -28,7 +30,14 @@ func (h *handler) Apply(run wire.RunID, seq uint64, op wire.Op) error {
 		h.run = run
 	}
 	h.mu.Unlock()
-	return h.r.Apply(op)
+	err := h.r.Apply(op)
+	if errors.Is(err, replayer.ErrUnknownHandle) {
+		// The file was opened before this process started (a restart in
+		// the middle of a run): the writes cannot be placed. Say so,
+		// rather than retry forever.
+		return fmt.Errorf("%w: %w (this slave restarted while the file was open on the master)", quictransport.ErrNeedsResync, err)
+	}
+	return err
 }
 
 func (h *handler) Sync(run wire.RunID, seq uint64) error {

@@ -168,6 +168,9 @@ func serve(ctx context.Context, cfg *config) error {
 	if err := replayer.SaveState(cfg.stateDir, st); err != nil {
 		return fmt.Errorf("state dir: %w (use --state DIR)", err)
 	}
+	if cfg.server.ResetKey, err = loadResetKey(cfg.stateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
 	cfg.server.Handler = h
 	srv, err := quictransport.NewServer(cfg.server)
 	if err != nil {
