@@ -59,7 +59,8 @@ for s in slave1 slave2; do
 done
 
 step "3. the master mounts $WORK/mnt over $WORK/backing"
-"$BIN/tdfs-master" -m "$WORK/backing" --mount "$WORK/mnt" -c "${addrs[0]}" -c "${addrs[1]}" \
+"$BIN/tdfs-master" -m "$WORK/backing" --mount "$WORK/mnt" --state "$WORK/master.state" \
+	-c "${addrs[0]}" -c "${addrs[1]}" \
 	--cert "$WORK/pki/master.crt" --key "$WORK/pki/master.key" --ca "$WORK/pki/ca.crt" -z 1 \
 	2>"$WORK/master.log" &
 master=$!

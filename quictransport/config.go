@@ -62,8 +62,15 @@ type Peer struct {
 
 // MasterConfig configures a Master. Zero values take the Default* values.
 type MasterConfig struct {
-	Peers       []Peer
-	Run         wire.RunID
+	Peers []Peer
+	Run   wire.RunID
+	// PrevRun, PrevHead and Fresh are announced in Hello (see wire.Hello):
+	// they let a slave know whether its tree is the one this run starts
+	// from. Zero values mean "unknown": only a slave of this very run may
+	// then follow it.
+	PrevRun     wire.RunID
+	PrevHead    uint64
+	Fresh       bool
 	Mode        wire.SyncMode
 	SyncTimeout time.Duration // how long Wait waits for a slave before marking it degraded
 	Compressor  *wire.Compressor
@@ -129,8 +136,11 @@ type Handler interface {
 	// own applied seq (which counts Sync ops, never passed to Apply).
 	Sync(run wire.RunID, seq uint64) error
 	// State returns the run and durable seq recorded so far (at startup:
-	// from the state dir).
-	State() (run wire.RunID, durable uint64)
+	// from the state dir). A non-nil err says the replica's tree is in an
+	// unknown state (a crash after applying ops it had not made durable,
+	// say): every master is then told the slave needs a resync, with err
+	// as the reason.
+	State() (run wire.RunID, durable uint64, err error)
 }
 
 // ServerConfig configures a slave's Server. Zero values take the Default*

@@ -74,6 +74,7 @@ type record struct {
 }
 
 type fakeHandler struct {
+	unusable  error // returned by State
 	mu        sync.Mutex
 	run       wire.RunID // the run of the last op, or from State
 	durable   uint64
@@ -169,10 +170,10 @@ func (h *fakeHandler) Sync(run wire.RunID, seq uint64) error {
 	return nil
 }
 
-func (h *fakeHandler) State() (wire.RunID, uint64) {
+func (h *fakeHandler) State() (wire.RunID, uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.run, h.durable
+	return h.run, h.durable, h.unusable
 }
 
 func (h *fakeHandler) violation(format string, args ...any) {
@@ -317,6 +318,9 @@ type testMaster struct {
 
 func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
 	t.Helper()
+	// Test slaves start empty and the test masters' trees too, unless a
+	// test says otherwise (it sets PrevRun).
+	cfg.Fresh = cfg.Fresh || cfg.PrevRun == (wire.RunID{})
 	var lb *logBuf
 	if cfg.Logger == nil {
 		cfg.Logger, lb = newLogger(t, "master")

@@ -25,6 +25,7 @@ func TestOrderingMixedOps(t *testing.T) {
 			cfg := MasterConfig{
 				Peers:       []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
 				Run:         run,
+				Fresh:       true,
 				DataStreams: 4,
 			}
 			if compress {

@@ -147,12 +147,13 @@ func (p *peer) loop(ctx context.Context) {
 		if streamed {
 			backoff = minBackoff
 		}
-		if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeNeedsResync {
+		if msg, ok := slaveNeedsResync(err); ok {
 			// The slave itself says it cannot go on from where it is
-			// (it lost state it needs): retrying cannot help.
+			// (its tree may differ, or it lost state it needs):
+			// retrying cannot help.
 			p.m.mu.Lock()
 			p.told = true
-			p.needsResyncLocked(p.applied, "the slave reports: "+pe.Msg)
+			p.needsResyncLocked(p.applied, "the slave reports: "+msg)
 			p.m.mu.Unlock()
 			continue
 		}
@@ -310,7 +311,8 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	m.mu.Lock()
 	first := m.bl.first()
 	m.mu.Unlock()
-	hello := wire.Hello{Version: wire.Version, Run: m.cfg.Run, Mode: m.cfg.Mode, First: first}
+	hello := wire.Hello{Version: wire.Version, Run: m.cfg.Run, Mode: m.cfg.Mode, First: first,
+		PrevRun: m.cfg.PrevRun, PrevHead: m.cfg.PrevHead, Fresh: m.cfg.Fresh}
 	if _, err := ctrl.Write(wire.AppendFrame(nil, wire.FrameHello, hello.Append(nil), nil)); err != nil {
 		return ctrl, nil, fmt.Errorf("send hello: %w", err)
 	}
@@ -557,6 +559,20 @@ func (p *peer) onAck(a wire.Ack) error {
 	m.broadcastLocked()
 	p.poke()
 	return nil
+}
+
+// slaveNeedsResync reports whether err is the slave saying it needs a
+// resync, by a FrameError or by the code of its QUIC close (whichever
+// arrived first), and its reason.
+func slaveNeedsResync(err error) (string, bool) {
+	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeNeedsResync {
+		return pe.Msg, true
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
+		wire.ErrorCode(ae.ErrorCode) == wire.CodeNeedsResync {
+		return ae.ErrorMessage, true
+	}
+	return "", false
 }
 
 // peerError decodes a FrameError body into a *PeerError.

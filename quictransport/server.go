@@ -66,7 +66,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]string)}
-	s.run, s.durable = cfg.Handler.State()
+	s.run, s.durable, _ = cfg.Handler.State() // the error is asked again at each handshake
 	s.applied = s.durable
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
 	// and batched reads (research A.3).

@@ -233,11 +233,17 @@ func (s *session) handshake() error {
 	s.run, s.mode = h.Run, h.Mode
 
 	srv := s.srv
+	if _, _, err := srv.cfg.Handler.State(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+	}
 	srv.mu.Lock()
 	run, applied, durable := srv.run, srv.applied, srv.durable
 	next := uint64(1)
 	if h.Run == run {
 		next = applied + 1
+	} else if why := newRunRefused(h, run, applied, durable); why != "" {
+		srv.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNeedsResync, why)
 	}
 	s.resumable = next >= h.First
 	if h.Run != run && s.resumable {
@@ -254,13 +260,46 @@ func (s *session) handshake() error {
 	case !s.resumable:
 		s.log.Warn("the master cannot resume this slave: it holds ops from seq "+fmt.Sprint(h.First)+", this slave needs "+fmt.Sprint(next)+"; expecting a needs-resync verdict",
 			"run", hex.EncodeToString(h.Run[:]))
+	case h.Run != run && run == (wire.RunID{}):
+		s.log.Info("master connected: a new tree, and this replica is new too", "run", hex.EncodeToString(h.Run[:]),
+			"mode", h.Mode.String())
 	case h.Run != run:
-		s.log.Warn("new master run: assuming this tree matched the master's backing dir when that run began (resync by tree comparison is not implemented yet)",
-			"run", hex.EncodeToString(h.Run[:]), "previous_run", hex.EncodeToString(run[:]), "previous_durable", durable, "mode", h.Mode.String())
+		s.log.Info("master connected: it restarted cleanly where this slave stood; following its new run",
+			"run", hex.EncodeToString(h.Run[:]), "previous_run", hex.EncodeToString(run[:]), "previous_durable", durable,
+			"mode", h.Mode.String())
 	default:
 		s.log.Info("master connected: resuming", "from_seq", next, "durable", durable, "mode", h.Mode.String())
 	}
 	return nil
+}
+
+// newRunRefused says why a slave at (run, applied, durable) cannot follow
+// the new master run announced by h from its seq 1, or "" if it can:
+// its tree must be the one that run starts from. Either it is durable at
+// exactly the end of the master's previous run, which ended cleanly, or
+// both are new (no state here, an empty backing dir there; the slave's own
+// tree is checked by its Handler). Anything else could be silently
+// different: resynchronisation by tree comparison is not implemented yet.
+func newRunRefused(h wire.Hello, run wire.RunID, applied, durable uint64) string {
+	var zero wire.RunID
+	switch {
+	case h.PrevRun != zero && run == h.PrevRun && durable == h.PrevHead && applied == durable:
+		return ""
+	case run == zero && applied == 0 && durable == 0 && h.Fresh:
+		return ""
+	case run == zero:
+		return "this replica has no replication state, and the master's backing dir was not empty when its run began: " +
+			"the trees may differ"
+	case h.PrevRun == zero:
+		return fmt.Sprintf("this replica is at seq %d of master run %s, and the master's previous run did not end cleanly "+
+			"(crash or kill): what the replica missed is unknown", durable, hex.EncodeToString(run[:4]))
+	case run != h.PrevRun:
+		return fmt.Sprintf("this replica is at seq %d of master run %s, but the master's previous run was %s: "+
+			"it missed at least one whole run", durable, hex.EncodeToString(run[:4]), hex.EncodeToString(h.PrevRun[:4]))
+	default:
+		return fmt.Sprintf("this replica is at seq %d (applied %d) of the master's previous run, which ended at seq %d",
+			durable, applied, h.PrevHead)
+	}
 }
 
 // fail closes the connection after a peer's garbage or a local failure:

@@ -1,6 +1,7 @@
 package quictransport
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -106,20 +107,78 @@ func TestIdleSyncAdvancesDurable(t *testing.T) {
 
 // A new master run starts at seq 1 whatever the slave's previous run
 // reached, and the slave says it assumes its tree matched.
-func TestNewRunStartsAtOne(t *testing.T) {
-	p := newPKI(t, "newrun")
+// TestNewRun: a slave follows a new master run from seq 1 only when its
+// tree is the one that run starts from; otherwise the master is told it
+// needs a resync and the handler sees nothing.
+func TestNewRun(t *testing.T) {
+	old, other := newRun(t), newRun(t)
+	for _, tc := range []struct {
+		name        string
+		run         wire.RunID // the slave's state
+		durable     uint64
+		prevRun     wire.RunID // announced by the master
+		prevHead    uint64
+		fresh       bool
+		follows     bool
+		slaveLogHas string
+	}{
+		{"continues a clean previous run", old, 500, old, 500, false, true, "restarted cleanly"},
+		{"new replica of a new tree", wire.RunID{}, 0, wire.RunID{}, 0, true, true, "this replica is new too"},
+		{"behind the previous run", old, 400, old, 500, false, false, "ended at seq 500"},
+		{"previous run crashed", old, 500, wire.RunID{}, 0, false, false, "did not end cleanly"},
+		{"missed a whole run", other, 500, old, 500, false, false, "missed at least one whole run"},
+		{"no state, tree not empty", wire.RunID{}, 0, old, 500, false, false, "no replication state"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t, "newrun")
+			h := newFakeHandler()
+			h.run, h.durable, h.lastSeq = tc.run, tc.durable, tc.durable
+			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+			run := newRun(t)
+			m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run,
+				PrevRun: tc.prevRun, PrevHead: tc.prevHead, Fresh: tc.fresh})
+			g := newOpGen(12)
+			want := map[uint64][]byte{}
+			appendOps(m.Master, g, 100, 10, 128<<10, want)
+			if tc.follows {
+				waitApplied(t, h, run, g.seq, 60*time.Second)
+				checkRecords(t, h, run, want, g.seq)
+			} else {
+				eventually(t, 60*time.Second, "needs-resync status", func() bool {
+					st := m.Status()
+					return st[0].State == "needs-resync" && strings.Contains(st[0].LastError, "the slave reports")
+				})
+				h.mu.Lock()
+				n := len(h.records)
+				h.mu.Unlock()
+				if n != 0 {
+					t.Fatalf("the slave applied %d ops of a run it cannot follow", n)
+				}
+			}
+			if !strings.Contains(srv.log.String(), tc.slaveLogHas) {
+				t.Fatalf("slave log lacks %q:\n%s", tc.slaveLogHas, srv.log)
+			}
+		})
+	}
+}
+
+// TestUnusableReplica: a Handler whose tree is in an unknown state makes
+// the slave refuse every master with a needs-resync verdict and its reason.
+func TestUnusableReplica(t *testing.T) {
+	p := newPKI(t, "unusable")
 	h := newFakeHandler()
-	old := newRun(t)
-	h.run, h.durable, h.lastSeq = old, 500, 500
+	h.unusable = errors.New("killed after applying ops it had not made durable")
 	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-	run := newRun(t)
-	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run})
-	g := newOpGen(12)
-	want := map[uint64][]byte{}
-	appendOps(m.Master, g, 100, 10, 128<<10, want)
-	waitApplied(t, h, run, g.seq, 60*time.Second)
-	checkRecords(t, h, run, want, g.seq)
-	if !strings.Contains(srv.log.String(), "new master run: assuming this tree matched") {
-		t.Fatalf("slave log lacks the new-run warning:\n%s", srv.log)
+	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: newRun(t)})
+	g := newOpGen(3)
+	appendOps(m.Master, g, 10, 1, 1<<10, map[uint64][]byte{})
+	eventually(t, 60*time.Second, "needs-resync status", func() bool {
+		st := m.Status()
+		return st[0].State == "needs-resync" && strings.Contains(st[0].LastError, "killed after applying")
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.records) != 0 {
+		t.Fatalf("an unusable replica applied %d ops", len(h.records))
 	}
 }

@@ -66,6 +66,7 @@ func TestMisconfiguration(t *testing.T) {
 		{"master -m missing", "tdfs-master", "no such directory", master("-m", base+"/nope", "--mount", mnt, "-c", "127.0.0.1:1")},
 		{"master mount missing", "tdfs-master", "no such directory", master("-m", dir, "--mount", base+"/nope", "-c", "127.0.0.1:1")},
 		{"master mount inside -m", "tdfs-master", "inside the backing dir", master("-m", dir, "--mount", dir+"/inner", "-c", "127.0.0.1:1")},
+		{"master state inside -m", "tdfs-master", "must be outside both", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "--state", dir+"/st")},
 		{"master no slaves", "tdfs-master", "no slave given", master("-m", dir, "--mount", mnt)},
 		{"master bad sync", "tdfs-master", "--sync \"often\"", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "--sync", "often")},
 		{"master bad -z", "tdfs-master", "-z \"x\"", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "-z", "x")},
@@ -101,7 +102,7 @@ func TestWrongCA(t *testing.T) {
 		"--cert", filepath.Join(other.dir, "master.crt"), "--key", filepath.Join(other.dir, "master.key"),
 		"--ca", filepath.Join(k.dir, "ca.crt"),
 		// The slave will never take this master: do not wait long at exit.
-		"--drain-timeout", "2s"}
+		"--drain-timeout", "2s", "--state", filepath.Join(base, "state")}
 	m := start(t, "tdfs-master", args...)
 	t.Cleanup(func() {
 		if mounted(mnt) {

@@ -101,7 +101,7 @@ func TestEnvVars(t *testing.T) {
 	s := startCmd(t, "tdfs-slave", scmd)
 	s.waitLine(`msg=listening`, 30*time.Second)
 	mcmd := exec.Command(bin("tdfs-master"))
-	mcmd.Env = env("TDFS_DIR="+back, "TDFS_MOUNT="+mnt, "TDFS_CONNECT="+addr, "TDFS_SYNC=sync",
+	mcmd.Env = env("TDFS_DIR="+back, "TDFS_MOUNT="+mnt, "TDFS_STATE="+filepath.Join(base, "mstate"), "TDFS_CONNECT="+addr, "TDFS_SYNC=sync",
 		"TDFS_COMPRESS=3", "TDFS_CERT="+filepath.Join(k.dir, "master.crt"), "TDFS_KEY="+filepath.Join(k.dir, "master.key"))
 	mp := startCmd(t, "tdfs-master", mcmd)
 	t.Cleanup(func() {

@@ -233,6 +233,7 @@ func startSlaveAt(t *testing.T, k *pki, name, listen string, extra ...string) *s
 type master struct {
 	*proc
 	dir, mnt string
+	args     []string
 }
 
 func startMaster(t *testing.T, k *pki, slaves []*slave, extra ...string) *master {
@@ -244,7 +245,7 @@ func startMaster(t *testing.T, k *pki, slaves []*slave, extra ...string) *master
 			t.Fatal(err)
 		}
 	}
-	args := []string{"-m", dir, "--mount", mnt}
+	args := []string{"-m", dir, "--mount", mnt, "--state", filepath.Join(base, "state")}
 	for _, s := range slaves {
 		args = append(args, "-c", s.addr)
 	}
@@ -257,7 +258,15 @@ func startMaster(t *testing.T, k *pki, slaves []*slave, extra ...string) *master
 		}
 	})
 	p.waitLine(`msg=mounted`, 30*time.Second)
-	return &master{proc: p, dir: dir, mnt: mnt}
+	return &master{proc: p, dir: dir, mnt: mnt, args: args}
+}
+
+// restart starts the master again on the same dirs, state and slaves.
+func (m *master) restart(t *testing.T) *master {
+	t.Helper()
+	p := start(t, "tdfs-master", m.args...)
+	p.waitLine(`msg=mounted`, 30*time.Second)
+	return &master{proc: p, dir: m.dir, mnt: m.mnt, args: m.args}
 }
 
 // freeUDPAddr returns a 127.0.0.1 UDP address nobody listens on (yet), for

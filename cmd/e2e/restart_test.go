@@ -68,3 +68,88 @@ func restartSlave(t *testing.T, k *pki, name string, old *slave) *slave {
 	p.waitLine(`msg=listening`, 30*time.Second)
 	return &slave{proc: p, dir: old.dir, addr: old.addr}
 }
+
+// TestMasterRestart: after a clean shutdown (unmount, drain) a restarted
+// master is followed by its slave from where it stood; after a SIGKILL of
+// the master the slave cannot know what it missed, and says it needs a
+// resync instead of following blindly.
+func TestMasterRestart(t *testing.T) {
+	k := newPKI(t, "s1")
+	s := startSlave(t, k, "s1")
+	m := startMaster(t, k, []*slave{s})
+	workloadSmall(t, m.mnt)
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	converge(t, m, []*slave{s}, 30*time.Second)
+
+	m2 := m.restart(t)
+	s.waitLine(`restarted cleanly`, 30*time.Second)
+	for i := range 5 {
+		if err := os.WriteFile(filepath.Join(m2.mnt, "dir1", "second-run"+string(rune('0'+i))), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(filepath.Join(m2.mnt, "dir2"), filepath.Join(m2.mnt, "dir2-renamed")); err != nil {
+		t.Fatal(err)
+	}
+	syncMount(t, m2.mnt)
+	converge(t, m2, []*slave{s}, 60*time.Second)
+
+	m2.cmd.Process.Kill()
+	<-m2.done
+	// The mount of a killed master stays behind, dead: clear it.
+	syscall.Unmount(m2.mnt, syscall.MNT_DETACH)
+	m3 := m2.restart(t)
+	m3.waitLine(`needs resync at seq \d+: the slave reports: .*did not end cleanly`, 60*time.Second)
+	m3.stop(syscall.SIGTERM, 60*time.Second)
+	s.stop(syscall.SIGTERM, 30*time.Second)
+}
+
+// TestSlaveCrashMidStream: a slave killed while it holds applied ops that
+// are not yet durable cannot tell which of them its tree holds (re-applying
+// a rename would move the wrong file): after the restart it says it needs a
+// resync, and the master stops sending to it.
+func TestSlaveCrashMidStream(t *testing.T) {
+	k := newPKI(t, "s1")
+	s := startSlave(t, k, "s1")
+	m := startMaster(t, k, []*slave{s}, "--sync", "async")
+	m.waitLine(`slave state: streaming`, 30*time.Second)
+	// A stream of renames and creates, and the slave is killed in the
+	// middle of it (async: nothing makes it sync).
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 100000 && err == nil; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			p := filepath.Join(m.mnt, "f")
+			if err = os.WriteFile(p, []byte("v"), 0o644); err == nil {
+				err = os.Rename(p, filepath.Join(m.mnt, "g"))
+			}
+		}
+		done <- err
+	}()
+	s.waitLine(`master connected`, 30*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(s.dir, "g")); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s2 := restartSlave(t, k, "s1", s)
+	s2.waitLine(`cannot follow a master until it is resynchronised: this slave stopped without syncing`, 30*time.Second)
+	m.waitLine(`needs resync at seq \d+: the slave reports: .*stopped without syncing`, 60*time.Second)
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	s2.stop(syscall.SIGTERM, 30*time.Second)
+}

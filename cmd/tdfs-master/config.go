@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ const (
 type config struct {
 	log          *slog.Logger
 	dir, mount   string
+	stateDir     string
 	transport    quictransport.MasterConfig
 	fuse         mirrorfs.Options
 	drainTimeout time.Duration
@@ -49,6 +51,30 @@ func configure(c *cli.Context) (*config, error) {
 	}
 	if daemon.Within(dir, mnt) {
 		return nil, fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
+	}
+	stateDir := c.String("state")
+	if stateDir == "" {
+		stateDir = filepath.Join(defaultStateRoot, strings.ReplaceAll(dir, "/", "_"))
+	}
+	if stateDir, err = filepath.Abs(stateDir); err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(stateDir); err == nil {
+		stateDir = real
+	}
+	if daemon.Within(stateDir, dir) || daemon.Within(stateDir, mnt) {
+		return nil, fmt.Errorf("--state %s lies inside the backing dir or the mount point: it must be outside both", stateDir)
+	}
+	prevRun, prevHead, clean, err := loadState(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("--state: %w", err)
+	}
+	if !clean {
+		prevRun, prevHead = wire.RunID{}, 0
+	}
+	fresh, err := isEmpty(dir)
+	if err != nil {
+		return nil, fmt.Errorf("-m %s: %w", dir, err)
 	}
 	mode, err := parseMode(c.String("sync"))
 	if err != nil {
@@ -109,12 +135,16 @@ func configure(c *cli.Context) (*config, error) {
 		return nil, err
 	}
 	return &config{
-		log:   log,
-		dir:   dir,
-		mount: mnt,
+		log:      log,
+		dir:      dir,
+		mount:    mnt,
+		stateDir: stateDir,
 		transport: quictransport.MasterConfig{
 			Peers:       peers,
 			Run:         run,
+			PrevRun:     prevRun,
+			PrevHead:    prevHead,
+			Fresh:       fresh,
 			Mode:        mode,
 			SyncTimeout: c.Duration("sync-timeout"),
 			Compressor:  comp,

@@ -63,6 +63,9 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "backlog", Value: "256M", EnvVars: []string{"TDFS_BACKLOG"},
 				Usage: "`SIZE` of operations kept in memory for slaves that lag or are away; a slave that " +
 					"needs more is marked \"needs resync\""},
+			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
+				Usage: "state `DIR` outside DIR and MNT, where the master records its runs so slaves can follow " +
+					"it across restarts (default " + defaultStateRoot + "/<DIR with / as _>)"},
 			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
 				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
 					"never grants more than DIR"},

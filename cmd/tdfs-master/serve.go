@@ -12,6 +12,11 @@ import (
 
 func serve(sigctx context.Context, cfg *config) error {
 	log := cfg.log
+	// From here until the clean end below, a crash leaves this run marked
+	// unclean: the next run cannot vouch for any slave's tree.
+	if err := saveState(cfg.stateDir, cfg.transport.Run, 0, false); err != nil {
+		return fmt.Errorf("state dir %s: %w (use --state DIR)", cfg.stateDir, err)
+	}
 	m, err := quictransport.NewMaster(cfg.transport)
 	if err != nil {
 		return err
@@ -56,6 +61,11 @@ func serve(sigctx context.Context, cfg *config) error {
 	if derr != nil {
 		log.Warn("drain incomplete: some slaves did not receive everything", "err", derr,
 			"after", time.Since(start).Round(time.Millisecond))
+	}
+	// The backing dir is final as of LastSeq: a slave durable there may
+	// follow the next run.
+	if err := saveState(cfg.stateDir, cfg.transport.Run, srv.LastSeq(), true); err != nil {
+		return fmt.Errorf("state dir %s: %w", cfg.stateDir, err)
 	}
 	log.Info("exiting", "last_seq", srv.LastSeq())
 	return nil

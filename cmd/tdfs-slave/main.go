@@ -151,9 +151,9 @@ func configure(c *cli.Context) (*config, error) {
 
 func serve(ctx context.Context, cfg *config) error {
 	log := cfg.server.Logger
-	st, err := replayer.LoadState(cfg.stateDir)
-	if err != nil {
-		return err
+	// Fail now, not at the first sync, if the state dir cannot be written.
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w (use --state DIR)", err)
 	}
 	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log})
 	if err != nil {
@@ -163,10 +163,14 @@ func serve(ctx context.Context, cfg *config) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: owners are not replicated")
 	}
-	h := &handler{r: r, stateDir: cfg.stateDir, state: st}
-	// Fail now, not at the first sync, if the state dir cannot be written.
-	if err := replayer.SaveState(cfg.stateDir, st); err != nil {
-		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	h, err := newHandler(r, cfg.dir, cfg.stateDir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	run, durable, unusable := h.State()
+	if unusable != nil {
+		log.Error("this replica cannot follow a master until it is resynchronised: "+unusable.Error(),
+			"durable_seq", durable)
 	}
 	if cfg.server.ResetKey, err = loadResetKey(cfg.stateDir); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -177,7 +181,7 @@ func serve(ctx context.Context, cfg *config) error {
 		return err
 	}
 	log.Info("listening", "addr", srv.Addr().String(), "dir", cfg.dir, "state", cfg.stateDir,
-		"durable_seq", st.Durable)
+		"run", fmt.Sprintf("%x", run[:4]), "durable_seq", durable)
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}

@@ -42,14 +42,29 @@ type Hello struct {
 	Mode    SyncMode
 	// First is the lowest seq the master can still send.
 	First uint64
+	// PrevRun and PrevHead name the master's previous run on this backing
+	// dir and its last seq, when that run ended cleanly (zero otherwise):
+	// a slave durable at exactly that point holds the tree this run starts
+	// from, and may follow it from seq 1.
+	PrevRun  RunID
+	PrevHead uint64
+	// Fresh says the backing dir was empty when this run began: a slave
+	// with no state and an empty tree matches it.
+	Fresh bool
 }
 
-// Append encodes: version, run, mode, first.
+// Append encodes: version, run, mode, first, prev run, prev head, fresh.
 func (h *Hello) Append(b []byte) []byte {
 	b = appendUvarint(b, uint64(h.Version))
 	b = append(b, h.Run[:]...)
 	b = append(b, byte(h.Mode))
-	return appendUvarint(b, h.First)
+	b = appendUvarint(b, h.First)
+	b = append(b, h.PrevRun[:]...)
+	b = appendUvarint(b, h.PrevHead)
+	if h.Fresh {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 // ParseHello parses the body of a FrameHello.
@@ -60,8 +75,15 @@ func ParseHello(body []byte) (Hello, error) {
 	h.Run = d.run()
 	h.Mode = SyncMode(d.byte())
 	h.First = d.uvarint()
+	h.PrevRun = d.run()
+	h.PrevHead = d.uvarint()
+	fresh := d.byte()
+	h.Fresh = fresh == 1
 	if d.err == nil && h.Mode > ModeSync {
 		d.fail(fmt.Errorf("%w: unknown sync mode %d", ErrMalformed, h.Mode))
+	}
+	if d.err == nil && fresh > 1 {
+		d.fail(fmt.Errorf("%w: fresh flag %d", ErrMalformed, fresh))
 	}
 	return h, d.end()
 }
