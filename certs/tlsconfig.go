@@ -84,3 +84,16 @@ func ClientConfig(cert tls.Certificate, pool *x509.CertPool, serverName string) 
 		},
 	}
 }
+
+// CheckRole reports whether c may act in role r, so a daemon given the
+// wrong certificate says so at startup instead of failing every handshake.
+func CheckRole(c *x509.Certificate, r Role) error {
+	want, name := x509.ExtKeyUsageClientAuth, "master (clientAuth)"
+	if r == RoleSlave {
+		want, name = x509.ExtKeyUsageServerAuth, "slave (serverAuth)"
+	}
+	if !slices.Contains(c.ExtKeyUsage, want) {
+		return fmt.Errorf("certificate %q is not a %s certificate", c.Subject.CommonName, name)
+	}
+	return nil
+}

@@ -243,3 +243,25 @@ func TestConfigs(t *testing.T) {
 		t.Errorf("client VerifyConnection without peer: %v", err)
 	}
 }
+
+func TestCheckRole(t *testing.T) {
+	ca, err := NewCA("ca", Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		role    Role
+		noUsage bool
+	}{{RoleMaster, false}, {RoleSlave, false}, {RoleMaster, true}} {
+		c, _, err := ca.Issue(IssueOptions{Name: "x", Role: tc.role, NoUsage: tc.noUsage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []Role{RoleMaster, RoleSlave} {
+			err := CheckRole(c, r)
+			if ok := r == tc.role && !tc.noUsage; ok != (err == nil) {
+				t.Errorf("issued %v (no usage %v) checked as %v: %v", tc.role, tc.noUsage, r, err)
+			}
+		}
+	}
+}

@@ -134,6 +134,9 @@ func (p *peer) needsResyncLocked(at uint64, reason string) {
 func (p *peer) loop(ctx context.Context) {
 	backoff := minBackoff
 	for !p.finished(ctx) {
+		p.m.mu.Lock()
+		before := p.applied
+		p.m.mu.Unlock()
 		streamed, err := p.connect(ctx)
 		if errors.Is(err, ErrDrained) {
 			p.m.mu.Lock()
@@ -144,7 +147,13 @@ func (p *peer) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			continue // finished() stops
 		}
-		if streamed {
+		p.m.mu.Lock()
+		progressed := p.applied > before
+		p.m.mu.Unlock()
+		if streamed && progressed {
+			// Only a session that got ops applied resets the backoff: a
+			// slave that fails at once on every connection (disk full,
+			// an op it cannot apply) is redialed ever more slowly.
 			backoff = minBackoff
 		}
 		if msg, ok := slaveNeedsResync(err); ok {

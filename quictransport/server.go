@@ -2,7 +2,6 @@ package quictransport
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,8 +93,7 @@ func (s *Server) Addr() net.Addr { return s.udp.LocalAddr() }
 // applier finish the op in hand, syncs, sends a final ack, closes the
 // connection with CodeShutdown and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
-	run, durable := s.state()
-	s.log.Info("slave listening", "addr", s.Addr().String(), "run", hex.EncodeToString(run[:]), "durable", durable)
+	// The caller logs where it listens (it knows the directory too).
 	var err error
 	for {
 		conn, aerr := s.ln.Accept(ctx)
@@ -146,12 +144,6 @@ func (s *Server) Close() error {
 		err = s.udp.Close()
 	})
 	return err
-}
-
-func (s *Server) state() (wire.RunID, uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.run, s.durable
 }
 
 // startSession serves conn, replacing the current connection: the old

@@ -70,6 +70,12 @@ func TestMisconfiguration(t *testing.T) {
 		{"master no slaves", "tdfs-master", "no slave given", master("-m", dir, "--mount", mnt)},
 		{"master bad sync", "tdfs-master", "--sync \"often\"", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "--sync", "often")},
 		{"master bad -z", "tdfs-master", "-z \"x\"", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "-z", "x")},
+		{"master -z 99", "tdfs-master", "-z \"99\"", master("-m", dir, "--mount", mnt, "-c", "127.0.0.1:1", "-z", "99")},
+		{"master with a slave cert", "tdfs-master", "is not a master (clientAuth) certificate", []string{"-m", dir, "--mount", mnt,
+			"-c", "127.0.0.1:1", "--cert", filepath.Join(k.dir, "s1.crt"), "--key", filepath.Join(k.dir, "s1.key"),
+			"--ca", filepath.Join(k.dir, "ca.crt")}},
+		{"slave with a master cert", "tdfs-slave", "is not a slave (serverAuth) certificate", append([]string{"-m", dir,
+			"--state", base + "/st"}, good...)},
 		{"master missing cert", "tdfs-master", "no such file", []string{"-m", dir, "--mount", mnt, "-c", "127.0.0.1:1",
 			"--cert", base + "/nope.crt", "--key", filepath.Join(k.dir, "master.key"), "--ca", filepath.Join(k.dir, "ca.crt")}},
 		{"master no --ca", "tdfs-master", "--ca is required", []string{"-m", dir, "--mount", mnt, "-c", "127.0.0.1:1",
@@ -146,4 +152,20 @@ func workloadSmall(t *testing.T, mnt string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDirInUse: a second daemon on a directory already served is refused
+// with one clear line: two op streams must never interleave in one tree.
+func TestDirInUse(t *testing.T) {
+	k := newPKI(t, "s1")
+	s := startSlave(t, k, "s1")
+	state := filepath.Join(t.TempDir(), "other-state")
+	cmd := exec.Command(bin("tdfs-slave"), append([]string{"-m", s.dir, "--listen", "127.0.0.1:0", "--state", state},
+		k.flags("s1")...)...)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is in use by another tdfs process") ||
+		strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("a second slave on %s: %v\n%s", s.dir, err, out)
+	}
+	s.stop(syscall.SIGTERM, 30*time.Second)
 }

@@ -92,8 +92,8 @@ func configure(c *cli.Context) (*config, error) {
 	}
 	var comp *wire.Compressor
 	level, err := strconv.Atoi(c.String("compress"))
-	if err != nil || level < 0 {
-		return nil, fmt.Errorf("-z %q: want 0 (off), 1 (zstd fastest) or a higher zstd level", c.String("compress"))
+	if err != nil || level < 0 || level > 4 {
+		return nil, fmt.Errorf("-z %q: want 0 (off), or a zstd level from 1 (fastest) to 4 (best)", c.String("compress"))
 	}
 	if level > 0 {
 		if comp, err = wire.NewCompressor(level); err != nil {
@@ -108,6 +108,9 @@ func configure(c *cli.Context) (*config, error) {
 	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
 	if err != nil {
 		return nil, err
+	}
+	if err := certs.CheckRole(pair.Leaf, certs.RoleMaster); err != nil {
+		return nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
 	}
 	pool, err := certs.LoadPool(c.String("ca"))
 	if err != nil {

@@ -35,7 +35,7 @@ func newApp(stderr io.Writer) *cli.App {
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
-		Writer:          stderr,
+		Writer:          os.Stdout, // --help, so it can be paged
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 				Usage: "backing `DIR`: the directory that holds the truth (must exist)"},

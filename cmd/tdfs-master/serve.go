@@ -3,15 +3,29 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
 )
 
 func serve(sigctx context.Context, cfg *config) error {
 	log := cfg.log
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	}
+	for _, d := range []struct{ what, dir string }{{"-m", cfg.dir}, {"--state", cfg.stateDir}} {
+		release, err := daemon.Lock(d.what, d.dir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	// From here until the clean end below, a crash leaves this run marked
 	// unclean: the next run cannot vouch for any slave's tree.
 	if err := saveState(cfg.stateDir, cfg.transport.Run, 0, false); err != nil {
@@ -51,8 +65,11 @@ func serve(sigctx context.Context, cfg *config) error {
 	case <-unmounted:
 		log.Info("unmounted", "mount", cfg.mount)
 	case <-sigctx.Done():
-		log.Info("signal: unmounting", "mount", cfg.mount)
-		unmount(cfg, srv, unmounted)
+		// A second signal kills the process at once (the default action):
+		// the way out of a mount that stays busy.
+		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+		log.Info("signal: unmounting (a second SIGTERM/SIGINT exits at once, without draining)", "mount", cfg.mount)
+		unmount(cfg, unmounted)
 	}
 
 	start := time.Now()
@@ -74,10 +91,12 @@ func serve(sigctx context.Context, cfg *config) error {
 // unmount unmounts and waits for the server to stop. A busy mount (open
 // files, a shell inside it) cannot be unmounted at once: it is detached
 // lazily, and the server stops when its last user leaves.
-func unmount(cfg *config, srv *mirrorfs.Server, unmounted <-chan struct{}) {
+func unmount(cfg *config, unmounted <-chan struct{}) {
 	log := cfg.log
 	for attempt := 0; ; attempt++ {
-		err := srv.Unmount()
+		// umount(2) itself, not go-fuse's Unmount: that one falls back to
+		// fusermount, whose absence would then be the error reported.
+		err := syscall.Unmount(cfg.mount, 0)
 		if err == nil {
 			break
 		}

@@ -38,7 +38,7 @@ func newApp(stderr io.Writer) *cli.App {
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
-		Writer:          stderr,
+		Writer:          os.Stdout, // --help, so it can be paged
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 				Usage: "replica `DIR`: the directory the master's tree is replicated into (must exist)"},
@@ -126,6 +126,9 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := certs.CheckRole(pair.Leaf, certs.RoleSlave); err != nil {
+		return nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
+	}
 	pool, err := certs.LoadPool(c.String("ca"))
 	if err != nil {
 		return nil, err
@@ -154,6 +157,13 @@ func serve(ctx context.Context, cfg *config) error {
 	// Fail now, not at the first sync, if the state dir cannot be written.
 	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	}
+	for _, d := range []struct{ what, dir string }{{"-m", cfg.dir}, {"--state", cfg.stateDir}} {
+		release, err := daemon.Lock(d.what, d.dir)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log})
 	if err != nil {

@@ -49,3 +49,20 @@ func TestDirAndWithin(t *testing.T) {
 		}
 	}
 }
+
+func TestLock(t *testing.T) {
+	d := t.TempDir()
+	release, err := Lock("-m", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock("-m", d); err == nil || err.Error() != "-m "+d+" is in use by another tdfs process" {
+		t.Fatalf("second lock: %v", err)
+	}
+	release()
+	release2, err := Lock("-m", d)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	release2()
+}
