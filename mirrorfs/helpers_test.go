@@ -30,6 +30,7 @@ type waitRec struct {
 // that is the deep copy the Sink contract asks for (Write.Data aliases a
 // FUSE buffer) and proves each op is valid on the wire.
 type fakeSink struct {
+	skip  int // ops all leaves out
 	mu    sync.Mutex
 	ops   []rec
 	waits []waitRec
@@ -69,11 +70,12 @@ func (s *fakeSink) Wait(seq uint64) {
 	}
 }
 
-// all returns a copy of every op recorded so far.
+// all returns a copy of every op recorded so far, but the first skip
+// (newEnv skips the root Setattr every mount starts with, after checking it).
 func (s *fakeSink) all() []rec {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]rec(nil), s.ops...)
+	return append([]rec(nil), s.ops[min(s.skip, len(s.ops)):]...)
 }
 
 // mark returns how many ops have been recorded, for since.
@@ -85,7 +87,9 @@ func (s *fakeSink) mark() int {
 
 // since returns the ops recorded after mark.
 func (s *fakeSink) since(mark int) []rec {
-	return s.all()[mark:]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]rec(nil), s.ops[mark:]...)
 }
 
 func (s *fakeSink) waitCalls() []waitRec {
@@ -186,6 +190,19 @@ func newEnv(t *testing.T, mode wire.SyncMode) *env {
 		t.Fatalf("Mount: %v", err)
 	}
 	e.srv = srv
+	// Op 1 is always the root directory's attributes.
+	e.sink.mu.Lock()
+	first := e.sink.ops[0].op.(*wire.Setattr)
+	e.sink.skip = 1
+	e.sink.mu.Unlock()
+	var st unix.Stat_t
+	if err := unix.Stat(e.back, &st); err != nil {
+		t.Fatal(err)
+	}
+	if first.Path != "" || first.Mode != st.Mode&0o7777 || first.Uid != st.Uid || first.Mtime != (wire.Time{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)}) ||
+		first.Valid != wire.SetMode|wire.SetUid|wire.SetGid|wire.SetMtime {
+		t.Fatalf("first op %+v, want the root's attributes", *first)
+	}
 	t.Cleanup(func() {
 		if err := srv.Unmount(); err != nil {
 			t.Errorf("Unmount: %v", err)

@@ -82,6 +82,18 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0}
 	m.seq.sink = o.Sink
+	// Op 1 of every run: the root directory's own attributes, which no
+	// other op would carry until something changes them (a replica made
+	// on another filesystem starts with that filesystem's mode and times).
+	m.emit(&wire.Setattr{
+		Path:  "",
+		Valid: wire.SetMode | wire.SetUid | wire.SetGid | wire.SetMtime,
+		Mode:  st.Mode & 0o7777,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Atime: wire.Time{Omit: true},
+		Mtime: wireTime(st.Mtim),
+	})
 	rootData := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
 	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, m: m}
 	rootData.RootNode = root
