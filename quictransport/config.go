@@ -71,6 +71,7 @@ type MasterConfig struct {
 	PrevRun     wire.RunID
 	PrevHead    uint64
 	Fresh       bool
+	Vouched     bool
 	Mode        wire.SyncMode
 	SyncTimeout time.Duration // how long Wait waits for a slave before marking it degraded
 	Compressor  *wire.Compressor
@@ -139,7 +140,8 @@ type Handler interface {
 	// from the state dir). A non-nil err says the replica's tree is in an
 	// unknown state (a crash after applying ops it had not made durable,
 	// say): every master is then told the slave needs a resync, with err
-	// as the reason.
+	// as the reason; unless err wraps ErrUnverified and the master's
+	// operator vouches for the slaves' trees.
 	State() (run wire.RunID, durable uint64, err error)
 }
 

@@ -21,6 +21,11 @@ var (
 	// or the slave cannot apply them from where it is (a Handler wraps it,
 	// e.g. after losing the open files of a run in a restart).
 	ErrNeedsResync = errors.New("slave needs resync")
+	// ErrUnverified, wrapped by the error of a Handler's State, says the
+	// replica may match the master but nothing proves it (no state, and a
+	// tree that is not empty): it follows only a run whose operator
+	// vouches for it (wire.Hello.Vouched).
+	ErrUnverified = errors.New("replica not known to match the master")
 	// ErrDrainTimeout: Drain's timeout passed before every slave was durable.
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrProtocol is wrapped by every violation of the protocol by a peer.

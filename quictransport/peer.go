@@ -321,7 +321,7 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	first := m.bl.first()
 	m.mu.Unlock()
 	hello := wire.Hello{Version: wire.Version, Run: m.cfg.Run, Mode: m.cfg.Mode, First: first,
-		PrevRun: m.cfg.PrevRun, PrevHead: m.cfg.PrevHead, Fresh: m.cfg.Fresh}
+		PrevRun: m.cfg.PrevRun, PrevHead: m.cfg.PrevHead, Fresh: m.cfg.Fresh, Vouched: m.cfg.Vouched}
 	if _, err := ctrl.Write(wire.AppendFrame(nil, wire.FrameHello, hello.Append(nil), nil)); err != nil {
 		return ctrl, nil, fmt.Errorf("send hello: %w", err)
 	}

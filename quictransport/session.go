@@ -233,15 +233,19 @@ func (s *session) handshake() error {
 	s.run, s.mode = h.Run, h.Mode
 
 	srv := s.srv
+	vouched := false
 	if _, _, err := srv.cfg.Handler.State(); err != nil {
-		return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+		if !errors.Is(err, ErrUnverified) || !h.Vouched {
+			return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+		}
+		vouched = true
 	}
 	srv.mu.Lock()
 	run, applied, durable := srv.run, srv.applied, srv.durable
 	next := uint64(1)
 	if h.Run == run {
 		next = applied + 1
-	} else if why := newRunRefused(h, run, applied, durable); why != "" {
+	} else if why := newRunRefused(h, run, applied, durable); why != "" && !(vouched || h.Vouched && run == (wire.RunID{})) {
 		srv.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNeedsResync, why)
 	}
@@ -260,6 +264,9 @@ func (s *session) handshake() error {
 	case !s.resumable:
 		s.log.Warn("the master cannot resume this slave: it holds ops from seq "+fmt.Sprint(h.First)+", this slave needs "+fmt.Sprint(next)+"; expecting a needs-resync verdict",
 			"run", hex.EncodeToString(h.Run[:]))
+	case h.Run != run && h.Vouched && (vouched || run == (wire.RunID{})):
+		s.log.Warn("master connected: its operator vouches that this replica matches the backing dir (--assume-in-sync)",
+			"run", hex.EncodeToString(h.Run[:]), "mode", h.Mode.String())
 	case h.Run != run && run == (wire.RunID{}):
 		s.log.Info("master connected: a new tree, and this replica is new too", "run", hex.EncodeToString(h.Run[:]),
 			"mode", h.Mode.String())

@@ -182,3 +182,37 @@ func TestUnusableReplica(t *testing.T) {
 		t.Fatalf("an unusable replica applied %d ops", len(h.records))
 	}
 }
+
+// TestVouched: an operator's vouch (--assume-in-sync) lets a slave with no
+// state but a tree follow the run; it never overrides any other doubt.
+func TestVouched(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		doubt   error
+		follows bool
+	}{
+		{"unverified replica", fmt.Errorf("%w: not empty, no state", ErrUnverified), true},
+		{"crashed replica", errors.New("stopped without syncing"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t, "vouch")
+			h := newFakeHandler()
+			h.unusable = tc.doubt
+			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+			run := newRun(t)
+			m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run,
+				PrevRun: newRun(t), Vouched: true})
+			g := newOpGen(5)
+			want := map[uint64][]byte{}
+			appendOps(m.Master, g, 20, 2, 64<<10, want)
+			if tc.follows {
+				waitApplied(t, h, run, g.seq, 60*time.Second)
+				checkRecords(t, h, run, want, g.seq)
+				return
+			}
+			eventually(t, 60*time.Second, "needs-resync status", func() bool {
+				return m.Status()[0].State == "needs-resync"
+			})
+		})
+	}
+}

@@ -217,11 +217,23 @@ func startSlave(t *testing.T, k *pki, name string, extra ...string) *slave {
 
 func startSlaveAt(t *testing.T, k *pki, name, listen string, extra ...string) *slave {
 	t.Helper()
-	base := t.TempDir()
-	dir := filepath.Join(base, "replica")
+	dir := filepath.Join(t.TempDir(), "replica")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return startSlaveDir(t, k, name, listen, dir, extra...)
+}
+
+// startSlaveIn starts a slave on an existing replica dir, with its state
+// dir beside it.
+func startSlaveIn(t *testing.T, k *pki, name, dir string) *slave {
+	t.Helper()
+	return startSlaveDir(t, k, name, "127.0.0.1:0", dir)
+}
+
+func startSlaveDir(t *testing.T, k *pki, name, listen, dir string, extra ...string) *slave {
+	t.Helper()
+	base := filepath.Dir(dir)
 	args := append([]string{"-m", dir, "--listen", listen, "--state", filepath.Join(base, "state")},
 		k.flags(name)...)
 	p := start(t, "tdfs-slave", append(args, extra...)...)

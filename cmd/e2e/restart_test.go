@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -151,5 +152,42 @@ func TestSlaveCrashMidStream(t *testing.T) {
 	s2.waitLine(`cannot follow a master until it is resynchronised: this slave stopped without syncing`, 30*time.Second)
 	m.waitLine(`needs resync at seq \d+: the slave reports: .*stopped without syncing`, 60*time.Second)
 	m.stop(syscall.SIGTERM, 60*time.Second)
+	s2.stop(syscall.SIGTERM, 30*time.Second)
+}
+
+// TestSeededSlave: a slave added to an existing tree, seeded by hand with a
+// copy of the backing dir while the master is stopped, is refused (its
+// tree cannot be proved to match) until the operator vouches for it with
+// --assume-in-sync; then it follows.
+func TestSeededSlave(t *testing.T) {
+	k := newPKI(t, "s1", "s2")
+	s1 := startSlave(t, k, "s1")
+	m := startMaster(t, k, []*slave{s1})
+	workloadSmall(t, m.mnt)
+	m.stop(syscall.SIGTERM, 60*time.Second)
+
+	// The new slave's replica: a copy of the backing dir.
+	s2dir := filepath.Join(t.TempDir(), "replica")
+	if out, err := exec.Command("cp", "-a", m.dir, s2dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	s2 := startSlaveIn(t, k, "s2", s2dir)
+	args := append(append([]string(nil), m.args...), "-c", s2.addr)
+	m2 := &master{proc: start(t, "tdfs-master", args...), dir: m.dir, mnt: m.mnt, args: args}
+	m2.waitLine(`msg=mounted`, 30*time.Second)
+	m2.waitLine(`needs resync at seq \d+: the slave reports: .*no replication state`, 60*time.Second)
+	m2.stop(syscall.SIGTERM, 60*time.Second)
+
+	args = append(args, "--assume-in-sync")
+	m3 := &master{proc: start(t, "tdfs-master", args...), dir: m.dir, mnt: m.mnt, args: args}
+	m3.waitLine(`msg=mounted`, 30*time.Second)
+	s2.waitLine(`vouches that this replica matches`, 30*time.Second)
+	if err := os.WriteFile(filepath.Join(m3.mnt, "dir3", "after-seeding"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syncMount(t, m3.mnt)
+	converge(t, m3, []*slave{s1, s2}, 60*time.Second)
+	m3.stop(syscall.SIGTERM, 60*time.Second)
+	s1.stop(syscall.SIGTERM, 30*time.Second)
 	s2.stop(syscall.SIGTERM, 30*time.Second)
 }

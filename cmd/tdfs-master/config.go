@@ -148,6 +148,7 @@ func configure(c *cli.Context) (*config, error) {
 			PrevRun:     prevRun,
 			PrevHead:    prevHead,
 			Fresh:       fresh,
+			Vouched:     c.Bool("assume-in-sync"),
 			Mode:        mode,
 			SyncTimeout: c.Duration("sync-timeout"),
 			Compressor:  comp,

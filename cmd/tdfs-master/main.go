@@ -66,6 +66,9 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
 				Usage: "state `DIR` outside DIR and MNT, where the master records its runs so slaves can follow " +
 					"it across restarts (default " + defaultStateRoot + "/<DIR with / as _>)"},
+			&cli.BoolFlag{Name: "assume-in-sync", EnvVars: []string{"TDFS_ASSUME_IN_SYNC"},
+				Usage: "vouch that every slave's tree equals DIR now (you copied DIR to them yourself, with the master " +
+					"stopped, and removed their state dirs): slaves without state then follow this run"},
 			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
 				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
 					"never grants more than DIR"},

@@ -57,8 +57,8 @@ func newHandler(r *replayer.Replayer, dir, stateDir string) (*handler, error) {
 			return nil, err
 		}
 		if !empty {
-			h.unusable = fmt.Errorf("this replica is not empty but has no replication state in %s "+
-				"(another --state, or a copy made by hand): the trees may differ", stateDir)
+			h.unusable = fmt.Errorf("%w: it is not empty but has no replication state in %s "+
+				"(another --state, or a copy made by hand): the trees may differ", quictransport.ErrUnverified, stateDir)
 		}
 	}
 	return h, nil

@@ -51,9 +51,15 @@ type Hello struct {
 	// Fresh says the backing dir was empty when this run began: a slave
 	// with no state and an empty tree matches it.
 	Fresh bool
+	// Vouched says the operator vouches that every slave's tree equals the
+	// backing dir as this run begins (tdfs-master --assume-in-sync, after
+	// seeding the slaves by hand): a slave whose only doubt is that it has
+	// no state follows the run from seq 1.
+	Vouched bool
 }
 
-// Append encodes: version, run, mode, first, prev run, prev head, fresh.
+// Append encodes: version, run, mode, first, prev run, prev head, and a
+// flags byte (bit 0 fresh, bit 1 vouched).
 func (h *Hello) Append(b []byte) []byte {
 	b = appendUvarint(b, uint64(h.Version))
 	b = append(b, h.Run[:]...)
@@ -61,11 +67,20 @@ func (h *Hello) Append(b []byte) []byte {
 	b = appendUvarint(b, h.First)
 	b = append(b, h.PrevRun[:]...)
 	b = appendUvarint(b, h.PrevHead)
+	var flags byte
 	if h.Fresh {
-		return append(b, 1)
+		flags |= helloFresh
 	}
-	return append(b, 0)
+	if h.Vouched {
+		flags |= helloVouched
+	}
+	return append(b, flags)
 }
+
+const (
+	helloFresh   = 1 << 0
+	helloVouched = 1 << 1
+)
 
 // ParseHello parses the body of a FrameHello.
 func ParseHello(body []byte) (Hello, error) {
@@ -77,13 +92,13 @@ func ParseHello(body []byte) (Hello, error) {
 	h.First = d.uvarint()
 	h.PrevRun = d.run()
 	h.PrevHead = d.uvarint()
-	fresh := d.byte()
-	h.Fresh = fresh == 1
+	flags := d.byte()
+	h.Fresh, h.Vouched = flags&helloFresh != 0, flags&helloVouched != 0
 	if d.err == nil && h.Mode > ModeSync {
 		d.fail(fmt.Errorf("%w: unknown sync mode %d", ErrMalformed, h.Mode))
 	}
-	if d.err == nil && fresh > 1 {
-		d.fail(fmt.Errorf("%w: fresh flag %d", ErrMalformed, fresh))
+	if d.err == nil && flags&^(helloFresh|helloVouched) != 0 {
+		d.fail(fmt.Errorf("%w: hello flags %#x", ErrMalformed, flags))
 	}
 	return h, d.end()
 }

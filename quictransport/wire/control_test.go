@@ -28,7 +28,7 @@ func controlCases() []controlCase {
 	add("hello", FrameHello, &Hello{Version: Version, Run: run, Mode: ModeFsync, First: 1})
 	add("hello zero", FrameHello, &Hello{})
 	add("hello max", FrameHello, &Hello{Version: math.MaxUint32, Run: run, Mode: ModeSync, First: math.MaxUint64,
-		PrevRun: run, PrevHead: math.MaxUint64, Fresh: true})
+		PrevRun: run, PrevHead: math.MaxUint64, Fresh: true, Vouched: true})
 	add("hello-ack", FrameHelloAck, &HelloAck{Run: run, Applied: 100, Durable: 90, MaxPending: 64 << 20})
 	add("hello-ack fresh", FrameHelloAck, &HelloAck{})
 	add("hello-ack max", FrameHelloAck, &HelloAck{Run: run, Applied: math.MaxUint64, Durable: math.MaxUint64, MaxPending: math.MaxUint64})
@@ -113,7 +113,7 @@ func TestControlMalformed(t *testing.T) {
 	tail := append(append([]byte{0}, run[:]...), 0, 0) // first, prev run, prev head, fresh
 	checkMalformed(t, "hello with sync mode 3", append(append(b, 3), tail...), hello)
 	checkMalformed(t, "hello with version 2^32", append(append(append(appendUvarint(nil, 1<<32), run[:]...), 0), tail...), hello)
-	checkMalformed(t, "hello with fresh flag 2", append(append(append(b, 0), tail[:len(tail)-1]...), 2), hello)
+	checkMalformed(t, "hello with unknown flag 4", append(append(append(b, 0), tail[:len(tail)-1]...), 4), hello)
 	checkMalformed(t, "hello with non-minimal first", append(append(b, 0), 0x80, 0x00), hello)
 
 	checkMalformed(t, "ack with durable > applied", (&Ack{Applied: 1, Durable: 2}).Append(nil), ack)
