@@ -71,11 +71,11 @@ func TestWriteReachesSlave(t *testing.T) {
 }
 
 // TestPosix runs go-fuse's POSIX conformance suite on the master's mount,
-// then checks that the slave holds exactly what the suite left behind.
+// then checks that both slaves hold exactly what the suite left behind.
 func TestPosix(t *testing.T) {
-	k := newPKI(t, "s1")
-	s := startSlave(t, k, "s1")
-	m := startMaster(t, k, []*slave{s})
+	k := newPKI(t, "s1", "s2")
+	slaves := []*slave{startSlave(t, k, "s1"), startSlave(t, k, "s2")}
+	m := startMaster(t, k, slaves)
 	for name, fn := range posixtest.All {
 		t.Run(name, func(t *testing.T) {
 			if name == "FcntlFlockLocksFile" {
@@ -93,9 +93,11 @@ func TestPosix(t *testing.T) {
 		})
 	}
 	syncMount(t, m.mnt)
-	converge(t, m, []*slave{s}, 60*time.Second)
+	converge(t, m, slaves, 60*time.Second)
 	m.stop(syscall.SIGTERM, 60*time.Second)
-	s.stop(syscall.SIGTERM, 30*time.Second)
+	for _, s := range slaves {
+		s.stop(syscall.SIGTERM, 30*time.Second)
+	}
 }
 
 // TestReadsStayLocal stops the slaves' processes: reads through the mount

@@ -38,6 +38,9 @@ var _ quictransport.Handler = (*handler)(nil)
 // newHandler reads the state dir and checks that the replica's tree is in
 // a known state.
 func newHandler(r *replayer.Replayer, dir, stateDir string) (*handler, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
 	st, err := replayer.LoadState(stateDir)
 	if err != nil {
 		return nil, err
@@ -101,6 +104,11 @@ func (h *handler) Sync(run wire.RunID, seq uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.state = st
+	if errors.Is(h.unusable, quictransport.ErrUnverified) {
+		// A master vouched for this replica and it now records where it
+		// stands: from here on it is an ordinary replica.
+		h.unusable = nil
+	}
 	if h.dirty {
 		// Everything applied is durable and recorded: nothing to fear
 		// from a crash now. (Apply runs on the same goroutine as Sync,
