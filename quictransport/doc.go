@@ -21,15 +21,22 @@
 //
 // # Handshake and resumption
 //
-// The master sends Hello{Run, Mode, First: lowest seq it holds}; the slave
-// answers HelloAck{Run, Applied, Durable, MaxPending}. Both sides compute
-// where to start the same way: Applied+1 when the runs match, 1 otherwise
-// (a new master run; the slave assumes its tree matched the backing dir
-// when that run began). If the master no longer holds that op it says
-// CodeNeedsResync, closes, and stops dialing that slave: it never lets a
-// slave silently diverge. With QUIC mTLS the master's dial succeeds before
-// the slave checked its certificate, so the master treats a slave as
-// connected only once HelloAck arrived.
+// The master sends Hello{Run, Mode, First: lowest seq it holds, PrevRun and
+// PrevHead: its previous run on this backing dir if that ended cleanly,
+// Fresh: the backing dir was empty, Vouched: its operator vouches for the
+// slaves' trees}; the slave answers HelloAck{Run, Applied, Durable,
+// MaxPending}. Both sides compute where to start the same way: Applied+1
+// when the runs match, 1 otherwise. The slave follows a new run only if
+// its tree is the one that run starts from: it is durable at exactly
+// PrevRun/PrevHead, or it has no state and both trees are new (Fresh, and
+// the Handler finds its tree empty), or the operator vouched for a slave
+// without state; otherwise, and whenever its Handler reports its tree in
+// an unknown state, it answers CodeNeedsResync. If the master no longer
+// holds the op a slave needs it says CodeNeedsResync itself. Either way the
+// master logs it once and stops dialing that slave: it never lets a slave
+// silently diverge. With QUIC mTLS the master's dial succeeds before the
+// slave checked its certificate, so the master treats a slave as connected
+// only once HelloAck arrived.
 //
 // # Ordering, flow control, memory
 //
