@@ -68,6 +68,7 @@ func New(target string) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay listen: %w", err)
 	}
+	bigBuffers(conn)
 	r := &Relay{conn: conn, target: taddr, flows: make(map[string]*flow), done: make(chan struct{})}
 	r.wg.Go(r.readClients)
 	return r, nil
@@ -157,6 +158,7 @@ func (r *Relay) flowFor(client *net.UDPAddr) (*flow, error) {
 	if err != nil {
 		return nil, err
 	}
+	bigBuffers(up)
 	f := &flow{client: client, up: up, toTarget: make(chan packet, queueLen), toClient: make(chan packet, queueLen)}
 	r.flows[client.String()] = f
 	r.wg.Go(func() { r.deliver(f.toTarget, func(b []byte) error { _, err := f.up.Write(b); return err }) })
@@ -217,4 +219,13 @@ func (r *Relay) deliver(q chan packet, send func([]byte) error) {
 		r.forwarded.Add(1)
 		send(p.data)
 	}
+}
+
+// bigBuffers gives a relay socket buffers large enough for QUIC's bursts:
+// with the kernel's default (208 KiB) the relay itself would drop packets,
+// and an early loss costs quic-go's NewReno many round trips. Best effort:
+// the kernel caps it at net.core.[rw]mem_max.
+func bigBuffers(c *net.UDPConn) {
+	c.SetReadBuffer(16 << 20)
+	c.SetWriteBuffer(16 << 20)
 }
