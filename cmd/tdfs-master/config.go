@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -52,18 +51,9 @@ func configure(c *cli.Context) (*config, error) {
 	if daemon.Within(dir, mnt) {
 		return nil, fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
 	}
-	stateDir := c.String("state")
-	if stateDir == "" {
-		stateDir = filepath.Join(defaultStateRoot, strings.ReplaceAll(dir, "/", "_"))
-	}
-	if stateDir, err = filepath.Abs(stateDir); err != nil {
+	stateDir, err := daemon.StateDir(c.String("state"), defaultStateRoot, dir, dir, mnt)
+	if err != nil {
 		return nil, err
-	}
-	if real, err := filepath.EvalSymlinks(stateDir); err == nil {
-		stateDir = real
-	}
-	if daemon.Within(stateDir, dir) || daemon.Within(stateDir, mnt) {
-		return nil, fmt.Errorf("--state %s lies inside the backing dir or the mount point: it must be outside both", stateDir)
 	}
 	prevRun, prevHead, clean, err := loadState(stateDir)
 	if err != nil {
@@ -100,19 +90,7 @@ func configure(c *cli.Context) (*config, error) {
 			return nil, fmt.Errorf("-z %d: %w", level, err)
 		}
 	}
-	for _, f := range []string{"cert", "key", "ca"} {
-		if c.String(f) == "" {
-			return nil, fmt.Errorf("--%s is required (see --help)", f)
-		}
-	}
-	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
-	if err != nil {
-		return nil, err
-	}
-	if err := certs.CheckRole(pair.Leaf, certs.RoleMaster); err != nil {
-		return nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
-	}
-	pool, err := certs.LoadPool(c.String("ca"))
+	pair, pool, err := daemon.Identity(c, certs.RoleMaster)
 	if err != nil {
 		return nil, err
 	}

@@ -3,13 +3,9 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -75,36 +71,12 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "debug-fuse", EnvVars: []string{"TDFS_DEBUG_FUSE"},
 				Usage: "log every FUSE request (very verbose)"},
 		}, daemon.LogFlags()...),
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return cli.Exit("tdfs-master: unexpected argument "+c.Args().First()+" (see --help)", daemon.ExitUsage)
-			}
-			cfg, err := configure(c)
-			if err != nil {
-				return cli.Exit("tdfs-master: "+err.Error(), daemon.ExitUsage)
-			}
-			if err := serve(c.Context, cfg); err != nil {
-				return cli.Exit("tdfs-master: "+err.Error(), daemon.ExitRuntime)
-			}
-			return nil
-		},
+		Action: daemon.Action(configure, serve),
 	}
 }
 
 func run(args []string, stderr io.Writer) int {
-	// The signal context only triggers the unmount: serve keeps running until
-	// the mount is gone and the drain is done.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	err := newApp(stderr).RunContext(ctx, args)
-	if err == nil {
-		return daemon.ExitOK
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		fmt.Fprintln(stderr, ec.Error())
-		return ec.ExitCode()
-	}
-	fmt.Fprintln(stderr, "tdfs-master:", err)
-	return daemon.ExitUsage
+	// The signal only starts the unmount: serve runs on until the mount is
+	// gone and the drain is done.
+	return daemon.Run(newApp(stderr), args, stderr)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -16,16 +15,11 @@ import (
 
 func serve(sigctx context.Context, cfg *config) error {
 	log := cfg.log
-	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	release, err := daemon.LockDirs(cfg.dir, cfg.stateDir)
+	if err != nil {
+		return err
 	}
-	for _, d := range []struct{ what, dir string }{{"-m", cfg.dir}, {"--state", cfg.stateDir}} {
-		release, err := daemon.Lock(d.what, d.dir)
-		if err != nil {
-			return err
-		}
-		defer release()
-	}
+	defer release()
 	// From here until the clean end below, a crash leaves this run marked
 	// unclean: the next run cannot vouch for any slave's tree.
 	if err := saveState(cfg.stateDir, cfg.transport.Run, 0, false); err != nil {

@@ -4,14 +4,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -57,36 +52,12 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
 				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
 		}, daemon.LogFlags()...),
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return cli.Exit("tdfs-slave: unexpected argument "+c.Args().First()+" (see --help)", daemon.ExitUsage)
-			}
-			cfg, err := configure(c)
-			if err != nil {
-				return cli.Exit("tdfs-slave: "+err.Error(), daemon.ExitUsage)
-			}
-			if err := serve(c.Context, cfg); err != nil {
-				return cli.Exit("tdfs-slave: "+err.Error(), daemon.ExitRuntime)
-			}
-			return nil
-		},
+		Action: daemon.Action(configure, serve),
 	}
 }
 
 func run(args []string, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	err := newApp(stderr).RunContext(ctx, args)
-	if err == nil {
-		return daemon.ExitOK
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		fmt.Fprintln(stderr, ec.Error())
-		return ec.ExitCode()
-	}
-	fmt.Fprintln(stderr, "tdfs-slave:", err)
-	return daemon.ExitUsage
+	return daemon.Run(newApp(stderr), args, stderr)
 }
 
 type config struct {
@@ -104,32 +75,11 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
-	stateDir := c.String("state")
-	if stateDir == "" {
-		stateDir = filepath.Join(defaultStateRoot, strings.ReplaceAll(dir, "/", "_"))
-	}
-	if stateDir, err = filepath.Abs(stateDir); err != nil {
-		return nil, err
-	}
-	if real, err := filepath.EvalSymlinks(stateDir); err == nil {
-		stateDir = real
-	}
-	if daemon.Within(stateDir, dir) {
-		return nil, fmt.Errorf("--state %s lies inside the replica %s: it must be outside it", stateDir, dir)
-	}
-	for _, f := range []string{"cert", "key", "ca"} {
-		if c.String(f) == "" {
-			return nil, fmt.Errorf("--%s is required (see --help)", f)
-		}
-	}
-	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
+	stateDir, err := daemon.StateDir(c.String("state"), defaultStateRoot, dir, dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := certs.CheckRole(pair.Leaf, certs.RoleSlave); err != nil {
-		return nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
-	}
-	pool, err := certs.LoadPool(c.String("ca"))
+	pair, pool, err := daemon.Identity(c, certs.RoleSlave)
 	if err != nil {
 		return nil, err
 	}
@@ -154,17 +104,11 @@ func configure(c *cli.Context) (*config, error) {
 
 func serve(ctx context.Context, cfg *config) error {
 	log := cfg.server.Logger
-	// Fail now, not at the first sync, if the state dir cannot be written.
-	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w (use --state DIR)", err)
+	release, err := daemon.LockDirs(cfg.dir, cfg.stateDir)
+	if err != nil {
+		return err
 	}
-	for _, d := range []struct{ what, dir string }{{"-m", cfg.dir}, {"--state", cfg.stateDir}} {
-		release, err := daemon.Lock(d.what, d.dir)
-		if err != nil {
-			return err
-		}
-		defer release()
-	}
+	defer release()
 	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log})
 	if err != nil {
 		return err

@@ -66,3 +66,17 @@ func TestLock(t *testing.T) {
 	}
 	release2()
 }
+
+func TestStateDir(t *testing.T) {
+	d := t.TempDir()
+	got, err := StateDir("", "/var/lib/x", "/srv/data", "/srv/data")
+	if err != nil || got != "/var/lib/x/_srv_data" {
+		t.Errorf("default: %q, %v", got, err)
+	}
+	if _, err := StateDir(d+"/in/st", "/r", d, "/elsewhere", d); err == nil {
+		t.Error("a state dir inside a forbidden dir was accepted")
+	}
+	if got, err := StateDir(d+"/st/.", "/r", "/x", "/x"); err != nil || got != d+"/st" {
+		t.Errorf("explicit: %q, %v", got, err)
+	}
+}

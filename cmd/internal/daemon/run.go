@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/certs"
+)
+
+// Run runs app with args under a context that SIGTERM and SIGINT cancel,
+// and turns its result into an exit code, printing an error as one line on
+// stderr.
+func Run(app *cli.App, args []string, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		fmt.Fprintln(stderr, ec.Error())
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", app.Name, err)
+	return ExitUsage
+}
+
+// Action wraps a daemon's configure and serve steps into a cli action: a
+// configuration error exits with ExitUsage, a failure while serving with
+// ExitRuntime, each as one line naming the program.
+func Action[C any](configure func(*cli.Context) (C, error), serve func(context.Context, C) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		name := c.App.Name
+		if c.NArg() > 0 {
+			return cli.Exit(name+": unexpected argument "+c.Args().First()+" (see --help)", ExitUsage)
+		}
+		cfg, err := configure(c)
+		if err != nil {
+			return cli.Exit(name+": "+err.Error(), ExitUsage)
+		}
+		if err := serve(c.Context, cfg); err != nil {
+			return cli.Exit(name+": "+err.Error(), ExitRuntime)
+		}
+		return nil
+	}
+}
+
+// StateDir resolves a --state value (default: root/<dir with / as _>) to
+// an absolute path that lies outside each of the directories in outside.
+func StateDir(value, root, dir string, outside ...string) (string, error) {
+	if value == "" {
+		value = filepath.Join(root, strings.ReplaceAll(dir, "/", "_"))
+	}
+	p, err := filepath.Abs(value)
+	if err != nil {
+		return "", err
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	for _, o := range outside {
+		if Within(p, o) {
+			return "", fmt.Errorf("--state %s lies inside %s: it must be outside it", p, o)
+		}
+	}
+	return p, nil
+}
+
+// Identity loads the --cert/--key pair, which must be a certificate for
+// role, and the --ca pool.
+func Identity(c *cli.Context, role certs.Role) (tls.Certificate, *x509.CertPool, error) {
+	for _, f := range []string{"cert", "key", "ca"} {
+		if c.String(f) == "" {
+			return tls.Certificate{}, nil, fmt.Errorf("--%s is required (see --help)", f)
+		}
+	}
+	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	if err := certs.CheckRole(pair.Leaf, role); err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
+	}
+	pool, err := certs.LoadPool(c.String("ca"))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return pair, pool, nil
+}
+
+// LockDirs creates stateDir if needed and locks it and dir (the backing dir
+// or the replica) for the life of the process; the returned function
+// releases both.
+func LockDirs(dir, stateDir string) (func(), error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w (use --state DIR)", err)
+	}
+	r1, err := Lock("-m", dir)
+	if err != nil {
+		return nil, err
+	}
+	r2, err := Lock("--state", stateDir)
+	if err != nil {
+		r1()
+		return nil, err
+	}
+	return func() { r2(); r1() }, nil
+}
