@@ -86,12 +86,24 @@ func (n *node) removeFile(f *file) {
 // returns ENOENT when none is open. fmu is held during fn so the
 // descriptor cannot be closed under it.
 func (n *node) withAnyFile(fn func(fd int) error) error {
+	return n.withFile(func(f *file) error { return fn(f.fd) })
+}
+
+// withFile is withAnyFile handing over the handle itself, preferring one
+// the slaves know (writable, mirrored: f.handle != 0).
+func (n *node) withFile(fn func(f *file) error) error {
 	n.fmu.Lock()
 	defer n.fmu.Unlock()
+	var pick *file
 	for f := range n.files {
-		return fn(f.fd)
+		if pick == nil || f.handle != 0 {
+			pick = f
+		}
 	}
-	return fmt.Errorf("node is not in the tree and has no open file: %w", syscall.ENOENT)
+	if pick == nil {
+		return fmt.Errorf("node is not in the tree and has no open file: %w", syscall.ENOENT)
+	}
+	return fn(pick)
 }
 
 // writable reports whether open(2) flags ask for write access.

@@ -77,3 +77,40 @@ func TestRemovedCwd(t *testing.T) {
 		t.Errorf("ops in a removed dir emitted %v", types(got))
 	}
 }
+
+// TestUnseenHardLink: a file whose only looked-up name is removed while it
+// is open may still live on under a hard link go-fuse never saw (one made
+// before the mount). fchmod through a writable handle then travels by that
+// handle, so the slaves follow.
+func TestUnseenHardLink(t *testing.T) {
+	e := newEnv(t, wire.ModeFsync)
+	if err := os.WriteFile(e.b("a"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(e.b("a"), e.b("b")); err != nil { // behind the mount's back: never looked up
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(e.m("a"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(e.m("a")); err != nil {
+		t.Fatal(err)
+	}
+	mark := e.sink.mark()
+	if err := f.Chmod(0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.settle()
+	o := one[*wire.Open](t, e.sink.all())
+	sa := one[*wire.Setattr](t, e.sink.since(mark))
+	if sa.Handle != o.Handle || sa.Handle == 0 || sa.Path != "" || sa.Mode != 0o600 {
+		t.Fatalf("setattr %+v, want mode 0600 through handle %d", *sa, o.Handle)
+	}
+	st, err := os.Stat(e.b("b"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("backing b: %v %v", st, err)
+	}
+}

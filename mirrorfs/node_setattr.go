@@ -39,9 +39,13 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 		}
 		st, err = applySetattr(pathTarget{p: n.m.abs(rel), typ: n.inode().StableAttr().Mode}, in)
 	default:
-		err = n.withAnyFile(func(fd int) error {
+		// No name in the tree as go-fuse knows it (unlinked while open);
+		// the file may still live under a hard link never looked up. A
+		// handle the slaves know lets them follow (op.Handle below).
+		err = n.withFile(func(of *file) error {
 			var ferr error
-			st, ferr = applySetattr(fdTarget(fd), in)
+			st, ferr = applySetattr(fdTarget(of.fd), in)
+			f = of
 			return ferr
 		})
 	}
@@ -74,6 +78,12 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	case inTree:
 		op.Path = rel
 	default:
+		if st.Nlink > 0 {
+			// Still in the tree under a name we do not know, and no
+			// handle on the slaves: this change cannot be replicated.
+			n.m.log.Warn("setattr on a file reachable only through a hard link tdfs has not seen: not replicated; "+
+				"the slaves may differ in this file's attributes", "ino", st.Ino)
+		}
 		return nil
 	}
 	n.m.emit(op)
