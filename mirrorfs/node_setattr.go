@@ -45,7 +45,9 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 		err = n.withFile(func(of *file) error {
 			var ferr error
 			st, ferr = applySetattr(fdTarget(of.fd), in)
-			f = of
+			if st.Nlink > 0 {
+				f = of // otherwise the file is gone from the tree: nothing to send
+			}
 			return ferr
 		})
 	}
