@@ -23,7 +23,10 @@ func TestSlaveRestart(t *testing.T) {
 	syncMount(t, m.mnt)
 	converge(t, m, []*slave{s}, 60*time.Second)
 
-	// Killed with nothing open: the restarted slave resumes.
+	// Killed with nothing open and everything durable (the kernel's last
+	// RELEASEs may still be arriving: wait until the slave recorded all it
+	// applied), the restarted slave resumes.
+	waitClean(t, s)
 	s.cmd.Process.Kill()
 	<-s.done
 	for i := range 5 {
@@ -47,6 +50,7 @@ func TestSlaveRestart(t *testing.T) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	waitClean(t, s2)
 	s2.cmd.Process.Kill()
 	<-s2.done
 	if _, err := f.Write([]byte(" and after the slave died")); err != nil {
@@ -142,6 +146,8 @@ func TestSlaveCrashMidStream(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
+	// Kill it while it holds applied ops it has not made durable.
+	waitDirty(t, s)
 	s.cmd.Process.Kill()
 	<-s.done
 	close(stop)
@@ -190,4 +196,39 @@ func TestSeededSlave(t *testing.T) {
 	m3.stop(syscall.SIGTERM, 60*time.Second)
 	s1.stop(syscall.SIGTERM, 30*time.Second)
 	s2.stop(syscall.SIGTERM, 30*time.Second)
+}
+
+// dirtyMarker is the slave's marker of applied ops not yet durable.
+func dirtyMarker(s *slave) string { return filepath.Join(filepath.Dir(s.dir), "state", "dirty") }
+
+// waitClean waits until the slave holds no applied op it has not made
+// durable (it syncs when idle).
+func waitClean(t *testing.T, s *slave) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(dirtyMarker(s)); os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slave %s still has unsynced ops after 30s", s.addr)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+}
+
+// waitDirty waits until the slave holds applied ops it has not made
+// durable.
+func waitDirty(t *testing.T, s *slave) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(dirtyMarker(s)); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slave %s never had unsynced ops", s.addr)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, bounded by the deadline
+	}
 }
