@@ -134,6 +134,11 @@ func (r *Replayer) apply(op wire.Op) error {
 		return r.applyFallocate(o)
 	case *wire.Sync:
 		return r.syncfs()
+	case *wire.RunStart:
+		// A new master process: no handle of an earlier run will be
+		// written again, and its ids will be reused.
+		r.ResetHandles()
+		return nil
 	}
 	return fmt.Errorf("%w: op type %T is unknown to this slave", ErrRefused, op)
 }

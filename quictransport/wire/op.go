@@ -24,6 +24,7 @@ const (
 	OpRemovexattr OpType = 14 // remove an extended attribute
 	OpFallocate   OpType = 15 // fallocate through a handle (mode whitelisted by the slave)
 	OpSync        OpType = 16 // make every op up to this one durable
+	OpRunStart    OpType = 17 // a master process starts: handles of earlier runs are gone
 )
 
 func (t OpType) String() string {
@@ -60,6 +61,8 @@ func (t OpType) String() string {
 		return "fallocate"
 	case OpSync:
 		return "sync"
+	case OpRunStart:
+		return "run-start"
 	}
 	return fmt.Sprintf("op(%d)", uint8(t))
 }
@@ -251,6 +254,14 @@ type Fallocate struct {
 	Mtime  Time
 }
 
+// RunStart is the first op of every master run (process start). Handles
+// are ids of one run: the slave closes every handle it holds when it
+// applies a RunStart, and remembers Run, so that after a crash of the
+// master it can tell whether it holds ops of a run the master lost.
+type RunStart struct {
+	Run RunID
+}
+
 // Sync asks the slave to make every op up to and including this one
 // durable (fsync/fdatasync on the master).
 type Sync struct{}
@@ -271,3 +282,4 @@ func (*Setxattr) Type() OpType    { return OpSetxattr }
 func (*Removexattr) Type() OpType { return OpRemovexattr }
 func (*Fallocate) Type() OpType   { return OpFallocate }
 func (*Sync) Type() OpType        { return OpSync }
+func (*RunStart) Type() OpType    { return OpRunStart }

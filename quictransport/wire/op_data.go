@@ -45,3 +45,11 @@ func parseFallocate(d *decoder) (*Fallocate, error) {
 func (o *Sync) Append(b []byte) []byte { return b }
 
 func parseSync(d *decoder) (*Sync, error) { return &Sync{}, d.end() }
+
+// Append encodes: run.
+func (o *RunStart) Append(b []byte) []byte { return append(b, o.Run[:]...) }
+
+func parseRunStart(d *decoder) (*RunStart, error) {
+	o := &RunStart{Run: d.run()}
+	return o, d.end()
+}

@@ -18,6 +18,8 @@ func dataOpCases() []opCase {
 		{"sync", 36, &Sync{}},
 		{"sync seq 0", 0, &Sync{}},
 		{"sync max seq", math.MaxUint64, &Sync{}},
+		{"run start", 1, &RunStart{Run: RunID{1, 2, 3, 0xff}}},
+		{"run start zero", 5, &RunStart{}},
 	}
 }
 

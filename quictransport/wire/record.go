@@ -51,6 +51,8 @@ func ParseOp(body []byte) (seq uint64, op Op, err error) {
 		op, err = parseFallocate(d)
 	case OpSync:
 		op, err = parseSync(d)
+	case OpRunStart:
+		op, err = parseRunStart(d)
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown op type %d", ErrMalformed, t)
 	}
