@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/internal/udprelay"
+	"github.com/tdfs/tdfs/internal/udprelay"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/internal/udprelay"
+	"github.com/tdfs/tdfs/internal/udprelay"
 )
 
 // Through a relay with latency and loss, ops still arrive in order.
