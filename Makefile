@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 # deadline exceeded" when time runs out while it minimizes a new input.
 TESTFUZZ  ?= 100000x
 PKG       := github.com/tdfs/tdfs
-FUZZ_TARGETS := FuzzParseOp FuzzFrameReader FuzzControl
+FUZZ_TARGETS := FuzzParseOp FuzzFrameReader FuzzControl FuzzParseResyncItem FuzzParseResyncReply
 
 .PHONY: all build test unit e2e fuzz fuzz-smoke lint check-deps demo clean
 

@@ -59,7 +59,7 @@ for s in slave1 slave2; do
 done
 
 step "3. the master mounts $WORK/mnt over $WORK/backing"
-"$BIN/tdfs-master" -m "$WORK/backing" --mount "$WORK/mnt" --state "$WORK/master.state" \
+"$BIN/tdfs-master" -m "$WORK/backing" --mount "$WORK/mnt" --journal "$WORK/master.journal" \
 	-c "${addrs[0]}" -c "${addrs[1]}" \
 	--cert "$WORK/pki/master.crt" --key "$WORK/pki/master.key" --ca "$WORK/pki/ca.crt" -z 1 \
 	2>"$WORK/master.log" &
@@ -104,7 +104,14 @@ echo
 echo "backing dir and slave1, side by side (mtimes to the nanosecond):"
 paste -d'\n' <(listing "$WORK/backing" | sed 's/^/  master /') <(listing "$WORK/slave1" | sed 's/^/  slave1 /') | head -12
 
-step "6. unmount: the master drains what it owes and exits 0"
+step "6. tdfs-master verify: the master compares its tree with each slave (hashes cross the network, not data)"
+echo "an intruder edits slave2's copy behind tdfs's back"
+echo 'defaced' >> "$WORK/slave2/www/index.html"
+"$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal" || echo "verify exit status $? (3: a slave differs)"
+"$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal" --repair
+"$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal"
+
+step "7. unmount: the master drains what it owes and exits 0"
 umount "$WORK/mnt"
 wait "$master"
 echo "master exited with status $?"

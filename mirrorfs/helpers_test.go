@@ -190,10 +190,13 @@ func newEnv(t *testing.T, mode wire.SyncMode) *env {
 		t.Fatalf("Mount: %v", err)
 	}
 	e.srv = srv
-	// Op 1 is always the root directory's attributes.
+	// Op 1 is always a RunStart, op 2 the root directory's attributes.
 	e.sink.mu.Lock()
-	first := e.sink.ops[0].op.(*wire.Setattr)
-	e.sink.skip = 1
+	if _, ok := e.sink.ops[0].op.(*wire.RunStart); !ok {
+		t.Fatalf("first op %+v, want a run start", e.sink.ops[0].op)
+	}
+	first := e.sink.ops[1].op.(*wire.Setattr)
+	e.sink.skip = 2
 	e.sink.mu.Unlock()
 	var st unix.Stat_t
 	if err := unix.Stat(e.back, &st); err != nil {

@@ -29,7 +29,12 @@ type Options struct {
 	// Mode: ModeAsync, nothing waits; ModeFsync, fsync/fdatasync wait;
 	// ModeSync, every mutating op waits. The zero value is ModeAsync
 	// (wire's numbering); the command line defaults to ModeFsync.
-	Mode       wire.SyncMode
+	Mode wire.SyncMode
+	// Run names this run of the master; its RunStart is the first op.
+	Run wire.RunID
+	// Head is the last seq numbered before this run (seqs continue
+	// across runs of the master); the RunStart is Head+1.
+	Head       uint64
 	AllowOther bool         // allow_other (default_permissions is always on)
 	Debug      bool         // go-fuse request logging
 	Logger     *slog.Logger // nil: slog.Default()
@@ -39,6 +44,7 @@ type Options struct {
 type Server struct {
 	srv *fuse.Server
 	m   *mirror
+	raw *rawFS // its namespace lock positions resync items (resync.go)
 }
 
 // entryTimeout is how long the kernel may cache names and attributes.
@@ -80,11 +86,15 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	unix.Umask(0)
 
-	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0}
+	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
 	m.seq.sink = o.Sink
-	// Op 1 of every run: the root directory's own attributes, which no
-	// other op would carry until something changes them (a replica made
-	// on another filesystem starts with that filesystem's mode and times).
+	m.seq.last.Store(o.Head)
+	// The first op of every run says a new run begins (the slave drops
+	// the handles of earlier runs); the second carries the root
+	// directory's own attributes, which no other op would carry until
+	// something changes them (a replica made on another filesystem starts
+	// with that filesystem's mode and times).
+	m.emit(&wire.RunStart{Run: o.Run})
 	m.emit(&wire.Setattr{
 		Path:  "",
 		Valid: wire.SetMode | wire.SetUid | wire.SetGid | wire.SetMtime,
@@ -147,7 +157,7 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 		}
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
-	return &Server{srv: srv, m: m}, nil
+	return &Server{srv: srv, m: m, raw: raw}, nil
 }
 
 // Wait blocks until the filesystem is unmounted (umount of the mount

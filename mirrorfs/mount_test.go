@@ -141,15 +141,15 @@ func TestWaitUnmountLastSeq(t *testing.T) {
 			}
 		}
 	})
-	if got := srv.LastSeq(); got != 1 {
-		t.Errorf("LastSeq before any op %d, want 1 (the root's attributes)", got)
+	if got := srv.LastSeq(); got != 2 {
+		t.Errorf("LastSeq before any op %d, want 2 (the run start, the root's attributes)", got)
 	}
 	for _, d := range []string{"a", "b", "c"} {
 		if err := os.Mkdir(filepath.Join(mnt, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := srv.LastSeq(); got != 4 || len(sink.all()) != 4 {
+	if got := srv.LastSeq(); got != 5 || len(sink.all()) != 5 {
 		t.Errorf("LastSeq %d after 3 mkdirs, sink has %d", got, len(sink.all()))
 	}
 	done := make(chan struct{})

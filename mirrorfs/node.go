@@ -21,10 +21,26 @@ type mirror struct {
 	log     *slog.Logger
 	root    bool          // the daemon runs as root: new nodes are given to the caller
 	handles atomic.Uint64 // last handle id handed out; ids start at 1
+	run     wire.RunID    // this run of the master (Options.Run)
+
+	// Resync passes (resync*.go): the inodes open for writing, and the
+	// watches of the running passes (nil when none runs, so emit pays one
+	// atomic load).
+	writers  writerIndex
+	watchMu  sync.Mutex
+	watchers atomic.Pointer[[]*watch]
 }
 
-// emit numbers op and hands it to the sink (see sequencer.emit).
-func (m *mirror) emit(op wire.Op) uint64 { return m.seq.emit(op) }
+// emit numbers op and hands it to the sink (see sequencer.emit), then shows
+// it to the running resync passes. A namespace op is emitted under the
+// exclusive namespace lock, so a pass sees it between two of its listings.
+func (m *mirror) emit(op wire.Op) uint64 {
+	seq := m.seq.emit(op)
+	if ws := m.watchers.Load(); ws != nil {
+		m.observe(*ws, op)
+	}
+	return seq
+}
 
 // newHandle returns a fresh handle id for a file opened with write access.
 func (m *mirror) newHandle() uint64 { return m.handles.Add(1) }
@@ -45,6 +61,11 @@ type node struct {
 	// on an unlinked open file arrive without a usable path).
 	fmu   sync.Mutex
 	files map[*file]struct{}
+
+	// wkey is the backing inode, set when a handle with write access is
+	// first opened (writerIndex).
+	wkey fileKey
+	wid  uint64
 }
 
 // WrapChild makes every node that LoopbackNode creates (lookup, create,
@@ -73,6 +94,9 @@ func (n *node) addFile(f *file) {
 		n.files = make(map[*file]struct{})
 	}
 	n.files[f] = struct{}{}
+	if f.handle != 0 {
+		n.m.writers.add(n, f)
+	}
 }
 
 // removeFile forgets a handle of n; called before its descriptor closes.
@@ -80,6 +104,9 @@ func (n *node) removeFile(f *file) {
 	n.fmu.Lock()
 	defer n.fmu.Unlock()
 	delete(n.files, f)
+	if f.handle != 0 {
+		n.m.writers.remove(n, f)
+	}
 }
 
 // withAnyFile calls fn with the descriptor of some open handle of n, or

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tdfs/tdfs/quictransport/journal"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
@@ -26,6 +27,7 @@ const (
 	DefaultDataStreams   = 8
 	DefaultMaxPending    = 256 << 20
 	DefaultSyncInterval  = time.Second
+	DefaultResyncWindow  = 8 << 20
 )
 
 // minPending is the smallest MaxPending a slave may announce: one op body can
@@ -63,30 +65,58 @@ type Peer struct {
 // MasterConfig configures a Master. Zero values take the Default* values.
 type MasterConfig struct {
 	Peers []Peer
-	Run   wire.RunID
-	// PrevRun, PrevHead and Fresh are announced in Hello (see wire.Hello):
-	// they let a slave know whether its tree is the one this run starts
-	// from. Zero values mean "unknown": only a slave of this very run may
-	// then follow it.
-	PrevRun     wire.RunID
-	PrevHead    uint64
-	Fresh       bool
-	Vouched     bool
+	// Epoch and Lineage identify the master (wire.Hello): slaves refuse
+	// a master of another epoch unless it descends from theirs.
+	Epoch   wire.Epoch
+	Lineage []wire.Epoch
+	// Run is this process's run; its RunStart op is the first op numbered
+	// after Head.
+	Run wire.RunID
+	// Head is the last seq numbered before this run (the journal's last
+	// record), 0 for a new epoch. The first Append is Head+1.
+	Head uint64
+	// Runs are earlier runs of this epoch (newest last): a slave whose last
+	// RunStart was one of them, and which applied beyond its End, holds
+	// ops that run numbered but never journaled (it crashed): such a
+	// slave is resynchronised, not resumed.
+	Runs []RunRecord
+	// Journal, when set, keeps every op on disk: a slave that lags beyond
+	// Backlog, or comes back after a restart of the master, is replayed
+	// from it. The Master appends, flushes and truncates it; the caller
+	// opens it and closes it after Run returns.
+	Journal *journal.Journal
+	// CheckAll asks for one comparison pass with every slave after it
+	// connects: the previous run crashed, so its last ops may have reached
+	// the backing dir without being journaled or sent.
+	CheckAll    bool
 	Mode        wire.SyncMode
 	SyncTimeout time.Duration // how long Wait waits for a slave before marking it degraded
 	Compressor  *wire.Compressor
-	// Backlog is how many bytes of encoded ops the master keeps for lagging
-	// or absent slaves.
+	// Backlog is how many bytes of encoded ops the master keeps in memory
+	// for lagging or absent slaves (beyond it: the journal).
 	Backlog int64
 	// DataThreshold: writes with len(Data) >= DataThreshold travel on their
 	// own data stream.
 	DataThreshold int
 	// DataStreams is how many data streams may be in flight per slave.
 	DataStreams int
-	Logger      *slog.Logger
+	// ResyncWindow bounds the bytes of resync items in flight per slave.
+	ResyncWindow int64
+	// OnProgress, when set, is called with a pass's progress every few
+	// seconds once the pass has run for a few (the log says it too).
+	OnProgress func(slave string, p PassProgress)
+	Logger     *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.
 	quic *quic.Config
+}
+
+// RunRecord is an earlier run of the master's epoch.
+type RunRecord struct {
+	Run   wire.RunID
+	Start uint64 // seq of its RunStart
+	End   uint64 // last seq it numbered (as far as the journal knows, if it crashed)
+	Clean bool
 }
 
 func (c MasterConfig) withDefaults() (MasterConfig, error) {
@@ -116,6 +146,12 @@ func (c MasterConfig) withDefaults() (MasterConfig, error) {
 	if c.DataStreams == 0 {
 		c.DataStreams = DefaultDataStreams
 	}
+	if c.ResyncWindow <= 0 {
+		c.ResyncWindow = DefaultResyncWindow
+	}
+	if len(c.Lineage) > wire.MaxLineage {
+		c.Lineage = c.Lineage[:wire.MaxLineage]
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -125,24 +161,38 @@ func (c MasterConfig) withDefaults() (MasterConfig, error) {
 	return c, nil
 }
 
+// SlaveState is where a slave stands, as its Handler records it.
+type SlaveState struct {
+	Epoch   wire.Epoch // the master epoch it follows; zero: none yet
+	Lineage []wire.Epoch
+	Run     wire.RunID // the run of the last RunStart op applied
+	Applied uint64     // last op applied (after a restart: as recovered)
+	Durable uint64     // last op made durable
+	// Resyncing: the tree is of unknown state until a resync pass ends
+	// (a new replica, an interrupted pass, a crash of the slave's host).
+	Resyncing bool
+}
+
 // Handler applies ops on the slave. It is declared here, where it is
-// consumed; cmd/tdfs-slave adapts the replayer and its state file to it.
+// consumed; cmd/tdfs-slave adapts the replayer and its state dir to it.
 // The transport calls it from one goroutine at a time.
 type Handler interface {
-	// Apply applies op number seq of master run run. Calls come one at a
-	// time in seq order with no gaps within a run; a new run starts at seq 1.
-	Apply(run wire.RunID, seq uint64, op wire.Op) error
-	// Sync makes every op applied so far durable and records durably (state
-	// file) that ops up to seq of run are durable. The transport passes its
-	// own applied seq (which counts Sync ops, never passed to Apply).
-	Sync(run wire.RunID, seq uint64) error
-	// State returns the run and durable seq recorded so far (at startup:
-	// from the state dir). A non-nil err says the replica's tree is in an
-	// unknown state (a crash after applying ops it had not made durable,
-	// say): every master is then told the slave needs a resync, with err
-	// as the reason; unless err wraps ErrUnverified and the master's
-	// operator vouches for the slaves' trees.
-	State() (run wire.RunID, durable uint64, err error)
+	// State returns where the slave stands.
+	State() SlaveState
+	// Follow records, durably, that the slave now follows epoch (a new
+	// replica adopting its first master, or the successor of its master
+	// after a promotion) and that its tree needs a resync.
+	Follow(epoch wire.Epoch, lineage []wire.Epoch) error
+	// Apply applies op number seq. Calls come in seq order without gaps,
+	// except where a rebasing ResyncBegin moves the stream.
+	Apply(seq uint64, op wire.Op) error
+	// Sync makes every op applied so far durable and records durably that
+	// ops up to seq are. The transport passes its own applied seq (which
+	// counts Sync ops, never passed to Apply).
+	Sync(seq uint64) error
+	// Resync applies a resync item, positioned after op number at; reply
+	// sends a reply to the master (from the calling goroutine).
+	Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error
 }
 
 // ServerConfig configures a slave's Server. Zero values take the Default*

@@ -19,24 +19,32 @@
 // each other (RFC 9000 section 2.2). Writes on data streams run in parallel
 // (DataStreams per slave) so one lost packet stalls one write, not all.
 //
-// # Handshake and resumption
+// # Handshake, fencing and resumption
 //
-// The master sends Hello{Run, Mode, First: lowest seq it holds, PrevRun and
-// PrevHead: its previous run on this backing dir if that ended cleanly,
-// Fresh: the backing dir was empty, Vouched: its operator vouches for the
-// slaves' trees}; the slave answers HelloAck{Run, Applied, Durable,
-// MaxPending}. Both sides compute where to start the same way: Applied+1
-// when the runs match, 1 otherwise. The slave follows a new run only if
-// its tree is the one that run starts from: it is durable at exactly
-// PrevRun/PrevHead, or it has no state and both trees are new (Fresh, and
-// the Handler finds its tree empty), or the operator vouched for a slave
-// without state; otherwise, and whenever its Handler reports its tree in
-// an unknown state, it answers CodeNeedsResync. If the master no longer
-// holds the op a slave needs it says CodeNeedsResync itself. Either way the
-// master logs it once and stops dialing that slave: it never lets a slave
-// silently diverge. With QUIC mTLS the master's dial succeeds before the
-// slave checked its certificate, so the master treats a slave as connected
-// only once HelloAck arrived.
+// The master sends Hello{Epoch, Lineage, Run, Mode, First: lowest seq it
+// holds, Head}; the slave checks it may follow that master (fence): a
+// slave follows one epoch; it adopts a master when it has none, or when
+// the master's Lineage holds its epoch (a promoted successor), through
+// Handler.Follow; it refuses (CodeFenced) an epoch in its own lineage (an
+// old master: split brain) and an unrelated one. It answers
+// HelloAck{Epoch, Run, Applied, Durable, MaxPending, Resyncing}. The
+// master resumes it at Applied+1 when it can (rebaseReasonLocked):
+// same epoch, tree not of unknown state, no op the master lost in a crash
+// (Runs), and every op from Applied+1 held in memory or in the journal.
+// Otherwise it runs a rebase pass.
+//
+// # Resync passes
+//
+// A pass (peer_resync.go) is run by the Tree (mirrorfs): it emits
+// positioned items (wire/resync.go) into the slave's queue while holding
+// the tree's locks; Emit tags each with the master's head, and the sender
+// sends it between ops at that position. While items are in flight every
+// op goes on the control stream, so items and ops reach the slave in one
+// order. A rebasing ResyncBegin restarts the slave's op stream after its
+// position. Replies (FrameResyncReply) go to the pass; Ack.Items counts
+// the items applied, which bounds the bytes in flight (ResyncWindow).
+// Passes also serve Master.Verify, and the check of every slave after the
+// master crashed (CheckAll).
 //
 // # Ordering, flow control, memory
 //
@@ -47,10 +55,11 @@
 // deadlock the connection, control stream included. Memory stays bounded
 // because the master never has more than the slave's announced MaxPending
 // bytes of op bodies beyond the slave's acknowledged Applied seq; a master
-// that exceeds it is disconnected (CodeLimit). The master's own backlog of
-// ops kept for lagging or absent slaves is bounded by MasterConfig.Backlog:
-// beyond it the oldest ops are dropped, and slaves that needed them need a
-// resync.
+// that exceeds it is disconnected (CodeLimit). The master keeps every op
+// until every slave known this run made it durable: in memory up to
+// MasterConfig.Backlog, and in the Journal, which it appends, flushes (a
+// few ms behind) and truncates; a slave the journal no longer covers gets
+// a rebase pass.
 //
 // # Durability
 //
@@ -65,7 +74,6 @@
 // # What it does not do
 //
 // It does not apply ops (the Handler does), number them (mirrorfs does),
-// persist anything (the master's backlog is in memory; the slave's state
-// file is the Handler's), or resynchronise a slave by comparing trees: a
-// slave that needs a resync is reported, not repaired. It uses no 0-RTT.
+// compare trees (the Tree does), or keep the slave's state (its Handler
+// does; the master's epoch and runs are its caller's). It uses no 0-RTT.
 package quictransport

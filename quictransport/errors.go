@@ -21,11 +21,6 @@ var (
 	// or the slave cannot apply them from where it is (a Handler wraps it,
 	// e.g. after losing the open files of a run in a restart).
 	ErrNeedsResync = errors.New("slave needs resync")
-	// ErrUnverified, wrapped by the error of a Handler's State, says the
-	// replica may match the master but nothing proves it (no state, and a
-	// tree that is not empty): it follows only a run whose operator
-	// vouches for it (wire.Hello.Vouched).
-	ErrUnverified = errors.New("replica not known to match the master")
 	// ErrDrainTimeout: Drain's timeout passed before every slave was durable.
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrProtocol is wrapped by every violation of the protocol by a peer.
@@ -36,6 +31,9 @@ var (
 	ErrSeqOutOfOrder = errors.New("op out of order")
 	// ErrApply: the slave's Handler failed to apply or sync an op.
 	ErrApply = errors.New("apply failed")
+	// ErrFenced: the slave refuses this master (another master, or an
+	// older epoch of its own).
+	ErrFenced = errors.New("fenced")
 	// ErrDrained: the connection ended because the master drained it (not
 	// an error to report).
 	ErrDrained = errors.New("drained")
@@ -72,6 +70,8 @@ func codeOf(err error) wire.ErrorCode {
 	switch {
 	case errors.Is(err, ErrLimit):
 		return wire.CodeLimit
+	case errors.Is(err, ErrFenced):
+		return wire.CodeFenced
 	case errors.Is(err, ErrNeedsResync):
 		return wire.CodeNeedsResync
 	case errors.Is(err, ErrApply):

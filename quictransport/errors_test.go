@@ -14,6 +14,7 @@ import (
 func TestCodeOf(t *testing.T) {
 	for err, want := range map[error]wire.ErrorCode{
 		fmt.Errorf("x: %w", ErrLimit):          wire.CodeLimit,
+		fmt.Errorf("x: %w", ErrFenced):         wire.CodeFenced,
 		&resyncError{"slave x needs resync"}:   wire.CodeNeedsResync,
 		fmt.Errorf("x: %w", ErrApply):          wire.CodeApply,
 		fmt.Errorf("x: %w", ErrProtocol):       wire.CodeProtocol,
@@ -39,6 +40,7 @@ func TestExplain(t *testing.T) {
 		{&quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(wire.CodeLimit), ErrorMessage: "too much"}, "the slave closed the connection (limit exceeded): too much"},
 		{fmt.Errorf("dial: %w", &quic.HandshakeTimeoutError{}), "no answer from the slave"},
 		{&quic.IdleTimeoutError{}, "the slave went silent"},
+		{&quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(wire.CodeFenced), ErrorMessage: "epoch"}, "the slave closed the connection (fenced): epoch"},
 		{errors.New("plain"), "plain"},
 	} {
 		if got := explain(tc.err); !strings.Contains(got, tc.want) {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tdfs/tdfs/certs"
+	"github.com/tdfs/tdfs/quictransport/journal"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
@@ -67,27 +69,61 @@ func (p *pki) clientTLS() *tls.Config { return certs.ClientConfig(p.master, p.po
 
 // ---- a fake Handler recording what it is given ----
 
+// testEpoch is the epoch of test masters (startMaster) and of the slaves
+// newFakeHandler makes: a replica already in sync with it at seq 0.
+var testEpoch = wire.Epoch{'t', 'e', 's', 't'}
+
 type record struct {
-	run  wire.RunID
 	seq  uint64
 	body []byte // wire.AppendOp(nil, seq, op): a deep copy
 }
 
+// event is one Handler call that changes the tree, in call order: an op
+// (item nil) or a resync item positioned after op at.
+type event struct {
+	at   uint64
+	item wire.ResyncItem
+}
+
+// fakeHandler is a Handler that applies nothing: it records ops and items,
+// keeps a SlaveState the way cmd/tdfs-slave's handler does, and notes
+// every breach of the Handler contract it can see (errs).
 type fakeHandler struct {
-	unusable  error // returned by State
-	mu        sync.Mutex
-	run       wire.RunID // the run of the last op, or from State
-	durable   uint64
-	lastSeq   uint64
-	records   []record
-	syncs     []uint64
-	errs      []string // contract violations seen
+	mu      sync.Mutex
+	st      SlaveState
+	records []record
+	events  []event
+	syncs   []uint64
+	follows []wire.Epoch
+	// passes lists the ResyncBegin items handled; pass and verify are the
+	// current pass.
+	passes    []wire.ResyncBegin
+	pass      uint64
+	verify    bool
+	itemBytes int64             // itemSize of every item handled
+	diffs     []wire.Difference // replied with every ResyncDirDone of a verify pass
+	errs      []string          // contract violations seen
 	changed   chan struct{}
 	applyGate chan struct{} // when non-nil, Apply waits for it to be closed
 	syncGate  chan struct{} // when non-nil, Sync waits for it to be closed
+	dirGate   chan struct{} // when non-nil, Resync of a ResyncDir waits for it to be closed
 	blockSeq  uint64        // Apply of this seq waits for blockGate
 	blockGate chan struct{}
 	blocked   bool // Apply is waiting at blockSeq
+}
+
+var _ Handler = (*fakeHandler)(nil)
+
+// newFakeHandler returns a slave in sync with testEpoch at seq 0.
+func newFakeHandler() *fakeHandler {
+	return &fakeHandler{changed: make(chan struct{}), st: SlaveState{Epoch: testEpoch}}
+}
+
+// newStateHandler returns a slave that stands at st.
+func newStateHandler(st SlaveState) *fakeHandler {
+	h := newFakeHandler()
+	h.st = st
+	return h
 }
 
 // blockAt makes Apply of op seq wait until the returned func is called.
@@ -100,16 +136,35 @@ func (h *fakeHandler) blockAt(seq uint64) (release func()) {
 	return func() { once.Do(func() { close(gate) }) }
 }
 
-var _ Handler = (*fakeHandler)(nil)
-
-func newFakeHandler() *fakeHandler { return &fakeHandler{changed: make(chan struct{})} }
-
 func (h *fakeHandler) notifyLocked() {
 	close(h.changed)
 	h.changed = make(chan struct{})
 }
 
-func (h *fakeHandler) Apply(run wire.RunID, seq uint64, op wire.Op) error {
+func (h *fakeHandler) violationLocked(format string, args ...any) {
+	h.errs = append(h.errs, fmt.Sprintf(format, args...))
+}
+
+func (h *fakeHandler) State() SlaveState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.st
+	st.Lineage = slices.Clone(st.Lineage)
+	return st
+}
+
+// Follow does what cmd/tdfs-slave's handler does: a new epoch and lineage,
+// no run, and a tree that needs a resync.
+func (h *fakeHandler) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.st.Epoch, h.st.Lineage, h.st.Run, h.st.Resyncing = epoch, slices.Clone(lineage), wire.RunID{}, true
+	h.follows = append(h.follows, epoch)
+	h.notifyLocked()
+	return nil
+}
+
+func (h *fakeHandler) Apply(seq uint64, op wire.Op) error {
 	h.mu.Lock()
 	gate := h.applyGate
 	if seq == h.blockSeq && h.blockGate != nil {
@@ -125,28 +180,26 @@ func (h *fakeHandler) Apply(run wire.RunID, seq uint64, op wire.Op) error {
 	if gate != nil {
 		<-gate
 	}
-	if _, ok := op.(*wire.Sync); ok {
-		h.violation("Sync op %d passed to Apply", seq)
-	}
 	body := wire.AppendOp(nil, seq, op)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch {
-	case run != h.run && seq != 1:
-		h.errs = append(h.errs, fmt.Sprintf("new run %x starts at seq %d", run[:4], seq))
-	case run == h.run && seq != h.lastSeq+1:
-		h.errs = append(h.errs, fmt.Sprintf("seq %d after %d", seq, h.lastSeq))
+	if _, ok := op.(*wire.Sync); ok {
+		h.violationLocked("Sync op %d passed to Apply", seq)
 	}
-	if run != h.run {
-		h.durable = 0 // nothing of the new run is durable yet
+	if seq != h.st.Applied+1 {
+		h.violationLocked("op %d applied after op %d", seq, h.st.Applied)
 	}
-	h.run, h.lastSeq = run, seq
-	h.records = append(h.records, record{run: run, seq: seq, body: body})
+	if rs, ok := op.(*wire.RunStart); ok {
+		h.st.Run = rs.Run
+	}
+	h.st.Applied = seq
+	h.records = append(h.records, record{seq: seq, body: body})
+	h.events = append(h.events, event{at: seq})
 	h.notifyLocked()
 	return nil
 }
 
-func (h *fakeHandler) Sync(run wire.RunID, seq uint64) error {
+func (h *fakeHandler) Sync(seq uint64) error {
 	h.mu.Lock()
 	gate := h.syncGate
 	h.mu.Unlock()
@@ -155,31 +208,89 @@ func (h *fakeHandler) Sync(run wire.RunID, seq uint64) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if run == h.run && seq < h.durable {
-		h.errs = append(h.errs, fmt.Sprintf("sync %d after %d", seq, h.durable))
+	if seq < h.st.Durable {
+		h.violationLocked("sync %d after %d", seq, h.st.Durable)
 	}
 	// Sync ops count as applied (they are never passed to Apply).
-	if run != h.run {
-		h.run, h.lastSeq = run, seq
-	} else {
-		h.lastSeq = max(h.lastSeq, seq)
-	}
-	h.durable = seq
+	h.st.Applied = max(h.st.Applied, seq)
+	h.st.Durable = seq
 	h.syncs = append(h.syncs, seq)
 	h.notifyLocked()
 	return nil
 }
 
-func (h *fakeHandler) State() (wire.RunID, uint64, error) {
+// Resync checks that every item is handled at its position (after op at,
+// before op at+1), moves the op stream at a rebasing ResyncBegin, answers
+// every final ResyncDir with a ResyncDirDone, and leaves the resyncing
+// state at the ResyncEnd of a repair pass.
+func (h *fakeHandler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.run, h.durable, h.unusable
+	gate := h.dirGate
+	h.mu.Unlock()
+	if _, ok := it.(*wire.ResyncDir); ok && gate != nil {
+		<-gate
+	}
+	h.mu.Lock()
+	var r wire.ResyncReply
+	switch it := it.(type) {
+	case *wire.ResyncBegin:
+		// A pass may begin while another was abandoned (a connection
+		// lost in the middle): that is not a violation.
+		h.pass, h.verify = it.Pass, it.Verify
+		h.passes = append(h.passes, *it)
+		if it.Rebase {
+			// After a rebase the slave's ops are those of the master's
+			// run at the item's position (HelloAck.Run).
+			h.st.Applied, h.st.Durable, h.st.Resyncing, h.st.Run = at, at, true, it.Run
+		}
+	case *wire.ResyncDir:
+		if it.Final {
+			done := &wire.ResyncDirDone{Pass: it.Pass, DirID: it.DirID}
+			if h.verify {
+				done.Diffs = h.diffs
+			}
+			r = done
+		}
+	case *wire.ResyncEnd:
+		if !h.verify {
+			h.st.Resyncing = false
+		}
+	}
+	if p := itemPass(it); p != h.pass {
+		h.violationLocked("%T of pass %d inside pass %d", it, p, h.pass)
+	}
+	if at != h.st.Applied {
+		h.violationLocked("%T positioned after op %d handled after op %d", it, at, h.st.Applied)
+	}
+	h.events = append(h.events, event{at: at, item: it})
+	h.itemBytes += itemSize(it)
+	h.notifyLocked()
+	h.mu.Unlock()
+	if r != nil {
+		return reply(r)
+	}
+	return nil
 }
 
-func (h *fakeHandler) violation(format string, args ...any) {
-	h.mu.Lock()
-	h.errs = append(h.errs, fmt.Sprintf(format, args...))
-	h.mu.Unlock()
+// itemSize is what the fake Tree reserves for an item: its encoding.
+func itemSize(it wire.ResyncItem) int64 { return int64(len(wire.AppendResyncItem(nil, 0, it))) }
+
+func itemPass(it wire.ResyncItem) uint64 {
+	switch it := it.(type) {
+	case *wire.ResyncBegin:
+		return it.Pass
+	case *wire.ResyncHandles:
+		return it.Pass
+	case *wire.ResyncDir:
+		return it.Pass
+	case *wire.ResyncData:
+		return it.Pass
+	case *wire.ResyncClose:
+		return it.Pass
+	case *wire.ResyncEnd:
+		return it.Pass
+	}
+	return 0
 }
 
 func (h *fakeHandler) setGates(apply, sync chan struct{}) {
@@ -191,7 +302,29 @@ func (h *fakeHandler) setGates(apply, sync chan struct{}) {
 func (h *fakeHandler) snapshot() (recs []record, durable uint64, errs []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]record(nil), h.records...), h.durable, append([]string(nil), h.errs...)
+	return slices.Clone(h.records), h.st.Durable, slices.Clone(h.errs)
+}
+
+func (h *fakeHandler) state() SlaveState { return h.State() }
+
+// followed returns the epochs Follow was called with.
+func (h *fakeHandler) followed() []wire.Epoch {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.follows)
+}
+
+// items returns the resync items handled, with their positions.
+func (h *fakeHandler) items() []event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []event
+	for _, e := range h.events {
+		if e.item != nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // waitFor waits until cond holds on the handler (called with h.mu held).
@@ -211,9 +344,17 @@ func (h *fakeHandler) waitFor(t *testing.T, timeout time.Duration, what string, 
 		case <-deadline.C:
 			h.mu.Lock()
 			defer h.mu.Unlock()
-			t.Fatalf("timed out after %v waiting for %s (handler: last seq %d, durable %d, %d records, errs %v)",
-				timeout, what, h.lastSeq, h.durable, len(h.records), h.errs)
+			t.Fatalf("timed out after %v waiting for %s (handler: %+v, %d records, errs %v)",
+				timeout, what, h.st, len(h.records), h.errs)
 		}
+	}
+}
+
+// checkClean fails the test if the handler saw a contract violation.
+func (h *fakeHandler) checkClean(t *testing.T) {
+	t.Helper()
+	if _, _, errs := h.snapshot(); len(errs) > 0 {
+		t.Fatalf("handler saw contract violations: %v", errs)
 	}
 }
 
@@ -316,11 +457,19 @@ type testMaster struct {
 	done   chan struct{}
 }
 
+// startMaster runs a master of testEpoch (unless cfg names an epoch).
 func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
 	t.Helper()
-	// Test slaves start empty and the test masters' trees too, unless a
-	// test says otherwise (it sets PrevRun).
-	cfg.Fresh = cfg.Fresh || cfg.PrevRun == (wire.RunID{})
+	return startMasterTree(t, cfg, nil)
+}
+
+// startMasterTree runs a master that resynchronises slaves from tree (set
+// before Run, so that no slave is judged without it).
+func startMasterTree(t *testing.T, cfg MasterConfig, tree Tree) *testMaster {
+	t.Helper()
+	if cfg.Epoch == (wire.Epoch{}) {
+		cfg.Epoch = testEpoch
+	}
 	var lb *logBuf
 	if cfg.Logger == nil {
 		cfg.Logger, lb = newLogger(t, "master")
@@ -328,6 +477,9 @@ func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
 	m, err := NewMaster(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tree != nil {
+		m.SetTree(tree)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tm := &testMaster{Master: m, log: lb, cancel: cancel, done: make(chan struct{})}
@@ -355,6 +507,8 @@ func newRun(t *testing.T) wire.RunID {
 	}
 	return r
 }
+
+func newEpoch(t *testing.T) wire.Epoch { return wire.Epoch(newRun(t)) }
 
 // freePort returns a UDP address on 127.0.0.1 nothing listens on (now).
 func freePort(t *testing.T) string {
@@ -438,9 +592,25 @@ func appendOps(m *Master, g *opGen, n, large, bigSize int, want map[uint64][]byt
 	}
 }
 
-// checkRecords checks that h got exactly ops 1..n of run, in order, with
-// the wanted contents.
-func checkRecords(t *testing.T, h *fakeHandler, run wire.RunID, want map[uint64][]byte, n uint64) {
+// startRun appends the RunStart op a master run begins with (mirrorfs
+// numbers it Head+1).
+func startRun(m *Master, g *opGen, run wire.RunID, want map[uint64][]byte) {
+	g.seq++
+	op := &wire.RunStart{Run: run}
+	want[g.seq] = wire.AppendOp(nil, g.seq, op)
+	m.Append(g.seq, op)
+}
+
+// checkRecords checks that h applied exactly ops 1..n, in order, with the
+// wanted contents (Sync ops excepted: they never reach Apply).
+func checkRecords(t *testing.T, h *fakeHandler, want map[uint64][]byte, n uint64) {
+	t.Helper()
+	checkRange(t, h, want, 1, n)
+}
+
+// checkRange checks that the ops h applied numbered from..to are exactly
+// those of want, in order, and that h saw no contract violation.
+func checkRange(t *testing.T, h *fakeHandler, want map[uint64][]byte, from, to uint64) {
 	t.Helper()
 	recs, _, errs := h.snapshot()
 	if len(errs) > 0 {
@@ -448,18 +618,21 @@ func checkRecords(t *testing.T, h *fakeHandler, run wire.RunID, want map[uint64]
 	}
 	var got []record
 	for _, r := range recs {
-		if r.run == run {
+		if r.seq >= from && r.seq <= to {
 			got = append(got, r)
 		}
 	}
 	applied := 0
-	for seq := uint64(1); seq <= n; seq++ {
-		w := want[seq]
+	for seq := from; seq <= to; seq++ {
+		w, ok := want[seq]
+		if !ok {
+			t.Fatalf("test bug: op %d not in want", seq)
+		}
 		if _, isSync := mustParse(t, w).(*wire.Sync); isSync {
 			continue
 		}
 		if applied >= len(got) {
-			t.Fatalf("op %d never applied (%d applied)", seq, len(got))
+			t.Fatalf("op %d never applied (%d of %d..%d applied)", seq, len(got), from, to)
 		}
 		r := got[applied]
 		applied++
@@ -471,7 +644,7 @@ func checkRecords(t *testing.T, h *fakeHandler, run wire.RunID, want map[uint64]
 		}
 	}
 	if applied != len(got) {
-		t.Fatalf("%d ops applied, want %d", len(got), applied)
+		t.Fatalf("%d ops of %d..%d applied, want %d", len(got), from, to, applied)
 	}
 }
 
@@ -484,12 +657,31 @@ func mustParse(t *testing.T, body []byte) wire.Op {
 	return op
 }
 
-// waitApplied waits until h applied op seq of run (or synced through it).
-func waitApplied(t *testing.T, h *fakeHandler, run wire.RunID, seq uint64, timeout time.Duration) {
+// waitApplied waits until h applied op seq (or synced through it).
+func waitApplied(t *testing.T, h *fakeHandler, seq uint64, timeout time.Duration) {
 	t.Helper()
 	h.waitFor(t, timeout, fmt.Sprintf("op %d applied", seq), func(h *fakeHandler) bool {
-		return h.run == run && (h.lastSeq >= seq || h.durable >= seq)
+		return h.st.Applied >= seq
 	})
+}
+
+// waitDurable waits until h made op seq durable.
+func waitDurable(t *testing.T, h *fakeHandler, seq uint64, timeout time.Duration) {
+	t.Helper()
+	h.waitFor(t, timeout, fmt.Sprintf("op %d durable", seq), func(h *fakeHandler) bool {
+		return h.st.Durable >= seq
+	})
+}
+
+// openJournal opens a journal in a new temporary directory.
+func openJournal(t *testing.T, dir string, o journal.Options) *journal.Journal {
+	t.Helper()
+	j, err := journal.Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
 }
 
 // closeCause waits for conn to close and returns why.

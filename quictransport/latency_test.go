@@ -106,7 +106,7 @@ func replicateThrough(t *testing.T, ops []wire.Op, oneWay time.Duration, mode wi
 	if mode != wire.ModeAsync && len(ops)%waitEvery != 0 {
 		wait()
 	}
-	waitApplied(t, h, run, seq, time.Minute)
+	waitApplied(t, h, seq, time.Minute)
 	res.elapsed = time.Since(start)
 
 	fwd1, drop1 := r.Stats()
@@ -115,7 +115,7 @@ func replicateThrough(t *testing.T, ops []wire.Op, oneWay time.Duration, mode wi
 	if k1, ok := kernelUDPDrops(); ok && kok {
 		res.kernelDrops = fmt.Sprintf("%d kernel UDP receive-buffer drops system-wide", k1-k0)
 	}
-	checkRecords(t, h, run, want, seq)
+	checkRecords(t, h, want, seq)
 	if st := m.status(0); st.State != "streaming" {
 		t.Fatalf("slave %s at the end, want streaming", st.State)
 	}

@@ -25,6 +25,14 @@ type Master struct {
 	mu    sync.Mutex
 	bl    backlog
 	peers []*peer
+	tree  Tree
+	// jmu serialises the journal's writers (Append in the FUSE path, the
+	// flusher); jerr is its last failure, logged once.
+	jmu        sync.Mutex
+	jdirty     bool
+	jerrLogged bool
+	jlow       uint64 // seq the journal may be truncated through (under mu)
+	flushKick  chan struct{}
 	// changed is closed and replaced whenever an ack or a state change may
 	// let Wait or Drain return.
 	changed chan struct{}
@@ -51,8 +59,8 @@ var _ interface {
 // PeerStatus is one slave as the master sees it.
 type PeerStatus struct {
 	Addr string
-	// State is "connecting", "streaming", "degraded", "needs-resync" or
-	// "stopped".
+	// State is "connecting", "streaming", "degraded", "resyncing",
+	// "checking", "fenced", "needs-resync" or "stopped".
 	State     string
 	Applied   uint64 // highest seq the slave acknowledged as applied (this run)
 	Durable   uint64 // highest seq the slave acknowledged as durable (this run)
@@ -67,18 +75,60 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, err
 	}
 	m := &Master{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ownLimit: max(cfg.Backlog, minPending),
-		changed:  make(chan struct{}),
-		drainCh:  make(chan struct{}),
-		stopCh:   make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		ownLimit:  max(cfg.Backlog, minPending),
+		changed:   make(chan struct{}),
+		drainCh:   make(chan struct{}),
+		stopCh:    make(chan struct{}),
+		flushKick: make(chan struct{}, 1),
 	}
 	m.bl.limit = cfg.Backlog
+	m.bl.head = cfg.Head
 	for _, p := range cfg.Peers {
-		m.peers = append(m.peers, newPeer(m, p))
+		q := newPeer(m, p)
+		q.check = cfg.CheckAll
+		m.peers = append(m.peers, q)
 	}
 	return m, nil
+}
+
+// SetTree gives the master the backing dir to resync slaves from (the
+// mount). Until it is set, slaves that need a resync wait; with none at
+// all (tests), they are marked needs-resync.
+func (m *Master) SetTree(t Tree) {
+	m.mu.Lock()
+	m.tree = t
+	m.broadcastLocked()
+	m.mu.Unlock()
+}
+
+// poke wakes whoever waits for a state change (the pass runners).
+func (m *Master) poke() { m.broadcastLocked() }
+
+// kickFlush asks the flusher to write the journal's buffer now.
+func (m *Master) kickFlush() {
+	select {
+	case m.flushKick <- struct{}{}:
+	default:
+	}
+}
+
+// firstHeldLocked is the lowest seq the master can send: from memory, or
+// from the journal when it joins the memory backlog without a gap.
+func (m *Master) firstHeldLocked() uint64 {
+	first := m.bl.first()
+	if j := m.cfg.Journal; j != nil && j.Last() > 0 && j.Last()+1 >= first && j.First() < first {
+		first = j.First()
+	}
+	return first
+}
+
+// memFirst is the lowest seq held in memory.
+func (m *Master) memFirst() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bl.first()
 }
 
 // Run dials every peer, redialing with backoff, and streams ops to each. It
@@ -103,9 +153,68 @@ func (m *Master) Run(ctx context.Context) {
 	for _, p := range m.peers {
 		wg.Go(func() { p.loop(dctx) })
 	}
+	if m.cfg.Journal != nil {
+		wg.Go(func() { m.flusher(ctx) })
+	}
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
+	if m.cfg.Journal != nil {
+		m.jmu.Lock()
+		if err := m.cfg.Journal.Sync(); err != nil {
+			m.log.Error("journal: final sync failed", "err", err)
+		}
+		m.jmu.Unlock()
+	}
+}
+
+// flusher hands the journal's buffered records to the kernel soon after
+// they are appended (a kill -9 of the master then loses at most a few
+// milliseconds of them), and truncates what every slave made durable.
+func (m *Master) flusher(ctx context.Context) {
+	j := m.cfg.Journal
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	lastTrunc := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.flushKick:
+		}
+		m.mu.Lock()
+		low := m.jlow
+		m.mu.Unlock()
+		m.jmu.Lock()
+		if m.jdirty {
+			if err := j.Flush(); err != nil {
+				m.journalFailedLocked(err)
+			}
+			m.jdirty = false
+		}
+		if time.Since(lastTrunc) > time.Second {
+			lastTrunc = time.Now()
+			if err := j.TruncateThrough(low); err != nil {
+				m.log.Warn("journal: truncation failed", "through", low, "err", err)
+			}
+		}
+		m.jmu.Unlock()
+	}
+}
+
+// journalFailedLocked handles a failed journal write (a full disk, say):
+// the journal starts anew at the next op; slaves that needed what it held
+// are resynchronised by comparison. Called with jmu held.
+func (m *Master) journalFailedLocked(err error) {
+	if !m.jerrLogged {
+		m.jerrLogged = true
+		m.log.Error("journal write failed: starting it anew; slaves that needed what it held will be resynchronised by comparison",
+			"err", err)
+	}
+	if rerr := m.cfg.Journal.Reset(); rerr != nil {
+		m.log.Error("journal reset failed", "err", rerr)
+	}
 }
 
 // Append queues op number seq for every slave. Calls come in seq order, one
@@ -116,6 +225,18 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 	e := &entry{seq: seq, size: int64(len(body)), body: body}
 	if w, ok := op.(*wire.Write); ok && len(w.Data) >= m.cfg.DataThreshold {
 		e.data = true
+	}
+	if j := m.cfg.Journal; j != nil {
+		m.jmu.Lock()
+		err := j.Append(seq, body)
+		if err != nil {
+			m.journalFailedLocked(err)
+			if err = j.Append(seq, body); err != nil {
+				m.log.Error("journal append failed after a reset", "seq", seq, "err", err)
+			}
+		}
+		m.jdirty = true
+		m.jmu.Unlock()
 	}
 	m.mu.Lock()
 	prevHead := m.bl.head
@@ -157,7 +278,7 @@ func (m *Master) Wait(seq uint64) {
 	for {
 		var lagging []*peer
 		for _, p := range m.peers {
-			if p.state == stateStreaming && !p.degraded && p.durable < seq {
+			if p.state == stateStreaming && !p.degraded && !p.rebase && p.durable < seq {
 				lagging = append(lagging, p)
 			}
 		}
@@ -201,7 +322,7 @@ func (m *Master) Drain(timeout time.Duration) error {
 	head := m.bl.head
 	var owed uint64
 	for _, p := range m.peers {
-		if p.state != stateNeedsResync && head > p.durable {
+		if p.state != stateNeedsResync && p.state != stateFenced && head > p.durable {
 			owed = max(owed, head-p.durable)
 		}
 	}
@@ -216,13 +337,17 @@ func (m *Master) Drain(timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	m.mu.Lock()
-	var lacking, resync []string
+	var lacking, resync, away []string
 	for {
-		lacking, resync = lacking[:0], resync[:0]
+		lacking, resync, away = lacking[:0], resync[:0], away[:0]
 		for _, p := range m.peers {
 			switch {
-			case p.state == stateNeedsResync:
+			case p.state == stateNeedsResync || p.state == stateFenced:
 				resync = append(resync, p.addr)
+			case p.state == stateConnecting && m.cfg.Journal != nil:
+				// Not connected: the journal keeps what it lacks for
+				// its return; waiting would only delay the unmount.
+				away = append(away, p.addr)
 			case p.state != stateStopped || p.durable < head:
 				lacking = append(lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
 			}
@@ -242,7 +367,10 @@ func (m *Master) Drain(timeout time.Duration) error {
 	m.stopOnce.Do(func() { close(m.stopCh) })
 
 	if len(resync) > 0 {
-		m.log.Warn("drained without slaves that need a resync", "slaves", strings.Join(resync, ", "))
+		m.log.Warn("drained without slaves that need a resync or refuse this master", "slaves", strings.Join(resync, ", "))
+	}
+	if len(away) > 0 {
+		m.log.Info("slaves not connected: the journal keeps what they lack for their return", "slaves", strings.Join(away, ", "))
 	}
 	if len(lacking) > 0 {
 		for _, l := range lacking {
@@ -285,25 +413,37 @@ func (m *Master) broadcastLocked() {
 	m.changed = make(chan struct{})
 }
 
-// truncateDurableLocked drops the ops every slave has made durable. Slaves
-// that need a resync no longer hold the backlog (a resync compares trees);
-// with no slave at all, nothing does.
+// truncateDurableLocked drops from memory the ops every slave has made
+// durable, and sets how far the journal may be truncated. A slave whose
+// position this run has not learnt yet holds everything (it may come
+// back wanting old ops); one that needs a rebase pass holds nothing (it
+// restarts at the pass). Without a journal, or beyond its bound, memory
+// is trimmed to Backlog by Append.
 func (m *Master) truncateDurableLocked() {
 	low := uint64(math.MaxUint64)
 	for _, p := range m.peers {
-		if p.state != stateNeedsResync {
+		switch {
+		case p.state == stateNeedsResync || p.state == stateFenced || p.rebase && p.waitBegin:
+			// Once its pass's rebasing ResyncBegin is emitted, a rebasing
+			// slave needs every op after it (p.durable is its position).
+		case !p.known:
+			low = 0
+		default:
 			low = min(low, p.durable)
 		}
 	}
-	m.bl.dropThrough(min(low, m.bl.head))
+	low = min(low, m.bl.head)
+	m.bl.dropThrough(low)
+	m.jlow = low
 }
 
-// checkHeldLocked marks needs-resync every slave whose next op the backlog
-// no longer holds (trimmed, or reset by out-of-order appends).
+// checkHeldLocked finds the slaves whose next op the master no longer
+// holds (trimmed from memory, not in the journal): they need a rebase
+// pass.
 func (m *Master) checkHeldLocked() {
-	first, head := m.bl.first(), m.bl.head
+	first, head := m.firstHeldLocked(), m.bl.head
 	for _, p := range m.peers {
-		if p.state == stateNeedsResync || p.state == stateStopped {
+		if p.state == stateNeedsResync || p.state == stateStopped || p.state == stateFenced || p.rebase || !p.known {
 			continue
 		}
 		need := p.applied + 1 // where it resumes when it reconnects
@@ -311,7 +451,7 @@ func (m *Master) checkHeldLocked() {
 			need = p.next // it has been sent everything before
 		}
 		if need < first || need > head+1 {
-			p.needsResyncLocked(need-1, "")
+			p.lostLocked(need, "")
 		}
 	}
 }

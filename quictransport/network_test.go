@@ -23,9 +23,10 @@ func TestThroughLossyRelay(t *testing.T) {
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run})
 	g := newOpGen(13)
 	want := map[uint64][]byte{}
+	startRun(m.Master, g, run, want)
 	appendOps(m.Master, g, 400, 5, 128<<10, want)
-	waitApplied(t, h, run, g.seq, 120*time.Second)
-	checkRecords(t, h, run, want, g.seq)
+	waitApplied(t, h, g.seq, 120*time.Second)
+	checkRecords(t, h, want, g.seq)
 	if _, dropped := r.Stats(); dropped == 0 {
 		t.Fatal("the relay dropped nothing: the test did not test loss")
 	}
@@ -46,8 +47,9 @@ func TestPartitionThenReconnect(t *testing.T) {
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, quic: fastQUIC()})
 	g := newOpGen(14)
 	want := map[uint64][]byte{}
+	startRun(m.Master, g, run, want)
 	appendOps(m.Master, g, 200, 5, 128<<10, want)
-	waitApplied(t, h, run, g.seq, 60*time.Second)
+	waitApplied(t, h, g.seq, 60*time.Second)
 	r.SetPartition(true)
 	appendOps(m.Master, g, 200, 5, 128<<10, want)
 	eventually(t, 60*time.Second, "the master to give up on the connection", func() bool {
@@ -55,6 +57,6 @@ func TestPartitionThenReconnect(t *testing.T) {
 	})
 	r.SetPartition(false)
 	appendOps(m.Master, g, 200, 5, 128<<10, want)
-	waitApplied(t, h, run, g.seq, 120*time.Second)
-	checkRecords(t, h, run, want, g.seq)
+	waitApplied(t, h, g.seq, 120*time.Second)
+	checkRecords(t, h, want, g.seq)
 }

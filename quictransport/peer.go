@@ -23,7 +23,8 @@ type peerState int
 const (
 	stateConnecting peerState = iota
 	stateStreaming
-	stateNeedsResync
+	stateNeedsResync // only without a Tree: nothing can bring the slave back
+	stateFenced      // the slave refuses this master (epoch): redialed slowly
 	stateStopped
 )
 
@@ -35,6 +36,8 @@ func (s peerState) String() string {
 		return "streaming"
 	case stateNeedsResync:
 		return "needs-resync"
+	case stateFenced:
+		return "fenced"
 	case stateStopped:
 		return "stopped"
 	}
@@ -55,11 +58,14 @@ type peer struct {
 	// Guarded by m.mu.
 	state    peerState
 	degraded bool
-	applied  uint64 // acknowledged, this run
-	durable  uint64
-	sent     uint64 // highest seq handed to QUIC on this connection
-	next     uint64 // next seq to send on this connection
-	limit    int64  // bytes allowed in flight (beyond the acked applied seq)
+	// known: the slave reported where it stands during this run, so it
+	// holds the journal from durable+1 only (an unknown one holds it all).
+	known   bool
+	applied uint64 // acknowledged
+	durable uint64
+	sent    uint64 // highest seq handed to QUIC on this connection
+	next    uint64 // next seq to send on this connection
+	limit   int64  // bytes allowed in flight (beyond the acked applied seq)
 	// inflight lists the ops sent and not yet acknowledged as applied.
 	inflight      []flight
 	inflightBytes int64
@@ -69,6 +75,33 @@ type peer struct {
 	resyncLogged  bool
 	lastErr       string
 	loggedErr     string // last distinct error logged
+
+	// Resync (peer_resync.go).
+	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
+	waitBegin bool  // send no op until the rebase pass's ResyncBegin sets next
+	check     bool  // one comparison pass is owed (CheckAll)
+	checked   bool  // a comparison pass completed during this run
+	pass      *pass // the running pass, nil if none
+	passes    uint64
+	verifies  []*verifyReq
+	// Items queued (positioned after seq .after), and the sizes of those
+	// sent and not yet acknowledged (Ack.Items), oldest first.
+	items         []queuedItem
+	itemsSent     uint64
+	itemsAcked    uint64
+	itemFlight    []int64
+	itemsReserved int64
+	// pending is an entry read from the journal that flow control held.
+	jr      journalReader
+	passErr string
+	// endSession ends the current connection (nil when none).
+	endSession context.CancelCauseFunc
+}
+
+type queuedItem struct {
+	after uint64
+	body  []byte // FrameResync body
+	size  int64  // reserved
 }
 
 type flight struct {
@@ -95,8 +128,17 @@ func (p *peer) poke() {
 
 // stateName is the state as Status reports it. Called with m.mu held.
 func (p *peer) stateName() string {
-	if p.state == stateStreaming && p.degraded {
-		return "degraded"
+	if p.state == stateStreaming {
+		switch {
+		case p.rebase:
+			return "resyncing"
+		case p.pass != nil && p.pass.opts.Verify:
+			return "verifying"
+		case p.pass != nil:
+			return "checking"
+		case p.degraded:
+			return "degraded"
+		}
 	}
 	return p.state.String()
 }
@@ -158,15 +200,35 @@ func (p *peer) loop(ctx context.Context) {
 		}
 		if msg, ok := slaveNeedsResync(err); ok {
 			// The slave itself says it cannot go on from where it is
-			// (its tree may differ, or it lost state it needs):
-			// retrying cannot help.
+			// (its tree may differ, or it lost state it needs).
 			p.m.mu.Lock()
-			p.told = true
-			p.needsResyncLocked(p.applied, "the slave reports: "+msg)
+			if p.m.tree == nil {
+				// Nothing can bring it back: retrying cannot help.
+				p.told = true
+				p.needsResyncLocked(p.applied, "the slave reports: "+msg)
+				p.m.mu.Unlock()
+				continue
+			}
+			p.rebase = true
+			p.log.Warn("the slave reports its tree needs a resync: resynchronising it", "reason", msg)
 			p.m.mu.Unlock()
-			continue
 		}
-		p.noteError(err)
+		if msg, ok := slaveFenced(err); ok {
+			// Another master's slave, or one that follows a newer epoch
+			// of ours (a promoted slave took over): never feed it. Keep
+			// asking, slowly, in case an operator resets it.
+			p.m.mu.Lock()
+			if p.state != stateFenced {
+				p.log.Error("the slave refuses this master (fenced): "+msg, "state", "fenced")
+				p.lastErr = "fenced: " + msg
+				p.setStateLocked(stateFenced)
+			}
+			p.m.mu.Unlock()
+			backoff = maxBackoff
+		}
+		if _, fenced := slaveFenced(err); !fenced {
+			p.noteError(err)
+		}
 		p.m.mu.Lock()
 		if p.state == stateStreaming {
 			p.setStateLocked(stateConnecting)
@@ -205,9 +267,13 @@ func (p *peer) finished(ctx context.Context) bool {
 	case ctx.Err() != nil:
 		p.setStateLocked(stateStopped)
 		return true
-	case m.draining && p.durable >= m.bl.head:
+	case m.draining && p.durable >= m.bl.head && !p.rebase && p.pass == nil:
 		p.setStateLocked(stateStopped)
 		return true
+	case m.draining && (p.state == stateFenced || !p.known):
+		// Nothing to deliver to a slave that refuses us, and one that
+		// never came cannot be waited for.
+		return false
 	}
 	return false
 }
@@ -286,6 +352,7 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 		conn.CloseWithError(appCode(code), msg)
 		wg.Wait()
 		m.mu.Lock()
+		p.endSession = nil
 		switch {
 		case errors.Is(err, ErrDrained), p.state == stateStreaming && ctx.Err() != nil:
 			p.setStateLocked(stateStopped)
@@ -300,14 +367,19 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 		return false, err
 	}
 	wg.Go(func() { cancel(p.readAcks(fr)) })
+	wg.Go(func() { p.runPasses(sctx, cancel) })
+	m.mu.Lock()
+	p.endSession = cancel
+	m.mu.Unlock()
 	err = p.send(sctx, cancel, &wg, conn, ctrl)
 	cancel(err)
 	return true, context.Cause(sctx)
 }
 
 // handshake sends Hello, waits for HelloAck and decides where the slave
-// resumes. With QUIC mTLS the dial succeeded before the slave checked our
-// certificate: a refusal shows up here, on the first read.
+// resumes, or that it needs a rebase pass. With QUIC mTLS the dial
+// succeeded before the slave checked our certificate: a refusal shows up
+// here, on the first read.
 func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *wire.FrameReader, error) {
 	m := p.m
 	ctrl, err := conn.OpenStreamSync(ctx)
@@ -318,10 +390,10 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	// (quic-go PR #5774): urgency 0, sent in stream order.
 	ctrl.SetPriority(0, false)
 	m.mu.Lock()
-	first := m.bl.first()
+	first, head := m.firstHeldLocked(), m.bl.head
 	m.mu.Unlock()
-	hello := wire.Hello{Version: wire.Version, Run: m.cfg.Run, Mode: m.cfg.Mode, First: first,
-		PrevRun: m.cfg.PrevRun, PrevHead: m.cfg.PrevHead, Fresh: m.cfg.Fresh, Vouched: m.cfg.Vouched}
+	hello := wire.Hello{Version: wire.Version, Epoch: m.cfg.Epoch, Lineage: m.cfg.Lineage, Run: m.cfg.Run,
+		Mode: m.cfg.Mode, First: first, Head: head}
 	if _, err := ctrl.Write(wire.AppendFrame(nil, wire.FrameHello, hello.Append(nil), nil)); err != nil {
 		return ctrl, nil, fmt.Errorf("send hello: %w", err)
 	}
@@ -346,33 +418,42 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 		return ctrl, nil, fmt.Errorf("%w: hello-ack: %w", ErrProtocol, err)
 	}
 	ctrl.SetReadDeadline(time.Time{})
-
-	// Both sides compute where to start the same way.
-	next, applied, durable := uint64(1), uint64(0), uint64(0)
-	if ack.Run == m.cfg.Run {
-		next, applied, durable = ack.Applied+1, ack.Applied, ack.Durable
-	}
 	limit := min(int64(min(ack.MaxPending, math.MaxInt64)), m.ownLimit)
 	if limit < wire.MaxFrameLen {
 		return ctrl, nil, fmt.Errorf("%w: the slave buffers only %d bytes, below one frame (%d)", ErrProtocol, limit, wire.MaxFrameLen)
 	}
 
 	m.mu.Lock()
-	p.applied, p.durable = applied, durable
-	first, head := m.bl.first(), m.bl.head
-	if next < first || next > head+1 {
-		p.needsResyncLocked(next-1, "")
+	why := m.rebaseReasonLocked(ack)
+	if why != "" && m.tree == nil {
+		// Without a tree nothing can bring the slave back.
+		p.applied, p.durable = ack.Applied, ack.Durable
+		p.needsResyncLocked(ack.Applied, why)
 		p.told = true
 		msg := p.lastErr
 		m.mu.Unlock()
-		e := wire.Error{Code: wire.CodeNeedsResync, Seq: next, Msg: msg}
+		e := wire.Error{Code: wire.CodeNeedsResync, Seq: ack.Applied + 1, Msg: msg}
 		ctrl.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
 		return ctrl, nil, &resyncError{msg}
 	}
-	p.next, p.sent, p.limit = next, next-1, limit
+	p.limit = limit
 	p.inflight, p.inflightBytes, p.byeSent = nil, 0, false
+	p.items, p.itemsSent, p.itemsAcked, p.itemFlight, p.itemsReserved = nil, 0, 0, nil, 0
 	p.loggedErr, p.resyncLogged, p.told = "", false, false
-	if m.cfg.Mode != wire.ModeAsync && p.durable < m.maxWaited && !p.degraded {
+	p.jr.close()
+	p.known = true
+	if why != "" {
+		// Send nothing until the pass's ResyncBegin says where the
+		// slave's op stream restarts.
+		p.rebase, p.waitBegin = true, true
+		p.applied, p.durable = 0, 0
+		p.next, p.sent = 0, 0
+	} else {
+		p.rebase, p.waitBegin = false, false
+		p.applied, p.durable = ack.Applied, ack.Durable
+		p.next, p.sent = ack.Applied+1, ack.Applied
+	}
+	if m.cfg.Mode != wire.ModeAsync && (p.durable < m.maxWaited || p.rebase) && !p.degraded {
 		// Writers already waited for ops this slave lacks: it catches up
 		// before it holds them back again.
 		p.degraded = true
@@ -380,71 +461,144 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	}
 	p.setStateLocked(stateStreaming)
 	m.mu.Unlock()
-	p.log.Info("slave connected", "peer", peerName(conn), "from_seq", next, "same_run", ack.Run == m.cfg.Run,
-		"slave_applied", ack.Applied, "slave_durable", ack.Durable, "max_pending", limit)
+	if why != "" {
+		p.log.Warn("slave connected: it needs a resync ("+why+"); comparing trees while live ops flow",
+			"peer", peerName(conn), "slave_applied", ack.Applied, "slave_durable", ack.Durable, "max_pending", limit)
+	} else {
+		src := "memory"
+		if ack.Applied+1 < first || ack.Applied+1 < m.memFirst() {
+			src = "journal"
+		}
+		p.log.Info("slave connected: resuming", "peer", peerName(conn), "from_seq", ack.Applied+1, "head", head,
+			"catch_up_ops", head-ack.Applied, "from", src, "slave_durable", ack.Durable, "max_pending", limit)
+	}
 	return ctrl, fr, nil
+}
+
+// rebaseReasonLocked says why the slave that answered ack cannot resume
+// from its applied op, or "" if it can.
+func (m *Master) rebaseReasonLocked(ack wire.HelloAck) string {
+	cfg := m.cfg
+	switch {
+	case ack.Epoch != cfg.Epoch:
+		return "it follows another master epoch"
+	case ack.Resyncing:
+		return "its tree is of unknown state (a new replica, an interrupted resync, or a crash of its host)"
+	case ack.Applied > m.bl.head:
+		return fmt.Sprintf("it applied op %d, beyond the last this master numbered (%d)", ack.Applied, m.bl.head)
+	}
+	if ack.Run != cfg.Run {
+		var rec *RunRecord
+		for i := range cfg.Runs {
+			if cfg.Runs[i].Run == ack.Run {
+				rec = &cfg.Runs[i]
+			}
+		}
+		switch {
+		case rec == nil && ack.Applied > 0:
+			return "its last master run is unknown to this master"
+		case rec != nil && ack.Applied > rec.End:
+			return fmt.Sprintf("it holds ops %d..%d of a master run that crashed before journaling them", rec.End+1, ack.Applied)
+		}
+	}
+	if first := m.firstHeldLocked(); ack.Applied+1 < first {
+		return fmt.Sprintf("it is at op %d and the master holds ops from %d on (the journal did not cover its absence)", ack.Applied, first)
+	}
+	return ""
 }
 
 type action int
 
 const (
-	actWait   action = iota // nothing to send now
-	actSend                 // send the entry
-	actBye                  // drained: send Bye
-	actDone                 // the slave is durable at head: close
-	actResync               // the slave needs a resync: tell it and close
+	actWait    action = iota // nothing to send now
+	actSend                  // send the entry
+	actItem                  // send the resync item
+	actJournal               // read op next from the journal
+	actBye                   // drained: send Bye
+	actDone                  // the slave is durable at head: close
+	actResync                // the slave needs a resync: tell it and close
 )
 
-// nextAction decides the sender's next step and books the entry it sends.
-func (p *peer) nextAction() (*entry, action) {
+// step is the sender's next step.
+type step struct {
+	act  action
+	e    *entry
+	item queuedItem
+	seq  uint64 // actJournal: the op to read
+	// control: send even a large write on the control stream, because
+	// resync items are in flight: they and ops must reach the slave in
+	// one order.
+	control bool
+}
+
+// nextAction decides the sender's next step and books what it sends.
+func (p *peer) nextAction() step {
 	m := p.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p.state == stateNeedsResync {
-		return nil, actResync
+		return step{act: actResync}
+	}
+	control := p.pass != nil || len(p.items) > 0 || p.itemsSent > p.itemsAcked
+	if len(p.items) > 0 && p.items[0].after < p.next {
+		q := p.items[0]
+		p.items[0] = queuedItem{}
+		p.items = p.items[1:]
+		p.itemsSent++
+		p.itemFlight = append(p.itemFlight, q.size)
+		return step{act: actItem, item: q, control: true}
+	}
+	if p.waitBegin {
+		return step{act: actWait}
 	}
 	if p.next <= m.bl.head {
 		e, ok := m.bl.get(p.next)
 		if !ok {
-			p.needsResyncLocked(p.next-1, "")
-			return nil, actResync
+			if p.jr.pending != nil && p.jr.pending.seq == p.next {
+				e = p.jr.pending
+			} else {
+				return step{act: actJournal, seq: p.next}
+			}
 		}
 		// Never more than limit bytes beyond what the slave applied: its
 		// reorder buffer would refuse them.
-		if p.inflightBytes+e.size > p.limit {
-			return nil, actWait
+		if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
+			return step{act: actWait}
 		}
+		p.jr.pending = nil
 		p.inflight = append(p.inflight, flight{seq: e.seq, size: e.size})
 		p.inflightBytes += e.size
 		p.maxInflight = max(p.maxInflight, p.inflightBytes)
 		p.sent = e.seq
 		p.next++
-		return e, actSend
+		return step{act: actSend, e: e, control: control}
 	}
-	if m.draining {
+	if m.draining && p.pass == nil && len(p.items) == 0 && !p.rebase {
 		if p.durable >= m.bl.head {
-			return nil, actDone
+			return step{act: actDone}
 		}
 		if !p.byeSent {
 			p.byeSent = true
-			return nil, actBye
+			return step{act: actBye}
 		}
 	}
-	return nil, actWait
+	return step{act: actWait}
 }
 
-// send writes ops in seq order: small ones on the control stream (buffered,
-// flushed when nothing more is ready), large writes each on a data stream
-// of their own, at most DataStreams in flight.
+// send writes ops and resync items in order: small ops and items on the
+// control stream (buffered, flushed when nothing more is ready), large
+// writes each on a data stream of their own, at most DataStreams in
+// flight.
 func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, conn *quic.Conn, ctrl *quic.Stream) error {
 	bw := bufio.NewWriterSize(ctrl, 64<<10)
 	sem := make(chan struct{}, p.m.cfg.DataStreams)
 	for {
-		e, act := p.nextAction()
-		switch act {
+		st := p.nextAction()
+		switch st.act {
 		case actSend:
+			e := st.e
 			frame := e.framed(p.m.cfg.Compressor)
-			if !e.data {
+			if !e.data || st.control {
 				if _, err := bw.Write(frame); err != nil {
 					return fmt.Errorf("send op %d: %w", e.seq, err)
 				}
@@ -469,6 +623,18 @@ func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *syn
 					cancel(err)
 				}
 			})
+		case actItem:
+			frame := wire.AppendFrame(nil, wire.FrameResync, st.item.body, p.m.cfg.Compressor)
+			if _, err := bw.Write(frame); err != nil {
+				return fmt.Errorf("send resync item: %w", err)
+			}
+		case actJournal:
+			if err := bw.Flush(); err != nil {
+				return fmt.Errorf("send ops: %w", err)
+			}
+			if err := p.readJournal(ctx, st.seq); err != nil {
+				return err
+			}
 		case actWait:
 			if err := bw.Flush(); err != nil {
 				return fmt.Errorf("send ops: %w", err)
@@ -535,6 +701,14 @@ func (p *peer) readAcks(fr *wire.FrameReader) error {
 			if err := p.onAck(a); err != nil {
 				return err
 			}
+		case wire.FrameResyncReply:
+			r, err := wire.ParseResyncReply(body)
+			if err != nil {
+				return fmt.Errorf("%w: resync reply: %w", ErrProtocol, err)
+			}
+			if err := p.onReply(r, len(body)); err != nil {
+				return err
+			}
 		case wire.FrameError:
 			return peerError(body)
 		default:
@@ -549,6 +723,20 @@ func (p *peer) onAck(a wire.Ack) error {
 	m := p.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if a.Items > p.itemsSent || a.Items < p.itemsAcked {
+		return fmt.Errorf("%w: ack for %d resync items, %d sent and %d acknowledged before", ErrProtocol, a.Items, p.itemsSent, p.itemsAcked)
+	}
+	for ; p.itemsAcked < a.Items; p.itemsAcked++ {
+		p.itemsReserved -= p.itemFlight[0]
+		p.itemFlight = p.itemFlight[1:]
+	}
+	if p.waitBegin || p.pass != nil && a.Items < p.pass.rebaseItem {
+		// The slave has not reached the rebasing ResyncBegin yet: its
+		// applied and durable count its old op stream.
+		m.broadcastLocked()
+		p.poke()
+		return nil
+	}
 	if a.Applied > p.sent {
 		return fmt.Errorf("%w: ack for op %d, only %d sent", ErrProtocol, a.Applied, p.sent)
 	}
@@ -560,7 +748,7 @@ func (p *peer) onAck(a wire.Ack) error {
 	p.inflight = p.inflight[n:]
 	p.applied = max(p.applied, a.Applied)
 	p.durable = max(p.durable, a.Durable)
-	if p.degraded && p.durable >= m.maxWaited {
+	if p.degraded && p.durable >= m.maxWaited && !p.rebase {
 		p.degraded = false
 		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
 	}
@@ -579,6 +767,19 @@ func slaveNeedsResync(err error) (string, bool) {
 	}
 	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
 		wire.ErrorCode(ae.ErrorCode) == wire.CodeNeedsResync {
+		return ae.ErrorMessage, true
+	}
+	return "", false
+}
+
+// slaveFenced reports whether err is the slave refusing this master's
+// epoch, and its reason.
+func slaveFenced(err error) (string, bool) {
+	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeFenced {
+		return pe.Msg, true
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
+		wire.ErrorCode(ae.ErrorCode) == wire.CodeFenced {
 		return ae.ErrorMessage, true
 	}
 	return "", false

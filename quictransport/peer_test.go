@@ -26,6 +26,7 @@ func TestMasterStartedBeforeSlave(t *testing.T) {
 	})
 	g := newOpGen(6)
 	want := map[uint64][]byte{}
+	startRun(m.Master, g, run, want)
 	appendOps(m.Master, g, 300, 10, 128<<10, want)
 	eventually(t, 30*time.Second, "a failed dial", func() bool { return m.status(0).LastError != "" })
 	if st := m.status(0); st.State != "connecting" {
@@ -33,8 +34,8 @@ func TestMasterStartedBeforeSlave(t *testing.T) {
 	}
 	h := newFakeHandler()
 	startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
-	waitApplied(t, h, run, g.seq, 60*time.Second)
-	checkRecords(t, h, run, want, g.seq)
+	waitApplied(t, h, g.seq, 60*time.Second)
+	checkRecords(t, h, want, g.seq)
 	if n := m.log.count("slave connection failed"); n > 2 {
 		t.Errorf("the same dial failure was logged %d times:\n%s", n, m.log)
 	}
@@ -56,8 +57,9 @@ func TestReconnectAfterSlaveRestart(t *testing.T) {
 	})
 	g := newOpGen(7)
 	want := map[uint64][]byte{}
+	startRun(m.Master, g, run, want)
 	appendOps(m.Master, g, 1500, 10, 128<<10, want)
-	waitApplied(t, h, run, 200, 60*time.Second)
+	waitApplied(t, h, 200, 60*time.Second)
 	if err := srv.stop(t); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
@@ -70,10 +72,10 @@ func TestReconnectAfterSlaveRestart(t *testing.T) {
 	eventually(t, 10*time.Second, "the final ack", func() bool { return m.status(0).Durable == durable })
 	appendOps(m.Master, g, 500, 10, 128<<10, want)
 	srv2 := startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
-	waitApplied(t, h, run, g.seq, 120*time.Second)
-	checkRecords(t, h, run, want, g.seq)
-	if !strings.Contains(srv2.log.String(), "master connected: resuming") {
-		t.Errorf("the second slave did not resume:\n%s", srv2.log)
+	waitApplied(t, h, g.seq, 120*time.Second)
+	checkRecords(t, h, want, g.seq)
+	if !strings.Contains(srv2.log.String(), "master connected") || m.log.count("slave connected: resuming") < 2 {
+		t.Errorf("the slave did not resume after its restart:\nmaster:\n%s\nslave:\n%s", m.log, srv2.log)
 	}
 	if m.log.count("the slave closed its control stream") < 1 {
 		t.Errorf("the master did not see the slave's clean shutdown:\n%s", m.log)
@@ -191,10 +193,11 @@ func TestMutualTLSRefusals(t *testing.T) {
 func TestMasterRefusesGarbageFromSlave(t *testing.T) {
 	p := newPKI(t, "badslave")
 	helloAck := func(maxPending uint64) []byte {
-		a := wire.HelloAck{MaxPending: maxPending}
+		a := wire.HelloAck{Epoch: testEpoch, MaxPending: maxPending}
 		return wire.AppendFrame(nil, wire.FrameHelloAck, a.Append(nil), nil)
 	}
 	ack := wire.Ack{Applied: 99, Durable: 99}
+	itemsAck := wire.Ack{Items: 3}
 	cases := []struct {
 		name  string
 		reply []byte
@@ -203,6 +206,9 @@ func TestMasterRefusesGarbageFromSlave(t *testing.T) {
 		{"junk", []byte("\x00\x01garbage"), "unknown frame kind 0"},
 		{"tiny MaxPending", helloAck(1000), "the slave buffers only 1000 bytes"},
 		{"ack for an op never sent", append(helloAck(64<<20), wire.AppendFrame(nil, wire.FrameAck, ack.Append(nil), nil)...), "ack for op 99, only 0 sent"},
+		{"ack for resync items never sent", append(helloAck(64<<20), wire.AppendFrame(nil, wire.FrameAck, itemsAck.Append(nil), nil)...), "ack for 3 resync items, 0 sent"},
+		{"malformed resync reply", append(helloAck(64<<20), wire.AppendFrame(nil, wire.FrameResyncReply, []byte{byte(wire.ResyncBeginKind)}, nil)...), "resync item kind begin in a reply frame"},
+		{"op frame from the slave", append(helloAck(64<<20), wire.AppendFrame(nil, wire.FrameOp, wire.AppendOp(nil, 1, &wire.Sync{}), nil)...), "unexpected op frame from the slave"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

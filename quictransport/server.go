@@ -29,13 +29,16 @@ type Server struct {
 	// (a live slave reports its in-memory Applied on reconnect), and the
 	// current session.
 	mu      sync.Mutex
-	run     wire.RunID
 	applied uint64
 	durable uint64
 	cur     *session
 
 	sessions sync.WaitGroup
 	closing  atomic.Bool
+	// hsCtx ends when Serve stops accepting: connections still waiting
+	// for their Hello are closed then.
+	hsCtx    context.Context
+	hsCancel context.CancelFunc
 	closed   sync.Once
 
 	refusedMu sync.Mutex
@@ -65,8 +68,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]string)}
-	s.run, s.durable, _ = cfg.Handler.State() // the error is asked again at each handshake
-	s.applied = s.durable
+	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
+	st := cfg.Handler.State()
+	s.applied, s.durable = st.Applied, st.Durable
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
 	// and batched reads (research A.3).
 	s.tr = &quic.Transport{Conn: udp, ConnContext: s.connContext}
@@ -106,6 +110,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.startSession(conn)
 	}
 	s.closing.Store(true)
+	s.hsCancel()
 	s.ln.Close()
 	s.mu.Lock()
 	cur := s.cur
@@ -117,10 +122,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	// A session stopped before it could sync (replaced while shutting
 	// down) leaves unsynced ops: no session runs now, so sync here.
 	s.mu.Lock()
-	run, applied, durable := s.run, s.applied, s.durable
+	applied, durable := s.applied, s.durable
 	s.mu.Unlock()
 	if applied > durable {
-		if serr := s.cfg.Handler.Sync(run, applied); serr != nil {
+		if serr := s.cfg.Handler.Sync(applied); serr != nil {
 			s.log.Error("final sync failed", "applied", applied, "error", serr)
 			err = errors.Join(err, fmt.Errorf("final sync through op %d: %w", applied, serr))
 		} else {
@@ -140,6 +145,7 @@ func (s *Server) Close() error {
 	var err error
 	s.closed.Do(func() {
 		s.closing.Store(true)
+		s.hsCancel()
 		s.tr.Close() // closes remaining connections
 		err = s.udp.Close()
 	})
@@ -154,18 +160,42 @@ func (s *Server) startSession(conn *quic.Conn) {
 		t.accepted.Store(true)
 	}
 	sess := newSession(s, conn)
-	s.mu.Lock()
-	prev := s.cur
-	s.cur = sess
-	s.mu.Unlock()
-	if prev != nil {
-		select {
-		case <-prev.done:
-		default:
-			s.log.Info("a new master connection replaces the current one", "old", prev.name, "new", sess.name)
+	s.sessions.Go(func() {
+		// Only a master this slave may follow replaces the current
+		// connection: a fenced one is refused without disturbing it.
+		stop := context.AfterFunc(s.hsCtx, func() {
+			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+		})
+		err := sess.readHello(sess.ctx)
+		if !stop() {
+			err = errors.New("slave shutting down")
 		}
-	}
-	s.sessions.Go(func() { sess.serve(prev) })
+		if err != nil {
+			sess.fail(err)
+			sess.cancel(err)
+			close(sess.done)
+			return
+		}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+			sess.cancel(nil)
+			close(sess.done)
+			return
+		}
+		prev := s.cur
+		s.cur = sess
+		s.mu.Unlock()
+		if prev != nil {
+			select {
+			case <-prev.done:
+			default:
+				s.log.Info("a new master connection replaces the current one", "old", prev.name, "new", sess.name)
+			}
+		}
+		sess.serve(prev)
+	})
 }
 
 // connTrack tells the refusal logger that a connection was accepted.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,13 +36,14 @@ type session struct {
 	shutdown atomic.Bool // the stop is the server's: sync and ack first
 	done     chan struct{}
 
-	// Set by handshake.
-	ctrl      *quic.Stream
-	fr        *wire.FrameReader
-	run       wire.RunID
-	mode      wire.SyncMode
-	resumable bool
-	rb        *reorder
+	// Set by readHello and handshake.
+	hello wire.Hello
+	ctrl  *quic.Stream
+	fr    *wire.FrameReader
+	mode  wire.SyncMode
+	rb    *reorder
+	// items counts the resync items applied on this connection (Ack.Items).
+	items atomic.Uint64
 
 	wmu        sync.Mutex // control stream writes
 	ctrlClosed bool       // our side of the control stream is closed (guarded by wmu)
@@ -121,16 +123,6 @@ func (s *session) serve(prev *session) {
 	s.wg.Go(s.readControl)
 	s.wg.Go(s.acceptData)
 	s.wg.Go(s.refuseBidi)
-	if !s.resumable {
-		// Wait for the master's verdict (FrameError) or the end.
-		select {
-		case <-s.ctx.Done():
-		case <-s.stopCh:
-		}
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
-		s.logEnd()
-		return
-	}
 	s.wg.Go(s.ackLoop)
 	s.applyLoop()
 
@@ -203,10 +195,11 @@ func (s *session) logEnd() {
 	s.log.Warn(fmt.Sprintf("master connection lost: %v", cause))
 }
 
-// handshake reads Hello, answers HelloAck and decides where to start:
-// applied+1 of the same run, or 1 for a new run.
-func (s *session) handshake() error {
-	hctx, cancel := context.WithTimeout(s.ctx, helloTimeout)
+// readHello reads Hello and checks the master may feed this slave
+// (fencing), before the connection may replace the current one: a
+// refused master must not disturb the one the slave follows.
+func (s *session) readHello(ctx context.Context) error {
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
 	defer cancel()
 	ctrl, err := s.conn.AcceptStream(hctx)
 	if err != nil {
@@ -230,84 +223,69 @@ func (s *session) handshake() error {
 		return fmt.Errorf("%w: master speaks protocol version %d, this slave %d", ErrProtocol, h.Version, wire.Version)
 	}
 	ctrl.SetReadDeadline(time.Time{})
-	s.run, s.mode = h.Run, h.Mode
+	s.mode, s.hello = h.Mode, h
+	return fence(s.srv.cfg.Handler.State(), h)
+}
 
+// handshake adopts the master if it is a new one, answers HelloAck with
+// where the slave stands, and starts the reorder buffer after its applied
+// op. The master decides whether the slave resumes there or is
+// resynchronised (a rebasing ResyncBegin).
+func (s *session) handshake() error {
+	h := s.hello
 	srv := s.srv
-	vouched := false
-	if _, _, err := srv.cfg.Handler.State(); err != nil {
-		if !errors.Is(err, ErrUnverified) || !h.Vouched {
-			return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+	st := srv.cfg.Handler.State()
+	if err := fence(st, h); err != nil {
+		return err // another master was adopted meanwhile
+	}
+	if st.Epoch != h.Epoch {
+		how := "a new replica: adopting its first master"
+		if st.Epoch != (wire.Epoch{}) {
+			how = fmt.Sprintf("the master's epoch %s succeeds epoch %s, which this slave followed (a promotion)",
+				epochName(h.Epoch), epochName(st.Epoch))
 		}
-		vouched = true
+		s.log.Warn("following master epoch " + epochName(h.Epoch) + ": " + how + "; the tree will be compared and repaired")
+		if err := srv.cfg.Handler.Follow(h.Epoch, h.Lineage); err != nil {
+			return fmt.Errorf("%w: recording the new master: %w", ErrApply, err)
+		}
+		st = srv.cfg.Handler.State()
 	}
 	srv.mu.Lock()
-	run, applied, durable := srv.run, srv.applied, srv.durable
-	next := uint64(1)
-	if h.Run == run {
-		next = applied + 1
-	} else if why := newRunRefused(h, run, applied, durable); why != "" && !(vouched || h.Vouched && run == (wire.RunID{})) {
-		srv.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNeedsResync, why)
-	}
-	s.resumable = next >= h.First
-	if h.Run != run && s.resumable {
-		srv.run, srv.applied, srv.durable = h.Run, 0, 0
-	}
+	applied, durable := srv.applied, srv.durable
 	srv.mu.Unlock()
-
-	ack := wire.HelloAck{Run: run, Applied: applied, Durable: durable, MaxPending: uint64(srv.cfg.MaxPending)}
+	ack := wire.HelloAck{Epoch: st.Epoch, Run: st.Run, Applied: applied, Durable: durable,
+		MaxPending: uint64(srv.cfg.MaxPending), Resyncing: st.Resyncing}
 	if err := s.writeFrame(wire.FrameHelloAck, ack.Append(nil)); err != nil {
 		return fmt.Errorf("sending hello-ack: %w", err)
 	}
-	s.rb = newReorder(next, srv.cfg.MaxPending)
-	switch {
-	case !s.resumable:
-		s.log.Warn("the master cannot resume this slave: it holds ops from seq "+fmt.Sprint(h.First)+", this slave needs "+fmt.Sprint(next)+"; expecting a needs-resync verdict",
-			"run", hex.EncodeToString(h.Run[:]))
-	case h.Run != run && h.Vouched && (vouched || run == (wire.RunID{})):
-		s.log.Warn("master connected: its operator vouches that this replica matches the backing dir (--assume-in-sync)",
-			"run", hex.EncodeToString(h.Run[:]), "mode", h.Mode.String())
-	case h.Run != run && run == (wire.RunID{}):
-		s.log.Info("master connected: a new tree, and this replica is new too", "run", hex.EncodeToString(h.Run[:]),
-			"mode", h.Mode.String())
-	case h.Run != run:
-		s.log.Info("master connected: it restarted cleanly where this slave stood; following its new run",
-			"run", hex.EncodeToString(h.Run[:]), "previous_run", hex.EncodeToString(run[:]), "previous_durable", durable,
-			"mode", h.Mode.String())
-	default:
-		s.log.Info("master connected: resuming", "from_seq", next, "durable", durable, "mode", h.Mode.String())
-	}
+	s.rb = newReorder(applied+1, srv.cfg.MaxPending)
+	s.log.Info("master connected", "epoch", epochName(h.Epoch), "run", hex.EncodeToString(h.Run[:4]),
+		"mode", h.Mode.String(), "applied", applied, "durable", durable, "master_head", h.Head, "resyncing", st.Resyncing)
 	return nil
 }
 
-// newRunRefused says why a slave at (run, applied, durable) cannot follow
-// the new master run announced by h from its seq 1, or "" if it can:
-// its tree must be the one that run starts from. Either it is durable at
-// exactly the end of the master's previous run, which ended cleanly, or
-// both are new (no state here, an empty backing dir there; the slave's own
-// tree is checked by its Handler). Anything else could be silently
-// different: resynchronisation by tree comparison is not implemented yet.
-func newRunRefused(h wire.Hello, run wire.RunID, applied, durable uint64) string {
-	var zero wire.RunID
+// fence refuses a master this slave must not follow: an older epoch of
+// its master (a promoted slave took over: split brain), or an unrelated
+// master.
+func fence(st SlaveState, h wire.Hello) error {
+	var zero wire.Epoch
 	switch {
-	case h.PrevRun != zero && run == h.PrevRun && durable == h.PrevHead && applied == durable:
-		return ""
-	case run == zero && applied == 0 && durable == 0 && h.Fresh:
-		return ""
-	case run == zero:
-		return "this replica has no replication state, and the master's backing dir was not empty when its run began: " +
-			"the trees may differ"
-	case h.PrevRun == zero:
-		return fmt.Sprintf("this replica is at seq %d of master run %s, and the master's previous run did not end cleanly "+
-			"(crash or kill): what the replica missed is unknown", durable, hex.EncodeToString(run[:4]))
-	case run != h.PrevRun:
-		return fmt.Sprintf("this replica is at seq %d of master run %s, but the master's previous run was %s: "+
-			"it missed at least one whole run", durable, hex.EncodeToString(run[:4]), hex.EncodeToString(h.PrevRun[:4]))
+	case st.Epoch == zero || st.Epoch == h.Epoch || slices.Contains(h.Lineage, st.Epoch):
+		return nil
+	case slices.Contains(st.Lineage, h.Epoch):
+		return fmt.Errorf("%w: this slave follows master epoch %s, which replaced this master's epoch %s by promotion: "+
+			"this master is stale and must not write here (split brain averted); to use its host again, "+
+			"resync it as a slave of the new master", ErrFenced, epochName(st.Epoch), epochName(h.Epoch))
 	default:
-		return fmt.Sprintf("this replica is at seq %d (applied %d) of the master's previous run, which ended at seq %d",
-			durable, applied, h.PrevHead)
+		return fmt.Errorf("%w: this slave follows master epoch %s, and this master's epoch %s is unrelated "+
+			"(another master, or one whose --journal was lost); to make this slave follow it, stop the slave, "+
+			"remove its state dir and start it again: its tree is then compared and repaired",
+			ErrFenced, epochName(st.Epoch), epochName(h.Epoch))
 	}
 }
+
+// epochName is the short form of an epoch in messages.
+func epochName(e wire.Epoch) string { return hex.EncodeToString(e[:4]) }
 
 // fail closes the connection after a peer's garbage or a local failure:
 // one log line naming the peer and the reason, a FrameError if the control
@@ -346,6 +324,16 @@ func (s *session) readControl() {
 		switch kind {
 		case wire.FrameOp:
 			if err := s.handleOp(body); err != nil {
+				s.fail(err)
+				return
+			}
+		case wire.FrameResync:
+			after, it, err := wire.ParseResyncItem(bytes.Clone(body))
+			if err != nil {
+				s.fail(fmt.Errorf("%w: resync item: %w", ErrProtocol, err))
+				return
+			}
+			if err := s.rb.insertItem(after, it, int64(len(body))); err != nil {
 				s.fail(err)
 				return
 			}
@@ -441,9 +429,6 @@ func (s *session) handleOp(body []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: op: %w", ErrProtocol, err)
 	}
-	if !s.resumable {
-		return fmt.Errorf("%w: op %d sent although the master cannot resume this slave", ErrProtocol, seq)
-	}
 	if err := s.rb.insert(seq, op, int64(len(b))); err != nil {
 		return err
 	}
@@ -467,6 +452,13 @@ func (s *session) applyLoop() {
 	for {
 		if s.stopping() || s.ctx.Err() != nil {
 			return
+		}
+		if at, it, _, ok := s.rb.popItem(); ok {
+			if err := s.applyItem(at, it); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
 		}
 		seq, op, size, ok := s.rb.pop()
 		if !ok {
@@ -510,7 +502,7 @@ func (s *session) applyLoop() {
 			s.signalAck()
 			continue
 		}
-		if err := srv.cfg.Handler.Apply(s.run, seq, op); err != nil {
+		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
 			s.fail(fmt.Errorf("%w: op %d (%v): %w", ErrApply, seq, op.Type(), err))
 			return
 		}
@@ -520,6 +512,41 @@ func (s *session) applyLoop() {
 			sinceAck = 0
 		}
 	}
+}
+
+// applyItem applies a resync item at its position. A rebasing
+// ResyncBegin moves the slave's op stream to its position.
+func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
+	srv := s.srv
+	if b, ok := it.(*wire.ResyncBegin); ok && b.Rebase {
+		srv.mu.Lock()
+		srv.applied, srv.durable = at, at
+		srv.mu.Unlock()
+	}
+	if err := srv.cfg.Handler.Resync(at, it, s.reply); err != nil {
+		return fmt.Errorf("%w: resync item after op %d (%T): %w", ErrApply, at, it, err)
+	}
+	if _, end := it.(*wire.ResyncEnd); end {
+		// The tree equals the master's as of this position: make that
+		// durable, so a crash does not start the comparison over.
+		srv.mu.Lock()
+		applied := srv.applied
+		srv.mu.Unlock()
+		if err := srv.cfg.Handler.Sync(applied); err != nil {
+			return fmt.Errorf("%w: sync after the resync: %w", ErrApply, err)
+		}
+		srv.mu.Lock()
+		srv.durable = max(srv.durable, applied)
+		srv.mu.Unlock()
+	}
+	s.items.Add(1)
+	s.signalAck()
+	return nil
+}
+
+// reply sends a resync reply to the master.
+func (s *session) reply(r wire.ResyncReply) error {
+	return s.writeFrame(wire.FrameResyncReply, wire.AppendResyncReply(nil, r))
 }
 
 func (s *session) setApplied(seq uint64) {
@@ -532,12 +559,12 @@ func (s *session) setApplied(seq uint64) {
 func (s *session) syncIfBehind() error {
 	srv := s.srv
 	srv.mu.Lock()
-	run, applied, durable := srv.run, srv.applied, srv.durable
+	applied, durable := srv.applied, srv.durable
 	srv.mu.Unlock()
 	if applied <= durable {
 		return nil
 	}
-	if err := srv.cfg.Handler.Sync(run, applied); err != nil {
+	if err := srv.cfg.Handler.Sync(applied); err != nil {
 		return fmt.Errorf("%w: sync through op %d: %w", ErrApply, applied, err)
 	}
 	srv.mu.Lock()
@@ -549,7 +576,7 @@ func (s *session) syncIfBehind() error {
 func (s *session) currentAck() wire.Ack {
 	s.srv.mu.Lock()
 	defer s.srv.mu.Unlock()
-	return wire.Ack{Applied: s.srv.applied, Durable: s.srv.durable}
+	return wire.Ack{Applied: s.srv.applied, Durable: s.srv.durable, Items: s.items.Load()}
 }
 
 func (s *session) signalAck() {

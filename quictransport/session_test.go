@@ -1,7 +1,6 @@
 package quictransport
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -74,8 +73,8 @@ func TestSlowHandlerNoDeadlockBoundedMemory(t *testing.T) {
 		t.Fatalf("the master sent everything (%d) to a stuck slave", sent)
 	}
 	release()
-	waitApplied(t, h, run, seq, 120*time.Second)
-	checkRecords(t, h, run, want, seq)
+	waitApplied(t, h, seq, 120*time.Second)
+	checkRecords(t, h, want, seq)
 	m.mu.Lock()
 	inflight := m.peers[0].maxInflight
 	m.mu.Unlock()
@@ -101,118 +100,6 @@ func TestIdleSyncAdvancesDurable(t *testing.T) {
 	for i := range uint64(20) {
 		m.Append(i+1, &wire.Mkdir{Path: fmt.Sprintf("d%d", i), Mode: 0o755})
 	}
-	h.waitFor(t, 30*time.Second, "durable 20", func(h *fakeHandler) bool { return h.durable == 20 })
+	waitDurable(t, h, 20, 30*time.Second)
 	eventually(t, 30*time.Second, "the master to see durable 20", func() bool { return m.status(0).Durable == 20 })
-}
-
-// A new master run starts at seq 1 whatever the slave's previous run
-// reached, and the slave says it assumes its tree matched.
-// TestNewRun: a slave follows a new master run from seq 1 only when its
-// tree is the one that run starts from; otherwise the master is told it
-// needs a resync and the handler sees nothing.
-func TestNewRun(t *testing.T) {
-	old, other := newRun(t), newRun(t)
-	for _, tc := range []struct {
-		name        string
-		run         wire.RunID // the slave's state
-		durable     uint64
-		prevRun     wire.RunID // announced by the master
-		prevHead    uint64
-		fresh       bool
-		follows     bool
-		slaveLogHas string
-	}{
-		{"continues a clean previous run", old, 500, old, 500, false, true, "restarted cleanly"},
-		{"new replica of a new tree", wire.RunID{}, 0, wire.RunID{}, 0, true, true, "this replica is new too"},
-		{"behind the previous run", old, 400, old, 500, false, false, "ended at seq 500"},
-		{"previous run crashed", old, 500, wire.RunID{}, 0, false, false, "did not end cleanly"},
-		{"missed a whole run", other, 500, old, 500, false, false, "missed at least one whole run"},
-		{"no state, tree not empty", wire.RunID{}, 0, old, 500, false, false, "no replication state"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := newPKI(t, "newrun")
-			h := newFakeHandler()
-			h.run, h.durable, h.lastSeq = tc.run, tc.durable, tc.durable
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-			run := newRun(t)
-			m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run,
-				PrevRun: tc.prevRun, PrevHead: tc.prevHead, Fresh: tc.fresh})
-			g := newOpGen(12)
-			want := map[uint64][]byte{}
-			appendOps(m.Master, g, 100, 10, 128<<10, want)
-			if tc.follows {
-				waitApplied(t, h, run, g.seq, 60*time.Second)
-				checkRecords(t, h, run, want, g.seq)
-			} else {
-				eventually(t, 60*time.Second, "needs-resync status", func() bool {
-					st := m.Status()
-					return st[0].State == "needs-resync" && strings.Contains(st[0].LastError, "the slave reports")
-				})
-				h.mu.Lock()
-				n := len(h.records)
-				h.mu.Unlock()
-				if n != 0 {
-					t.Fatalf("the slave applied %d ops of a run it cannot follow", n)
-				}
-			}
-			if !strings.Contains(srv.log.String(), tc.slaveLogHas) {
-				t.Fatalf("slave log lacks %q:\n%s", tc.slaveLogHas, srv.log)
-			}
-		})
-	}
-}
-
-// TestUnusableReplica: a Handler whose tree is in an unknown state makes
-// the slave refuse every master with a needs-resync verdict and its reason.
-func TestUnusableReplica(t *testing.T) {
-	p := newPKI(t, "unusable")
-	h := newFakeHandler()
-	h.unusable = errors.New("killed after applying ops it had not made durable")
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: newRun(t)})
-	g := newOpGen(3)
-	appendOps(m.Master, g, 10, 1, 1<<10, map[uint64][]byte{})
-	eventually(t, 60*time.Second, "needs-resync status", func() bool {
-		st := m.Status()
-		return st[0].State == "needs-resync" && strings.Contains(st[0].LastError, "killed after applying")
-	})
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.records) != 0 {
-		t.Fatalf("an unusable replica applied %d ops", len(h.records))
-	}
-}
-
-// TestVouched: an operator's vouch (--assume-in-sync) lets a slave with no
-// state but a tree follow the run; it never overrides any other doubt.
-func TestVouched(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		doubt   error
-		follows bool
-	}{
-		{"unverified replica", fmt.Errorf("%w: not empty, no state", ErrUnverified), true},
-		{"crashed replica", errors.New("stopped without syncing"), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := newPKI(t, "vouch")
-			h := newFakeHandler()
-			h.unusable = tc.doubt
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-			run := newRun(t)
-			m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run,
-				PrevRun: newRun(t), Vouched: true})
-			g := newOpGen(5)
-			want := map[uint64][]byte{}
-			appendOps(m.Master, g, 20, 2, 64<<10, want)
-			if tc.follows {
-				waitApplied(t, h, run, g.seq, 60*time.Second)
-				checkRecords(t, h, run, want, g.seq)
-				return
-			}
-			eventually(t, 60*time.Second, "needs-resync status", func() bool {
-				return m.Status()[0].State == "needs-resync"
-			})
-		})
-	}
 }

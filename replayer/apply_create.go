@@ -28,7 +28,7 @@ func (r *Replayer) applyCreate(o *wire.Create) error {
 	// A name that exists must be a regular file: O_CREAT would open a
 	// fifo or device in its place.
 	if st, err := lstatAt(d, name); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%w: %s exists and is a %s", ErrRefused, name, typeName(st.Mode))
+		return wrongType("%s exists and is a %s", name, typeName(st.Mode))
 	}
 	// The master's O_EXCL guaranteed a new, empty file; O_TRUNC gives the
 	// same result and keeps a replayed create idempotent. The master's

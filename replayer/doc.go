@@ -42,6 +42,17 @@
 // RENAME_EXCHANGE; fallocate modes other than allocate, keep-size,
 // punch-hole and zero-range; op types it does not know.
 //
+// # Catch-up and resync
+//
+// A slave process killed with SIGKILL leaves its tree holding ops 1..K and
+// maybe part of K+1 (the page cache survives it): Reapply applies K+1 so
+// that the result equals applying it once (reapply.go), and
+// RestoreHandles reopens the files it held open from the file handles
+// Options.OnHandle handed out (handles_persist.go). A slave whose tree is
+// of unknown state is resynchronised by Resync, which applies a pass's
+// positioned items between ops, in tolerant mode while the pass rebases
+// (resync*.go); a Verify pass changes nothing and only reports.
+//
 // # What it does not do
 //
 // It does not order ops (the transport hands them over in sequence order

@@ -25,6 +25,7 @@ func (r *Replayer) handle(h uint64) (int, error) {
 // master has released (it reuses ids only after release), so the old fd is
 // closed first.
 func (r *Replayer) keep(h uint64, fd int) {
+	delete(r.gone, h)
 	if old, ok := r.handles[h]; ok {
 		if err := unix.Close(old); err != nil {
 			r.log.Warn("replayer: closing a reused handle", "handle", h, "err", err)
@@ -55,6 +56,8 @@ func (r *Replayer) closeHandles() []error {
 		}
 	}
 	clear(r.handles)
+	clear(r.gone)
+	r.unlistedGone = false
 	return errs
 }
 
@@ -63,6 +66,12 @@ func (r *Replayer) closeHandles() []error {
 func (r *Replayer) ResetHandles() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.resetHandles()
+}
+
+// resetHandles is ResetHandles with mu held.
+func (r *Replayer) resetHandles() {
+	r.notifyAllReleased()
 	for _, err := range r.closeHandles() {
 		r.log.Warn("replayer: reset handles", "err", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -27,11 +28,17 @@ type Options struct {
 	// constructing from cmd: os.Geteuid()==0.
 	Chown  bool
 	Logger *slog.Logger // nil: slog.Default()
+	// OnHandle, if set, learns of every handle change as ops and resync
+	// items apply: rec is the handle's record after a Create or Open under
+	// a handle (and after a resync opens one), nil after its Release. It
+	// is called with the replayer's lock held: it must not call back into
+	// the Replayer. See handles_persist.go.
+	OnHandle func(h uint64, rec *HandleRecord)
 }
 
-// Replayer applies ops beneath one root directory. Apply, ResetHandles and
-// Close are serialised; Sync may be called from another goroutine at any
-// time.
+// Replayer applies ops beneath one root directory. Apply, Reapply,
+// Resync, ResetHandles and Close are serialised; Sync may be called from
+// another goroutine at any time.
 type Replayer struct {
 	root  string
 	chown bool
@@ -43,6 +50,18 @@ type Replayer struct {
 	mu      sync.Mutex
 	handles map[uint64]int
 	warned  bool // the Chown=false owner warning was logged
+
+	// Catch-up and resync state (handles_persist.go, resync*.go).
+	onHandle func(h uint64, rec *HandleRecord)
+	rootDev  uint64              // st_dev of the root: restored handles must lie on it
+	gone     map[uint64]struct{} // handles of files without a name: their writes change nothing visible
+	// unlistedGone: a rebase's ResyncHandles listed every handle whose
+	// file has a name on the master, so an unknown handle is a nameless file's.
+	unlistedGone bool
+	fhWarned     bool // the no-file-handle warning was logged
+	tolerant     bool // apply ops that fail on a differing tree as no-ops (resync_tolerant.go)
+	skipped      atomic.Uint64
+	pass         *resyncPass // the resync pass in progress, or nil
 
 	// fdMu guards the root fds against Close while Sync uses them. Lock
 	// order: mu, then fdMu.
@@ -66,19 +85,28 @@ func New(root string, o Options) (*Replayer, error) {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("replayer: open root %q for reading: %w", root, err)
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(rootFd, &st); err != nil {
+		unix.Close(syncFd)
+		unix.Close(rootFd)
+		return nil, fmt.Errorf("replayer: stat root %q: %w", root, err)
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Replayer{
-		root:    root,
-		chown:   o.Chown,
-		log:     log,
-		euid:    os.Geteuid(),
-		egid:    os.Getegid(),
-		handles: make(map[uint64]int),
-		rootFd:  rootFd,
-		syncFd:  syncFd,
+		root:     root,
+		chown:    o.Chown,
+		log:      log,
+		euid:     os.Geteuid(),
+		egid:     os.Getegid(),
+		handles:  make(map[uint64]int),
+		onHandle: o.OnHandle,
+		rootDev:  st.Dev,
+		gone:     make(map[uint64]struct{}),
+		rootFd:   rootFd,
+		syncFd:   syncFd,
 	}, nil
 }
 
@@ -94,7 +122,7 @@ func (r *Replayer) Apply(op wire.Op) error {
 	if r.closed {
 		return fmt.Errorf("apply %s: replayer: %w", describe(op), os.ErrClosed)
 	}
-	if err := r.apply(op); err != nil {
+	if err := r.applyOp(op, false); err != nil {
 		return fmt.Errorf("apply %s: %w", describe(op), err)
 	}
 	return nil
@@ -136,8 +164,9 @@ func (r *Replayer) apply(op wire.Op) error {
 		return r.syncfs()
 	case *wire.RunStart:
 		// A new master process: no handle of an earlier run will be
-		// written again, and its ids will be reused.
-		r.ResetHandles()
+		// written again, and its ids will be reused. (Apply holds mu:
+		// the unlocked variant.)
+		r.resetHandles()
 		return nil
 	}
 	return fmt.Errorf("%w: op type %T is unknown to this slave", ErrRefused, op)
@@ -206,6 +235,7 @@ func (r *Replayer) syncfs() error {
 func (r *Replayer) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.endPass()
 	errs := r.closeHandles()
 	r.fdMu.Lock()
 	defer r.fdMu.Unlock()

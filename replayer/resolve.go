@@ -124,7 +124,7 @@ func openRegular(d dir, name string, flags int) (int, error) {
 		return -1, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return -1, fmt.Errorf("%w: %s is not a regular file", ErrRefused, typeName(st.Mode))
+		return -1, wrongType("%s is not a regular file", typeName(st.Mode))
 	}
 	fd, err := unix.Openat(d.fd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -144,7 +144,7 @@ func checkRegularFd(fd int) error {
 		return fmt.Errorf("fstat: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%w: %s is not a regular file", ErrRefused, typeName(st.Mode))
+		return wrongType("%s is not a regular file", typeName(st.Mode))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
@@ -18,8 +19,13 @@ import (
 // outside the replica (DESIGN.md item 6: neither side keeps state inside
 // the replicated tree).
 type State struct {
-	Run     wire.RunID // the master run Durable refers to; zero: none
-	Durable uint64     // every op of Run up to this seq is durable in the replica
+	Epoch   wire.Epoch   // the master epoch followed; zero: none yet
+	Lineage []wire.Epoch // the epochs Epoch succeeded (fencing), newest first
+	Run     wire.RunID   // the run of the last RunStart applied
+	Durable uint64       // every op up to this seq is durable in the replica
+	// Resyncing: the replica is of unknown state until a resync pass
+	// ends (it was adopted, or a pass was interrupted).
+	Resyncing bool
 }
 
 // ErrBadState is wrapped by LoadState's error when the state file exists
@@ -29,38 +35,65 @@ var ErrBadState = errors.New("replayer: bad state file")
 // stateFile is the file's name in the state directory.
 const stateFile = "state"
 
-// The file is four lines of text, so an operator can read it:
+// The file is lines of text, so an operator can read it:
 //
-//	tdfs-slave-state 1
+//	tdfs-slave-state 2
+//	epoch <32 hex digits>
+//	lineage <32 hex digits>,... (or -)
 //	run <32 hex digits>
 //	durable <decimal>
-//	crc32c <8 hex digits of the CRC-32C of the three lines above>
+//	resyncing <0 or 1>
+//	crc32c <8 hex digits of the CRC-32C of the lines above>
 //
 // The checksum catches a torn or hand-edited file, which must not silently
 // become "durable up to some other seq".
-const stateMagic = "tdfs-slave-state 1\n"
+const stateMagic = "tdfs-slave-state 2\n"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+var stateKeys = []string{"epoch", "lineage", "run", "durable", "resyncing"}
+
 func encodeState(s State) []byte {
-	body := fmt.Sprintf("%srun %s\ndurable %d\n", stateMagic, hex.EncodeToString(s.Run[:]), s.Durable)
+	lin := "-"
+	if len(s.Lineage) > 0 {
+		var parts []string
+		for _, e := range s.Lineage {
+			parts = append(parts, hex.EncodeToString(e[:]))
+		}
+		lin = strings.Join(parts, ",")
+	}
+	resync := 0
+	if s.Resyncing {
+		resync = 1
+	}
+	body := fmt.Sprintf("%sepoch %s\nlineage %s\nrun %s\ndurable %d\nresyncing %d\n", stateMagic,
+		hex.EncodeToString(s.Epoch[:]), lin, hex.EncodeToString(s.Run[:]), s.Durable, resync)
 	return fmt.Appendf(nil, "%scrc32c %08x\n", body, crc32.Checksum([]byte(body), castagnoli))
+}
+
+func decodeID(v string, id []byte) error {
+	if len(v) != 2*len(id) {
+		return fmt.Errorf("want %d hex digits", 2*len(id))
+	}
+	_, err := hex.Decode(id, []byte(v))
+	return err
 }
 
 func decodeState(b []byte) (State, error) {
 	var s State
 	lines := bytes.SplitAfter(b, []byte("\n"))
-	// Four lines, each ending in "\n", then the empty remainder.
-	if len(lines) != 5 || len(lines[4]) != 0 {
-		return s, fmt.Errorf("%w: want 4 lines", ErrBadState)
+	n := len(stateKeys) + 2
+	if len(lines) > 0 && string(lines[0]) != stateMagic {
+		return s, fmt.Errorf("%w: first line %q, want %q (a state dir of another tdfs version: remove it, "+
+			"and the replica is compared with its master and repaired)", ErrBadState, lines[0], stateMagic)
 	}
-	if string(lines[0]) != stateMagic {
-		return s, fmt.Errorf("%w: first line %q, want %q", ErrBadState, lines[0], stateMagic)
+	if len(lines) != n+1 || len(lines[n]) != 0 {
+		return s, fmt.Errorf("%w: want %d lines", ErrBadState, n)
 	}
-	body := bytes.Join(lines[:3], nil)
-	sum, ok := field(lines[3], "crc32c")
+	body := bytes.Join(lines[:n-1], nil)
+	sum, ok := field(lines[n-1], "crc32c")
 	if !ok || len(sum) != 8 {
-		return s, fmt.Errorf("%w: bad checksum line %q", ErrBadState, lines[3])
+		return s, fmt.Errorf("%w: bad checksum line %q", ErrBadState, lines[n-1])
 	}
 	want, err := strconv.ParseUint(sum, 16, 32)
 	if err != nil {
@@ -69,19 +102,38 @@ func decodeState(b []byte) (State, error) {
 	if got := crc32.Checksum(body, castagnoli); uint32(want) != got {
 		return s, fmt.Errorf("%w: checksum %08x, contents sum to %08x", ErrBadState, want, got)
 	}
-	run, ok := field(lines[1], "run")
-	if !ok || len(run) != 2*len(s.Run) {
-		return s, fmt.Errorf("%w: bad run line %q", ErrBadState, lines[1])
+	vals := map[string]string{}
+	for i, k := range stateKeys {
+		v, ok := field(lines[i+1], k)
+		if !ok {
+			return s, fmt.Errorf("%w: bad %s line %q", ErrBadState, k, lines[i+1])
+		}
+		vals[k] = v
 	}
-	if _, err := hex.Decode(s.Run[:], []byte(run)); err != nil {
+	if err := decodeID(vals["epoch"], s.Epoch[:]); err != nil {
+		return s, fmt.Errorf("%w: epoch: %w", ErrBadState, err)
+	}
+	if v := vals["lineage"]; v != "-" {
+		for _, part := range strings.Split(v, ",") {
+			var e wire.Epoch
+			if err := decodeID(part, e[:]); err != nil || len(s.Lineage) >= wire.MaxLineage {
+				return s, fmt.Errorf("%w: lineage %q", ErrBadState, v)
+			}
+			s.Lineage = append(s.Lineage, e)
+		}
+	}
+	if err := decodeID(vals["run"], s.Run[:]); err != nil {
 		return s, fmt.Errorf("%w: run: %w", ErrBadState, err)
 	}
-	durable, ok := field(lines[2], "durable")
-	if !ok {
-		return s, fmt.Errorf("%w: bad durable line %q", ErrBadState, lines[2])
-	}
-	if s.Durable, err = strconv.ParseUint(durable, 10, 64); err != nil {
+	if s.Durable, err = strconv.ParseUint(vals["durable"], 10, 64); err != nil {
 		return s, fmt.Errorf("%w: durable: %w", ErrBadState, err)
+	}
+	switch vals["resyncing"] {
+	case "0":
+	case "1":
+		s.Resyncing = true
+	default:
+		return s, fmt.Errorf("%w: resyncing %q", ErrBadState, vals["resyncing"])
 	}
 	return s, nil
 }

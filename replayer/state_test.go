@@ -4,8 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
 func dirNames(t *testing.T, dir string) []string {
@@ -24,13 +28,15 @@ func dirNames(t *testing.T, dir string) []string {
 func TestStateRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state-dir")
 	s, err := LoadState(dir)
-	if err != nil || s != (State{}) {
+	if err != nil || !reflect.DeepEqual(s, State{}) {
 		t.Fatalf("LoadState of a missing dir: %+v, %v; want zero, nil", s, err)
 	}
-	want := State{Durable: 1<<64 - 1}
+	want := State{Durable: 1<<64 - 1, Resyncing: true}
 	for i := range want.Run {
 		want.Run[i] = byte(i * 17)
+		want.Epoch[i] = byte(i * 3)
 	}
+	want.Lineage = []wire.Epoch{{1, 2}, {3, 4}}
 	if err := SaveState(dir, want); err != nil {
 		t.Fatal(err)
 	}
@@ -38,14 +44,14 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("state dir: %v, mode %v, want 0700", err, fi.Mode())
 	}
-	if got, err := LoadState(dir); err != nil || got != want {
+	if got, err := LoadState(dir); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadState = %+v, %v; want %+v", got, err, want)
 	}
-	want.Durable = 42
+	want.Durable, want.Lineage, want.Resyncing = 42, nil, false
 	if err := SaveState(dir, want); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := LoadState(dir); err != nil || got != want {
+	if got, err := LoadState(dir); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadState after overwrite = %+v, %v; want %+v", got, err, want)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{stateFile}) {
@@ -78,7 +84,8 @@ func TestLoadStateCorrupt(t *testing.T) {
 		"no newline":   good[:len(good)-1],
 		"extra line":   good + "more\n",
 		"flipped":      good[:30] + "X" + good[31:],
-		"bad magic":    "tdfs-slave-state 2" + good[len("tdfs-slave-state 1"):],
+		"bad magic":    "tdfs-slave-state 1" + good[len("tdfs-slave-state 2"):],
+		"bad resync":   strings.Replace(good, "resyncing 0", "resyncing 2", 1),
 		"bad checksum": good[:len(good)-9] + "00000000\n",
 	}
 	for name, content := range cases {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/udprelay"
 )
 
 var binDir string
@@ -118,6 +120,11 @@ func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
 			p.cmd.Process.Kill()
 			<-p.done
 		}
+		// The binaries only ever talk to each other here: a protocol
+		// error between them is a bug on one side, even if they recover.
+		if l := p.linesFrom(0, `protocol error|out of order`); len(l) > 0 {
+			t.Errorf("%s logged a protocol error:\n%s", name, strings.Join(l, "\n"))
+		}
 		if t.Failed() {
 			t.Logf("--- %s %s stderr:\n%s", name, strings.Join(args, " "), p.output())
 		}
@@ -134,6 +141,34 @@ func (p *proc) output() string {
 // waitLine waits until a stderr line matches re and returns its submatches.
 func (p *proc) waitLine(re string, timeout time.Duration) []string {
 	p.t.Helper()
+	return p.waitLineFrom(0, re, timeout)
+}
+
+// mark is the number of stderr lines so far: waitLineFrom(mark, ...) and
+// linesFrom(mark, ...) look only at what was logged after it.
+func (p *proc) mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// waitLineFrom waits until a stderr line numbered from or later matches re
+// and returns its submatches.
+func (p *proc) waitLineFrom(from int, re string, timeout time.Duration) []string {
+	p.t.Helper()
+	_, m := p.waitMatch(from, re, timeout)
+	return m
+}
+
+// waitText is waitLineFrom returning the whole line.
+func (p *proc) waitText(from int, re string, timeout time.Duration) string {
+	p.t.Helper()
+	l, _ := p.waitMatch(from, re, timeout)
+	return l
+}
+
+func (p *proc) waitMatch(from int, re string, timeout time.Duration) (string, []string) {
+	p.t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() {
@@ -144,10 +179,10 @@ func (p *proc) waitLine(re string, timeout time.Duration) []string {
 	defer timer.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := 0; ; {
+	for i := from; ; {
 		for ; i < len(p.lines); i++ {
 			if m := rx.FindStringSubmatch(p.lines[i]); m != nil {
-				return m
+				return p.lines[i], m
 			}
 		}
 		select {
@@ -160,6 +195,26 @@ func (p *proc) waitLine(re string, timeout time.Duration) []string {
 		}
 		p.cond.Wait()
 	}
+}
+
+// linesFrom returns the stderr lines numbered from or later that match re.
+func (p *proc) linesFrom(from int, re string) []string {
+	rx := regexp.MustCompile(re)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, l := range p.lines[min(from, len(p.lines)):] {
+		if rx.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// kill ends the process with SIGKILL and waits for it.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
 }
 
 // stop signals the process and waits for a clean exit.
@@ -245,32 +300,52 @@ func startSlaveDir(t *testing.T, k *pki, name, listen, dir string, extra ...stri
 type master struct {
 	*proc
 	dir, mnt string
+	journal  string // its --journal dir
 	args     []string
 }
 
 func startMaster(t *testing.T, k *pki, slaves []*slave, extra ...string) *master {
 	t.Helper()
-	base := t.TempDir()
-	dir, mnt := filepath.Join(base, "backing"), filepath.Join(base, "mnt")
-	for _, d := range []string{dir, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args := []string{"-m", dir, "--mount", mnt, "--state", filepath.Join(base, "state")}
+	var targets []string
 	for _, s := range slaves {
-		args = append(args, "-c", s.addr)
+		targets = append(targets, s.addr)
+	}
+	return startMasterTo(t, k, targets, extra...)
+}
+
+// startMasterTo starts a master on new dirs that replicates to targets
+// (-c values: [NAME@]HOST:PORT).
+func startMasterTo(t *testing.T, k *pki, targets []string, extra ...string) *master {
+	t.Helper()
+	base := t.TempDir()
+	dir := filepath.Join(base, "backing")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return startMasterOn(t, k, dir, filepath.Join(base, "state"), targets, extra...)
+}
+
+// startMasterOn starts a master on the existing backing dir with journal
+// dir journal (created if need be) and a new mount point.
+func startMasterOn(t *testing.T, k *pki, dir, journal string, targets []string, extra ...string) *master {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-m", dir, "--mount", mnt, "--state", journal}
+	for _, target := range targets {
+		args = append(args, "-c", target)
 	}
 	args = append(append(args, k.flags("master")...), extra...)
-	p := start(t, "tdfs-master", args...)
+	m := &master{dir: dir, mnt: mnt, journal: journal, args: args}
 	t.Cleanup(func() {
 		// Never leave a mount behind, whatever happened to the master.
 		if mounted(mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
 		}
 	})
-	p.waitLine(`msg=mounted`, 30*time.Second)
-	return &master{proc: p, dir: dir, mnt: mnt, args: args}
+	return m.restart(t)
 }
 
 // restart starts the master again on the same dirs, state and slaves.
@@ -278,7 +353,14 @@ func (m *master) restart(t *testing.T) *master {
 	t.Helper()
 	p := start(t, "tdfs-master", m.args...)
 	p.waitLine(`msg=mounted`, 30*time.Second)
-	return &master{proc: p, dir: m.dir, mnt: m.mnt, args: m.args}
+	return &master{proc: p, dir: m.dir, mnt: m.mnt, journal: m.journal, args: m.args}
+}
+
+// crash kills the master with SIGKILL and clears the dead mount it leaves.
+func (m *master) crash() {
+	m.kill()
+	// The mount of a killed master stays behind, dead: clear it.
+	syscall.Unmount(m.mnt, syscall.MNT_DETACH)
 }
 
 // freeUDPAddr returns a 127.0.0.1 UDP address nobody listens on (yet), for
@@ -321,5 +403,71 @@ func converge(t *testing.T, m *master, slaves []*slave, timeout time.Duration) {
 			}
 			time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
 		}
+	}
+}
+
+// relayed puts a userspace UDP relay (internal/udprelay: delay, loss,
+// partitions) in front of the slave listening on addr. It returns the
+// relay and the -c value that reaches the slave through it: the slave's
+// certificate name, so that TLS still checks it, at the relay's address.
+func relayed(t *testing.T, name, addr string) (*udprelay.Relay, string) {
+	t.Helper()
+	r, err := udprelay.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, name + "@" + r.Addr()
+}
+
+// ofSlave matches the rest of a master's log line about the slave the
+// master dials at addr (its "slave" attribute).
+func ofSlave(addr string) string { return `.*\bslave=` + regexp.QuoteMeta(addr) + `(\s|$)` }
+
+// intAttr returns the integer attribute key of a log line.
+func intAttr(t *testing.T, line, key string) uint64 {
+	t.Helper()
+	m := regexp.MustCompile(`\b` + regexp.QuoteMeta(key) + `=(\d+)\b`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no %s=N in log line %q", key, line)
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		t.Fatalf("%s in %q: %v", key, line, err)
+	}
+	return n
+}
+
+// treeSize is the sum of the sizes of the regular files under dir.
+func treeSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// slaveState is the state dir the harness gives a slave: beside its
+// replica.
+func slaveState(s *slave) string { return filepath.Join(filepath.Dir(s.dir), "state") }
+
+// noResync fails the test if the master logged, from line mark on, that
+// the slave at addr needs or got a resync pass.
+func noResync(t *testing.T, m *master, mark int, addr string) {
+	t.Helper()
+	if l := m.linesFrom(mark, `(needs a resync|needs resync|resync pass starting)`+ofSlave(addr)); len(l) > 0 {
+		t.Errorf("the master resynchronised slave %s where the journal should have covered the gap:\n%s",
+			addr, strings.Join(l, "\n"))
 	}
 }

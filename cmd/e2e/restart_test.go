@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,15 +11,15 @@ import (
 )
 
 // TestSlaveRestart: a slave killed with SIGKILL and restarted on the same
-// state resumes from what it made durable when the master still holds the
-// rest; when a file was open for writing across the restart its writes
-// cannot be placed, and the slave is reported as needing a resync instead
-// of diverging silently.
+// state resumes from what it made durable, from the master's backlog,
+// without a resync; and so it does when a file was open for writing on
+// the master across the restart: the slave reopens it under the same
+// handle, and the writes after the restart land in it.
 func TestSlaveRestart(t *testing.T) {
 	k := newPKI(t, "s1")
 	s := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s})
-	m.waitLine(`slave state: streaming`, 30*time.Second)
+	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second) // a new replica is compared once
 	workloadSmall(t, m.mnt)
 	syncMount(t, m.mnt)
 	converge(t, m, []*slave{s}, 60*time.Second)
@@ -27,15 +28,15 @@ func TestSlaveRestart(t *testing.T) {
 	// RELEASEs may still be arriving: wait until the slave recorded all it
 	// applied), the restarted slave resumes.
 	waitClean(t, s)
-	s.cmd.Process.Kill()
-	<-s.done
+	s.kill()
 	for i := range 5 {
 		if err := os.WriteFile(filepath.Join(m.mnt, "dir0", "later"+string(rune('0'+i))), []byte("after the kill"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	mark := m.mark()
 	s2 := restartSlave(t, k, "s1", s)
-	s2.waitLine(`resuming`, 30*time.Second)
+	m.waitLineFrom(mark, `slave connected: resuming`+ofSlave(s.addr), 60*time.Second)
 	converge(t, m, []*slave{s2}, 60*time.Second)
 
 	// Killed while a file is open for writing on the master.
@@ -51,15 +52,26 @@ func TestSlaveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClean(t, s2)
-	s2.cmd.Process.Kill()
-	<-s2.done
+	s2.kill()
 	if _, err := f.Write([]byte(" and after the slave died")); err != nil {
 		t.Fatal(err)
 	}
+	mark2 := m.mark()
 	s3 := restartSlave(t, k, "s1", s)
-	m.waitLine(`needs resync at seq \d+: the slave reports: .*unknown handle`, 60*time.Second)
-	s3.waitLine(`closing master connection: .*restarted while the file was open`, 30*time.Second)
-	f.Close()
+	m.waitLineFrom(mark2, `slave connected: resuming`+ofSlave(s.addr), 60*time.Second)
+	if _, err := f.Write([]byte(", and after it came back")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, m, []*slave{s3}, 60*time.Second)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s3}, 60*time.Second)
+	noResync(t, m, mark, s.addr)
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s3.stop(syscall.SIGTERM, 30*time.Second)
 }
@@ -67,27 +79,32 @@ func TestSlaveRestart(t *testing.T) {
 // restartSlave starts slave name again on old's address, directory and state.
 func restartSlave(t *testing.T, k *pki, name string, old *slave) *slave {
 	t.Helper()
-	state := filepath.Join(filepath.Dir(old.dir), "state")
-	args := append([]string{"-m", old.dir, "--listen", old.addr, "--state", state}, k.flags(name)...)
+	args := append([]string{"-m", old.dir, "--listen", old.addr, "--state", slaveState(old)}, k.flags(name)...)
 	p := start(t, "tdfs-slave", args...)
 	p.waitLine(`msg=listening`, 30*time.Second)
 	return &slave{proc: p, dir: old.dir, addr: old.addr}
 }
 
-// TestMasterRestart: after a clean shutdown (unmount, drain) a restarted
-// master is followed by its slave from where it stood; after a SIGKILL of
-// the master the slave cannot know what it missed, and says it needs a
-// resync instead of following blindly.
+// TestMasterRestart: a master restarted after a clean shutdown goes on
+// numbering where it stopped, and its slave follows from where it stood;
+// after a SIGKILL of the idle master, the restarted one resumes the slave
+// from the journal and compares it once with the backing dir, finding
+// nothing to repair.
 func TestMasterRestart(t *testing.T) {
 	k := newPKI(t, "s1")
 	s := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s})
+	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second) // a new replica is compared once
 	workloadSmall(t, m.mnt)
 	m.stop(syscall.SIGTERM, 60*time.Second)
+	last := intAttr(t, m.waitText(0, `msg=exiting`, time.Second), "last_seq")
 	converge(t, m, []*slave{s}, 30*time.Second)
 
 	m2 := m.restart(t)
-	s.waitLine(`restarted cleanly`, 30*time.Second)
+	if first := intAttr(t, m2.waitText(0, `msg=mounted`, time.Second), "first_seq"); first != last+1 {
+		t.Errorf("the restarted master numbers from %d, want %d (the last run ended at %d)", first, last+1, last)
+	}
+	m2.waitLine(`slave connected: resuming`+ofSlave(s.addr), 60*time.Second)
 	for i := range 5 {
 		if err := os.WriteFile(filepath.Join(m2.mnt, "dir1", "second-run"+string(rune('0'+i))), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
@@ -98,108 +115,119 @@ func TestMasterRestart(t *testing.T) {
 	}
 	syncMount(t, m2.mnt)
 	converge(t, m2, []*slave{s}, 60*time.Second)
+	noResync(t, m2, 0, s.addr)
 
-	m2.cmd.Process.Kill()
-	<-m2.done
-	// The mount of a killed master stays behind, dead: clear it.
-	syscall.Unmount(m2.mnt, syscall.MNT_DETACH)
+	m2.crash()
 	m3 := m2.restart(t)
-	m3.waitLine(`needs resync at seq \d+: the slave reports: .*did not end cleanly`, 60*time.Second)
+	m3.waitLine(`previous run did not end cleanly`, 30*time.Second)
+	m3.waitLine(`slave connected: resuming`+ofSlave(s.addr), 60*time.Second)
+	check := m3.waitText(0, `check pass done`+ofSlave(s.addr), 60*time.Second)
+	if d := intAttr(t, check, "differences"); d != 0 {
+		t.Errorf("the check after a kill of an idle master found %d differences in an identical replica: %s", d, check)
+	}
+	noResync(t, m3, 0, s.addr)
+	if err := os.WriteFile(filepath.Join(m3.mnt, "third-run"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syncMount(t, m3.mnt)
+	converge(t, m3, []*slave{s}, 60*time.Second)
 	m3.stop(syscall.SIGTERM, 60*time.Second)
 	s.stop(syscall.SIGTERM, 30*time.Second)
 }
 
 // TestSlaveCrashMidStream: a slave killed while it holds applied ops that
-// are not yet durable cannot tell which of them its tree holds (re-applying
-// a rename would move the wrong file): after the restart it says it needs a
-// resync, and the master stops sending to it.
+// are not yet durable (re-applying a rename blindly would move the wrong
+// file) learns from its progress log how far its tree got, and resumes
+// there: no resync, and it converges.
 func TestSlaveCrashMidStream(t *testing.T) {
 	k := newPKI(t, "s1")
 	s := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s}, "--sync", "async")
-	m.waitLine(`slave state: streaming`, 30*time.Second)
+	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second) // a new replica is compared once
 	// A stream of renames and creates, and the slave is killed in the
 	// middle of it (async: nothing makes it sync).
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		for i := 0; i < 100000 && err == nil; i++ {
-			select {
-			case <-stop:
-				done <- nil
-				return
-			default:
-			}
-			p := filepath.Join(m.mnt, "f")
-			if err = os.WriteFile(p, []byte("v"), 0o644); err == nil {
-				err = os.Rename(p, filepath.Join(m.mnt, "g"))
-			}
+	w := runBackground(t, 0, 100000, func(i int) (int, error) {
+		p := filepath.Join(m.mnt, "f")
+		if err := os.WriteFile(p, []byte(fmt.Sprint(i)), 0o644); err != nil {
+			return 0, err
 		}
-		done <- err
-	}()
-	s.waitLine(`master connected`, 30*time.Second)
+		return 1, os.Rename(p, filepath.Join(m.mnt, "g"))
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(s.dir, "g")); err == nil || time.Now().After(deadline) {
+		if _, err := os.Stat(filepath.Join(s.dir, "g")); err == nil {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the renames never reached the slave")
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
 	// Kill it while it holds applied ops it has not made durable.
 	waitDirty(t, s)
-	s.cmd.Process.Kill()
-	<-s.done
-	close(stop)
-	if err := <-done; err != nil {
+	s.kill()
+	mark := m.mark()
+	s2 := restartSlave(t, k, "s1", s)
+	s2.waitLine(`resuming after a stop without sync`, 30*time.Second)
+	m.waitLineFrom(mark, `slave connected: resuming`+ofSlave(s.addr), 60*time.Second)
+	after := w.steps.Load() + 100
+	w.waitFor(t, "100 more renames", 60*time.Second, func(b *background) bool { return b.steps.Load() >= after })
+	if err := w.finish(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := restartSlave(t, k, "s1", s)
-	s2.waitLine(`cannot follow a master until it is resynchronised: this slave stopped without syncing`, 30*time.Second)
-	m.waitLine(`needs resync at seq \d+: the slave reports: .*stopped without syncing`, 60*time.Second)
+	converge(t, m, []*slave{s2}, 60*time.Second)
+	noResync(t, m, mark, s.addr)
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s2.stop(syscall.SIGTERM, 30*time.Second)
 }
 
-// TestSeededSlave: a slave added to an existing tree, seeded by hand with a
-// copy of the backing dir while the master is stopped, is refused (its
-// tree cannot be proved to match) until the operator vouches for it with
-// --assume-in-sync; then it follows.
+// TestSeededSlave: a slave added to an existing tree with a replica that
+// is an imperfect copy of the backing dir (made while the master was
+// stopped, then changed) is adopted by comparison: only the files that
+// differ are sent, extra ones are removed, and it converges.
 func TestSeededSlave(t *testing.T) {
 	k := newPKI(t, "s1", "s2")
 	s1 := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s1})
-	workloadSmall(t, m.mnt)
+	seedTree(t, m.mnt)
 	m.stop(syscall.SIGTERM, 60*time.Second)
 
-	// The new slave's replica: a copy of the backing dir.
+	// The new slave's replica: a copy of the backing dir, spoilt.
 	s2dir := filepath.Join(t.TempDir(), "replica")
 	if out, err := exec.Command("cp", "-a", m.dir, s2dir).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a: %v\n%s", err, out)
 	}
+	differing := spoil(t, s2dir)
 	s2 := startSlaveIn(t, k, "s2", s2dir)
 	args := append(append([]string(nil), m.args...), "-c", s2.addr)
-	m2 := &master{proc: start(t, "tdfs-master", args...), dir: m.dir, mnt: m.mnt, args: args}
+	m2 := &master{proc: start(t, "tdfs-master", args...), dir: m.dir, mnt: m.mnt, journal: m.journal, args: args}
 	m2.waitLine(`msg=mounted`, 30*time.Second)
-	m2.waitLine(`needs resync at seq \d+: the slave reports: .*no replication state`, 60*time.Second)
-	m2.stop(syscall.SIGTERM, 60*time.Second)
+	m2.waitLine(`slave connected: it needs a resync`+ofSlave(s2.addr), 60*time.Second)
+	done := m2.waitText(0, `resync pass done`+ofSlave(s2.addr), 120*time.Second)
+	converge(t, m2, []*slave{s1, s2}, 60*time.Second)
+	size := treeSize(t, m.dir)
+	files, sent := intAttr(t, done, "files_sent"), intAttr(t, done, "bytes_sent")
+	t.Logf("tree %d bytes, 3 differing files of %d bytes; resync: %s", size, differing, done)
+	if files != 3 {
+		t.Errorf("the resync sent %d files, want the 3 whose contents differ", files)
+	}
+	if sent > uint64(differing)+16<<10 {
+		t.Errorf("the resync sent %d bytes; the files that differ hold %d", sent, differing)
+	}
+	noResync(t, m2, 0, s1.addr)
 
-	args = append(args, "--assume-in-sync")
-	m3 := &master{proc: start(t, "tdfs-master", args...), dir: m.dir, mnt: m.mnt, args: args}
-	m3.waitLine(`msg=mounted`, 30*time.Second)
-	s2.waitLine(`vouches that this replica matches`, 30*time.Second)
-	if err := os.WriteFile(filepath.Join(m3.mnt, "dir3", "after-seeding"), []byte("new"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(m2.mnt, "dir3", "after-seeding"), []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	syncMount(t, m3.mnt)
-	converge(t, m3, []*slave{s1, s2}, 60*time.Second)
-	m3.stop(syscall.SIGTERM, 60*time.Second)
+	syncMount(t, m2.mnt)
+	converge(t, m2, []*slave{s1, s2}, 60*time.Second)
+	m2.stop(syscall.SIGTERM, 60*time.Second)
 	s1.stop(syscall.SIGTERM, 30*time.Second)
 	s2.stop(syscall.SIGTERM, 30*time.Second)
 }
 
 // dirtyMarker is the slave's marker of applied ops not yet durable.
-func dirtyMarker(s *slave) string { return filepath.Join(filepath.Dir(s.dir), "state", "dirty") }
+func dirtyMarker(s *slave) string { return filepath.Join(slaveState(s), "dirty") }
 
 // waitClean waits until the slave holds no applied op it has not made
 // durable (it syncs when idle).

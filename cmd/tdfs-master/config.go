@@ -1,10 +1,11 @@
 package main
 
 import (
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -21,12 +22,15 @@ import (
 const (
 	defaultSyncTimeout  = 10 * time.Second
 	defaultDrainTimeout = 30 * time.Second
+	defaultSlaveRoot    = "/var/lib/tdfs/slave"
 )
 
 type config struct {
 	log          *slog.Logger
 	dir, mount   string
-	stateDir     string
+	journalDir   string
+	journalMax   int64
+	slaveState   string // a promoted slave's state dir ("" if none found)
 	transport    quictransport.MasterConfig
 	fuse         mirrorfs.Options
 	drainTimeout time.Duration
@@ -51,20 +55,25 @@ func configure(c *cli.Context) (*config, error) {
 	if daemon.Within(dir, mnt) {
 		return nil, fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
 	}
-	stateDir, err := daemon.StateDir(c.String("state"), defaultStateRoot, dir, dir, mnt)
+	journalDir, err := daemon.StateDir(c.String("journal"), defaultJournalRoot, dir, dir, mnt)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--journal: %w", err)
 	}
-	prevRun, prevHead, clean, err := loadState(stateDir)
+	journalMax, err := daemon.ParseSize(c.String("journal-max"))
 	if err != nil {
-		return nil, fmt.Errorf("--state: %w", err)
+		return nil, fmt.Errorf("--journal-max: %w", err)
 	}
-	if !clean {
-		prevRun, prevHead = wire.RunID{}, 0
+	if journalMax < 64<<20 {
+		return nil, fmt.Errorf("--journal-max %s: want at least 64M", c.String("journal-max"))
 	}
-	fresh, err := isEmpty(dir)
-	if err != nil {
-		return nil, fmt.Errorf("-m %s: %w", dir, err)
+	slaveState := c.String("slave-state")
+	if slaveState == "" {
+		def := filepath.Join(defaultSlaveRoot, strings.ReplaceAll(dir, "/", "_"))
+		if _, err := os.Stat(def); err == nil {
+			slaveState = def
+		}
+	} else if _, err := os.Stat(slaveState); err != nil {
+		return nil, fmt.Errorf("--slave-state: %w", err)
 	}
 	mode, err := parseMode(c.String("sync"))
 	if err != nil {
@@ -111,22 +120,15 @@ func configure(c *cli.Context) (*config, error) {
 		seen[addr] = true
 		peers = append(peers, quictransport.Peer{Addr: addr, TLS: certs.ClientConfig(pair, pool, name)})
 	}
-	var run wire.RunID
-	if _, err := rand.Read(run[:]); err != nil {
-		return nil, err
-	}
 	return &config{
-		log:      log,
-		dir:      dir,
-		mount:    mnt,
-		stateDir: stateDir,
+		log:        log,
+		dir:        dir,
+		mount:      mnt,
+		journalDir: journalDir,
+		journalMax: journalMax,
+		slaveState: slaveState,
 		transport: quictransport.MasterConfig{
 			Peers:       peers,
-			Run:         run,
-			PrevRun:     prevRun,
-			PrevHead:    prevHead,
-			Fresh:       fresh,
-			Vouched:     c.Bool("assume-in-sync"),
 			Mode:        mode,
 			SyncTimeout: c.Duration("sync-timeout"),
 			Compressor:  comp,

@@ -57,21 +57,25 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
 				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
 			&cli.StringFlag{Name: "backlog", Value: "256M", EnvVars: []string{"TDFS_BACKLOG"},
-				Usage: "`SIZE` of operations kept in memory for slaves that lag or are away; a slave that " +
-					"needs more is marked \"needs resync\""},
-			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
-				Usage: "state `DIR` outside DIR and MNT, where the master records its runs so slaves can follow " +
-					"it across restarts (default " + defaultStateRoot + "/<DIR with / as _>)"},
-			&cli.BoolFlag{Name: "assume-in-sync", EnvVars: []string{"TDFS_ASSUME_IN_SYNC"},
-				Usage: "vouch that every slave's tree equals DIR now (you copied DIR to them yourself, with the master " +
-					"stopped, and removed their state dirs): slaves without state then follow this run"},
+				Usage: "`SIZE` of operations kept in memory for slaves that lag or are away (beyond it they are " +
+					"read back from the journal)"},
+			&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
+				Usage: "journal `DIR` outside DIR and MNT: the master's epoch, its runs, and the operations slaves " +
+					"have not yet made durable, kept across restarts (default " + defaultJournalRoot + "/<DIR with / as _>)"},
+			&cli.StringFlag{Name: "journal-max", Value: "4G", EnvVars: []string{"TDFS_JOURNAL_MAX"},
+				Usage: "`SIZE` bound of the journal on disk; a slave away for longer than it covers is " +
+					"resynchronised by comparing trees (only what differs is sent)"},
+			&cli.StringFlag{Name: "slave-state", EnvVars: []string{"TDFS_SLAVE_STATE"},
+				Usage: "when promoting a slave (a new journal on a slave's DIR): that slave's state `DIR`, so the new " +
+					"epoch fences the old master (default /var/lib/tdfs/slave/<DIR with / as _>, used if present)"},
 			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
 				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
 					"never grants more than DIR"},
 			&cli.BoolFlag{Name: "debug-fuse", EnvVars: []string{"TDFS_DEBUG_FUSE"},
 				Usage: "log every FUSE request (very verbose)"},
 		}, daemon.LogFlags()...),
-		Action: daemon.Action(configure, serve),
+		Action:   daemon.Action(configure, serve),
+		Commands: []*cli.Command{verifyCommand()},
 	}
 }
 

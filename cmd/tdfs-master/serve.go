@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -11,44 +12,67 @@ import (
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/quictransport/journal"
+	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/replayer"
 )
 
 func serve(sigctx context.Context, cfg *config) error {
 	log := cfg.log
-	release, err := daemon.LockDirs(cfg.dir, cfg.stateDir)
+	release, err := daemon.LockDirs(cfg.dir, cfg.journalDir)
 	if err != nil {
 		return err
 	}
 	defer release()
-	// From here until the clean end below, a crash leaves this run marked
-	// unclean: the next run cannot vouch for any slave's tree.
-	if err := saveState(cfg.stateDir, cfg.transport.Run, 0, false); err != nil {
-		return fmt.Errorf("state dir %s: %w (use --state DIR)", cfg.stateDir, err)
-	}
-	m, err := quictransport.NewMaster(cfg.transport)
+	st, err := openEpoch(cfg)
 	if err != nil {
 		return err
 	}
+	j, err := journal.Open(filepath.Join(cfg.journalDir, "ops"), journal.Options{MaxBytes: cfg.journalMax})
+	if err != nil {
+		return fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
+	}
+	defer j.Close()
+	if rep := j.Recovered(); !rep.Clean() {
+		log.Warn("journal recovered: " + rep.String())
+	}
+	tc, st, err := startRun(cfg, st, j)
+	if err != nil {
+		return err
+	}
+	// From here until the clean end below, a crash leaves this run marked
+	// unclean: the next run checks every slave by comparison.
+	if err := saveState(cfg.journalDir, st); err != nil {
+		return fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
+	}
+	hub := &progressHub{}
+	tc.OnProgress = hub.publish
+	m, err := quictransport.NewMaster(tc)
+	if err != nil {
+		return err
+	}
+	cfg.fuse.Sink = m
+	cfg.fuse.Run, cfg.fuse.Head = tc.Run, tc.Head
+	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", cfg.mount, err)
+	}
+	m.SetTree(tree{srv})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.Run(ctx)
-	}()
+	wg.Go(func() { m.Run(ctx) })
+	admin, err := listenAdmin(cfg, m, hub)
+	if err != nil {
+		log.Warn("no admin socket: tdfs-master verify will not reach this master", "err", err)
+	} else {
+		defer admin.Close()
+	}
 	stopTransport := func() {
 		cancel()
 		wg.Wait()
 	}
-
-	cfg.fuse.Sink = m
-	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
-	if err != nil {
-		stopTransport()
-		return fmt.Errorf("mount %s: %w", cfg.mount, err)
-	}
-	log.Info("mounted", "mount", cfg.mount, "dir", cfg.dir, "slaves", len(cfg.transport.Peers),
-		"sync", cfg.transport.Mode.String())
+	log.Info("mounted", "mount", cfg.mount, "dir", cfg.dir, "slaves", len(tc.Peers),
+		"sync", tc.Mode.String(), "epoch", encodeID(tc.Epoch)[:8], "first_seq", tc.Head+1, "check_slaves", tc.CheckAll)
 
 	unmounted := make(chan struct{})
 	go func() {
@@ -68,18 +92,99 @@ func serve(sigctx context.Context, cfg *config) error {
 
 	start := time.Now()
 	derr := m.Drain(cfg.drainTimeout)
-	stopTransport()
+	stopTransport() // syncs the journal
 	if derr != nil {
-		log.Warn("drain incomplete: some slaves did not receive everything", "err", derr,
+		log.Warn("drain incomplete: some slaves did not receive everything; the journal keeps it for them", "err", derr,
 			"after", time.Since(start).Round(time.Millisecond))
 	}
-	// The backing dir is final as of LastSeq: a slave durable there may
-	// follow the next run.
-	if err := saveState(cfg.stateDir, cfg.transport.Run, srv.LastSeq(), true); err != nil {
-		return fmt.Errorf("state dir %s: %w", cfg.stateDir, err)
+	// The backing dir is final as of LastSeq.
+	last := &st.Runs[len(st.Runs)-1]
+	last.End, last.Clean = srv.LastSeq(), true
+	if err := saveState(cfg.journalDir, st); err != nil {
+		return fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
 	}
 	log.Info("exiting", "last_seq", srv.LastSeq())
 	return nil
+}
+
+// openEpoch loads the journal dir's state, or mints a new epoch: for a
+// promoted slave (its state dir is found), one that succeeds the epoch the
+// slave followed, so slaves that followed it accept this master and
+// refuse the old one.
+func openEpoch(cfg *config) (masterState, error) {
+	log := cfg.log
+	st, found, err := loadState(cfg.journalDir)
+	if err != nil || found {
+		return st, err
+	}
+	epoch, err := newID()
+	if err != nil {
+		return st, err
+	}
+	st = masterState{Epoch: encodeID(epoch)}
+	if cfg.slaveState != "" {
+		rel, err := daemon.Lock("slave state", cfg.slaveState)
+		if err != nil {
+			return st, fmt.Errorf("promoting the slave of %s: %w (stop tdfs-slave first)", cfg.dir, err)
+		}
+		rel()
+		ss, err := replayer.LoadState(cfg.slaveState)
+		if err != nil {
+			return st, fmt.Errorf("promoting the slave of %s: --slave-state %s: %w", cfg.dir, cfg.slaveState, err)
+		}
+		if ss.Epoch != (wire.Epoch{}) {
+			st.Lineage = append(st.Lineage, encodeID(ss.Epoch))
+			for _, e := range ss.Lineage {
+				if len(st.Lineage) < wire.MaxLineage {
+					st.Lineage = append(st.Lineage, encodeID(e))
+				}
+			}
+			log.Warn("promoted: this master's new epoch succeeds the one its slave state followed; "+
+				"slaves of that epoch will follow this master, and refuse the old one",
+				"epoch", encodeID(epoch)[:8], "succeeds", encodeID(ss.Epoch)[:8], "slave_state", cfg.slaveState)
+			return st, nil
+		}
+	}
+	log.Info("new epoch: first start of a master on this backing dir", "epoch", encodeID(epoch)[:8],
+		"journal", cfg.journalDir)
+	return st, nil
+}
+
+// startRun works out where this run's seqs start and what the transport
+// must know of earlier runs, and records the new run in st.
+func startRun(cfg *config, st masterState, j *journal.Journal) (quictransport.MasterConfig, masterState, error) {
+	tc := cfg.transport
+	epoch, lineage, err := st.epochs()
+	if err != nil {
+		return tc, st, err
+	}
+	head := j.Last()
+	if n := len(st.Runs); n > 0 {
+		last := &st.Runs[n-1]
+		if last.Clean {
+			head = max(head, last.End)
+		} else {
+			// Crashed: the journal knows how far it got; its last ops
+			// may have reached the backing dir unjournaled, so every
+			// slave is compared once.
+			last.End = max(head, last.Start-1)
+			head = last.End
+			tc.CheckAll = true
+			cfg.log.Warn("the previous run did not end cleanly (crash or kill): resuming slaves from the journal, "+
+				"then comparing each with the backing dir once", "journal_last", j.Last())
+		}
+	}
+	runs, err := st.runRecords()
+	if err != nil {
+		return tc, st, err
+	}
+	run, err := newID()
+	if err != nil {
+		return tc, st, err
+	}
+	st.Runs = append(st.Runs, runState{Run: encodeID(run), Start: head + 1})
+	tc.Epoch, tc.Lineage, tc.Run, tc.Head, tc.Runs, tc.Journal = epoch, lineage, run, head, runs, j
+	return tc, st, nil
 }
 
 // unmount unmounts and waits for the server to stop. A busy mount (open

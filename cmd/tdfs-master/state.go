@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -8,56 +9,73 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
-// The master's state dir (outside the backing dir and the mount) records
-// each run: its id, and, once it ended cleanly, its last seq. The next run
-// announces that in Hello, so a slave durable at exactly that point follows
-// the new run instead of being refused (wire.Hello).
+// The master's journal dir (outside the backing dir and the mount) holds
+// the op journal (ops/) and master.state: the epoch, its lineage, and the
+// runs of this epoch, so that seqs continue across restarts and a slave
+// can tell this master from another one (fencing).
 
 const (
-	stateFile        = "master.state"
-	defaultStateRoot = "/var/lib/tdfs/master"
+	stateFile          = "master.state"
+	stateVersion       = 2
+	defaultJournalRoot = "/var/lib/tdfs/master"
+	// maxRuns bounds the runs remembered: a slave whose last run is older
+	// is resynchronised by comparison.
+	maxRuns = 64
 )
 
 type masterState struct {
-	Version int    `json:"version"`
-	Run     string `json:"run"`   // hex RunID
-	Head    uint64 `json:"head"`  // last seq of the run, when Clean
-	Clean   bool   `json:"clean"` // the run ended through unmount and drain, not a crash
+	Version int        `json:"version"`
+	Epoch   string     `json:"epoch"`   // hex wire.Epoch
+	Lineage []string   `json:"lineage"` // hex, newest first
+	Runs    []runState `json:"runs"`    // oldest first
 }
 
-// loadState returns the previous run and its last seq if it ended cleanly
-// (zero values otherwise, and when there was none).
-func loadState(dir string) (prev wire.RunID, head uint64, clean bool, err error) {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+type runState struct {
+	Run   string `json:"run"`
+	Start uint64 `json:"start"`
+	End   uint64 `json:"end"`
+	Clean bool   `json:"clean"`
+}
+
+// loadState reads the journal dir's state; found is false when there is
+// none (a new epoch).
+func loadState(dir string) (st masterState, found bool, err error) {
+	p := filepath.Join(dir, stateFile)
+	data, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return prev, 0, false, nil
+		return st, false, nil
 	}
 	if err != nil {
-		return prev, 0, false, err
+		return st, false, err
 	}
-	var st masterState
-	if err := json.Unmarshal(data, &st); err != nil || st.Version != 1 {
-		return prev, 0, false, fmt.Errorf("%s is damaged (delete it: slaves will then need a resync): %v",
-			filepath.Join(dir, stateFile), err)
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, false, fmt.Errorf("%s is damaged (%v): move the journal dir away to start a new epoch "+
+			"(every slave will then refuse this master until its state is reset)", p, err)
 	}
-	b, err := hex.DecodeString(st.Run)
-	if err != nil || len(b) != len(prev) {
-		return prev, 0, false, fmt.Errorf("%s: bad run id %q", filepath.Join(dir, stateFile), st.Run)
+	if st.Version != stateVersion {
+		return st, false, fmt.Errorf("%s has version %d, this tdfs-master reads version %d", p, st.Version, stateVersion)
 	}
-	copy(prev[:], b)
-	return prev, st.Head, st.Clean, nil
+	if _, err := decodeID(st.Epoch); err != nil {
+		return st, false, fmt.Errorf("%s: epoch: %w", p, err)
+	}
+	return st, true, nil
 }
 
-// saveState records run durably: atomically replaced, file and directory
+// saveState records st durably: atomically replaced, file and directory
 // synced.
-func saveState(dir string, run wire.RunID, head uint64, clean bool) error {
+func saveState(dir string, st masterState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	data, err := json.Marshal(masterState{Version: 1, Run: hex.EncodeToString(run[:]), Head: head, Clean: clean})
+	st.Version = stateVersion
+	if len(st.Runs) > maxRuns {
+		st.Runs = st.Runs[len(st.Runs)-maxRuns:]
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -86,8 +104,51 @@ func saveState(dir string, run wire.RunID, head uint64, clean bool) error {
 	return d.Sync()
 }
 
-// isEmpty reports whether dir has no entries.
-func isEmpty(dir string) (bool, error) {
-	entries, err := os.ReadDir(dir)
-	return len(entries) == 0, err
+// newID returns a random 16-byte id.
+func newID() ([16]byte, error) {
+	var id [16]byte
+	_, err := rand.Read(id[:])
+	return id, err
+}
+
+func decodeID(s string) ([16]byte, error) {
+	var id [16]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("bad id %q", s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+func encodeID(id [16]byte) string { return hex.EncodeToString(id[:]) }
+
+// epochs decodes st's epoch and lineage.
+func (st masterState) epochs() (wire.Epoch, []wire.Epoch, error) {
+	e, err := decodeID(st.Epoch)
+	if err != nil {
+		return wire.Epoch{}, nil, err
+	}
+	var lin []wire.Epoch
+	for _, s := range st.Lineage {
+		l, err := decodeID(s)
+		if err != nil {
+			return wire.Epoch{}, nil, err
+		}
+		lin = append(lin, l)
+	}
+	return e, lin, nil
+}
+
+// runRecords converts the remembered runs for the transport.
+func (st masterState) runRecords() ([]quictransport.RunRecord, error) {
+	var out []quictransport.RunRecord
+	for _, r := range st.Runs {
+		id, err := decodeID(r.Run)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, quictransport.RunRecord{Run: id, Start: r.Start, End: r.End, Clean: r.Clean})
+	}
+	return out, nil
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,31 +13,39 @@ import (
 	"github.com/tdfs/tdfs/replayer"
 )
 
-// dirtyFile, in the state dir, exists while the replica holds applied ops
-// that are not yet recorded as durable. Found at startup, it means the
-// slave was killed or crashed in between: the tree holds some unknown
-// prefix of the ops after the durable seq, and applying them again could
-// corrupt it (a rename applied twice moves the wrong file), so the slave
-// asks for a resync instead of resuming.
+// dirtyFile, in the state dir, exists (made durable) while the replica
+// holds applied ops that are not yet recorded as durable. Found at
+// startup, it means the slave stopped without syncing. If its host kept
+// running (same boot id), the page cache kept every op it applied, and
+// the progress log says which: the slave resumes after the last one, its
+// open files reopened. After a crash of the host the tree holds an
+// unknown part of those ops: the slave asks for a resync.
 const dirtyFile = "dirty"
 
 // handler adapts the replayer and the state dir to the transport.
 type handler struct {
 	r        *replayer.Replayer
 	stateDir string
+	log      *slog.Logger
+	prog     *progress
 
-	mu       sync.Mutex
-	run      wire.RunID // the run whose ops the replayer's handles belong to
-	state    replayer.State
-	dirty    bool  // dirtyFile exists
-	unusable error // why this replica cannot follow any master, or nil
+	mu        sync.Mutex
+	state     replayer.State // as last saved
+	run       wire.RunID     // the run of the last RunStart applied
+	applied   uint64
+	dirty     bool // dirtyFile exists
+	resyncing bool // the tree is of unknown state until a pass ends
+	// reapply is the op a dead predecessor may have left half done: it is
+	// applied idempotently.
+	reapply uint64
+	// handles open now (for the progress log's compaction at each sync).
+	handles map[uint64]replayer.HandleRecord
 }
 
 var _ quictransport.Handler = (*handler)(nil)
 
-// newHandler reads the state dir and checks that the replica's tree is in
-// a known state.
-func newHandler(r *replayer.Replayer, dir, stateDir string) (*handler, error) {
+// newHandler reads the state dir and works out where the replica stands.
+func newHandler(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*handler, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -45,74 +53,163 @@ func newHandler(r *replayer.Replayer, dir, stateDir string) (*handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{r: r, stateDir: stateDir, state: st}
+	prog, rec, err := openProgress(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{r: r, stateDir: stateDir, log: log, prog: prog, state: st, run: st.Run, applied: st.Durable,
+		resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{}}
 	switch _, err := os.Stat(filepath.Join(stateDir, dirtyFile)); {
 	case err == nil:
 		h.dirty = true
-		h.unusable = fmt.Errorf("this slave stopped without syncing after applying ops beyond seq %d "+
-			"(killed or crashed): its tree holds an unknown part of them", st.Durable)
+		h.recover(rec)
 	case !os.IsNotExist(err):
 		return nil, err
+	case rec.Valid && len(rec.Handles) > 0 && !h.resyncing:
+		// A clean stop while the master held files open: the tree is
+		// as of the durable point, and those files are still there.
+		h.reopen(rec)
 	}
-	if st.Run == (wire.RunID{}) && h.unusable == nil {
-		empty, err := isEmpty(dir)
-		if err != nil {
-			return nil, err
-		}
-		if !empty {
-			h.unusable = fmt.Errorf("%w: it is not empty but has no replication state in %s "+
-				"(another --state, or a copy made by hand): the trees may differ", quictransport.ErrUnverified, stateDir)
-		}
-	}
+	r.SetHandleHook(h.onHandle)
 	return h, nil
 }
 
-func (h *handler) Apply(run wire.RunID, seq uint64, op wire.Op) error {
-	h.mu.Lock()
-	if run != h.run {
-		// Handles are ids of one master run: drop the previous run's.
-		h.r.ResetHandles()
-		h.run = run
+// recover resumes after a stop without sync (kill -9, crash).
+func (h *handler) recover(rec progressState) {
+	st := h.state
+	switch {
+	case !rec.Valid || !rec.SameBoot:
+		h.resyncing = true
+		h.log.Warn("this slave's host restarted (or its progress log is gone) after applying ops it had not made "+
+			"durable: its tree will be compared with the master's and repaired", "durable", st.Durable)
+		return
+	case rec.Applied < st.Durable:
+		// Nothing beyond the durable point was recorded: nothing to redo.
+		return
 	}
-	if !h.dirty {
-		// Durable before the op can change anything.
-		if err := writeDurable(filepath.Join(h.stateDir, dirtyFile), []byte("applied ops not yet durable\n")); err != nil {
-			h.mu.Unlock()
-			return fmt.Errorf("state dir: %w", err)
-		}
-		h.dirty = true
+	var recs []replayer.HandleRecord
+	for _, r := range rec.Handles {
+		recs = append(recs, r)
 	}
-	h.mu.Unlock()
-	err := h.r.Apply(op)
-	if errors.Is(err, replayer.ErrUnknownHandle) {
-		// The file was opened before this process started (a restart in
-		// the middle of a run): the writes cannot be placed. Say so,
-		// rather than retry forever.
-		return fmt.Errorf("%w: %w (this slave restarted while the file was open on the master)", quictransport.ErrNeedsResync, err)
+	restored, gone, err := h.r.RestoreHandles(recs)
+	if err != nil {
+		h.resyncing = true
+		h.log.Warn("this slave stopped with files open and cannot reopen them: its tree will be compared with the "+
+			"master's and repaired", "err", err)
+		return
 	}
-	return err
+	for _, r := range recs {
+		h.handles[r.Handle] = r
+	}
+	h.applied, h.reapply = rec.Applied, rec.Applied+1
+	h.log.Info("resuming after a stop without sync: the progress log says how far the tree got",
+		"durable", st.Durable, "applied", rec.Applied, "handles_reopened", restored, "handles_gone", gone)
 }
 
-func (h *handler) Sync(run wire.RunID, seq uint64) error {
-	if err := h.r.Sync(); err != nil {
+// reopen reopens the files the master held open at a clean stop.
+func (h *handler) reopen(rec progressState) {
+	var recs []replayer.HandleRecord
+	for _, r := range rec.Handles {
+		recs = append(recs, r)
+	}
+	restored, gone, err := h.r.RestoreHandles(recs)
+	if err != nil {
+		// Writes through them will ask for a resync.
+		h.log.Warn("cannot reopen the files the master holds open", "err", err)
+		return
+	}
+	for _, r := range recs {
+		h.handles[r.Handle] = r
+	}
+	h.log.Info("reopened the files the master holds open", "handles_reopened", restored, "handles_gone", gone)
+}
+
+// onHandle records handle changes in the progress log, so a restart can
+// reopen the files the master holds open.
+func (h *handler) onHandle(handle uint64, rec *replayer.HandleRecord) {
+	if rec == nil {
+		delete(h.handles, handle)
+		if err := h.prog.handleReleased(handle); err != nil {
+			h.log.Warn("progress log", "err", err)
+		}
+		return
+	}
+	h.handles[handle] = *rec
+	if err := h.prog.handleOpened(*rec); err != nil {
+		h.log.Warn("progress log", "err", err)
+	}
+}
+
+// markDirty makes dirtyFile durable before the tree changes beyond what
+// the state file says.
+func (h *handler) markDirty() error {
+	if h.dirty {
+		return nil
+	}
+	if err := writeDurable(filepath.Join(h.stateDir, dirtyFile), []byte("applied ops not yet durable\n")); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	h.dirty = true
+	return nil
+}
+
+func (h *handler) Apply(seq uint64, op wire.Op) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.markDirty(); err != nil {
 		return err
 	}
-	st := replayer.State{Run: run, Durable: seq}
-	if err := replayer.SaveState(h.stateDir, st); err != nil {
+	if rs, ok := op.(*wire.RunStart); ok {
+		h.run = rs.Run
+		clear(h.handles)
+	}
+	var err error
+	if seq == h.reapply {
+		err = h.r.Reapply(op)
+	} else {
+		err = h.r.Apply(op)
+	}
+	h.reapply = 0
+	if errors.Is(err, replayer.ErrUnknownHandle) || errors.Is(err, replayer.ErrUncertain) {
+		// The file was opened before this replica knew it (its state was
+		// lost), or the op a dead predecessor left half done cannot be
+		// told done or not: compare trees instead.
+		h.resyncing = true
+		return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
+	}
+	if err != nil {
+		return err
+	}
+	h.applied = seq
+	if err := h.prog.applied(seq); err != nil {
+		h.log.Warn("progress log", "err", err)
+	}
+	return nil
+}
+
+func (h *handler) Sync(seq uint64) error {
+	if err := h.r.Sync(); err != nil {
 		return err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	st := h.state
+	st.Run, st.Durable, st.Resyncing = h.run, seq, h.resyncing
+	if err := replayer.SaveState(h.stateDir, st); err != nil {
+		return err
+	}
 	h.state = st
-	if errors.Is(h.unusable, quictransport.ErrUnverified) {
-		// A master vouched for this replica and it now records where it
-		// stands: from here on it is an ordinary replica.
-		h.unusable = nil
+	h.applied = max(h.applied, seq)
+	var recs []replayer.HandleRecord
+	for _, r := range h.handles {
+		recs = append(recs, r)
+	}
+	if err := h.prog.reset(seq, recs); err != nil {
+		h.log.Warn("progress log", "err", err)
 	}
 	if h.dirty {
-		// Everything applied is durable and recorded: nothing to fear
-		// from a crash now. (Apply runs on the same goroutine as Sync,
-		// so no op slipped in between.)
+		// Everything applied is durable and recorded. (Apply runs on the
+		// same goroutine as Sync, so no op slipped in between.)
 		if err := os.Remove(filepath.Join(h.stateDir, dirtyFile)); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("state dir: %w", err)
 		}
@@ -121,16 +218,70 @@ func (h *handler) Sync(run wire.RunID, seq uint64) error {
 	return nil
 }
 
-func (h *handler) State() (wire.RunID, uint64, error) {
+func (h *handler) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.state.Run, h.state.Durable, h.unusable
+	st := replayer.State{Epoch: epoch, Lineage: lineage, Resyncing: true}
+	if err := replayer.SaveState(h.stateDir, st); err != nil {
+		return err
+	}
+	h.state, h.run, h.resyncing, h.reapply = st, wire.RunID{}, true, 0
+	return nil
+}
+
+func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	end := false
+	switch it := it.(type) {
+	case *wire.ResyncBegin:
+		if !it.Verify {
+			if err := h.markDirty(); err != nil {
+				return err
+			}
+		}
+		if it.Rebase && !h.state.Resyncing {
+			// Durable before the tree changes: a crash in the middle of
+			// the pass starts a new one.
+			st := h.state
+			st.Resyncing = true
+			if err := replayer.SaveState(h.stateDir, st); err != nil {
+				return err
+			}
+			h.state = st
+		}
+		if it.Rebase {
+			h.resyncing = true
+			h.applied, h.reapply, h.run = at, 0, it.Run
+		}
+	case *wire.ResyncEnd:
+		end = true
+	}
+	if err := h.r.Resync(it, reply); err != nil {
+		return err
+	}
+	if end {
+		// The tree equals the master's as of this item; the Sync the
+		// transport makes right after records it.
+		h.resyncing = false
+	}
+	return nil
+}
+
+func (h *handler) State() quictransport.SlaveState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return quictransport.SlaveState{Epoch: h.state.Epoch, Lineage: h.state.Lineage, Run: h.run, Applied: h.applied,
+		Durable: h.state.Durable, Resyncing: h.resyncing}
 }
 
 func (h *handler) durable() uint64 {
-	_, d, _ := h.State()
-	return d
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state.Durable
 }
+
+func (h *handler) close() error { return h.prog.close() }
 
 // writeDurable writes a small file and makes it and its name durable.
 func writeDurable(p string, data []byte) error {
@@ -155,20 +306,4 @@ func writeDurable(p string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-func isEmpty(dir string) (bool, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(1)
-	if len(names) > 0 {
-		return false, nil
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false, err
-	}
-	return true, nil
 }

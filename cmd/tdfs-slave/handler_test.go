@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,74 +13,168 @@ import (
 	"github.com/tdfs/tdfs/replayer"
 )
 
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+
+// newTestHandler opens a handler on dir and state as tdfs-slave does. The
+// replayer is not closed by Cleanup: tests that simulate kill -9 abandon
+// it with its files open, as a dead process would (its fds close at exit).
 func newTestHandler(t *testing.T, dir, state string) *handler {
 	t.Helper()
 	r, err := replayer.New(dir, replayer.Options{Chown: os.Geteuid() == 0})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	h, err := newHandler(r, dir, state)
+	h, err := newHandler(r, dir, state, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-// TestDirtyMarker: a handler that applied ops without syncing leaves a
-// marker; the next handler on that state dir refuses to follow anyone.
-func TestDirtyMarker(t *testing.T) {
+func dirs(t *testing.T) (dir, state string) {
 	base := t.TempDir()
-	dir, state := filepath.Join(base, "r"), filepath.Join(base, "st")
+	dir, state = filepath.Join(base, "r"), filepath.Join(base, "st")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return dir, state
+}
+
+var omit = wire.Time{Omit: true}
+
+// TestResumeAfterKill: a slave killed after applying ops it had not made
+// durable resumes after the last one applied (same boot), with the file
+// the master holds open reopened under its handle.
+func TestResumeAfterKill(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reopening handles needs CAP_DAC_READ_SEARCH (root)")
+	}
+	dir, state := dirs(t)
 	h := newTestHandler(t, dir, state)
-	if _, _, err := h.State(); err != nil {
-		t.Fatalf("fresh replica: %v", err)
+	ops := []wire.Op{
+		&wire.RunStart{Run: wire.RunID{1}},
+		&wire.Create{Path: "f", Handle: 7, Mode: 0o644, Mtime: omit, DirMtime: omit},
+		&wire.Write{Handle: 7, Off: 0, Data: []byte("hello "), Mtime: omit},
 	}
-	run := wire.RunID{7}
-	if err := h.Apply(run, 1, &wire.Mkdir{Path: "d", Mode: 0o755, Mtime: wire.Time{Omit: true}, DirMtime: wire.Time{Omit: true}}); err != nil {
+	for i, op := range ops {
+		if err := h.Apply(uint64(i+1), op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Sync(3); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Sync(run, 1); err != nil {
+	if err := h.Apply(4, &wire.Rename{OldPath: "f", NewPath: "g", OldDirMtime: omit, NewDirMtime: omit}); err != nil {
 		t.Fatal(err)
+	}
+	// kill -9: h is abandoned without a sync.
+	h2 := newTestHandler(t, dir, state)
+	st := h2.State()
+	if st.Resyncing || st.Applied != 4 || st.Durable != 3 || st.Run != (wire.RunID{1}) {
+		t.Fatalf("after kill: %+v, want applied 4, durable 3, not resyncing", st)
+	}
+	// The master resends op 5 on: a write through the handle opened
+	// before the kill lands in the renamed file.
+	if err := h2.Apply(5, &wire.Write{Handle: 7, Off: 6, Data: []byte("world"), Mtime: omit}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Sync(5); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "g")); err != nil || !bytes.Equal(b, []byte("hello world")) {
+		t.Fatalf("g = %q, %v", b, err)
 	}
 	if _, err := os.Stat(filepath.Join(state, dirtyFile)); !os.IsNotExist(err) {
-		t.Fatalf("marker left after a sync: %v", err)
-	}
-	// Restart after a clean sync: usable, at seq 1 of run.
-	h2 := newTestHandler(t, dir, state)
-	if r, d, err := h2.State(); err != nil || r != run || d != 1 {
-		t.Fatalf("after a clean stop: %x %d %v", r, d, err)
-	}
-	if err := h2.Apply(run, 2, &wire.Mkdir{Path: "e", Mode: 0o755, Mtime: wire.Time{Omit: true}, DirMtime: wire.Time{Omit: true}}); err != nil {
-		t.Fatal(err)
-	}
-	// "Crash": a new handler without h2 having synced.
-	h3 := newTestHandler(t, dir, state)
-	if _, _, err := h3.State(); err == nil || errors.Is(err, quictransport.ErrUnverified) {
-		t.Fatalf("after a crash with unsynced ops: %v, want a refusal no vouch overrides", err)
+		t.Fatalf("dirty marker left after a sync: %v", err)
 	}
 }
 
-// TestUnverifiedReplica: a non-empty replica without state is unverified
-// until a vouched run records state in it.
-func TestUnverifiedReplica(t *testing.T) {
-	base := t.TempDir()
-	dir, state := filepath.Join(base, "r"), filepath.Join(base, "st")
-	if err := os.MkdirAll(filepath.Join(dir, "seeded"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+// TestReapplyHalfDone: the op in progress at the kill is applied again
+// idempotently (a rename that already happened is not an error).
+func TestReapplyHalfDone(t *testing.T) {
+	dir, state := dirs(t)
 	h := newTestHandler(t, dir, state)
-	if _, _, err := h.State(); !errors.Is(err, quictransport.ErrUnverified) {
-		t.Fatalf("seeded replica without state: %v, want ErrUnverified", err)
-	}
-	run := wire.RunID{9}
-	if err := h.Sync(run, 1); err != nil {
+	if err := h.Apply(1, &wire.Mkdir{Path: "a", Mode: 0o755, Mtime: omit, DirMtime: omit}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := h.State(); err != nil {
-		t.Fatalf("after recording state: %v", err)
+	// Op 2 reached the tree, but the kill came before it was recorded.
+	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newTestHandler(t, dir, state)
+	if st := h2.State(); st.Applied != 1 || st.Resyncing {
+		t.Fatalf("after kill: %+v", st)
+	}
+	if err := h2.Apply(2, &wire.Rename{OldPath: "a", NewPath: "b", OldDirMtime: omit, NewDirMtime: omit}); err != nil {
+		t.Fatalf("re-applying a rename that happened: %v", err)
+	}
+	// Op 3 is not a re-application: a rename of a missing name fails.
+	if err := h2.Apply(3, &wire.Rename{OldPath: "a", NewPath: "c", OldDirMtime: omit, NewDirMtime: omit}); err == nil {
+		t.Fatal("rename of a missing name succeeded outside re-application")
+	}
+}
+
+// TestHostCrash: a progress log from another boot says nothing about the
+// tree: the replica needs a resync.
+func TestHostCrash(t *testing.T) {
+	dir, state := dirs(t)
+	h := newTestHandler(t, dir, state)
+	if err := h.Apply(1, &wire.Mkdir{Path: "a", Mode: 0o755, Mtime: omit, DirMtime: omit}); err != nil {
+		t.Fatal(err)
+	}
+	h.close()
+	// Rewrite the progress log as if written before a reboot.
+	p, _, err := openProgressAt(state, "00000000-0000-0000-0000-000000000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.applied(1); err != nil {
+		t.Fatal(err)
+	}
+	p.close()
+	h2 := newTestHandler(t, dir, state)
+	if st := h2.State(); !st.Resyncing {
+		t.Fatalf("after a host crash: %+v, want resyncing", st)
+	}
+}
+
+// TestFollow: adopting a master is durable, and marks the tree for a
+// resync until a pass ends and is synced.
+func TestFollow(t *testing.T) {
+	dir, state := dirs(t)
+	h := newTestHandler(t, dir, state)
+	e, parent := wire.Epoch{5}, wire.Epoch{4}
+	if err := h.Follow(e, []wire.Epoch{parent}); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newTestHandler(t, dir, state)
+	st := h2.State()
+	if st.Epoch != e || len(st.Lineage) != 1 || st.Lineage[0] != parent || !st.Resyncing {
+		t.Fatalf("after Follow: %+v", st)
+	}
+	noReply := func(wire.ResyncReply) error { return errors.New("no reply expected") }
+	if err := h2.Resync(10, &wire.ResyncBegin{Pass: 1, Rebase: true}, noReply); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Resync(10, &wire.ResyncEnd{Pass: 1}, noReply); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Sync(10); err != nil {
+		t.Fatal(err)
+	}
+	h3 := newTestHandler(t, dir, state)
+	if st := h3.State(); st.Resyncing || st.Durable != 10 || st.Epoch != e {
+		t.Fatalf("after a pass: %+v", st)
+	}
+}
+
+// TestUnknownHandleAsksForResync: a write through a handle this replica
+// never saw opened cannot be placed.
+func TestUnknownHandleAsksForResync(t *testing.T) {
+	dir, state := dirs(t)
+	h := newTestHandler(t, dir, state)
+	err := h.Apply(1, &wire.Write{Handle: 99, Data: []byte("x"), Mtime: omit})
+	if !errors.Is(err, quictransport.ErrNeedsResync) || !h.State().Resyncing {
+		t.Fatalf("write to an unknown handle: %v, state %+v", err, h.State())
 	}
 }

@@ -117,14 +117,15 @@ func serve(ctx context.Context, cfg *config) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: owners are not replicated")
 	}
-	h, err := newHandler(r, cfg.dir, cfg.stateDir)
+	h, err := newHandler(r, cfg.dir, cfg.stateDir, log)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	run, durable, unusable := h.State()
-	if unusable != nil {
-		log.Error("this replica cannot follow a master until it is resynchronised: "+unusable.Error(),
-			"durable_seq", durable)
+	defer h.close()
+	st := h.State()
+	if st.Resyncing {
+		log.Warn("this replica's tree is of unknown state: the master will compare it with its own and repair it",
+			"durable_seq", st.Durable)
 	}
 	if cfg.server.ResetKey, err = loadResetKey(cfg.stateDir); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -135,7 +136,7 @@ func serve(ctx context.Context, cfg *config) error {
 		return err
 	}
 	log.Info("listening", "addr", srv.Addr().String(), "dir", cfg.dir, "state", cfg.stateDir,
-		"run", fmt.Sprintf("%x", run[:4]), "durable_seq", durable)
+		"epoch", fmt.Sprintf("%x", st.Epoch[:4]), "applied_seq", st.Applied, "durable_seq", st.Durable)
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}

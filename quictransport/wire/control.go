@@ -8,9 +8,17 @@ import (
 // speaking different versions fail the TLS handshake with a clear error.
 const Version = 1
 
-// RunID names one run of a master: a random value minted when tdfs-master
-// starts. Sequence numbers are meaningful only within a run.
+// RunID names one run of a master: a random value minted each time
+// tdfs-master starts. A run's first op is a RunStart naming it.
 type RunID [16]byte
+
+// Epoch is a master's generation id: minted when tdfs-master first starts
+// on a backing dir (an empty --journal), so also when a slave is promoted.
+// Sequence numbers count within an epoch, across restarts of its master.
+type Epoch [16]byte
+
+// MaxLineage bounds the ancestors a Hello carries.
+const MaxLineage = 16
 
 // SyncMode is the master's --sync mode, announced in Hello so the slave
 // knows how eagerly to make ops durable.
@@ -38,119 +46,135 @@ func (m SyncMode) String() string {
 // Hello is the first frame the master sends on the control stream.
 type Hello struct {
 	Version uint32
+	Epoch   Epoch
+	// Lineage lists the epochs this one succeeded by promotion, newest
+	// first (at most MaxLineage): a slave that followed one of them may
+	// follow this master; a master whose epoch a slave finds in its own
+	// lineage is an old one, and is refused (fencing).
+	Lineage []Epoch
 	Run     RunID
 	Mode    SyncMode
-	// First is the lowest seq the master can still send.
+	// First is the lowest seq the master can still send; Head the last
+	// seq it numbered when it sent the Hello.
 	First uint64
-	// PrevRun and PrevHead name the master's previous run on this backing
-	// dir and its last seq, when that run ended cleanly (zero otherwise):
-	// a slave durable at exactly that point holds the tree this run starts
-	// from, and may follow it from seq 1.
-	PrevRun  RunID
-	PrevHead uint64
-	// Fresh says the backing dir was empty when this run began: a slave
-	// with no state and an empty tree matches it.
-	Fresh bool
-	// Vouched says the operator vouches that every slave's tree equals the
-	// backing dir as this run begins (tdfs-master --assume-in-sync, after
-	// seeding the slaves by hand): a slave whose only doubt is that it has
-	// no state follows the run from seq 1.
-	Vouched bool
+	Head  uint64
 }
 
-// Append encodes: version, run, mode, first, prev run, prev head, and a
-// flags byte (bit 0 fresh, bit 1 vouched).
+// Append encodes: version, epoch, lineage (count + epochs), run, mode,
+// first, head.
 func (h *Hello) Append(b []byte) []byte {
 	b = appendUvarint(b, uint64(h.Version))
+	b = append(b, h.Epoch[:]...)
+	b = appendUvarint(b, uint64(len(h.Lineage)))
+	for _, e := range h.Lineage {
+		b = append(b, e[:]...)
+	}
 	b = append(b, h.Run[:]...)
 	b = append(b, byte(h.Mode))
 	b = appendUvarint(b, h.First)
-	b = append(b, h.PrevRun[:]...)
-	b = appendUvarint(b, h.PrevHead)
-	var flags byte
-	if h.Fresh {
-		flags |= helloFresh
-	}
-	if h.Vouched {
-		flags |= helloVouched
-	}
-	return append(b, flags)
+	return appendUvarint(b, h.Head)
 }
-
-const (
-	helloFresh   = 1 << 0
-	helloVouched = 1 << 1
-)
 
 // ParseHello parses the body of a FrameHello.
 func ParseHello(body []byte) (Hello, error) {
 	d := &decoder{b: body}
 	var h Hello
 	h.Version = d.uint32("version")
+	h.Epoch = Epoch(d.run())
+	n := d.uvarint()
+	if d.err == nil && n > MaxLineage {
+		d.fail(fmt.Errorf("%w: %d epochs in the lineage, at most %d", ErrMalformed, n, MaxLineage))
+	}
+	for i := uint64(0); d.err == nil && i < n; i++ {
+		h.Lineage = append(h.Lineage, Epoch(d.run()))
+	}
 	h.Run = d.run()
 	h.Mode = SyncMode(d.byte())
 	h.First = d.uvarint()
-	h.PrevRun = d.run()
-	h.PrevHead = d.uvarint()
-	flags := d.byte()
-	h.Fresh, h.Vouched = flags&helloFresh != 0, flags&helloVouched != 0
+	h.Head = d.uvarint()
 	if d.err == nil && h.Mode > ModeSync {
 		d.fail(fmt.Errorf("%w: unknown sync mode %d", ErrMalformed, h.Mode))
-	}
-	if d.err == nil && flags&^(helloFresh|helloVouched) != 0 {
-		d.fail(fmt.Errorf("%w: hello flags %#x", ErrMalformed, flags))
 	}
 	return h, d.end()
 }
 
 // HelloAck is the slave's answer to Hello: where it stands.
 type HelloAck struct {
-	// Run is the master run the slave's Applied and Durable refer to; the
-	// zero RunID if it has none.
+	// Epoch is the master epoch the slave follows (after this Hello: it
+	// adopts a successor's), zero if none.
+	Epoch Epoch
+	// Run is the run of the last RunStart op the slave applied: with
+	// Applied it tells the master whether the slave holds ops the master
+	// lost in a crash.
 	Run     RunID
 	Applied uint64
 	Durable uint64
 	// MaxPending is how many bytes of ops the slave will buffer ahead of
 	// what it has applied; the master keeps its in-flight bytes below it.
 	MaxPending uint64
+	// Resyncing says the slave's tree is of unknown state (new, a resync
+	// interrupted, a crash of its host): it needs a resync pass.
+	Resyncing bool
 }
 
-// Append encodes: run, applied, durable, max pending.
+// Append encodes: epoch, run, applied, durable, max pending, flags byte
+// (bit 0: resyncing).
 func (h *HelloAck) Append(b []byte) []byte {
+	b = append(b, h.Epoch[:]...)
 	b = append(b, h.Run[:]...)
 	b = appendUvarint(b, h.Applied)
 	b = appendUvarint(b, h.Durable)
-	return appendUvarint(b, h.MaxPending)
+	b = appendUvarint(b, h.MaxPending)
+	var flags byte
+	if h.Resyncing {
+		flags |= 1
+	}
+	return append(b, flags)
 }
 
 // ParseHelloAck parses the body of a FrameHelloAck.
 func ParseHelloAck(body []byte) (HelloAck, error) {
 	d := &decoder{b: body}
 	var h HelloAck
+	h.Epoch = Epoch(d.run())
 	h.Run = d.run()
 	h.Applied = d.uvarint()
 	h.Durable = d.uvarint()
 	h.MaxPending = d.uvarint()
+	flags := d.byte()
+	h.Resyncing = flags&1 != 0
+	if d.err == nil && flags&^1 != 0 {
+		d.fail(fmt.Errorf("%w: hello-ack flags %#x", ErrMalformed, flags))
+	}
+	if d.err == nil && h.Durable > h.Applied {
+		d.fail(fmt.Errorf("%w: durable %d beyond applied %d", ErrMalformed, h.Durable, h.Applied))
+	}
 	return h, d.end()
 }
 
 // Ack reports the highest seq the slave applied and the highest it made
-// durable (Durable <= Applied).
+// durable (Durable <= Applied), and how many resync items it has applied.
 type Ack struct {
 	Applied uint64
 	Durable uint64
+	// Items counts the resync items (FrameResync) the slave has applied
+	// on this connection, cumulatively: items carry no number of their
+	// own, so this count is how the master learns which of the items it
+	// sent the slave has done.
+	Items uint64
 }
 
-// Append encodes: applied, durable.
+// Append encodes: applied, durable, items.
 func (a *Ack) Append(b []byte) []byte {
 	b = appendUvarint(b, a.Applied)
-	return appendUvarint(b, a.Durable)
+	b = appendUvarint(b, a.Durable)
+	return appendUvarint(b, a.Items)
 }
 
 // ParseAck parses the body of a FrameAck.
 func ParseAck(body []byte) (Ack, error) {
 	d := &decoder{b: body}
-	a := Ack{Applied: d.uvarint(), Durable: d.uvarint()}
+	a := Ack{Applied: d.uvarint(), Durable: d.uvarint(), Items: d.uvarint()}
 	if d.err == nil && a.Durable > a.Applied {
 		d.fail(fmt.Errorf("%w: durable %d beyond applied %d", ErrMalformed, a.Durable, a.Applied))
 	}
@@ -169,6 +193,7 @@ const (
 	CodeRefused     ErrorCode = 4 // not authorized, or another master is connected
 	CodeShutdown    ErrorCode = 5 // the peer is shutting down
 	CodeLimit       ErrorCode = 6 // a resource bound was exceeded
+	CodeFenced      ErrorCode = 7 // the slave follows another master, or a newer epoch of this one
 )
 
 func (c ErrorCode) String() string {
@@ -187,6 +212,8 @@ func (c ErrorCode) String() string {
 		return "shutting down"
 	case CodeLimit:
 		return "limit exceeded"
+	case CodeFenced:
+		return "fenced"
 	}
 	return fmt.Sprintf("code(%d)", uint32(c))
 }

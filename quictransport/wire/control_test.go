@@ -27,14 +27,22 @@ func controlCases() []controlCase {
 	}
 	add("hello", FrameHello, &Hello{Version: Version, Run: run, Mode: ModeFsync, First: 1})
 	add("hello zero", FrameHello, &Hello{})
-	add("hello max", FrameHello, &Hello{Version: math.MaxUint32, Run: run, Mode: ModeSync, First: math.MaxUint64,
-		PrevRun: run, PrevHead: math.MaxUint64, Fresh: true, Vouched: true})
-	add("hello-ack", FrameHelloAck, &HelloAck{Run: run, Applied: 100, Durable: 90, MaxPending: 64 << 20})
+	lineage := make([]Epoch, MaxLineage)
+	for i := range lineage {
+		lineage[i] = Epoch(run)
+		lineage[i][0] = byte(i)
+	}
+	add("hello max", FrameHello, &Hello{Version: math.MaxUint32, Epoch: Epoch(run), Lineage: lineage, Run: run,
+		Mode: ModeSync, First: math.MaxUint64, Head: math.MaxUint64})
+	add("hello-ack", FrameHelloAck, &HelloAck{Epoch: Epoch(run), Run: run, Applied: 100, Durable: 90, MaxPending: 64 << 20})
 	add("hello-ack fresh", FrameHelloAck, &HelloAck{})
-	add("hello-ack max", FrameHelloAck, &HelloAck{Run: run, Applied: math.MaxUint64, Durable: math.MaxUint64, MaxPending: math.MaxUint64})
+	add("hello-ack max", FrameHelloAck, &HelloAck{Epoch: Epoch(run), Run: run, Applied: math.MaxUint64, Durable: math.MaxUint64,
+		MaxPending: math.MaxUint64, Resyncing: true})
 	add("ack", FrameAck, &Ack{Applied: 7, Durable: 3})
 	add("ack zero", FrameAck, &Ack{})
-	add("ack max", FrameAck, &Ack{Applied: math.MaxUint64, Durable: math.MaxUint64})
+	add("ack max", FrameAck, &Ack{Applied: math.MaxUint64, Durable: math.MaxUint64, Items: math.MaxUint64})
+	add("ack items", FrameAck, &Ack{Applied: 7, Durable: 7, Items: 300})
+	add("ack items only", FrameAck, &Ack{Items: 1})
 	add("error", FrameError, &Error{Code: CodeApply, Seq: 12, Msg: "apply rename \"a\": file exists"})
 	add("error empty", FrameError, &Error{})
 	add("error max", FrameError, &Error{Code: math.MaxUint32, Seq: math.MaxUint64, Msg: strings.Repeat("m", maxMsgLen)})
@@ -108,18 +116,28 @@ func TestControlMalformed(t *testing.T) {
 	ack := func(b []byte) error { _, err := ParseAck(b); return err }
 	perr := func(b []byte) error { _, err := ParseError(b); return err }
 
+	// version, epoch, no lineage, run; then mode, first, head.
 	b := appendUvarint(nil, Version)
 	b = append(b, run[:]...)
-	tail := append(append([]byte{0}, run[:]...), 0, 0) // first, prev run, prev head, fresh
-	checkMalformed(t, "hello with sync mode 3", append(append(b, 3), tail...), hello)
-	checkMalformed(t, "hello with version 2^32", append(append(append(appendUvarint(nil, 1<<32), run[:]...), 0), tail...), hello)
-	checkMalformed(t, "hello with unknown flag 4", append(append(append(b, 0), tail[:len(tail)-1]...), 4), hello)
-	checkMalformed(t, "hello with non-minimal first", append(append(b, 0), 0x80, 0x00), hello)
+	b = append(b, 0)
+	b = append(b, run[:]...)
+	checkMalformed(t, "hello with sync mode 3", append(append(b, 3), 0, 0), hello)
+	v32 := append(append(append(appendUvarint(nil, 1<<32), run[:]...), 0), run[:]...)
+	checkMalformed(t, "hello with version 2^32", append(v32, 0, 0, 0), hello)
+	checkMalformed(t, "hello with non-minimal first", append(append(b, 0), 0x80, 0x00, 0), hello)
+	long := append(appendUvarint(nil, Version), run[:]...)
+	checkMalformed(t, "hello with a lineage of 17", appendUvarint(long, MaxLineage+1), hello)
+	checkMalformed(t, "hello with a lineage of 2^40", appendUvarint(long, 1<<40), hello)
+	helloAck := func(b []byte) error { _, err := ParseHelloAck(b); return err }
+	ha := (&HelloAck{}).Append(nil)
+	ha[len(ha)-1] = 2
+	checkMalformed(t, "hello-ack with unknown flag 2", ha, helloAck)
+	checkMalformed(t, "hello-ack with durable > applied", (&HelloAck{Applied: 1, Durable: 2}).Append(nil), helloAck)
 
 	checkMalformed(t, "ack with durable > applied", (&Ack{Applied: 1, Durable: 2}).Append(nil), ack)
 	checkMalformed(t, "ack with durable > applied (max)", (&Ack{Applied: 0, Durable: math.MaxUint64}).Append(nil), ack)
 
-	long := appendUvarint(appendUvarint(nil, uint64(CodeProtocol)), 0)
+	long = appendUvarint(appendUvarint(nil, uint64(CodeProtocol)), 0)
 	checkMalformed(t, "error message of 4097 bytes", appendString(long, strings.Repeat("m", maxMsgLen+1)), perr)
 	checkMalformed(t, "error message claiming 2^40 bytes", appendUvarint(long, 1<<40), perr)
 	checkMalformed(t, "error code 2^32", appendString(appendUvarint(appendUvarint(nil, 1<<32), 0), ""), perr)

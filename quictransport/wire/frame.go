@@ -13,12 +13,17 @@ type FrameKind uint8
 
 // Frame kinds. Never renumber.
 const (
-	FrameHello    FrameKind = 1 // master -> slave, first on the control stream: Hello
-	FrameHelloAck FrameKind = 2 // slave -> master: HelloAck
-	FrameOp       FrameKind = 3 // master -> slave: one numbered op (AppendOp)
-	FrameAck      FrameKind = 4 // slave -> master: Ack
-	FrameError    FrameKind = 5 // either way, last frame before closing: Error
-	FrameBye      FrameKind = 6 // master -> slave: no more ops; answer with a final Ack (empty body)
+	FrameHello       FrameKind = 1 // master -> slave, first on the control stream: Hello
+	FrameHelloAck    FrameKind = 2 // slave -> master: HelloAck
+	FrameOp          FrameKind = 3 // master -> slave: one numbered op (AppendOp)
+	FrameAck         FrameKind = 4 // slave -> master: Ack
+	FrameError       FrameKind = 5 // either way, last frame before closing: Error
+	FrameBye         FrameKind = 6 // master -> slave: no more ops; answer with a final Ack (empty body)
+	FrameResync      FrameKind = 7 // master -> slave: one positioned resync item (AppendResyncItem)
+	FrameResyncReply FrameKind = 8 // slave -> master: one resync reply (AppendResyncReply)
+
+	// frameKindLast is the highest kind a FrameReader accepts.
+	frameKindLast = FrameResyncReply
 )
 
 func (k FrameKind) String() string {
@@ -35,6 +40,10 @@ func (k FrameKind) String() string {
 		return "error"
 	case FrameBye:
 		return "bye"
+	case FrameResync:
+		return "resync"
+	case FrameResyncReply:
+		return "resync-reply"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(k))
 }
@@ -82,7 +91,7 @@ func (fr *FrameReader) Next() (FrameKind, []byte, error) {
 		return 0, nil, eofToTruncated(err)
 	}
 	kind, flags := FrameKind(hdr[0]), hdr[1]
-	if kind < FrameHello || kind > FrameBye {
+	if kind < FrameHello || kind > frameKindLast {
 		return 0, nil, fmt.Errorf("%w: unknown frame kind %d", ErrMalformed, hdr[0])
 	}
 	if flags&^flagZstd != 0 {

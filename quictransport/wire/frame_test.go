@@ -27,6 +27,11 @@ func sampleFrames() []frame {
 		}
 		fs = append(fs, frame{FrameOp, AppendOp(nil, tc.seq, tc.op)})
 	}
+	fs = append(fs,
+		frame{FrameResync, AppendResyncItem(nil, 5, &ResyncBegin{Pass: 1, Rebase: true})},
+		frame{FrameResync, AppendResyncItem(nil, 6, &ResyncDir{Pass: 1, Final: true, Entries: []Entry{{Name: "f", Kind: KindFile, FileID: 1}}})},
+		frame{FrameResyncReply, AppendResyncReply(nil, &ResyncDirDone{Pass: 1, Diffs: []Difference{{Path: "f", What: "missing"}}})},
+	)
 	return append(fs, frame{FrameBye, nil})
 }
 
@@ -90,7 +95,11 @@ func TestFrameLayout(t *testing.T) {
 	if want := []byte{9, byte(FrameAck), 0, 2, 1, 2}; !bytes.Equal(got, want) {
 		t.Errorf("AppendFrame = % x, want % x", got, want)
 	}
-	kinds := map[FrameKind]uint8{FrameHello: 1, FrameHelloAck: 2, FrameOp: 3, FrameAck: 4, FrameError: 5, FrameBye: 6}
+	kinds := map[FrameKind]uint8{FrameHello: 1, FrameHelloAck: 2, FrameOp: 3, FrameAck: 4, FrameError: 5, FrameBye: 6,
+		FrameResync: 7, FrameResyncReply: 8}
+	if len(kinds) != int(frameKindLast) {
+		t.Errorf("%d frame kinds checked, want all %d", len(kinds), frameKindLast)
+	}
 	for k, n := range kinds {
 		if uint8(k) != n || strings.HasPrefix(k.String(), "frame(") {
 			t.Errorf("frame kind %v = %d, want %d", k, uint8(k), n)
@@ -116,8 +125,8 @@ func TestFrameReaderTruncated(t *testing.T) {
 	for _, f := range want {
 		kinds[f.kind] = true
 	}
-	if len(kinds) != int(FrameBye) || len(want) < 20 {
-		t.Fatalf("stream of %d frames holds %d kinds, want all %d", len(want), len(kinds), FrameBye)
+	if len(kinds) != int(frameKindLast) || len(want) < 20 {
+		t.Fatalf("stream of %d frames holds %d kinds, want all %d", len(want), len(kinds), frameKindLast)
 	}
 	stream := appendFrames(nil, want, nil)
 	ends := []int{0} // ends[k]: the stream offset after k frames
@@ -174,7 +183,7 @@ func TestFrameReaderMalformed(t *testing.T) {
 		_, _, err := NewFrameReader(bytes.NewReader(b), nil).Next()
 		return err
 	}
-	for _, k := range []byte{0, 7, 0x80, 0xff} {
+	for _, k := range []byte{0, byte(frameKindLast) + 1, 0x80, 0xff} {
 		checkMalformed(t, "kind "+FrameKind(k).String(), []byte{k, 0, 0}, next)
 	}
 	for _, fl := range []byte{2, 3, 0x80, 0xff} {

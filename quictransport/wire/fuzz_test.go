@@ -9,7 +9,8 @@ import (
 	"testing"
 )
 
-// Fuzz targets (make fuzz runs each for a while):
+// Fuzz targets (make fuzz runs each for a while; FuzzParseResyncItem and
+// FuzzParseResyncReply likewise):
 //
 //	go test -run XXX -fuzz FuzzParseOp -fuzztime 20s ./quictransport/wire/
 //
@@ -75,6 +76,45 @@ func FuzzControl(f *testing.F) {
 	})
 }
 
+// FuzzParseResyncItem: the same for FrameResync bodies: position, kind,
+// item.
+func FuzzParseResyncItem(f *testing.F) {
+	for _, tc := range resyncItemCases() {
+		if b := AppendResyncItem(nil, tc.after, tc.it); len(b) <= fuzzSeedLimit {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		after, it, err := ParseResyncItem(body)
+		if err != nil {
+			checkDecodeError(t, err)
+			return
+		}
+		if again := AppendResyncItem(nil, after, it); !bytes.Equal(again, body) {
+			t.Fatalf("%s re-encodes to\n% x\nfrom\n% x", briefResync(it), again, body)
+		}
+	})
+}
+
+// FuzzParseResyncReply: the same for FrameResyncReply bodies.
+func FuzzParseResyncReply(f *testing.F) {
+	for _, tc := range resyncReplyCases() {
+		if b := AppendResyncReply(nil, tc.r); len(b) <= fuzzSeedLimit {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ParseResyncReply(body)
+		if err != nil {
+			checkDecodeError(t, err)
+			return
+		}
+		if again := AppendResyncReply(nil, r); !bytes.Equal(again, body) {
+			t.Fatalf("%s re-encodes to\n% x\nfrom\n% x", briefResync(r), again, body)
+		}
+	})
+}
+
 // The decompressor is costly to build; one serves every fuzz input, as one
 // serves every connection in tdfs.
 var fuzzDec = sync.OnceValues(NewDecompressor)
@@ -125,7 +165,7 @@ func FuzzFrameReader(f *testing.F) {
 			if len(body) > MaxFrameLen {
 				t.Fatalf("%v body of %d bytes", kind, len(body))
 			}
-			if kind < FrameHello || kind > FrameBye {
+			if kind < FrameHello || kind > frameKindLast {
 				t.Fatalf("frame kind %d accepted", kind)
 			}
 			if raw && stream[len(again)+1]&flagZstd != 0 {

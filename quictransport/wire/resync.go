@@ -65,14 +65,18 @@ const (
 	MaxResyncXattrs = 256
 )
 
-// ResyncItem is one master -> slave item.
+// ResyncItem is one master -> slave item. It is sealed: only the item
+// types of this file implement it, so the compiler refuses a reply where
+// an item belongs (the two interfaces would otherwise be the same type).
 type ResyncItem interface {
 	ResyncKind() ResyncKind
+	resyncItem()
 }
 
-// ResyncReply is one slave -> master reply.
+// ResyncReply is one slave -> master reply; sealed like ResyncItem.
 type ResyncReply interface {
 	ResyncKind() ResyncKind
+	resyncReply()
 }
 
 // ResyncBegin starts pass Pass.
@@ -91,6 +95,13 @@ type ResyncBegin struct {
 	Pass   uint64
 	Rebase bool
 	Verify bool
+	// Full: compare the contents of every file, not only of those
+	// whose size or mtime differ (a repair after verify found a
+	// difference that left both alone).
+	Full bool
+	// Run is the master's run at the item's position: after a rebase,
+	// the slave's ops are that run's (HelloAck.Run).
+	Run RunID
 }
 
 // HandleRef is a file the master holds open for writing.
@@ -241,6 +252,26 @@ func (*ResyncClose) ResyncKind() ResyncKind   { return ResyncCloseKind }
 func (*ResyncEnd) ResyncKind() ResyncKind     { return ResyncEndKind }
 func (*ResyncHashes) ResyncKind() ResyncKind  { return ResyncHashesKind }
 func (*ResyncDirDone) ResyncKind() ResyncKind { return ResyncDirDoneKind }
+
+func (*ResyncBegin) resyncItem()    {}
+func (*ResyncHandles) resyncItem()  {}
+func (*ResyncDir) resyncItem()      {}
+func (*ResyncData) resyncItem()     {}
+func (*ResyncClose) resyncItem()    {}
+func (*ResyncEnd) resyncItem()      {}
+func (*ResyncHashes) resyncReply()  {}
+func (*ResyncDirDone) resyncReply() {}
+
+var (
+	_ ResyncItem  = (*ResyncBegin)(nil)
+	_ ResyncItem  = (*ResyncHandles)(nil)
+	_ ResyncItem  = (*ResyncDir)(nil)
+	_ ResyncItem  = (*ResyncData)(nil)
+	_ ResyncItem  = (*ResyncClose)(nil)
+	_ ResyncItem  = (*ResyncEnd)(nil)
+	_ ResyncReply = (*ResyncHashes)(nil)
+	_ ResyncReply = (*ResyncDirDone)(nil)
+)
 
 // MaxResyncDiffs bounds the differences of one ResyncDirDone; the slave
 // sends the first ones and a final Difference whose What says how many

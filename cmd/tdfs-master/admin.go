@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// The admin socket: a unix socket in the journal dir (mode 0600, so only
+// the master's user, normally root) through which `tdfs-master verify`
+// asks the running master to compare its backing dir with every slave.
+// One JSON request per connection; the answer is JSON lines: progress,
+// then the results.
+
+const (
+	adminSocket = "admin.sock"
+	// ExitDiffers is verify's exit code when a slave differs.
+	exitDiffers = 3
+)
+
+type adminRequest struct {
+	Op     string `json:"op"` // "verify"
+	Repair bool   `json:"repair"`
+}
+
+type adminLine struct {
+	Progress *progressLine  `json:"progress,omitempty"`
+	Results  []verifyResult `json:"results,omitempty"`
+	Error    string         `json:"error,omitempty"`
+}
+
+type progressLine struct {
+	Slave        string `json:"slave"`
+	Entries      uint64 `json:"entries"`
+	TotalEntries uint64 `json:"total_entries"`
+	BytesSent    uint64 `json:"bytes_sent"`
+	Compared     uint64 `json:"bytes_compared"`
+	Differences  uint64 `json:"differences"`
+}
+
+type verifyResult struct {
+	Slave       string            `json:"slave"`
+	Error       string            `json:"error,omitempty"`
+	Entries     uint64            `json:"entries"`
+	Differences uint64            `json:"differences"`
+	Diffs       []wire.Difference `json:"diffs,omitempty"`
+	Truncated   uint64            `json:"truncated,omitempty"`
+	FilesSent   uint64            `json:"files_sent,omitempty"`
+	BytesSent   uint64            `json:"bytes_sent,omitempty"`
+}
+
+// progressHub fans pass progress out to the admin connections waiting for
+// a verify.
+type progressHub struct {
+	mu   sync.Mutex
+	subs map[chan progressLine]struct{}
+}
+
+func (h *progressHub) publish(slave string, p quictransport.PassProgress) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs {
+		select {
+		case ch <- progressLine{Slave: slave, Entries: p.Entries, TotalEntries: p.TotalEntries, BytesSent: p.BytesSent,
+			Compared: p.BytesCompared, Differences: p.Differences}:
+		default: // a slow reader misses a progress line, nothing else
+		}
+	}
+}
+
+func (h *progressHub) subscribe() (chan progressLine, func()) {
+	ch := make(chan progressLine, 16)
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = map[chan progressLine]struct{}{}
+	}
+	h.subs[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs, ch)
+		h.mu.Unlock()
+	}
+}
+
+// listenAdmin serves the admin socket until the returned listener is
+// closed.
+func listenAdmin(cfg *config, m *quictransport.Master, hub *progressHub) (net.Listener, error) {
+	p := filepath.Join(cfg.journalDir, adminSocket)
+	// A socket left by a master that was killed: we hold the journal
+	// dir's lock, so no other master uses it.
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", p)
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveAdmin(cfg, m, hub, c)
+		}
+	}()
+	return ln, nil
+}
+
+func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Conn) {
+	defer c.Close()
+	var req adminRequest
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewDecoder(io.LimitReader(c, 4096)).Decode(&req); err != nil {
+		json.NewEncoder(c).Encode(adminLine{Error: "bad request: " + err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	if req.Op != "verify" {
+		json.NewEncoder(c).Encode(adminLine{Error: fmt.Sprintf("unknown request %q", req.Op)})
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// The client hung up: stop waiting (the passes themselves end
+		// with their slaves' connections).
+		io.Copy(io.Discard, c)
+		cancel()
+	}()
+	cfg.log.Info("verify requested through the admin socket", "repair", req.Repair)
+	ch, unsub := hub.subscribe()
+	defer unsub()
+	enc := json.NewEncoder(c)
+	var encMu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case p := <-ch:
+				encMu.Lock()
+				enc.Encode(adminLine{Progress: &p})
+				encMu.Unlock()
+			case <-done:
+				return
+			}
+		}
+	}()
+	res := m.Verify(ctx, req.Repair)
+	close(done)
+	var out []verifyResult
+	for _, r := range res {
+		v := verifyResult{Slave: r.Addr, Entries: r.Result.Entries, Differences: r.Result.Differences,
+			Diffs: r.Result.Diffs, Truncated: r.Result.Truncated, FilesSent: r.Result.FilesSent, BytesSent: r.Result.BytesSent}
+		if r.Err != nil {
+			v.Error = r.Err.Error()
+		}
+		out = append(out, v)
+	}
+	encMu.Lock()
+	enc.Encode(adminLine{Results: out})
+	encMu.Unlock()
+}
+
+// verifyCommand is `tdfs-master verify`.
+func verifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "compare the backing dir of a running master with every slave",
+		UsageText: "tdfs-master verify -m DIR [--journal DIR] [--repair]",
+		Description: "verify asks the tdfs-master running on DIR (through the admin socket in its journal dir) to\n" +
+			"compare DIR with each connected slave: names, types, sizes, modes, owners, mtimes, symlink targets,\n" +
+			"hard links, xattrs and contents (hashed on both sides, so only hashes cross the network). Writes\n" +
+			"keep flowing meanwhile; files changed during the comparison are compared again. It prints every\n" +
+			"path that differs and exits 0 when every slave is identical, 3 when one differs, 2 when a slave\n" +
+			"could not be verified. With --repair the differences are fixed instead (only what differs is sent).",
+		OnUsageError: daemon.OnUsageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
+				Usage: "backing `DIR` of the running master"},
+			&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
+				Usage: "the master's journal `DIR`, if it was given one (default " + defaultJournalRoot + "/<DIR with / as _>)"},
+			&cli.BoolFlag{Name: "repair", Usage: "fix what differs on the slaves"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION` (default: no limit)"},
+		},
+		Action: runVerify,
+	}
+}
+
+func runVerify(c *cli.Context) error {
+	name := "tdfs-master verify"
+	dir, err := daemon.Dir("-m", c.String("dir"))
+	if err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+	}
+	jdir, err := daemon.StateDir(c.String("journal"), defaultJournalRoot, dir)
+	if err != nil {
+		return cli.Exit(name+": --journal: "+err.Error(), daemon.ExitUsage)
+	}
+	sock := filepath.Join(jdir, adminSocket)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running on %s with this --journal?): %v",
+			name, sock, dir, err), daemon.ExitUsage)
+	}
+	defer conn.Close()
+	if t := c.Duration("timeout"); t > 0 {
+		conn.SetDeadline(time.Now().Add(t))
+	}
+	if err := json.NewEncoder(conn).Encode(adminRequest{Op: "verify", Repair: c.Bool("repair")}); err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
+	}
+	out, errw := c.App.Writer, c.App.ErrWriter
+	bar := newProgressBar(errw)
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), 256<<20)
+	for sc.Scan() {
+		var l adminLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return cli.Exit(name+": bad answer from the master: "+err.Error(), daemon.ExitRuntime)
+		}
+		switch {
+		case l.Error != "":
+			bar.clear()
+			return cli.Exit(name+": the master says: "+l.Error, daemon.ExitRuntime)
+		case l.Progress != nil:
+			bar.show(*l.Progress)
+		case l.Results != nil:
+			bar.clear()
+			return report(out, l.Results, c.Bool("repair"))
+		}
+	}
+	bar.clear()
+	if err := sc.Err(); err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
+	}
+	return cli.Exit(name+": the master closed the connection without an answer", daemon.ExitRuntime)
+}
+
+// report prints the results and picks the exit code.
+func report(w io.Writer, rs []verifyResult, repair bool) error {
+	code := daemon.ExitOK
+	for _, r := range rs {
+		if r.Error != "" {
+			fmt.Fprintf(w, "%s: not verified: %s\n", r.Slave, r.Error)
+			code = max(code, daemon.ExitRuntime)
+			continue
+		}
+		for _, d := range r.Diffs {
+			p := d.Path
+			if p == "" {
+				p = "."
+			}
+			fmt.Fprintf(w, "%s: %s: %s\n", r.Slave, p, d.What)
+		}
+		if r.Truncated > 0 {
+			fmt.Fprintf(w, "%s: ... and %d more differences\n", r.Slave, r.Truncated)
+		}
+		switch {
+		case repair:
+			fmt.Fprintf(w, "%s: repaired: %d entries compared, %d differed, %d files (%d bytes) sent\n",
+				r.Slave, r.Entries, r.Differences, r.FilesSent, r.BytesSent)
+		case r.Differences > 0:
+			fmt.Fprintf(w, "%s: DIFFERS: %d entries compared, %d differences\n", r.Slave, r.Entries, r.Differences)
+			code = max(code, exitDiffers)
+		default:
+			fmt.Fprintf(w, "%s: identical (%d entries compared)\n", r.Slave, r.Entries)
+		}
+	}
+	if code != daemon.ExitOK {
+		return cli.Exit("", code)
+	}
+	return nil
+}
+
+// progressBar draws progress on a terminal (one line, redrawn), and
+// nothing elsewhere.
+type progressBar struct {
+	w     io.Writer
+	tty   bool
+	start time.Time
+	drawn bool
+}
+
+func newProgressBar(w io.Writer) *progressBar {
+	b := &progressBar{w: w, start: time.Now()}
+	if f, ok := w.(*os.File); ok {
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		b.tty = err == nil
+	}
+	return b
+}
+
+func (b *progressBar) show(p progressLine) {
+	if !b.tty {
+		return
+	}
+	line := fmt.Sprintf("%s: %d entries", p.Slave, p.Entries)
+	if p.TotalEntries > 0 {
+		frac := min(1, float64(p.Entries)/float64(p.TotalEntries))
+		n := int(frac * 30)
+		line = fmt.Sprintf("%s [%s%s] %3.0f%% %d/%d entries", p.Slave, strings.Repeat("#", n), strings.Repeat(".", 30-n),
+			100*frac, p.Entries, p.TotalEntries)
+		if el := time.Since(b.start); frac > 0 && frac < 1 {
+			line += fmt.Sprintf(", ETA %v", time.Duration(float64(el)*(1-frac)/frac).Round(time.Second))
+		}
+	}
+	line += fmt.Sprintf(", %d MB compared, %d differences", p.Compared>>20, p.Differences)
+	fmt.Fprintf(b.w, "\r\033[K%s", line)
+	b.drawn = true
+}
+
+func (b *progressBar) clear() {
+	if b.drawn {
+		fmt.Fprint(b.w, "\r\033[K")
+		b.drawn = false
+	}
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/tdfs/tdfs/replayer"
+)
+
+func mustOpenProgress(t *testing.T, dir, boot string) (*progress, progressState) {
+	t.Helper()
+	p, st, err := openProgressAt(dir, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.close() })
+	return p, st
+}
+
+func mustProg(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	recA = replayer.HandleRecord{Handle: 7, FHType: 1, FH: []byte{1, 2, 3, 4, 5, 6, 7, 8}}
+	recB = replayer.HandleRecord{Handle: 9, Gone: true}
+	recC = replayer.HandleRecord{Handle: 1 << 60, FHType: -3, FH: make([]byte, replayer.MaxFileHandleLen)}
+)
+
+func handleMap(recs ...replayer.HandleRecord) map[uint64]replayer.HandleRecord {
+	m := make(map[uint64]replayer.HandleRecord)
+	for _, r := range recs {
+		m[r.Handle] = r
+	}
+	return m
+}
+
+func TestProgressRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	p, st := mustOpenProgress(t, dir, "boot-1")
+	if st.Valid || st.Applied != 0 || len(st.Handles) != 0 {
+		t.Fatalf("new log recovered %+v", st)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		mustProg(t, p.applied(seq))
+	}
+	mustProg(t, p.handleOpened(recA))
+	mustProg(t, p.handleOpened(recB))
+	mustProg(t, p.handleOpened(recC))
+	mustProg(t, p.handleReleased(recA.Handle))
+	mustProg(t, p.applied(6))
+	mustProg(t, p.close())
+
+	// Restarts without an op in between keep what was recovered.
+	for i := range 3 {
+		p, st := mustOpenProgress(t, dir, "boot-1")
+		want := progressState{BootID: "boot-1", SameBoot: true, Valid: true, Applied: 6, Handles: handleMap(recB, recC)}
+		if !reflect.DeepEqual(st, want) {
+			t.Fatalf("open %d recovered %+v, want %+v", i, st, want)
+		}
+		mustProg(t, p.close())
+	}
+	if names := progDirNames(t, dir); !reflect.DeepEqual(names, []string{progressFile}) {
+		t.Errorf("state dir holds %v", names)
+	}
+}
+
+func progDirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// A log of another boot is reported, not believed, and not carried over.
+func TestProgressOtherBoot(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := mustOpenProgress(t, dir, "boot-1")
+	mustProg(t, p.applied(42))
+	mustProg(t, p.handleOpened(recA))
+	mustProg(t, p.close())
+	p, st := mustOpenProgress(t, dir, "boot-2")
+	if !st.Valid || st.SameBoot || st.BootID != "boot-1" || st.Applied != 42 {
+		t.Errorf("recovered %+v, want a valid log of boot-1", st)
+	}
+	mustProg(t, p.close())
+	_, st = mustOpenProgress(t, dir, "boot-2")
+	if !st.Valid || !st.SameBoot || st.Applied != 0 || len(st.Handles) != 0 {
+		t.Errorf("after a restart in boot-2: %+v, want an empty log of this boot", st)
+	}
+}
+
+func TestProgressRealBootID(t *testing.T) {
+	dir := t.TempDir()
+	p, _, err := openProgress(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustProg(t, p.applied(3))
+	mustProg(t, p.close())
+	p, st, err := openProgress(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if !st.SameBoot || st.Applied != 3 || len(st.BootID) != 36 {
+		t.Errorf("recovered %+v", st)
+	}
+}
+
+// Every prefix of a log recovers the state of the records it holds whole;
+// a corrupt byte ends recovery before its record.
+func TestProgressTornTail(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := mustOpenProgress(t, dir, "boot-1")
+	path := filepath.Join(dir, progressFile)
+	// states[i] is the state once the log is ends[i] bytes long.
+	var ends []int64
+	var states []progressState
+	snap := func(applied uint64, recs ...replayer.HandleRecord) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, fi.Size())
+		states = append(states, progressState{BootID: "boot-1", SameBoot: true, Valid: true, Applied: applied, Handles: handleMap(recs...)})
+	}
+	snap(0)
+	mustProg(t, p.applied(1))
+	snap(1)
+	mustProg(t, p.handleOpened(recA))
+	snap(1, recA)
+	mustProg(t, p.applied(2))
+	snap(2, recA)
+	mustProg(t, p.handleOpened(recC))
+	snap(2, recA, recC)
+	mustProg(t, p.handleReleased(recA.Handle))
+	snap(2, recC)
+	mustProg(t, p.applied(1<<63))
+	snap(1<<63, recC)
+	mustProg(t, p.close())
+	full, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateAt := func(n int64) progressState {
+		st := progressState{}
+		for i, e := range ends {
+			if e <= n {
+				st = states[i]
+			}
+		}
+		return st
+	}
+	torn := filepath.Join(t.TempDir(), progressFile)
+	for n := range int64(len(full)) + 1 {
+		mustProg(t, os.WriteFile(torn, full[:n], 0o600))
+		got, err := recoverProgress(torn, "boot-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := stateAt(n)
+		if !want.Valid {
+			want = progressState{}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%d of %d bytes: recovered %+v, want %+v", n, len(full), got, want)
+		}
+	}
+	for i := range int64(len(full)) {
+		bad := append([]byte(nil), full...)
+		bad[i] ^= 0x40
+		mustProg(t, os.WriteFile(torn, bad, 0o600))
+		got, err := recoverProgress(torn, "boot-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The records before the one holding byte i survive.
+		before := int64(0)
+		for _, e := range ends {
+			if e <= i {
+				before = e
+			}
+		}
+		want := stateAt(before)
+		if !want.Valid {
+			want = progressState{}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("byte %d flipped: recovered %+v, want %+v", i, got, want)
+		}
+	}
+}
+
+func TestProgressReset(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := mustOpenProgress(t, dir, "b")
+	for seq := uint64(1); seq <= 100; seq++ {
+		mustProg(t, p.applied(seq))
+	}
+	mustProg(t, p.handleOpened(recA))
+	mustProg(t, p.reset(100, []replayer.HandleRecord{recB, recC}))
+	fi, err := os.Stat(filepath.Join(dir, progressFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact := int64(len(appendRecord(nil, bootBody("b"))) + len(appendRecord(nil, appliedBody(nil, 100))) +
+		len(appendRecord(nil, openedBody(nil, recB))) + len(appendRecord(nil, openedBody(nil, recC))))
+	if fi.Size() != compact {
+		t.Errorf("log of %d bytes after reset, want %d", fi.Size(), compact)
+	}
+	mustProg(t, p.applied(101))
+	mustProg(t, p.close())
+	_, st := mustOpenProgress(t, dir, "b")
+	if st.Applied != 101 || !reflect.DeepEqual(st.Handles, handleMap(recB, recC)) {
+		t.Errorf("recovered %+v", st)
+	}
+}
+
+// One record per applied op, of a fixed small size, and the log compacts
+// itself when it grows.
+func TestProgressSizeBounded(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := mustOpenProgress(t, dir, "b")
+	path := filepath.Join(dir, progressFile)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	mustProg(t, p.handleOpened(recA))
+	start := size()
+	for seq := uint64(1); seq <= 10; seq++ {
+		mustProg(t, p.applied(seq))
+	}
+	if per := (size() - start) / 10; per != 17 || size()-start != 170 {
+		t.Errorf("%d bytes per applied record, want 17", per)
+	}
+	p.maxSize = 1024
+	for seq := uint64(11); seq <= 1000; seq++ {
+		mustProg(t, p.applied(seq))
+		if s := size(); s > p.maxSize+17 {
+			t.Fatalf("log of %d bytes, bound %d", s, p.maxSize)
+		}
+	}
+	mustProg(t, p.close())
+	_, st := mustOpenProgress(t, dir, "b")
+	if st.Applied != 1000 || !reflect.DeepEqual(st.Handles, handleMap(recA)) {
+		t.Errorf("recovered %+v after compactions", st)
+	}
+}
+
+// A closed log refuses records rather than losing them silently.
+func TestProgressClosed(t *testing.T) {
+	p, _ := mustOpenProgress(t, t.TempDir(), "b")
+	mustProg(t, p.close())
+	mustProg(t, p.close())
+	if p.applied(1) == nil || p.handleOpened(recA) == nil || p.handleReleased(1) == nil || p.reset(1, nil) == nil {
+		t.Error("a closed log took a record")
+	}
+}
+
+// BenchmarkProgressApplied is the per-op cost of the log: one small
+// write(2), no fsync.
+func BenchmarkProgressApplied(b *testing.B) {
+	p, _, err := openProgressAt(b.TempDir(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.close()
+	b.ReportAllocs()
+	seq := uint64(0)
+	for b.Loop() {
+		seq++
+		if err := p.applied(seq); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package mirrorfs
+
+import (
+	"fmt"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// FileIDs and LinkIDs of file entries (the slave compares the content of
+// a file under its FileID; the later names of a hard-linked file are
+// links to its first, which alone carries a FileID).
+
+// linkKey identifies a file with several links for LinkID: its inode
+// and, where the filesystem gives one, its file handle, which also holds
+// the inode's generation (an inode number freed and reused during the pass
+// is another file).
+type linkKey struct {
+	fileKey
+	fh string
+}
+
+// forceCompare makes the slave compare the contents of a file (an entry
+// with a FileID) that an op numbered during the pass changed, whatever
+// its quick check says.
+//
+// The slave skips the content of a file whose size and mtime equal the
+// entry's (as rsync does). Every op carries the master's mtime, so an op
+// of the pass that reached a stale copy on the slave (a write through a
+// handle, a truncate, a utimes, an open) gave it the master's mtime, and a
+// stale copy of the right size would pass as equal. The watch records the
+// files such ops touched; their entries carry a size the slave cannot
+// have, one more than the file's (a slave uses Attr.Size only for that
+// check; ResyncClose sets the real size). A flag in wire.Entry would say
+// it more plainly.
+func (p *pass) forceCompare(r *entryRead) {
+	if !p.o.Verify && r.e.Kind == wire.KindFile && p.w.touchedFile(r.key) {
+		r.e.Attr.Size++
+	}
+}
+
+// fileEntry gives a file entry its FileID and LinkID, and returns the new
+// file's state, or nil for a later name of a file listed already.
+func (p *pass) fileEntry(dirfd int, path string, r *entryRead, at uint64) (*fileState, error) {
+	id, fh, err := p.identify(dirfd, r)
+	if err != nil {
+		return nil, fmt.Errorf("mirrorfs: resync: keep hold of %q: %w", path, err)
+	}
+	if r.st.Nlink > 1 {
+		if later := p.linkEntry(path, r, fh); later {
+			id.release()
+			return nil, nil
+		}
+	}
+	p.mu.Lock()
+	p.nextFile++
+	fid := p.nextFile
+	p.mu.Unlock()
+	r.e.FileID = fid
+	return &fileState{
+		id: fid, at: at, path: path, key: r.key, ident: id,
+		size: r.st.Size, ctime: r.st.Ctim,
+		fd: -1,
+	}, nil
+}
+
+// linkEntry gives an entry of a file with several links its LinkID, and
+// reports whether it is a later name of a file listed already (the slave
+// links it to the first; no FileID).
+//
+// The slave links later names to the first name it made for the LinkID,
+// whose content the pass compared. Two things can make that wrong, and
+// then the file starts a new LinkID here, as a first name (a FileID, its
+// content compared again), and the names listed before are listed again
+// (pending roots) to join it:
+//   - every name listed so far is gone (unlinked on both sides: the
+//     slave's file may be gone with them);
+//   - an op may have missed the slave's copy of the file since its first
+//     name was listed (a lost touch: a truncate through a name still to
+//     be listed, a write through a handle the slave bound to another
+//     file).
+func (p *pass) linkEntry(path string, r *entryRead, fh string) (later bool) {
+	k := linkKey{fileKey: r.key, fh: fh}
+	p.mu.Lock()
+	lid, seen := p.links[k]
+	first := p.linkFirst[lid]
+	p.mu.Unlock()
+	if seen {
+		names, known := p.w.namesOf(lid)
+		if (known && len(names) == 0) || p.w.lostSince(r.key, first) {
+			p.w.forgetLink(lid)
+			for _, n := range names {
+				if n != path {
+					p.w.add(n)
+				}
+			}
+			seen = false
+		}
+	}
+	if !seen {
+		now := p.w.now()
+		p.mu.Lock()
+		if len(p.links) < maxLinks {
+			p.nextLink++
+			lid = p.nextLink
+			p.links[k] = lid
+			p.linkFirst[lid] = now
+		} else {
+			lid = 0
+		}
+		p.mu.Unlock()
+		if lid == 0 {
+			p.warnOnce("links", "mirrorfs: resync: too many hard-linked files to track; further links are sent as separate files", "max", maxLinks)
+			return false
+		}
+	}
+	r.e.LinkID = lid
+	p.w.trackLink(path, r.key, lid)
+	return seen
+}

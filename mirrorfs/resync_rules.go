@@ -1,0 +1,261 @@
+package mirrorfs
+
+import (
+	"slices"
+	"syscall"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// The rules of the watch (resync_watch.go): what each namespace op means
+// for the running pass, and the hook that feeds ops to the passes.
+
+// movePending renames the pending roots at or beneath from to lie beneath
+// to.
+func (w *watch) movePending(from, to string) {
+	for i, r := range w.pending {
+		if under(r, from) {
+			w.pending[i] = to + r[len(from):]
+		}
+	}
+}
+
+// dropBelow forgets the pending roots strictly beneath p (p was removed or
+// replaced: nothing of what was beneath it is left to walk).
+func (w *watch) dropBelow(p string) {
+	w.pending = slices.DeleteFunc(w.pending, func(r string) bool { return r != p && under(r, p) })
+}
+
+// addedIn queues p when it is a new name in the directory being listed in
+// several items: its names were read with the first item, and the slave
+// removes at the last item every name no item carried.
+func (w *watch) addedIn(p string) {
+	if w.pos.active && w.pos.hasCurrent && w.pos.hasEmitted && p != "" && parentOf(p) == w.pos.current {
+		w.addLocked(p)
+	}
+}
+
+// addUncovered queues p unless it is covered already.
+func (w *watch) addUncovered(p string) {
+	if !w.covered(p) {
+		w.addLocked(p)
+	}
+}
+
+// walksBelow reports whether the directory p will be listed, and walked
+// beneath, by this pass (by the walk, or as or beneath a pending root).
+// That p's entry is covered is not enough: a batch of pending roots lists
+// their parent again but walks only beneath the roots.
+func (w *watch) walksBelow(p string) bool {
+	for _, r := range w.pending {
+		if under(p, r) {
+			return true
+		}
+	}
+	return w.pos.willList(p)
+}
+
+// addStale queues p, which now holds content the slave may have stale (a
+// directory if dir), unless this pass will make it right anyway.
+func (w *watch) addStale(p string, dir bool) {
+	if dir && !w.walksBelow(p) || !dir && !w.covered(p) {
+		w.addLocked(p)
+	}
+}
+
+// created observes a name made by create, mkdir, mknod or symlink.
+func (w *watch) created(p string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.addedIn(p)
+}
+
+// linked observes link(old, new). A stale file linked into a passed
+// directory carries stale content there; and when the slave lacks old,
+// its link fails and new is missing there. When new's directory is still
+// to be listed, the slave's link may fail too (that directory missing
+// there), and its listing would then make new a file of its own: old,
+// listed already as a file with one link (no LinkID), is listed again so
+// that both names carry the same LinkID.
+func (w *watch) linked(old, new string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.covered(old) {
+		w.addUncovered(new)
+	}
+	if w.covered(new) {
+		w.addUncovered(old)
+	}
+	w.addedIn(new)
+}
+
+// removedDir observes rmdir(p): when p's own listing was still to come,
+// the slave's copy may not be empty and its rmdir fail, leaving an extra
+// directory in a passed parent. Listing the parent again removes it.
+func (w *watch) removedDir(p string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	stale := w.staleTree(p, true)
+	w.dropBelow(p)
+	if stale {
+		w.addUncovered(p)
+	}
+}
+
+// renamed observes rename(src, dst, flags). srcDir and dstDir say whether
+// what now lies at dst (the former src) and, for an exchange, at src (the
+// former dst) is a directory.
+//
+// On the slave the rename carries whatever the slave has at src: stale
+// content lands at dst. And the slave's rename may fail (it lacks src or
+// dst's parent, or its dst is a directory that is not empty), leaving its
+// src where the master has none. Each side the walk will not list again
+// is queued.
+func (w *watch) renamed(src, dst string, flags uint32, srcDir, dstDir bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fromSrc := w.staleTree(src, srcDir)
+	if flags&wire.RenameExchange != 0 {
+		fromDst := w.staleTree(dst, dstDir)
+		mayFail := w.covered(src) || w.covered(dst)
+		// Swap the pending roots (and followed names) of both sides,
+		// through a name neither can hold: a NUL byte.
+		w.movePending(src, "\x00")
+		w.movePending(dst, src)
+		w.movePending("\x00", dst)
+		w.moveLinks(src, "\x00")
+		w.moveLinks(dst, src)
+		w.moveLinks("\x00", dst)
+		w.dropCoveredLinks(src)
+		w.dropCoveredLinks(dst)
+		if fromSrc || mayFail {
+			w.addStale(dst, srcDir)
+		}
+		if fromDst || mayFail {
+			w.addStale(src, dstDir)
+		}
+		return
+	}
+	// A directory renamed over a directory whose listing is still to come:
+	// the slave's copy of dst may not be empty.
+	overUnlisted := srcDir && flags&wire.RenameNoReplace == 0 && !w.covered(dst) && w.staleTree(dst, true)
+	// The slave's rename may fail on dst's side (dst's parent missing or
+	// not a directory, dst in the way) and leave the slave's src.
+	leftover := w.covered(dst) || overUnlisted
+	w.dropBelow(dst)
+	w.movePending(src, dst)
+	w.dropLinks(dst)
+	w.moveLinks(src, dst)
+	w.dropCoveredLinks(dst)
+	if fromSrc || overUnlisted {
+		w.addStale(dst, srcDir)
+	}
+	if leftover {
+		w.addUncovered(src)
+	}
+	w.addedIn(dst)
+}
+
+// observe feeds op, just applied and numbered (namespace ops under the
+// exclusive namespace lock, data ops under the inode's write lock), to
+// every running pass.
+func (m *mirror) observe(ws []*watch, op wire.Op) {
+	switch o := op.(type) {
+	case *wire.Rename:
+		srcDir := m.isDir(o.NewPath)
+		dstDir := o.Flags&wire.RenameExchange != 0 && m.isDir(o.OldPath)
+		for _, w := range ws {
+			w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
+		}
+	case *wire.Link:
+		for _, w := range ws {
+			w.linked(o.OldPath, o.NewPath)
+		}
+	case *wire.Rmdir:
+		for _, w := range ws {
+			w.removedDir(o.Path)
+		}
+	case *wire.Unlink:
+		for _, w := range ws {
+			w.unlinked(o.Path)
+		}
+	case *wire.Create:
+		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
+		for _, w := range ws {
+			w.created(o.Path)
+		}
+	case *wire.Mkdir:
+		for _, w := range ws {
+			w.created(o.Path)
+		}
+	case *wire.Mknod:
+		for _, w := range ws {
+			w.created(o.Path)
+		}
+	case *wire.Symlink:
+		for _, w := range ws {
+			w.created(o.Path)
+		}
+	case *wire.Open:
+		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
+	case *wire.Write:
+		m.touched(ws, o.Handle, "", false)
+	case *wire.Fallocate:
+		m.touched(ws, o.Handle, "", false)
+	case *wire.Setattr:
+		path := o.Path
+		if o.Handle != 0 {
+			path = "" // by handle: the path is ignored
+		}
+		m.touched(ws, o.Handle, path, false)
+	case *wire.Setxattr:
+		// xattrs belong to the file: one set through a name still to be
+		// listed may miss the slave's copy, as a chmod may.
+		m.touched(ws, 0, o.Path, false)
+	case *wire.Removexattr:
+		m.touched(ws, 0, o.Path, false)
+	case *wire.Release:
+		for _, w := range ws {
+			w.released(o.Handle)
+		}
+	}
+}
+
+// isDir reports whether the backing path rel is a directory. It errs
+// towards true when it cannot tell: treating a file as a directory only
+// costs a walk.
+func (m *mirror) isDir(rel string) bool {
+	st, err := lstat(m.abs(rel))
+	if err != nil {
+		return true
+	}
+	return st.Mode&syscall.S_IFMT == syscall.S_IFDIR
+}
+
+// addWatch and removeWatch register a pass's watch; called under the
+// exclusive namespace lock, so the set changes between ops.
+func (m *mirror) addWatch(w *watch) {
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	var ws []*watch
+	if old := m.watchers.Load(); old != nil {
+		ws = slices.Clone(*old)
+	}
+	ws = append(ws, w)
+	m.watchers.Store(&ws)
+}
+
+func (m *mirror) removeWatch(w *watch) {
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	old := m.watchers.Load()
+	if old == nil {
+		return
+	}
+	ws := slices.DeleteFunc(slices.Clone(*old), func(x *watch) bool { return x == w })
+	if len(ws) == 0 {
+		m.watchers.Store(nil)
+		return
+	}
+	m.watchers.Store(&ws)
+}

@@ -1,0 +1,367 @@
+package quictransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// A pass is one resync (or verify) of one slave, run by the Tree while
+// the slave's connection lasts. Its items are positioned by Emit and sent
+// by the peer's sender in order with ops; the slave's replies are routed
+// to it by the ack reader.
+
+// maxReplyBytes bounds the replies a slave may have queued for a pass
+// that has not read them yet.
+const maxReplyBytes = 256 << 20
+
+type pass struct {
+	n    uint64
+	opts PassOptions
+	// rebaseItem is the number (1-based, on this connection) of the
+	// rebasing ResyncBegin: acks of items before it still describe the
+	// slave's old op stream.
+	rebaseItem uint64
+
+	mu      sync.Mutex
+	queue   []queuedReply
+	bytes   int64
+	signal  chan struct{}
+	replies chan wire.ResyncReply
+}
+
+type queuedReply struct {
+	r    wire.ResyncReply
+	size int64
+}
+
+func newPass(n uint64, o PassOptions) *pass {
+	return &pass{n: n, opts: o, signal: make(chan struct{}, 1), replies: make(chan wire.ResyncReply)}
+}
+
+// push queues a reply without blocking (the ack reader must keep reading
+// acks, which free the window the pass may be waiting for).
+func (ps *pass) push(r wire.ResyncReply, size int) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.bytes+int64(size) > maxReplyBytes {
+		return fmt.Errorf("%w: the slave sent more than %d bytes of resync replies ahead of the pass", ErrLimit, maxReplyBytes)
+	}
+	ps.queue = append(ps.queue, queuedReply{r, int64(size)})
+	ps.bytes += int64(size)
+	select {
+	case ps.signal <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// forward hands queued replies to the Tree until ctx ends.
+func (ps *pass) forward(ctx context.Context) {
+	for {
+		ps.mu.Lock()
+		var r wire.ResyncReply
+		if len(ps.queue) > 0 {
+			r = ps.queue[0].r
+			ps.bytes -= ps.queue[0].size
+			ps.queue[0] = queuedReply{}
+			ps.queue = ps.queue[1:]
+		}
+		ps.mu.Unlock()
+		if r == nil {
+			select {
+			case <-ps.signal:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case ps.replies <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func replyPass(r wire.ResyncReply) uint64 {
+	switch r := r.(type) {
+	case *wire.ResyncHashes:
+		return r.Pass
+	case *wire.ResyncDirDone:
+		return r.Pass
+	}
+	return 0
+}
+
+// onReply routes a reply to the running pass; replies of a pass that
+// ended are dropped.
+func (p *peer) onReply(r wire.ResyncReply, size int) error {
+	p.m.mu.Lock()
+	ps := p.pass
+	p.m.mu.Unlock()
+	if ps == nil || replyPass(r) != ps.n {
+		return nil
+	}
+	return ps.push(r, size)
+}
+
+// verifyReq is a Verify (or repair) asked of one peer.
+type verifyReq struct {
+	repair bool
+	done   chan struct{}
+	res    PassResult
+	err    error
+}
+
+// runPasses runs the passes the slave needs while its connection lasts:
+// a rebase pass when its tree is of unknown state, verify passes asked
+// for, and the check owed after a crash of the master.
+//
+// A rebase or check pass that fails ends the connection (end): the slave
+// reconnects and the pass starts over. A failed verify only fails the
+// verify.
+func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
+	m := p.m
+	defer func() {
+		m.mu.Lock()
+		vs := p.verifies
+		p.verifies = nil
+		m.mu.Unlock()
+		for _, v := range vs {
+			v.err = errors.New("the slave's connection ended before the verify started")
+			close(v.done)
+		}
+	}()
+	for {
+		m.mu.Lock()
+		var o PassOptions
+		var vr *verifyReq
+		start := true
+		switch {
+		case m.tree == nil || p.state != stateStreaming:
+			start = false
+		case p.rebase:
+			o.Rebase = true
+		case len(p.verifies) > 0:
+			vr = p.verifies[0]
+			p.verifies = p.verifies[1:]
+			o.Verify, o.Full = !vr.repair, vr.repair
+		case p.check:
+		default:
+			start = false
+		}
+		var ps *pass
+		if start {
+			p.passes++
+			o.Pass = p.passes
+			o.Progress = p.progressLogger(o)
+			ps = newPass(o.Pass, o)
+			p.pass = ps
+		}
+		ch, tree := m.changed, m.tree
+		m.mu.Unlock()
+		if !start {
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		res, err := p.runPass(ctx, tree, ps)
+		m.mu.Lock()
+		p.pass = nil
+		if err == nil {
+			if o.Rebase {
+				p.rebase = false
+			}
+			if !o.Verify {
+				p.check, p.checked = false, true
+			}
+			p.passErr = ""
+		} else {
+			p.passErr = err.Error()
+		}
+		m.broadcastLocked()
+		m.mu.Unlock()
+		p.poke()
+		if vr != nil {
+			vr.res, vr.err = res, err
+			close(vr.done)
+		}
+		if err != nil && !o.Verify {
+			if ctx.Err() == nil {
+				p.log.Warn("resync pass failed: reconnecting to start over", "pass", o.Pass, "err", err)
+			}
+			end(err)
+			return
+		}
+	}
+}
+
+func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, error) {
+	o := ps.opts
+	kind := "resync"
+	switch {
+	case o.Verify:
+		kind = "verify"
+	case !o.Rebase:
+		kind = "check"
+	}
+	start := time.Now()
+	p.log.Info(kind+" pass starting", "pass", o.Pass)
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go ps.forward(fctx)
+	res, err := tree.Resync(ctx, o, &passSink{p: p, ps: ps}, ps.replies)
+	if err != nil {
+		return res, fmt.Errorf("%s pass %d: %w", kind, o.Pass, err)
+	}
+	p.log.Info(kind+" pass done", "pass", o.Pass, "entries", res.Entries, "files_sent", res.FilesSent,
+		"bytes_sent", res.BytesSent, "bytes_compared", res.BytesCompared, "differences", res.Differences,
+		"took", time.Since(start).Round(time.Millisecond))
+	return res, nil
+}
+
+// progressLogger logs a pass's progress every few seconds once it has run
+// for a few: files, bytes, rate, ETA.
+func (p *peer) progressLogger(o PassOptions) func(PassProgress) {
+	start := time.Now()
+	var last time.Time
+	return func(pp PassProgress) {
+		now := time.Now()
+		if now.Sub(start) < 3*time.Second || now.Sub(last) < 5*time.Second {
+			return
+		}
+		last = now
+		secs := now.Sub(start).Seconds()
+		rate := float64(pp.BytesSent) / secs
+		eta := "unknown"
+		if pp.TotalEntries > pp.Entries && pp.Entries > 0 {
+			left := time.Duration(float64(now.Sub(start)) * float64(pp.TotalEntries-pp.Entries) / float64(pp.Entries))
+			eta = left.Round(time.Second).String()
+		}
+		p.log.Info("resync progress", "pass", o.Pass, "entries", pp.Entries, "of", pp.TotalEntries,
+			"files_sent", pp.FilesSent, "bytes_sent", pp.BytesSent, "rate_MBps", fmt.Sprintf("%.1f", rate/1e6), "eta", eta)
+		if p.m.cfg.OnProgress != nil {
+			p.m.cfg.OnProgress(p.addr, pp)
+		}
+	}
+}
+
+// passSink is a pass's ResyncSink: the peer's item queue.
+type passSink struct {
+	p  *peer
+	ps *pass
+}
+
+var _ ResyncSink = (*passSink)(nil)
+
+func (s *passSink) Reserve(ctx context.Context, n int64) error {
+	m := s.p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s.p.itemsReserved > 0 && s.p.itemsReserved+n > m.cfg.ResyncWindow {
+		ch := m.changed
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			m.mu.Lock()
+			return context.Cause(ctx)
+		}
+		m.mu.Lock()
+	}
+	if s.p.pass != s.ps {
+		return errors.New("the pass was abandoned")
+	}
+	s.p.itemsReserved += n
+	return nil
+}
+
+func (s *passSink) Release(n int64) {
+	m := s.p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.p.pass != s.ps {
+		return
+	}
+	s.p.itemsReserved -= n
+	m.broadcastLocked()
+}
+
+func (s *passSink) Emit(it wire.ResyncItem, n int64) {
+	p, m := s.p, s.p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.pass != s.ps {
+		return // the connection ended; the pass is being abandoned
+	}
+	after := m.bl.head
+	if b, ok := it.(*wire.ResyncBegin); ok {
+		c := *b
+		c.Run, c.Full = m.cfg.Run, s.ps.opts.Full
+		it = &c
+	}
+	if b, ok := it.(*wire.ResyncBegin); ok && b.Rebase {
+		// The slave's op stream restarts after this item: it drops what
+		// it buffered, and applies ops after+1... in order.
+		s.ps.rebaseItem = p.itemsSent + uint64(len(p.items)) + 1
+		p.next, p.sent = after+1, after
+		p.applied, p.durable = after, after
+		p.inflight, p.inflightBytes = nil, 0
+		p.jr.pending = nil
+		p.waitBegin = false
+	}
+	p.items = append(p.items, queuedItem{after: after, body: wire.AppendResyncItem(nil, after, it), size: n})
+	p.poke()
+}
+
+// VerifyResult is one slave's answer to Verify.
+type VerifyResult struct {
+	Addr   string
+	Result PassResult
+	Err    error
+}
+
+// Verify compares the backing dir with every connected slave (repair:
+// and fixes what differs), while ops keep flowing. It returns one result
+// per configured slave; a slave that is not streaming gets an error.
+func (m *Master) Verify(ctx context.Context, repair bool) []VerifyResult {
+	m.mu.Lock()
+	reqs := make([]*verifyReq, len(m.peers))
+	out := make([]VerifyResult, len(m.peers))
+	for i, p := range m.peers {
+		out[i].Addr = p.addr
+		switch {
+		case m.tree == nil:
+			out[i].Err = errors.New("the master has no tree to compare")
+		case p.state != stateStreaming:
+			out[i].Err = fmt.Errorf("slave is %s: not connected", p.stateName())
+		case p.rebase:
+			out[i].Err = errors.New("slave is resyncing: verify it once that is done")
+		default:
+			reqs[i] = &verifyReq{repair: repair, done: make(chan struct{})}
+			p.verifies = append(p.verifies, reqs[i])
+		}
+	}
+	m.broadcastLocked()
+	m.mu.Unlock()
+	for i, r := range reqs {
+		if r == nil {
+			continue
+		}
+		select {
+		case <-r.done:
+			out[i].Result, out[i].Err = r.res, r.err
+		case <-ctx.Done():
+			out[i].Err = context.Cause(ctx)
+		}
+	}
+	return out
+}

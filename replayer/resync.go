@@ -1,0 +1,255 @@
+package replayer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Resync passes, slave side (wire/resync.go is the protocol).
+//
+// The caller hands over each item at its position, between ops, through
+// Resync; the replayer applies it to the tree and answers through reply.
+// In a repair pass the items make the tree equal to the master's; in a
+// Verify pass nothing in the tree changes and the replies only report.
+//
+// Memory is bounded by the protocol or by the slave's own tree, never by
+// what a master claims: a directory being described keeps the slave's
+// names in it (sorted) until its Final item; a repair pass keeps one fd
+// per file whose contents are being sent (the master bounds how many are
+// outstanding) and at most maxPassLinks fds for hard links; at most
+// maxPassDirs directories may be unfinished at once.
+
+// ErrBadResync is wrapped by the error of a resync item that breaks the
+// protocol: no pass or another pass, an unknown FileID, entries out of
+// order, data in a Verify pass. The connection that sent it is at fault.
+var ErrBadResync = errors.New("replayer: resync item out of protocol")
+
+const (
+	// maxPassLinks bounds the hard-link groups whose first file a pass
+	// holds open. Beyond it, later links of new groups are reported, not
+	// made.
+	maxPassLinks = 4096
+	// maxPassDirs bounds the directories described in part at once.
+	maxPassDirs = 1024
+	// maxPassSplits bounds the inodes a pass remembers splitting.
+	maxPassSplits = 1 << 16
+)
+
+// resyncPass is the state of the pass in progress.
+type resyncPass struct {
+	num       uint64
+	rebase    bool
+	verify    bool
+	full      bool                 // compare every file's contents (Full)
+	files     map[uint64]*passFile // FileID -> file whose contents are being sent
+	links     map[uint64]linkRef   // LinkID -> the group's first file
+	linksFull bool                 // a group was not kept: maxPassLinks reached
+	dirs      map[uint64]*passDir  // DirID -> directory described in part
+	// split holds the inodes whose names the pass split apart (the slave
+	// linked them, the master does not): the names left on such an inode
+	// hold another file's contents, whatever their size and mtime say.
+	split map[[2]uint64]struct{}
+}
+
+// passFile is a file whose contents the master is sending: open until its
+// ResyncClose.
+type passFile struct {
+	fd   int
+	path string
+}
+
+// linkRef is the first file of a hard-link group: an O_PATH fd to link
+// later names to (-1 in a Verify pass), and its identity.
+type linkRef struct {
+	fd       int
+	dev, ino uint64
+}
+
+// Resync applies one resync item at its position (calls are serialised
+// with Apply, in the order the items and ops were numbered) and sends the
+// replies it calls for through reply, synchronously: hashing a file
+// happens here, and the caller's applier waits. An error from reply is
+// returned, wrapped. The error of a bad item wraps ErrBadResync; any other
+// error means the slave could not apply the item.
+func (r *Replayer) Resync(it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+	if it == nil || reply == nil {
+		return fmt.Errorf("resync: nil item or reply: %w", ErrBadResync)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("resync: replayer: %w", os.ErrClosed)
+	}
+	if err := r.resync(it, reply); err != nil {
+		return fmt.Errorf("resync %s: %w", describeItem(it), err)
+	}
+	return nil
+}
+
+func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+	if b, ok := it.(*wire.ResyncBegin); ok {
+		return r.resyncBegin(b)
+	}
+	var pass uint64
+	switch x := it.(type) {
+	case *wire.ResyncHandles:
+		pass = x.Pass
+	case *wire.ResyncDir:
+		pass = x.Pass
+	case *wire.ResyncData:
+		pass = x.Pass
+	case *wire.ResyncClose:
+		pass = x.Pass
+	case *wire.ResyncEnd:
+		pass = x.Pass
+	default:
+		return fmt.Errorf("%w: item %T", ErrBadResync, it)
+	}
+	p := r.pass
+	switch {
+	case p == nil:
+		return fmt.Errorf("%w: no pass in progress", ErrBadResync)
+	case p.num != pass:
+		return fmt.Errorf("%w: pass %d in progress", ErrBadResync, p.num)
+	}
+	switch x := it.(type) {
+	case *wire.ResyncHandles:
+		return r.resyncHandles(p, x)
+	case *wire.ResyncDir:
+		return r.resyncDir(p, x, reply)
+	case *wire.ResyncData:
+		return r.resyncData(p, x)
+	case *wire.ResyncClose:
+		return r.resyncClose(p, x)
+	case *wire.ResyncEnd:
+		r.endPass()
+		r.tolerant = false
+		return nil
+	}
+	return nil
+}
+
+// describeItem names an item for error messages.
+func describeItem(it wire.ResyncItem) string {
+	switch x := it.(type) {
+	case *wire.ResyncBegin:
+		return fmt.Sprintf("begin pass %d", x.Pass)
+	case *wire.ResyncHandles:
+		return fmt.Sprintf("handles (%d)", len(x.Handles))
+	case *wire.ResyncDir:
+		return fmt.Sprintf("dir %q (id %d)", x.Path, x.DirID)
+	case *wire.ResyncData:
+		return fmt.Sprintf("data file %d at %d", x.FileID, x.Off)
+	case *wire.ResyncClose:
+		return fmt.Sprintf("close file %d", x.FileID)
+	case *wire.ResyncEnd:
+		return fmt.Sprintf("end pass %d", x.Pass)
+	}
+	return fmt.Sprintf("%T", it)
+}
+
+// resyncBegin starts a pass. A pass still in progress is abandoned (its
+// master reconnected and starts over): its fds are closed.
+func (r *Replayer) resyncBegin(b *wire.ResyncBegin) error {
+	if b.Rebase && b.Verify {
+		return fmt.Errorf("%w: a Verify pass cannot rebase", ErrBadResync)
+	}
+	if r.pass != nil {
+		r.log.Info("replayer: resync pass abandoned for a new one", "pass", r.pass.num, "new", b.Pass)
+		r.endPass()
+	}
+	r.pass = &resyncPass{
+		num:    b.Pass,
+		rebase: b.Rebase,
+		verify: b.Verify,
+		full:   b.Full,
+		files:  make(map[uint64]*passFile),
+		links:  make(map[uint64]linkRef),
+		dirs:   make(map[uint64]*passDir),
+		split:  make(map[[2]uint64]struct{}),
+	}
+	// Without Rebase the slave is in sync already: its ops apply
+	// strictly. With it, they meet a tree that still differs, and the
+	// handles it holds mean nothing: ResyncHandles, right after, lists
+	// every handle whose file has a name on the master, and a handle it
+	// leaves out belongs to a file with no name, whose writes change
+	// nothing (goneHandleOp). A master with no such handle may send none.
+	r.tolerant = b.Rebase
+	if b.Rebase {
+		r.resetHandles()
+		r.unlistedGone = true
+	}
+	return nil
+}
+
+// resyncHandles opens each listed file under its handle (a rebase's
+// ResyncBegin dropped the handles held before).
+func (r *Replayer) resyncHandles(p *resyncPass, x *wire.ResyncHandles) error {
+	if !p.rebase {
+		return fmt.Errorf("%w: handles outside a rebase pass", ErrBadResync)
+	}
+	if len(x.Handles) > wire.MaxResyncHandles {
+		return fmt.Errorf("%w: %d handles in one item", ErrBadResync, len(x.Handles))
+	}
+	for _, h := range x.Handles {
+		if h.Handle == 0 {
+			return fmt.Errorf("%w: handle 0 for %q", ErrBadResync, h.Path)
+		}
+		fd, err := r.forceOpen(h.Path, false)
+		if err != nil {
+			return fmt.Errorf("open handle %d %q: %w", h.Handle, h.Path, err)
+		}
+		r.keep(h.Handle, fd)
+		r.notifyOpen(h.Handle)
+	}
+	return nil
+}
+
+// endPass drops the pass in progress, if any, closing its fds.
+func (r *Replayer) endPass() {
+	p := r.pass
+	if p == nil {
+		return
+	}
+	r.pass = nil
+	for _, f := range p.files {
+		unix.Close(f.fd)
+	}
+	for _, l := range p.links {
+		if l.fd >= 0 {
+			unix.Close(l.fd)
+		}
+	}
+	if len(p.files) > 0 || len(p.dirs) > 0 {
+		r.log.Warn("replayer: resync pass ended with work outstanding",
+			"pass", p.num, "files", len(p.files), "dirs", len(p.dirs))
+	}
+}
+
+// diffs collects the differences of one directory, bounded by
+// wire.MaxResyncDiffs: the last slot says how many more there were.
+type diffs struct {
+	list []wire.Difference
+	more int
+}
+
+func (d *diffs) add(path, format string, args ...any) {
+	if len(d.list) >= wire.MaxResyncDiffs-1 {
+		d.more++
+		return
+	}
+	d.list = append(d.list, wire.Difference{Path: path, What: fmt.Sprintf(format, args...)})
+}
+
+// done returns the list to send, with the count of those left out.
+func (d *diffs) done(dirPath string) []wire.Difference {
+	if d.more == 0 {
+		return d.list
+	}
+	return append(d.list, wire.Difference{Path: dirPath, What: fmt.Sprintf("and %d more differences", d.more)})
+}

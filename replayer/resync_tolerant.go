@@ -1,0 +1,194 @@
+package replayer
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// Tolerant mode, and the path every op takes through Apply and Reapply.
+//
+// While a rebase resync runs (wire.ResyncBegin), the slave's tree is of
+// unknown state: the master keeps streaming ops, and an op may meet a tree
+// that still differs where it acts (a parent not created yet, a file where
+// the master has a directory). Such an op is skipped: the pass describes
+// everything it touched at a later position and repairs it there. An
+// error that says the slave itself is broken (EIO, ENOSPC, EROFS, EDQUOT, a
+// confinement refusal) still fails, tolerant or not.
+
+// wrongTypeError is a refusal because a name has a type the op cannot act
+// on (Open of a directory, Create over a fifo). On a replica in sync it
+// means the master sent nonsense; on one being resynchronised it means the
+// trees still differ there.
+type wrongTypeError struct{ msg string }
+
+func wrongType(format string, args ...any) error {
+	return &wrongTypeError{msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *wrongTypeError) Error() string { return ErrRefused.Error() + ": " + e.msg }
+
+// Is makes a wrong type a refusal for errors.Is, as it always was.
+func (e *wrongTypeError) Is(target error) bool { return target == ErrRefused }
+
+// SetTolerant turns tolerant mode on or off. While on, Apply returns nil
+// for an op that fails because the slave's tree differs from the master's
+// (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENODATA, ErrUnknownHandle, a
+// name of the wrong type, a symlink where the master has a directory) and
+// counts it in Skipped; and an Open or Create under a handle that fails so
+// is forced: missing parent directories are made (mode 0700), a
+// non-directory in the way of one is removed, a missing file is created
+// (the pass sets attributes and contents later), so that the handle exists
+// for the writes that follow. A rebase ResyncBegin turns it on and
+// ResyncEnd off.
+func (r *Replayer) SetTolerant(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tolerant = on
+}
+
+// Skipped reports how many ops tolerant mode skipped or forced since the
+// Replayer was made. It may be called at any time from any goroutine.
+func (r *Replayer) Skipped() uint64 { return r.skipped.Load() }
+
+// applyOp applies op (again: as Reapply does), with the handle
+// bookkeeping and tolerant mode around it. r.mu is held.
+func (r *Replayer) applyOp(op wire.Op, again bool) error {
+	if r.goneHandleOp(op) {
+		return nil
+	}
+	var err error
+	if again {
+		err = r.reapply(op)
+	} else {
+		err = r.apply(op)
+	}
+	if err == nil {
+		r.noteHandle(op)
+		return nil
+	}
+	if !r.tolerant || !treeDiffers(op, err) {
+		return err
+	}
+	if forced, ferr := r.forceHandleOp(op); forced {
+		if ferr != nil && !treeDiffers(op, ferr) {
+			return fmt.Errorf("%w (forcing it after: %w)", ferr, err)
+		}
+		err = errors.Join(err, ferr)
+	}
+	r.skipped.Add(1)
+	r.log.Debug("replayer: tolerant: op meets a tree that still differs", "op", describe(op), "err", err)
+	return nil
+}
+
+// treeDiffers reports whether err, returned by op, means the slave's tree
+// differs from the master's where op acts, rather than that the slave is
+// broken or the op is forbidden.
+func treeDiffers(op wire.Op, err error) bool {
+	var wt *wrongTypeError
+	switch {
+	case errors.As(err, &wt), errors.Is(err, ErrUnknownHandle):
+		return true
+	case errors.Is(err, ErrRefused):
+		// ELOOP: a symlink where the master has a directory, met by
+		// openat2 RESOLVE_NO_SYMLINKS or O_NOFOLLOW; nothing was
+		// followed. Every other refusal (EXDEV: leaving the root or
+		// crossing a mount; a device; an unknown flag) still fails.
+		return errors.Is(err, unix.ELOOP)
+	}
+	for _, e := range []unix.Errno{unix.ENOENT, unix.EEXIST, unix.ENOTDIR, unix.EISDIR, unix.ENOTEMPTY, unix.ENODATA} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	switch op.(type) {
+	case *wire.Link:
+		return errors.Is(err, unix.EPERM) // link(2) of what is a directory here
+	case *wire.Rename:
+		return errors.Is(err, unix.EINVAL) // a directory into its own subtree here
+	}
+	return false
+}
+
+// forceHandleOp forces an Open or Create under a handle (see SetTolerant).
+// It reports whether op was one.
+func (r *Replayer) forceHandleOp(op wire.Op) (bool, error) {
+	switch o := op.(type) {
+	case *wire.Create:
+		if o.Handle == 0 {
+			return false, nil
+		}
+		fd, err := r.forceOpen(o.Path, o.Flags&(wireOExcl|wireOTrunc) != 0)
+		if err != nil {
+			return true, err
+		}
+		if err := r.setAttrs(fdTarget(fd), o.Uid, o.Gid, o.Mode, o.Mtime); err != nil {
+			unix.Close(fd)
+			return true, err
+		}
+		r.keep(o.Handle, fd)
+		r.notifyOpen(o.Handle)
+		return true, nil
+	case *wire.Open:
+		if o.Handle == 0 {
+			return false, nil
+		}
+		fd, err := r.forceOpen(o.Path, o.Flags&wireOTrunc != 0)
+		if err != nil {
+			return true, err
+		}
+		if err := setMtime(fdTarget(fd), o.Mtime); err != nil {
+			unix.Close(fd)
+			return true, err
+		}
+		r.keep(o.Handle, fd)
+		r.notifyOpen(o.Handle)
+		return true, nil
+	}
+	return false, nil
+}
+
+// handleOf returns the handle a data op writes through (0 if none), and
+// whether op releases it.
+func handleOf(op wire.Op) (h uint64, release bool) {
+	switch o := op.(type) {
+	case *wire.Write:
+		return o.Handle, false
+	case *wire.Fallocate:
+		return o.Handle, false
+	case *wire.Setattr:
+		return o.Handle, false
+	case *wire.Release:
+		return o.Handle, true
+	}
+	return 0, false
+}
+
+// goneHandleOp reports whether op goes through a handle whose file has no
+// name (restored as gone, or left out of a rebase's ResyncHandles): then
+// it succeeds and changes nothing, and a Release forgets the handle.
+//
+// That is exactly the master's effect as anyone can see it: the file was
+// unlinked on the master while open (on the slave its inode went with the
+// process that held it), nothing can ever name it again, and its blocks
+// are freed at the last close. Writing its bytes somewhere would only
+// cost space.
+func (r *Replayer) goneHandleOp(op wire.Op) bool {
+	h, release := handleOf(op)
+	if h == 0 {
+		return false
+	}
+	if _, gone := r.gone[h]; !gone {
+		if _, open := r.handles[h]; open || !r.unlistedGone {
+			return false
+		}
+	}
+	if release {
+		delete(r.gone, h)
+		r.notifyReleased(h)
+	}
+	return true
+}
