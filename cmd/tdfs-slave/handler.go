@@ -68,6 +68,7 @@ func newHandler(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*
 	case rec.Valid && len(rec.Handles) > 0 && !h.resyncing:
 		// A clean stop while the master held files open: the tree is
 		// as of the durable point, and those files are still there.
+		// Writes through any that cannot be reopened ask for a resync.
 		h.reopen(rec)
 	}
 	r.SetHandleHook(h.onHandle)
@@ -87,41 +88,33 @@ func (h *handler) recover(rec progressState) {
 		// Nothing beyond the durable point was recorded: nothing to redo.
 		return
 	}
-	var recs []replayer.HandleRecord
-	for _, r := range rec.Handles {
-		recs = append(recs, r)
-	}
-	restored, gone, err := h.r.RestoreHandles(recs)
-	if err != nil {
+	if !h.reopen(rec) {
 		h.resyncing = true
-		h.log.Warn("this slave stopped with files open and cannot reopen them: its tree will be compared with the "+
-			"master's and repaired", "err", err)
 		return
-	}
-	for _, r := range recs {
-		h.handles[r.Handle] = r
 	}
 	h.applied, h.reapply = rec.Applied, rec.Applied+1
 	h.log.Info("resuming after a stop without sync: the progress log says how far the tree got",
-		"durable", st.Durable, "applied", rec.Applied, "handles_reopened", restored, "handles_gone", gone)
+		"durable", st.Durable, "applied", rec.Applied)
 }
 
-// reopen reopens the files the master held open at a clean stop.
-func (h *handler) reopen(rec progressState) {
-	var recs []replayer.HandleRecord
-	for _, r := range rec.Handles {
-		recs = append(recs, r)
+// reopen reopens the files the master held open when this slave
+// stopped (their handles are in the progress log). It reports whether it
+// could; if not, writes through them cannot be placed.
+func (h *handler) reopen(rec progressState) bool {
+	if len(rec.Handles) == 0 {
+		return true
 	}
+	recs := rec.HandleList()
 	restored, gone, err := h.r.RestoreHandles(recs)
 	if err != nil {
-		// Writes through them will ask for a resync.
 		h.log.Warn("cannot reopen the files the master holds open", "err", err)
-		return
+		return false
 	}
 	for _, r := range recs {
 		h.handles[r.Handle] = r
 	}
 	h.log.Info("reopened the files the master holds open", "handles_reopened", restored, "handles_gone", gone)
+	return true
 }
 
 // onHandle records handle changes in the progress log, so a restart can
