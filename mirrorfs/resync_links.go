@@ -70,14 +70,19 @@ func (p *pass) fileEntry(dirfd int, path string, r *entryRead, at uint64) (*file
 // The slave links later names to the first name it made for the LinkID,
 // whose content the pass compared. Two things can make that wrong, and
 // then the file starts a new LinkID here, as a first name (a FileID, its
-// content compared again), and the names listed before are listed again
-// (pending roots) to join it:
-//   - every name listed so far is gone (unlinked on both sides: the
-//     slave's file may be gone with them);
+// content compared again):
+//   - no name of the LinkID's file is left on the slave (unlinked on both
+//     sides: the file may be gone with them);
 //   - an op may have missed the slave's copy of the file since its first
 //     name was listed (a lost touch: a truncate through a name still to
 //     be listed, a write through a handle the slave bound to another
 //     file).
+//
+// The watch follows which names the slave has of such files, in groups
+// that are one file there. When a name joins a LinkID, the slave makes it
+// that LinkID's file; the other names of the same master file that are
+// another file on the slave (made before, or by link ops between names
+// listed with one link) are listed again to join too.
 func (p *pass) linkEntry(path string, r *entryRead, fh string) (later bool) {
 	k := linkKey{fileKey: r.key, fh: fh}
 	p.mu.Lock()
@@ -85,17 +90,12 @@ func (p *pass) linkEntry(path string, r *entryRead, fh string) (later bool) {
 	first := p.linkFirst[lid]
 	p.mu.Unlock()
 	if seen {
-		names, known := p.w.namesOf(lid)
+		names, known := p.w.namesIn(lid)
 		if (known && len(names) == 0) || p.w.lostSince(r.key, first) {
-			p.w.forgetLink(lid)
-			for _, n := range names {
-				if n != path {
-					p.w.add(n)
-				}
-			}
 			seen = false
 		}
 	}
+	g, tracked := p.w.groupOf(path)
 	if !seen {
 		now := p.w.now()
 		p.mu.Lock()
@@ -112,8 +112,14 @@ func (p *pass) linkEntry(path string, r *entryRead, fh string) (later bool) {
 			p.warnOnce("links", "mirrorfs: resync: too many hard-linked files to track; further links are sent as separate files", "max", maxLinks)
 			return false
 		}
+		// The slave keeps its file at path as the LinkID's: the names
+		// of path's group are that file already.
+		if tracked {
+			p.w.regroup(g, lid, r.key)
+		}
 	}
+	p.w.trackName(path, lid, r.key)
+	p.w.splitOff(r.key, lid)
 	r.e.LinkID = lid
-	p.w.trackLink(path, r.key, lid)
 	return seen
 }

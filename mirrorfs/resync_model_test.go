@@ -17,11 +17,17 @@ import (
 
 // simTree models a master tree of directories and a slave's copy of it
 // during a pass. Master directories have identities (a directory renamed
-// keeps its own), as the walk checks between the items of one listing.
+// keeps its own), as the walk checks between the items of one listing,
+// and mtimes (versions bumped by the ops that change their entries); the
+// slave's copies have mtimes too, set by the ops it applies (which carry
+// the master's) and by listings (entries' attributes, a directory's own at
+// its Final item), and spoilt (-1) by the slave's own changes.
 type simTree struct {
-	master map[string]int
-	slave  map[string]bool
+	master map[string]int // directory: identity
+	mtime  map[string]int // master directory: mtime
+	slave  map[string]int // slave directory: mtime
 	ids    int
+	clock  int
 }
 
 func children[V any](dirs map[string]V, p string) []string {
@@ -37,10 +43,27 @@ func children[V any](dirs map[string]V, p string) []string {
 
 func (t *simTree) has(p string) bool { _, ok := t.master[p]; return ok }
 
+func (t *simTree) onSlave(p string) bool { _, ok := t.slave[p]; return ok }
+
+// touch gives master directory p a new mtime.
+func (t *simTree) touch(p string) {
+	t.clock++
+	t.mtime[p] = t.clock
+}
+
+// slaveTakes sets the slave's mtime of p to the master's (an op applied
+// there, or a listing), if the slave has p.
+func (t *simTree) slaveTakes(p string) {
+	if t.onSlave(p) {
+		t.slave[p] = t.mtime[p]
+	}
+}
+
 // slaveMake makes p a directory on the slave, with missing parents.
 func (t *simTree) slaveMake(p string) {
-	for q := p; !t.slave[q]; q = parentOf(q) {
-		t.slave[q] = true
+	for q := p; !t.onSlave(q); q = parentOf(q) {
+		t.slave[q] = -1
+		t.slave[parentOf(q)] = -1
 	}
 }
 
@@ -51,14 +74,21 @@ func (t *simTree) slaveRemove(p string) {
 			delete(t.slave, d)
 		}
 	}
+	t.slave[parentOf(p)] = -1
 }
 
 // listItem is the slave applying one item of p's listing carrying names;
-// with final, it then removes every name of p that no item carried.
+// with final, it then removes every name of p that no item carried, and
+// takes p's own mtime.
 func (t *simTree) listItem(p string, names, carried []string, final bool) {
 	t.slaveMake(p)
 	for _, n := range names {
-		t.slave[childPath(p, n)] = true
+		c := childPath(p, n)
+		if !t.onSlave(c) {
+			t.slave[c] = -1
+			t.slave[p] = -1
+		}
+		t.slaveTakes(c)
 	}
 	if final {
 		for _, c := range children(t.slave, p) {
@@ -66,6 +96,7 @@ func (t *simTree) listItem(p string, names, carried []string, final bool) {
 				t.slaveRemove(c)
 			}
 		}
+		t.slaveTakes(p)
 	}
 }
 
@@ -92,24 +123,27 @@ func empty[V any](dirs map[string]V, p string) bool { return len(children(dirs, 
 // rmdir, rename, rename over an empty directory, exchange), on a slave
 // whose tree starts out different and which skips what it cannot apply,
 // with listings in one item or in two, and checks the end state: once the
-// walk and every pending root are done, the slave's tree is the master's.
-// Take any of the watch's rules out and it fails.
+// walk and every pending root are done, the slave's tree is the master's,
+// directory mtimes included. Take any of the watch's rules out and it
+// fails.
 func TestWatchModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	checked := 0
 	const rounds = 4000
 	for round := 0; round < rounds; round++ {
-		tr := &simTree{master: map[string]int{"": 0}, slave: map[string]bool{"": true}}
+		tr := &simTree{master: map[string]int{"": 0}, mtime: map[string]int{"": 0}, slave: map[string]int{"": -2}}
 		for i := 0; i < 10; i++ {
+			// Random, different, initial trees.
 			ds := slices.Sorted(maps.Keys(tr.master))
 			tr.ids++
-			tr.master[childPath(ds[rng.IntN(len(ds))], fmt.Sprintf("%c", 'a'+rng.IntN(5)))] = tr.ids
+			d := childPath(ds[rng.IntN(len(ds))], fmt.Sprintf("%c", 'a'+rng.IntN(5)))
+			tr.master[d], tr.mtime[d] = tr.ids, 0
 			ds = slices.Sorted(maps.Keys(tr.slave))
-			tr.slave[childPath(ds[rng.IntN(len(ds))], fmt.Sprintf("%c", 'a'+rng.IntN(5)))] = true
+			tr.slave[childPath(ds[rng.IntN(len(ds))], fmt.Sprintf("%c", 'a'+rng.IntN(5)))] = -2
 		}
 		w := &watch{}
 		w.startMain()
-		trace := []string{fmt.Sprintf("master %q", slices.Sorted(maps.Keys(tr.master))), fmt.Sprintf("slave  %q", slices.Sorted(maps.Keys(tr.slave)))}
+		trace := []string{fmt.Sprintf("master %v", tr.mtime), fmt.Sprintf("slave  %v", tr.slave)}
 
 		// The walk, driven through the watch's plan. current is the
 		// directory to list; a listing in two items keeps its state in
@@ -207,8 +241,12 @@ func TestWatchModel(t *testing.T) {
 				}
 				tr.ids++
 				tr.master[b] = tr.ids
-				if tr.slave[parentOf(b)] && !tr.slave[b] {
-					tr.slave[b] = true
+				tr.touch(b)
+				tr.touch(parentOf(b))
+				if tr.onSlave(parentOf(b)) && !tr.onSlave(b) {
+					tr.slave[b] = 0
+					tr.slaveTakes(b)
+					tr.slaveTakes(parentOf(b))
 				}
 				w.created(b)
 				trace = append(trace, fmt.Sprintf("mkdir %q; pending %q", b, pendingOf(w)))
@@ -217,8 +255,11 @@ func TestWatchModel(t *testing.T) {
 					continue
 				}
 				delete(tr.master, a)
-				if tr.slave[a] && empty(tr.slave, a) {
+				delete(tr.mtime, a)
+				tr.touch(parentOf(a))
+				if tr.onSlave(a) && empty(tr.slave, a) {
 					delete(tr.slave, a)
+					tr.slaveTakes(parentOf(a))
 				}
 				w.removedDir(a)
 				trace = append(trace, fmt.Sprintf("rmdir %q; pending %q", a, pendingOf(w)))
@@ -227,13 +268,19 @@ func TestWatchModel(t *testing.T) {
 				if a == "" || c == "" || under(a, c) || under(c, a) {
 					continue
 				}
-				move(tr.master, a, "\x00")
-				move(tr.master, c, a)
-				move(tr.master, "\x00", c)
-				if tr.slave[a] && tr.slave[c] {
+				for _, m := range []map[string]int{tr.master, tr.mtime} {
+					move(m, a, "\x00")
+					move(m, c, a)
+					move(m, "\x00", c)
+				}
+				tr.touch(parentOf(a))
+				tr.touch(parentOf(c))
+				if tr.onSlave(a) && tr.onSlave(c) {
 					move(tr.slave, a, "\x00")
 					move(tr.slave, c, a)
 					move(tr.slave, "\x00", c)
+					tr.slaveTakes(parentOf(a))
+					tr.slaveTakes(parentOf(c))
 				}
 				w.renamed(a, c, wire.RenameExchange, true, true)
 				trace = append(trace, fmt.Sprintf("exchange %q %q; pending %q", a, c, pendingOf(w)))
@@ -243,10 +290,16 @@ func TestWatchModel(t *testing.T) {
 					continue
 				}
 				delete(tr.master, b)
+				delete(tr.mtime, b)
 				move(tr.master, a, b)
-				if tr.slave[a] && tr.slave[parentOf(b)] && !under(b, a) && (!tr.slave[b] || !noReplace && empty(tr.slave, b)) {
+				move(tr.mtime, a, b)
+				tr.touch(parentOf(a))
+				tr.touch(parentOf(b))
+				if tr.onSlave(a) && tr.onSlave(parentOf(b)) && !under(b, a) && (!tr.onSlave(b) || !noReplace && empty(tr.slave, b)) {
 					delete(tr.slave, b)
 					move(tr.slave, a, b)
+					tr.slaveTakes(parentOf(a))
+					tr.slaveTakes(parentOf(b))
 				}
 				var flags uint32
 				if noReplace {
@@ -259,13 +312,9 @@ func TestWatchModel(t *testing.T) {
 		if walking || !w.idle() {
 			continue // overflow or not finished within the steps: nothing to check
 		}
-		m := map[string]bool{}
-		for d := range tr.master {
-			m[d] = true
-		}
-		if !maps.Equal(m, tr.slave) {
-			t.Fatalf("round %d: after the pass\nmaster %q\nslave  %q\n%s", round,
-				slices.Sorted(maps.Keys(m)), slices.Sorted(maps.Keys(tr.slave)), strings.Join(trace, "\n"))
+		if !maps.Equal(tr.mtime, tr.slave) {
+			t.Fatalf("round %d: after the pass (directory: mtime)\nmaster %v\nslave  %v\n%s", round,
+				tr.mtime, tr.slave, strings.Join(trace, "\n"))
 		}
 		checked++
 	}

@@ -77,14 +77,22 @@ func (w *watch) created(p string) {
 // there), and its listing would then make new a file of its own: old,
 // listed already as a file with one link (no LinkID), is listed again so
 // that both names carry the same LinkID.
-func (w *watch) linked(old, new string) {
+//
+// A link between two places the slave has right succeeds there: both
+// names are followed (k is the file), so that if the file later starts a
+// new LinkID, both join it.
+func (w *watch) linked(old, new string, k fileKey, isFile bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.covered(old) {
+	oldIn, newIn := !w.covered(old), !w.covered(new)
+	if !oldIn {
 		w.addUncovered(new)
 	}
-	if w.covered(new) {
+	if !newIn {
 		w.addUncovered(old)
+	}
+	if oldIn && newIn && isFile {
+		w.linkOpLocked(old, new, k)
 	}
 	w.addedIn(new)
 }
@@ -107,10 +115,14 @@ func (w *watch) removedDir(p string) {
 // former dst) is a directory.
 //
 // On the slave the rename carries whatever the slave has at src: stale
-// content lands at dst. And the slave's rename may fail (it lacks src or
-// dst's parent, or its dst is a directory that is not empty), leaving its
-// src where the master has none. Each side the walk will not list again
-// is queued.
+// content lands at dst, and is walked again unless the pass will anyway.
+// And the slave's rename may fail (it lacks src or dst's parent, its dst
+// is a directory that is not empty, or for an exchange it lacks either
+// side): then both directories the rename changed are wrong there (the
+// slave's src stays where the master has none, dst is missing, and their
+// mtimes are the old ones), and are listed again unless they will be
+// anyway (asked after the pending roots moved: a root at src goes with
+// it).
 func (w *watch) renamed(src, dst string, flags uint32, srcDir, dstDir bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -128,30 +140,37 @@ func (w *watch) renamed(src, dst string, flags uint32, srcDir, dstDir bool) {
 		w.moveLinks("\x00", dst)
 		w.dropCoveredLinks(src)
 		w.dropCoveredLinks(dst)
-		if fromSrc || mayFail {
+		if fromSrc {
 			w.addStale(dst, srcDir)
 		}
-		if fromDst || mayFail {
+		if fromDst {
 			w.addStale(src, dstDir)
 		}
+		if mayFail {
+			w.addUncovered(src)
+			w.addUncovered(dst)
+		}
+		// Either side may be a name added to a directory being listed in
+		// several items, whose pending root just went to the other side.
+		w.addedIn(src)
+		w.addedIn(dst)
 		return
 	}
 	// A directory renamed over a directory whose listing is still to come:
 	// the slave's copy of dst may not be empty.
 	overUnlisted := srcDir && flags&wire.RenameNoReplace == 0 && !w.covered(dst) && w.staleTree(dst, true)
-	// The slave's rename may fail on dst's side (dst's parent missing or
-	// not a directory, dst in the way) and leave the slave's src.
-	leftover := w.covered(dst) || overUnlisted
+	mayFail := w.covered(src) || w.covered(dst) || overUnlisted
 	w.dropBelow(dst)
 	w.movePending(src, dst)
 	w.dropLinks(dst)
 	w.moveLinks(src, dst)
 	w.dropCoveredLinks(dst)
-	if fromSrc || overUnlisted {
+	if fromSrc {
 		w.addStale(dst, srcDir)
 	}
-	if leftover {
+	if mayFail {
 		w.addUncovered(src)
+		w.addUncovered(dst)
 	}
 	w.addedIn(dst)
 }
@@ -168,8 +187,11 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 			w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
 		}
 	case *wire.Link:
+		st, err := lstat(m.abs(o.NewPath))
+		isFile := err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG
+		k := fileKey{dev: st.Dev, ino: st.Ino}
 		for _, w := range ws {
-			w.linked(o.OldPath, o.NewPath)
+			w.linked(o.OldPath, o.NewPath, k, isFile)
 		}
 	case *wire.Rmdir:
 		for _, w := range ws {

@@ -14,9 +14,11 @@ import (
 //     through a path still to be listed, or a handle the slave may have
 //     bound to another file), which hard-linked files need compared again
 //     (linkEntry);
-//   - the names listed so far of files with several links, followed
-//     through renames and unlinks, which tell whether the slave still has
-//     a name of such a file to link later names to.
+//   - the names of files with several links the slave has (listed, or
+//     made by a link op it applied), followed through renames and
+//     unlinks: they tell whether the slave still has a name of such a file
+//     to link later names to, and which names to list again when the file
+//     starts a new LinkID.
 
 // maxTouched bounds the files a pass remembers as touched by ops.
 const maxTouched = 1 << 20
@@ -44,11 +46,9 @@ func (w *watch) touch(k fileKey, handle uint64, path string, opened bool) {
 	if lost {
 		// A name of the file listed already will not be listed again:
 		// list it again (it then starts a new LinkID, see linkEntry).
-		if lid := w.linkOf[k]; lid != 0 {
-			for p, l := range w.linkNames {
-				if l == lid {
-					w.addLocked(p)
-				}
+		for p, g := range w.linkNames {
+			if w.groupFile[g] == k {
+				w.addLocked(p)
 			}
 		}
 		w.seq++
@@ -150,33 +150,61 @@ func (m *mirror) touched(ws []*watch, handle uint64, path string, opened bool) {
 // maxLinkNames bounds the names of hard-linked files a pass follows.
 const maxLinkNames = 4096
 
-// trackLink records that path was listed as a name of file k, LinkID lid.
-func (w *watch) trackLink(path string, k fileKey, lid uint64) {
+// anonGroups numbers the groups made by link ops, apart from LinkIDs.
+const anonGroups = 1 << 63
+
+// trackName records that the slave has path as a name of file k, in group
+// g (one file on the slave).
+func (w *watch) trackName(path string, g uint64, k fileKey) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.trackNameLocked(path, g, k)
+}
+
+func (w *watch) trackNameLocked(path string, g uint64, k fileKey) {
 	if w.linksFull {
 		return
 	}
 	if w.linkNames == nil {
 		w.linkNames = make(map[string]uint64)
-		w.linkOf = make(map[fileKey]uint64)
+		w.groupFile = make(map[uint64]fileKey)
 	}
 	if len(w.linkNames) >= maxLinkNames {
 		w.linksFull = true
-		w.linkNames, w.linkOf = nil, nil
+		w.linkNames, w.groupFile = nil, nil
 		return
 	}
-	w.linkNames[path] = lid
-	w.linkOf[k] = lid
+	w.linkNames[path] = g
+	w.groupFile[g] = k
 }
 
-// namesOf returns the listed names of lid that still exist; known is
-// false when the watch stopped following them.
-func (w *watch) namesOf(lid uint64) (names []string, known bool) {
+// linkOp records link(old, new) of file k, applied on the slave: new is
+// one file with old there.
+func (w *watch) linkOpLocked(old, new string, k fileKey) {
+	g, ok := w.linkNames[old]
+	if !ok {
+		w.anon++
+		g = anonGroups + w.anon
+		w.trackNameLocked(old, g, k)
+	}
+	w.trackNameLocked(new, g, k)
+}
+
+// groupOf returns the group of the followed name path.
+func (w *watch) groupOf(path string) (uint64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for p, l := range w.linkNames {
-		if l == lid {
+	g, ok := w.linkNames[path]
+	return g, ok
+}
+
+// namesIn returns the names of group g; known is false when the watch
+// stopped following names.
+func (w *watch) namesIn(g uint64) (names []string, known bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for p, h := range w.linkNames {
+		if h == g {
 			names = append(names, p)
 		}
 	}
@@ -184,11 +212,32 @@ func (w *watch) namesOf(lid uint64) (names []string, known bool) {
 	return names, !w.linksFull
 }
 
-// forgetLink drops the names of lid.
-func (w *watch) forgetLink(lid uint64) {
+// regroup moves the names of group from into group to.
+func (w *watch) regroup(from, to uint64, k fileKey) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	maps.DeleteFunc(w.linkNames, func(_ string, l uint64) bool { return l == lid })
+	for p, h := range w.linkNames {
+		if h == from {
+			w.linkNames[p] = to
+		}
+	}
+	if w.groupFile != nil {
+		w.groupFile[to] = k
+	}
+}
+
+// splitOff queues, to be listed again, the followed names of file k that
+// are not in group keep (other files on the slave: listed again, they
+// join keep's LinkID), and forgets them.
+func (w *watch) splitOff(k fileKey, keep uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for p, g := range w.linkNames {
+		if g != keep && w.groupFile[g] == k {
+			delete(w.linkNames, p)
+			w.addUncovered(p)
+		}
+	}
 }
 
 // moveLinks renames the followed names at or beneath from to lie beneath

@@ -186,12 +186,15 @@ type watch struct {
 	lost    map[fileKey]uint64
 	lostAll uint64
 	suspect map[uint64]bool // handles maybe bound to another file on the slave
-	// The names listed so far of files with several links, by LinkID,
-	// moved along with renames and dropped when unlinked: they tell
-	// whether the slave still has a name of the file to link later names
-	// to (resync_walk.go, linkEntry). Past maxLinkNames, not kept.
-	linkNames map[string]uint64
-	linkOf    map[fileKey]uint64 // the LinkID of a file with followed names
+	// Names of files with several links the slave has, as far as the
+	// pass knows, in groups that are one file on the slave: the names
+	// listed with a LinkID (group: the LinkID), and those made by link ops
+	// between listed places (the group of the old name, or a new one).
+	// Moved along with renames, dropped when unlinked (resync_links.go,
+	// linkEntry). Past maxLinkNames, not kept.
+	linkNames map[string]uint64  // name: group
+	groupFile map[uint64]fileKey // group: the master's file
+	anon      uint64             // the last group made by a link op
 	linksFull bool
 }
 

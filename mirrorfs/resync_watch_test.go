@@ -204,17 +204,17 @@ func TestWatchRules(t *testing.T) {
 		{"dir whose walk is in progress, moved into the walked part", func() *watch { return watchAt("a/b") },
 			func(w *watch) { w.renamed("a", "0a", 0, true, false) }, []string{"0a"}},
 		{"walked dir over a name whose listing is to come", func() *watch { return watchAt("a") },
-			func(w *watch) { w.renamed("0/d", "a/d", 0, true, false) }, []string{"0/d"}}, // a/d: walked anyway
+			func(w *watch) { w.renamed("0/d", "a/d", 0, true, false) }, []string{"0/d", "a/d"}}, // a/d: for a's mtime
 		{"walked dir, no replace", func() *watch { return watchAt("a") },
 			func(w *watch) { w.renamed("0/d", "a/d", wire.RenameNoReplace, true, false) }, nil},
 		{"walked dir over a walked one", func() *watch { return watchAt("b") },
 			func(w *watch) { w.renamed("0/d", "a/d", 0, true, false) }, nil},
 		{"link of an unwalked file", func() *watch { return watchAt("a") },
-			func(w *watch) { w.linked("z/f", "a/f") }, []string{"a/f"}},
+			func(w *watch) { w.linked("z/f", "a/f", fileKey{ino: 1}, true) }, []string{"a/f"}},
 		{"link of a walked file", func() *watch { return watchAt("a") },
-			func(w *watch) { w.linked("0/f", "a/g") }, nil},
+			func(w *watch) { w.linked("0/f", "a/g", fileKey{ino: 1}, true) }, nil},
 		{"link of a walked file into the unwalked part", func() *watch { return watchAt("a") },
-			func(w *watch) { w.linked("0/f", "z/g") }, []string{"0/f"}},
+			func(w *watch) { w.linked("0/f", "z/g", fileKey{ino: 1}, true) }, []string{"0/f"}},
 		{"rmdir of a dir not listed yet", func() *watch { return watchAt("a") },
 			func(w *watch) { w.removedDir("a/x") }, []string{"a/x"}},
 		{"rmdir of a walked dir", func() *watch { return watchAt("a") },
@@ -229,7 +229,7 @@ func TestWatchRules(t *testing.T) {
 		}, func(w *watch) {
 			w.created("c/new")
 			w.created("d/new")
-			w.linked("b/f", "c/l")
+			w.linked("b/f", "c/l", fileKey{ino: 1}, true)
 			w.renamed("c/x", "c/y", 0, false, false)
 		}, []string{"c/l", "c/new", "c/y"}},
 		{"after the last item", func() *watch {
@@ -252,7 +252,7 @@ func TestWatchRules(t *testing.T) {
 			w := &watch{}
 			w.add("a/x")
 			return w
-		}, func(w *watch) { w.renamed("a/x", "b/y", 0, true, false) }, []string{"b/y"}},
+		}, func(w *watch) { w.renamed("a/x", "b/y", 0, true, false) }, []string{"a/x", "b/y"}}, // a/x: a's mtime, if the slave lacked a/x
 		{"exchange swaps pending roots", func() *watch {
 			w := &watch{}
 			w.add("a/x")
@@ -334,5 +334,52 @@ func TestWatchOverflowRestarts(t *testing.T) {
 	w.startMain()
 	if w.needsRestart() || !w.idle() || !w.covered("a/x") {
 		t.Fatal("startMain must clear the overflow and start over")
+	}
+}
+
+// The names of hard-linked files the slave has: followed through link
+// ops between listed places, renames and unlinks; not through links into
+// places still to be listed (the slave's link may fail there).
+func TestWatchLinkNames(t *testing.T) {
+	w := watchAt("a")
+	k := fileKey{ino: 7}
+	w.linked("0/f", "a/g", k, true)
+	w.linked("0/f", "z/h", k, true) // z is still to be listed
+	g, ok := w.groupOf("0/f")
+	if !ok {
+		t.Fatal("0/f not followed")
+	}
+	names := func() []string {
+		n, known := w.namesIn(g)
+		if !known {
+			t.Fatal("names not known")
+		}
+		return n
+	}
+	if got := names(); !slices.Equal(got, []string{"0/f", "a/g"}) {
+		t.Fatalf("names %q", got)
+	}
+	w.renamed("0", "b", 0, true, false)
+	if got := names(); !slices.Equal(got, []string{"a/g", "b/f"}) {
+		t.Fatalf("after rename: %q", got)
+	}
+	w.renamed("a/g", "z/g", 0, false, false) // into the part still to be listed
+	if got := names(); !slices.Equal(got, []string{"b/f"}) {
+		t.Fatalf("after a rename into the unlisted part: %q", got)
+	}
+	// Another file on the slave, same master file: split off and queued
+	// when b/f's group joins a LinkID.
+	w.trackName("a/x", 99, k)
+	w.regroup(g, 5, k)
+	w.splitOff(k, 5)
+	if n, _ := w.namesIn(5); !slices.Equal(n, []string{"b/f"}) {
+		t.Fatalf("group 5: %q", n)
+	}
+	if _, ok := w.groupOf("a/x"); ok || !slices.Contains(pendingOf(w), "a/x") {
+		t.Fatalf("a/x not split off: pending %q", pendingOf(w))
+	}
+	w.unlinked("b/f")
+	if n, _ := w.namesIn(5); len(n) != 0 {
+		t.Fatalf("after unlink: %q", n)
 	}
 }

@@ -16,7 +16,7 @@ var _ quictransport.Tree = tree{}
 
 func (t tree) Resync(ctx context.Context, o quictransport.PassOptions, sink quictransport.ResyncSink,
 	replies <-chan wire.ResyncReply) (quictransport.PassResult, error) {
-	mo := mirrorfs.ResyncOptions{Pass: o.Pass, Rebase: o.Rebase, Verify: o.Verify}
+	mo := mirrorfs.ResyncOptions{Pass: o.Pass, Rebase: o.Rebase, Verify: o.Verify, Full: o.Full}
 	if o.Progress != nil {
 		mo.Progress = func(p mirrorfs.ResyncProgress) { o.Progress(passProgress(p)) }
 	}
