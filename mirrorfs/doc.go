@@ -42,6 +42,23 @@
 // unlinked. A node that is no longer in the tree (unlinked while open) never
 // produces a path op.
 //
+// # Runs
+//
+// Options.Head is the last seq numbered before this mount (seqs continue
+// across runs of the master); the first op of a mount is a wire.RunStart
+// naming Options.Run, the second the root directory's attributes.
+//
+// # Resync
+//
+// Server.Resync (resync.go) runs one comparison pass against one slave:
+// it walks the backing dir and emits positioned items (wire/resync.go)
+// into a ResyncSink while holding the locks that exclude every op that
+// conflicts with what the item describes, so each item describes the tree
+// exactly as of the last seq numbered; it compares the slave's block
+// hashes with its own and sends the blocks that differ. A watch on every
+// op numbered during the pass re-lists what a live op may have spoiled on
+// a slave whose tree still differs (resync_watch.go, resync_rules.go).
+//
 // # Refusals
 //
 // Character and block device nodes (EPERM), O_TMPFILE (EOPNOTSUPP), file and
