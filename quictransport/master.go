@@ -28,8 +28,13 @@ type Master struct {
 	tree  Tree
 	// jmu serialises the journal's writers (Append in the FUSE path, the
 	// flusher); jerr is its last failure, logged once.
-	jmu        sync.Mutex
-	jdirty     bool
+	jmu    sync.Mutex
+	jdirty bool
+	jlast  uint64 // last seq appended to the journal (under jmu)
+	// jflushed is the last seq handed to the kernel (under mu): no op
+	// beyond it is sent, so after a kill -9 of the master no slave holds
+	// an op its journal lacks.
+	jflushed   uint64
 	jerrLogged bool
 	jlow       uint64 // seq the journal may be truncated through (under mu)
 	flushKick  chan struct{}
@@ -85,6 +90,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	m.bl.limit = cfg.Backlog
 	m.bl.head = cfg.Head
+	m.jflushed = cfg.Head
 	for _, p := range cfg.Peers {
 		q := newPeer(m, p)
 		q.check = cfg.CheckAll
@@ -186,13 +192,8 @@ func (m *Master) flusher(ctx context.Context) {
 		m.mu.Lock()
 		low := m.jlow
 		m.mu.Unlock()
+		m.flushJournal()
 		m.jmu.Lock()
-		if m.jdirty {
-			if err := j.Flush(); err != nil {
-				m.journalFailedLocked(err)
-			}
-			m.jdirty = false
-		}
 		if time.Since(lastTrunc) > time.Second {
 			lastTrunc = time.Now()
 			if err := j.TruncateThrough(low); err != nil {
@@ -201,6 +202,23 @@ func (m *Master) flusher(ctx context.Context) {
 		}
 		m.jmu.Unlock()
 	}
+}
+
+// flushJournal hands the journal's buffered records to the kernel and
+// records how far that goes.
+func (m *Master) flushJournal() {
+	m.jmu.Lock()
+	if m.jdirty {
+		if err := m.cfg.Journal.Flush(); err != nil {
+			m.journalFailedLocked(err)
+		}
+		m.jdirty = false
+	}
+	last := m.jlast
+	m.jmu.Unlock()
+	m.mu.Lock()
+	m.jflushed = max(m.jflushed, last)
+	m.mu.Unlock()
 }
 
 // journalFailedLocked handles a failed journal write (a full disk, say):
@@ -235,7 +253,7 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 				m.log.Error("journal append failed after a reset", "seq", seq, "err", err)
 			}
 		}
-		m.jdirty = true
+		m.jdirty, m.jlast = true, seq
 		m.jmu.Unlock()
 	}
 	m.mu.Lock()

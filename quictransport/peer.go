@@ -514,6 +514,7 @@ const (
 	actSend                  // send the entry
 	actItem                  // send the resync item
 	actJournal               // read op next from the journal
+	actFlush                 // flush the journal before sending op next
 	actBye                   // drained: send Bye
 	actDone                  // the slave is durable at head: close
 	actResync                // the slave needs a resync: tell it and close
@@ -564,6 +565,11 @@ func (p *peer) nextAction() step {
 		// reorder buffer would refuse them.
 		if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
 			return step{act: actWait}
+		}
+		if m.cfg.Journal != nil && e.seq > m.jflushed {
+			// Never send an op the journal has not handed to the kernel:
+			// after a kill -9 of the master, no slave is ahead of it.
+			return step{act: actFlush}
 		}
 		p.jr.pending = nil
 		p.inflight = append(p.inflight, flight{seq: e.seq, size: e.size})
@@ -628,6 +634,8 @@ func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *syn
 			if _, err := bw.Write(frame); err != nil {
 				return fmt.Errorf("send resync item: %w", err)
 			}
+		case actFlush:
+			p.m.flushJournal()
 		case actJournal:
 			if err := bw.Flush(); err != nil {
 				return fmt.Errorf("send ops: %w", err)
