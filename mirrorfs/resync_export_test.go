@@ -2,6 +2,8 @@ package mirrorfs
 
 // Test hooks for the external tests of resync (package mirrorfs_test).
 
+import "testing"
+
 // SetResyncWalkHook makes every pass started afterwards call fn after
 // each directory's Final item (outside every lock); nil removes it.
 func SetResyncWalkHook(fn func(dir string)) {
@@ -41,3 +43,6 @@ func SetResyncNoWatch(on bool) {
 	defer passHooks.Unlock()
 	passHooks.noWatch = on
 }
+
+// RequireFUSE lets the external tests skip or fail like the internal ones.
+func RequireFUSE(t *testing.T) { requireFUSE(t) }

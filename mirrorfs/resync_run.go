@@ -111,22 +111,10 @@ func (p *pass) begin(ctx context.Context) error {
 			p.m.addWatch(p.w)
 		}
 		p.emit(&wire.ResyncBegin{Pass: p.o.Pass, Rebase: p.o.Rebase, Verify: p.o.Verify, Full: p.o.Full, Run: p.m.run}, sizeBegin)
-		left := want - sizeBegin
-		for i := 0; i < len(refs); i += wire.MaxResyncHandles {
-			chunk := refs[i:min(len(refs), i+wire.MaxResyncHandles)]
-			n := int64(sizeHandlesHead)
-			for _, r := range chunk {
-				n += sizeHandleRef(r.Path)
-			}
-			p.emit(&wire.ResyncHandles{Pass: p.o.Pass, Handles: chunk}, n)
-			left -= n
-		}
+		used, hs := p.emitHandles(refs)
+		left := want - sizeBegin - used
 		// Nothing is listed yet: the slave may open these on files the
 		// listings replace.
-		hs := make([]uint64, len(refs))
-		for i, r := range refs {
-			hs[i] = r.Handle
-		}
 		p.w.suspectHandles(hs)
 		p.raw.ns.Unlock()
 		p.refund(left)

@@ -18,20 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireFUSE skips t, loudly, when /dev/fuse cannot be used, unless
-// TDFS_REQUIRE_FUSE=1 makes that a failure.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-		return
-	}
-	if os.Getenv("TDFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("TDFS_REQUIRE_FUSE=1 but /dev/fuse is unusable: %v", err)
-	}
-	t.Skipf("SKIPPING FUSE TEST %s: /dev/fuse is unusable (%v); set TDFS_REQUIRE_FUSE=1 to make this a failure", t.Name(), err)
-}
+// requireFUSE is the package's own (helpers_test.go).
+var requireFUSE = mirrorfs.RequireFUSE
 
 // rig is a mirror mounted over a backing dir, with a recorder per slave.
 type rig struct {

@@ -397,19 +397,8 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 	p.emit(item, size)
 	if len(refs) > 0 {
 		slices.SortFunc(refs, func(a, b wire.HandleRef) int { return cmp.Compare(a.Handle, b.Handle) })
-		for i := 0; i < len(refs); i += wire.MaxResyncHandles {
-			chunk := refs[i:min(len(refs), i+wire.MaxResyncHandles)]
-			n := int64(sizeHandlesHead)
-			for _, r := range chunk {
-				n += sizeHandleRef(r.Path)
-			}
-			p.emit(&wire.ResyncHandles{Pass: p.o.Pass, Handles: chunk}, n)
-			rest -= n
-		}
-		hs := make([]uint64, len(refs))
-		for i, r := range refs {
-			hs[i] = r.Handle
-		}
+		used, hs := p.emitHandles(refs)
+		rest -= used
 		p.w.rebound(hs)
 	}
 	p.refund(rest)
@@ -428,4 +417,23 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 		p.w.listed(subs)
 	}
 	return nil
+}
+
+// emitHandles emits refs as ResyncHandles items (MaxResyncHandles each),
+// and returns the bytes they used and the handles they name.
+func (p *pass) emitHandles(refs []wire.HandleRef) (used int64, hs []uint64) {
+	for i := 0; i < len(refs); i += wire.MaxResyncHandles {
+		chunk := refs[i:min(len(refs), i+wire.MaxResyncHandles)]
+		n := int64(sizeHandlesHead)
+		for _, r := range chunk {
+			n += sizeHandleRef(r.Path)
+		}
+		p.emit(&wire.ResyncHandles{Pass: p.o.Pass, Handles: chunk}, n)
+		used += n
+	}
+	hs = make([]uint64, len(refs))
+	for i, r := range refs {
+		hs[i] = r.Handle
+	}
+	return used, hs
 }
