@@ -159,7 +159,11 @@ func (p *pass) openDir(rel string) (int, error) {
 	var err error
 	for try := 0; try < 8; try++ {
 		var fd int
-		fd, err = unix.Openat2(p.rootFd, rel, how)
+		fd, err = noatime(int(how.Flags), func(flags int) (int, error) {
+			h := *how
+			h.Flags = uint64(flags)
+			return unix.Openat2(p.rootFd, rel, &h)
+		})
 		if err == nil {
 			return fd, nil
 		}

@@ -46,7 +46,9 @@ func (p *pass) identify(dirfd int, r *entryRead) (fileIdent, string, error) {
 	if full {
 		return fileIdent{fd: -1}, "", fmt.Errorf("%w: %d descriptors held", ErrTooManyFiles, hardMaxFds)
 	}
-	fd, err := unix.Openat(dirfd, r.e.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := noatime(unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, func(flags int) (int, error) {
+		return unix.Openat(dirfd, r.e.Name, flags, 0)
+	})
 	if err != nil {
 		return fileIdent{fd: -1}, "", err
 	}
@@ -119,7 +121,9 @@ func (p *pass) openFile(f *fileState) error {
 		f.fd = fd
 		return nil
 	}
-	fd, err := unix.OpenByHandleAt(p.rootFd, *f.ident.fh, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	fd, err := noatime(unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, func(flags int) (int, error) {
+		return unix.OpenByHandleAt(p.rootFd, *f.ident.fh, flags)
+	})
 	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
 		f.gone = true
 		return nil
@@ -197,4 +201,16 @@ func isZero(b []byte) bool {
 		b = b[n:]
 	}
 	return true
+}
+
+// noatime opens with O_NOATIME when the process may (it owns the file, or
+// has CAP_FOWNER, as the root daemon does), without otherwise: reading
+// the backing dir for a resync must not move the atimes applications see
+// through the mount.
+func noatime(flags int, open func(flags int) (int, error)) (int, error) {
+	fd, err := open(flags | unix.O_NOATIME)
+	if errors.Is(err, unix.EPERM) {
+		return open(flags)
+	}
+	return fd, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -514,5 +515,51 @@ func TestResyncBadReply(t *testing.T) {
 	}
 	if _, err := r.srv.Resync(context.Background(), mirrorfs.ResyncOptions{Rebase: true, Verify: true}, r.recs[0], replies); !errors.Is(err, mirrorfs.ErrBadOptions) {
 		t.Fatalf("rebase and verify: %v", err)
+	}
+}
+
+// A pass reads every file and directory it sends, and must not move their
+// atimes: applications see those through the mount.
+func TestResyncKeepsAtimes(t *testing.T) {
+	resetHooks(t)
+	old := unix.Timespec{Sec: 1000}
+	r := newRig(t, 1, 1<<20, func(back string) {
+		makeTree(t, back, 3, treeOpts{dirs: 4, files: 20, maxSize: 300 << 10})
+	})
+	s := r.slave(0, true, nil)
+	// Atimes older than mtimes, set just before the pass (after listing
+	// everything: a listing moves a directory's atime): relatime would
+	// update them on any read.
+	var paths []string
+	err := filepath.WalkDir(r.back, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSymlink == 0 {
+			paths = append(paths, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, {Nsec: unix.UTIME_OMIT}}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true})
+	if err != nil {
+		t.Fatalf("Resync: %v", err)
+	}
+	s.caughtUp()
+	if res.FilesSent == 0 {
+		t.Fatal("nothing sent: the test reads nothing")
+	}
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Atim != old {
+			t.Errorf("%s: atime %v after a pass, want %v", p, st.Atim, old)
+		}
 	}
 }
