@@ -21,20 +21,10 @@ type linkKey struct {
 
 // forceCompare makes the slave compare the contents of a file (an entry
 // with a FileID) that an op numbered during the pass changed, whatever
-// its quick check says.
-//
-// The slave skips the content of a file whose size and mtime equal the
-// entry's (as rsync does). Every op carries the master's mtime, so an op
-// of the pass that reached a stale copy on the slave (a write through a
-// handle, a truncate, a utimes, an open) gave it the master's mtime, and a
-// stale copy of the right size would pass as equal. The watch records the
-// files such ops touched; their entries carry a size the slave cannot
-// have, one more than the file's (a slave uses Attr.Size only for that
-// check; ResyncClose sets the real size). A flag in wire.Entry would say
-// it more plainly.
+// its quick check says (wire.Entry.Compare says why).
 func (p *pass) forceCompare(r *entryRead) {
 	if !p.o.Verify && r.e.Kind == wire.KindFile && p.w.touchedFile(r.key) {
-		r.e.Attr.Size++
+		r.e.Compare = true
 	}
 }
 

@@ -400,7 +400,7 @@ func (s *refSlave) applyDir(d *wire.ResyncDir) {
 		}
 		s.setMeta(p, e.Kind, e.Attr, e.Xattrs, false)
 		if e.Kind == wire.KindFile && e.FileID != 0 {
-			if uint64(st.Size) != e.Attr.Size || wtime(st.Mtim) != e.Attr.Mtime || s.full {
+			if uint64(st.Size) != e.Attr.Size || wtime(st.Mtim) != e.Attr.Mtime || s.full || e.Compare {
 				s.sendHashes(p, e.FileID, false)
 			}
 		}

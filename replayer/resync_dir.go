@@ -357,7 +357,7 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 		if err := r.sendHashes(p.num, e.FileID, fd, true, reply); err != nil {
 			return err
 		}
-	case sizeDiffers || mtimeDiffers || contentsSuspect || p.full:
+	case sizeDiffers || mtimeDiffers || contentsSuspect || p.full || e.Compare:
 		if _, dup := p.files[e.FileID]; dup {
 			return fmt.Errorf("%w: file id %d sent twice", ErrBadResync, e.FileID)
 		}

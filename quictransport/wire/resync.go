@@ -15,7 +15,12 @@ package wire
 // of the pass's ResyncEnd.
 //
 // Replies travel slave -> master on the control stream in
-// FrameResyncReply frames; they are not positioned.
+// FrameResyncReply frames; they are not positioned, but they are ordered:
+// the slave applies items in their order and sends each item's replies
+// before it applies the next item, and the master relies on that order
+// (the ResyncHashes a ResyncDir causes arrive before its ResyncDirDone;
+// replies of one pass arrive in the order of the items they answer). One
+// control stream in each direction keeps the order on the wire.
 //
 // A pass has a number (Pass), chosen by the master, unique on its
 // connection; items and replies of another pass are refused.
@@ -111,12 +116,20 @@ type HandleRef struct {
 }
 
 // ResyncHandles tells the slave which handles are open on the master at
-// the item's position (sent right after a Rebase ResyncBegin): the slave
-// opens Path for writing under Handle, creating the file (and missing
-// parent directories) if it lacks them; the pass fixes their attributes
-// and contents later. Open files that no longer have a name on the
-// master are not listed: writes through their handles change nothing
-// visible, and the slave skips them.
+// the item's position: the slave opens Path for writing under Handle
+// (replacing what it held under that handle), creating the file (and
+// missing parent directories) if it lacks them; the pass fixes their
+// attributes and contents later. Only rebase passes send it, at two
+// points:
+//   - right after ResyncBegin, listing every handle whose file has a
+//     name on the master (in several items if there are many). Open files
+//     that no longer have a name on the master are not listed: writes
+//     through their handles change nothing visible, and the slave skips
+//     them;
+//   - right after a ResyncDir that lists files open for writing on the
+//     master, naming their handles again: the listing may have replaced
+//     the slave's file under that name (a kind or hard-link mismatch), and
+//     the handles must name the file the listing left there.
 type ResyncHandles struct {
 	Pass    uint64
 	Handles []HandleRef
@@ -161,6 +174,13 @@ type Entry struct {
 	// the slave. The first entry of a LinkID carries a FileID; later
 	// ones carry FileID 0 and are hard links to the first.
 	LinkID uint64
+	// Compare (an entry with a FileID only) makes the slave compare the
+	// file's contents even when its size and mtime equal the entry's.
+	// The master sets it on files that an op numbered during the pass
+	// changed: every op carries the master's mtime, so such an op may
+	// have given a stale copy on the slave the master's mtime, and the
+	// quick check (size and mtime, as rsync's) would pass it as equal.
+	Compare bool
 }
 
 // ResyncDir describes directory Path at the item's position. A directory

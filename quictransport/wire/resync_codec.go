@@ -43,6 +43,7 @@ const (
 	beginFull   = 1 << 2
 	dirFinal    = 1 << 0
 	hashesMore  = 1 << 0
+	fileCompare = 1 << 0
 )
 
 func (k ResyncKind) String() string {
@@ -339,7 +340,7 @@ func (d *decoder) xattrs() []Xattr {
 }
 
 // appendEntry encodes: name, kind, attr, target (symlinks only), xattrs,
-// file id and link id (files only).
+// file id, link id and flags (bit 0 compare) (files only).
 func appendEntry(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Name)
 	b = append(b, e.Kind)
@@ -351,6 +352,7 @@ func appendEntry(b []byte, e *Entry) []byte {
 	if e.Kind == KindFile {
 		b = appendUvarint(b, e.FileID)
 		b = appendUvarint(b, e.LinkID)
+		b = append(b, appendFlag(0, e.Compare, fileCompare))
 	}
 	return b
 }
@@ -370,6 +372,12 @@ func (d *decoder) entry() Entry {
 		e.FileID, e.LinkID = d.uvarint(), d.uvarint()
 		if d.err == nil && e.FileID == 0 && e.LinkID == 0 {
 			d.fail(fmt.Errorf("%w: file %q has neither a file id nor a link id", ErrMalformed, e.Name))
+		}
+		e.Compare = d.flags("file entry", fileCompare)&fileCompare != 0
+		if d.err == nil && e.Compare && e.FileID == 0 {
+			// A later name of a hard-linked file has no contents of
+			// its own to compare.
+			d.fail(fmt.Errorf("%w: file %q: compare without a file id", ErrMalformed, e.Name))
 		}
 	}
 	return e

@@ -29,7 +29,7 @@ var attrMax = Attr{Mode: 0o7777, Uid: math.MaxUint32, Gid: math.MaxUint32, Size:
 // both halves of a hard link.
 func oneOfEachKind() []Entry {
 	return []Entry{
-		{Name: "a-file", Kind: KindFile, Attr: Attr{Mode: 0o644, Uid: 1, Gid: 2, Size: 12, Mtime: tNow}, FileID: 1},
+		{Name: "a-file", Kind: KindFile, Attr: Attr{Mode: 0o644, Uid: 1, Gid: 2, Size: 12, Mtime: tNow}, FileID: 1, Compare: true},
 		{Name: "b-dir", Kind: KindDir, Attr: Attr{Mode: 0o1777, Size: 4096, Mtime: tNeg}},
 		{Name: "c-link", Kind: KindSymlink, Attr: Attr{Mode: 0o777, Mtime: tMin}, Target: "../../etc/passwd"},
 		{Name: "d-fifo", Kind: KindFifo, Attr: Attr{Mode: 0o600, Mtime: tOmit}},
@@ -438,6 +438,7 @@ func TestResyncMalformed(t *testing.T) {
 		entry(fmt.Sprint("kind ", k), "unknown kind", Entry{Name: "e", Kind: k})
 	}
 	entry("file id 0 and link id 0", "neither a file id nor a link id", Entry{Name: "f", Kind: KindFile})
+	entry("compare without a file id", "compare without a file id", Entry{Name: "f", Kind: KindFile, LinkID: 1, Compare: true})
 	entry("mode with type bits", "beyond the permissions", Entry{Name: "f", Kind: KindFile, FileID: 1, Attr: Attr{Mode: 0o100644}})
 	entry("mode 0o10000", "beyond the permissions", Entry{Name: "d", Kind: KindDir, Attr: Attr{Mode: 0o10000}})
 	entry("size 2^63", "size", Entry{Name: "f", Kind: KindFile, FileID: 1, Attr: Attr{Size: 1 << 63}})
