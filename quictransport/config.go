@@ -102,9 +102,10 @@ type MasterConfig struct {
 	DataStreams int
 	// ResyncWindow bounds the bytes of resync items in flight per slave.
 	ResyncWindow int64
-	// OnProgress, when set, is called with a pass's progress every few
-	// seconds once the pass has run for a few (the log says it too).
-	OnProgress func(slave string, p PassProgress)
+	// OnProgress, when set, is called with a pass's progress about once a
+	// second, and once more when it ends (Done). The log says it too,
+	// every few seconds once a pass has run for a few. It must not block.
+	OnProgress func(PassReport)
 	Logger     *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.

@@ -204,15 +204,22 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 	}
 }
 
-func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, error) {
-	o := ps.opts
-	kind := "resync"
+// passKind names a pass in the log and in progress reports.
+func passKind(o PassOptions) string {
 	switch {
 	case o.Verify:
-		kind = "verify"
-	case !o.Rebase:
-		kind = "check"
+		return "verify"
+	case o.Rebase:
+		return "resync"
+	case o.Full:
+		return "repair"
 	}
+	return "check"
+}
+
+func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, error) {
+	o := ps.opts
+	kind := passKind(o)
 	start := time.Now()
 	p.log.Info(kind+" pass starting", "pass", o.Pass)
 	fctx, cancel := context.WithCancel(ctx)
@@ -220,7 +227,14 @@ func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, er
 	go ps.forward(fctx)
 	res, err := tree.Resync(ctx, o, &passSink{p: p, ps: ps}, ps.replies)
 	if err != nil {
-		return res, fmt.Errorf("%s pass %d: %w", kind, o.Pass, err)
+		err = fmt.Errorf("%s pass %d: %w", kind, o.Pass, err)
+	}
+	if f := p.m.cfg.OnProgress; f != nil {
+		f(PassReport{Slave: p.addr, Pass: o.Pass, Kind: kind, Started: start, Done: true, Err: err,
+			PassProgress: res.PassProgress})
+	}
+	if err != nil {
+		return res, err
 	}
 	p.log.Info(kind+" pass done", "pass", o.Pass, "entries", res.Entries, "files_sent", res.FilesSent,
 		"bytes_sent", res.BytesSent, "bytes_compared", res.BytesCompared, "differences", res.Differences,
@@ -228,12 +242,17 @@ func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, er
 	return res, nil
 }
 
-// progressLogger logs a pass's progress every few seconds once it has run
-// for a few: files, bytes, rate, ETA.
+// progressLogger passes a pass's progress on to OnProgress, and logs it
+// every few seconds once the pass has run for a few: files, bytes, rate,
+// ETA.
 func (p *peer) progressLogger(o PassOptions) func(PassProgress) {
 	start := time.Now()
+	kind := passKind(o)
 	var last time.Time
 	return func(pp PassProgress) {
+		if f := p.m.cfg.OnProgress; f != nil {
+			f(PassReport{Slave: p.addr, Pass: o.Pass, Kind: kind, Started: start, PassProgress: pp})
+		}
 		now := time.Now()
 		if now.Sub(start) < 3*time.Second || now.Sub(last) < 5*time.Second {
 			return
@@ -246,11 +265,8 @@ func (p *peer) progressLogger(o PassOptions) func(PassProgress) {
 			left := time.Duration(float64(now.Sub(start)) * float64(pp.TotalEntries-pp.Entries) / float64(pp.Entries))
 			eta = left.Round(time.Second).String()
 		}
-		p.log.Info("resync progress", "pass", o.Pass, "entries", pp.Entries, "of", pp.TotalEntries,
+		p.log.Info(kind+" progress", "pass", o.Pass, "entries", pp.Entries, "of", pp.TotalEntries,
 			"files_sent", pp.FilesSent, "bytes_sent", pp.BytesSent, "rate_MBps", fmt.Sprintf("%.1f", rate/1e6), "eta", eta)
-		if p.m.cfg.OnProgress != nil {
-			p.m.cfg.OnProgress(p.addr, pp)
-		}
 	}
 }
 

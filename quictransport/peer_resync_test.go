@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,8 +183,15 @@ func TestVerify(t *testing.T) {
 	ft := newFakeTree(3, 10)
 	ft.gate = make(chan struct{})
 	run := newRun(t)
+	var repMu sync.Mutex
+	var reports []PassReport
+	onProgress := func(r PassReport) {
+		repMu.Lock()
+		reports = append(reports, r)
+		repMu.Unlock()
+	}
 	m := startMasterTree(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}, {Addr: absent, TLS: p.clientTLS()}},
-		Run: run, quic: fastQUIC()}, ft)
+		Run: run, quic: fastQUIC(), OnProgress: onProgress}, ft)
 	g := newOpGen(36)
 	want := map[uint64][]byte{}
 	startRun(m.Master, g, run, want)
@@ -234,6 +242,21 @@ func TestVerify(t *testing.T) {
 	}
 	if st := m.status(0); st.State != "streaming" {
 		t.Fatalf("state %q after the passes", st.State)
+	}
+	// Each pass ended with a Done report naming it (progress bars clear).
+	repMu.Lock()
+	var done []string
+	for _, r := range reports {
+		if r.Done {
+			if r.Slave != srv.Addr().String() || r.Err != nil || r.Started.IsZero() {
+				t.Errorf("done report %+v", r)
+			}
+			done = append(done, r.Kind)
+		}
+	}
+	repMu.Unlock()
+	if !slices.Equal(done, []string{"verify", "repair"}) {
+		t.Errorf("done reports of passes %q, want verify then repair", done)
 	}
 
 	// A master with no tree cannot verify.

@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"context"
+	"time"
 
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
@@ -47,6 +48,19 @@ type PassProgress struct {
 	FilesSent, BytesSent uint64
 	BytesCompared        uint64
 	Differences          uint64
+}
+
+// PassReport is a pass's progress as MasterConfig.OnProgress receives it.
+type PassReport struct {
+	Slave   string // the slave's address, as configured
+	Pass    uint64
+	Kind    string // "resync", "check", "verify" or "repair"
+	Started time.Time
+	// Done: the pass ended, and this is its last report (Err says
+	// whether it failed).
+	Done bool
+	Err  error
+	PassProgress
 }
 
 // PassResult is the outcome of a pass.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,10 @@ type adminLine struct {
 
 type progressLine struct {
 	Slave        string `json:"slave"`
+	Kind         string `json:"kind"`
+	Pass         uint64 `json:"pass"`
+	Done         bool   `json:"done,omitempty"`
+	ElapsedMs    int64  `json:"elapsed_ms"`
 	Entries      uint64 `json:"entries"`
 	TotalEntries uint64 `json:"total_entries"`
 	BytesSent    uint64 `json:"bytes_sent"`
@@ -66,19 +71,21 @@ type verifyResult struct {
 }
 
 // progressHub fans pass progress out to the admin connections waiting for
-// a verify.
+// a verify, and to the master's own progress bar.
 type progressHub struct {
 	mu   sync.Mutex
 	subs map[chan progressLine]struct{}
 }
 
-func (h *progressHub) publish(slave string, p quictransport.PassProgress) {
+func (h *progressHub) publish(r quictransport.PassReport) {
+	l := progressLine{Slave: r.Slave, Kind: r.Kind, Pass: r.Pass, Done: r.Done,
+		ElapsedMs: time.Since(r.Started).Milliseconds(), Entries: r.Entries, TotalEntries: r.TotalEntries,
+		BytesSent: r.BytesSent, Compared: r.BytesCompared, Differences: r.Differences}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ch := range h.subs {
 		select {
-		case ch <- progressLine{Slave: slave, Entries: p.Entries, TotalEntries: p.TotalEntries, BytesSent: p.BytesSent,
-			Compared: p.BytesCompared, Differences: p.Differences}:
+		case ch <- l:
 		default: // a slow reader misses a progress line, nothing else
 		}
 	}
@@ -295,43 +302,78 @@ func report(w io.Writer, rs []verifyResult, repair bool) error {
 // progressBar draws progress on a terminal (one line, redrawn), and
 // nothing elsewhere.
 type progressBar struct {
-	w     io.Writer
-	tty   bool
-	start time.Time
-	drawn bool
+	status *daemon.StatusLine
 }
 
 func newProgressBar(w io.Writer) *progressBar {
-	b := &progressBar{w: w, start: time.Now()}
-	if f, ok := w.(*os.File); ok {
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		b.tty = err == nil
-	}
-	return b
+	return &progressBar{status: daemon.NewStatusLine(w)}
 }
 
 func (b *progressBar) show(p progressLine) {
-	if !b.tty {
+	if p.Done {
+		b.clear()
 		return
 	}
-	line := fmt.Sprintf("%s: %d entries", p.Slave, p.Entries)
-	if p.TotalEntries > 0 {
-		frac := min(1, float64(p.Entries)/float64(p.TotalEntries))
-		n := int(frac * 30)
-		line = fmt.Sprintf("%s [%s%s] %3.0f%% %d/%d entries", p.Slave, strings.Repeat("#", n), strings.Repeat(".", 30-n),
-			100*frac, p.Entries, p.TotalEntries)
-		if el := time.Since(b.start); frac > 0 && frac < 1 {
-			line += fmt.Sprintf(", ETA %v", time.Duration(float64(el)*(1-frac)/frac).Round(time.Second))
-		}
-	}
-	line += fmt.Sprintf(", %d MB compared, %d differences", p.Compared>>20, p.Differences)
-	fmt.Fprintf(b.w, "\r\033[K%s", line)
-	b.drawn = true
+	b.status.Set(barText(p))
 }
 
-func (b *progressBar) clear() {
-	if b.drawn {
-		fmt.Fprint(b.w, "\r\033[K")
-		b.drawn = false
+func (b *progressBar) clear() { b.status.Set("") }
+
+// barText renders one pass's progress: what, how far, how fast, how long
+// still.
+func barText(p progressLine) string {
+	el := time.Duration(p.ElapsedMs) * time.Millisecond
+	line := fmt.Sprintf("%s %s: %d entries", p.Kind, p.Slave, p.Entries)
+	eta := ""
+	if p.TotalEntries > 0 {
+		frac := min(1, float64(p.Entries)/float64(p.TotalEntries))
+		n := int(frac * 20)
+		line = fmt.Sprintf("%s %s [%s%s] %3.0f%% %d/%d entries", p.Kind, p.Slave, strings.Repeat("#", n),
+			strings.Repeat(".", 20-n), 100*frac, p.Entries, p.TotalEntries)
+		if frac > 0 && frac < 1 {
+			eta = fmt.Sprintf(", ETA %v", time.Duration(float64(el)*(1-frac)/frac).Round(time.Second))
+		}
+	}
+	if p.Kind == "verify" {
+		line += fmt.Sprintf(", %d MB compared, %d differences", p.Compared>>20, p.Differences)
+	} else {
+		line += fmt.Sprintf(", %s sent", mb(p.BytesSent))
+		if s := el.Seconds(); s > 0 {
+			line += fmt.Sprintf(" (%s/s)", mb(uint64(float64(p.BytesSent)/s)))
+		}
+	}
+	return line + eta
+}
+
+func mb(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// showPasses draws the progress of the passes running on this master's
+// slaves as a status line below its log, while stderr is a terminal, for
+// passes that have run for more than a second or two.
+func showPasses(hub *progressHub, stop <-chan struct{}) {
+	if !daemon.Stderr.Terminal() {
+		return
+	}
+	ch, unsub := hub.subscribe()
+	defer unsub()
+	defer daemon.Stderr.Set("")
+	live := map[string]progressLine{}
+	for {
+		select {
+		case <-stop:
+			return
+		case l := <-ch:
+			if l.Done {
+				delete(live, l.Slave)
+			} else if l.ElapsedMs >= 2000 {
+				live[l.Slave] = l
+			}
+		}
+		var parts []string
+		for _, l := range live {
+			parts = append(parts, barText(l))
+		}
+		slices.Sort(parts)
+		daemon.Stderr.Set(strings.Join(parts, " | "))
 	}
 }

@@ -47,6 +47,9 @@ func serve(sigctx context.Context, cfg *config) error {
 	}
 	hub := &progressHub{}
 	tc.OnProgress = hub.publish
+	stopBar := make(chan struct{})
+	defer close(stopBar)
+	go showPasses(hub, stopBar)
 	m, err := quictransport.NewMaster(tc)
 	if err != nil {
 		return err

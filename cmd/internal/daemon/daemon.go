@@ -32,7 +32,11 @@ func LogFlags() []cli.Flag {
 	}
 }
 
-// Logger builds the logger the log flags ask for.
+// Stderr is where the daemons log: os.Stderr, with a status line below
+// the log when it is a terminal.
+var Stderr = NewStatusLine(os.Stderr)
+
+// Logger builds the logger the log flags ask for, writing to Stderr.
 func Logger(c *cli.Context, name string) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -42,9 +46,9 @@ func Logger(c *cli.Context, name string) (*slog.Logger, error) {
 	var h slog.Handler
 	switch c.String("log-format") {
 	case "text":
-		h = slog.NewTextHandler(os.Stderr, o)
+		h = slog.NewTextHandler(Stderr, o)
 	case "json":
-		h = slog.NewJSONHandler(os.Stderr, o)
+		h = slog.NewJSONHandler(Stderr, o)
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
 	}
