@@ -77,6 +77,14 @@ func TestFencedMaster(t *testing.T) {
 			eventually(t, 30*time.Second, "the slave's log", func() bool {
 				return strings.Contains(srv.log.String(), "closing master connection: fenced: "+tc.says)
 			})
+			// The fenced master keeps redialing (slowly); the slave
+			// refuses each attempt but says so once, not every time.
+			eventually(t, 60*time.Second, "a second refusal", func() bool {
+				return srv.log.count("level=DEBUG msg=\"closing master connection: fenced") > 0
+			})
+			if n := srv.log.count("level=WARN msg=\"closing master connection: fenced"); n != 1 {
+				t.Fatalf("the slave logged the fenced master %d times at WARN, want once:\n%s", n, srv.log)
+			}
 			if n := m.log.count("the slave refuses this master (fenced)"); n != 1 {
 				t.Fatalf("fencing logged %d times, want once:\n%s", n, m.log)
 			}

@@ -804,9 +804,13 @@ func peerError(body []byte) error {
 
 // peerName names the other end of conn: address and certificate CN.
 func peerName(conn *quic.Conn) string {
-	cn := "?"
+	return fmt.Sprintf("%s (CN %q)", conn.RemoteAddr(), peerCN(conn))
+}
+
+// peerCN is the common name of the peer's certificate, "?" if none.
+func peerCN(conn *quic.Conn) string {
 	if pc := conn.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
-		cn = pc[0].Subject.CommonName
+		return pc[0].Subject.CommonName
 	}
-	return fmt.Sprintf("%s (CN %q)", conn.RemoteAddr(), cn)
+	return "?"
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -42,7 +43,7 @@ type Server struct {
 	closed   sync.Once
 
 	refusedMu sync.Mutex
-	refused   map[string]string // remote host -> last refusal logged
+	refused   map[string]refusal // remote host, or fenced master's name -> last refusal logged
 
 	peakPending atomic.Int64 // highest reorder buffer fill seen (tests)
 }
@@ -67,7 +68,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]string)}
+	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal)}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	st := cfg.Handler.State()
 	s.applied, s.durable = st.Applied, st.Durable
@@ -171,7 +172,10 @@ func (s *Server) startSession(conn *quic.Conn) {
 			err = errors.New("slave shutting down")
 		}
 		if err != nil {
-			sess.fail(err)
+			// A fenced master redials every few seconds: say so once
+			// (and hourly while it goes on), not once per attempt.
+			quiet := errors.Is(err, ErrFenced) && !s.newRefusal("fenced master "+peerCN(sess.conn), err.Error())
+			sess.failLogged(err, !quiet)
 			sess.cancel(err)
 			close(sess.done)
 			return
@@ -228,16 +232,36 @@ func (s *Server) logRefusal(addr net.Addr, cause error) {
 		host = h
 	}
 	msg := fmt.Sprint(cause)
+	if s.newRefusal(host, msg) {
+		s.log.Warn("refused a connection: handshake failed: "+msg, "peer", addr.String())
+	}
+}
+
+// refusal is the last refusal logged for a peer.
+type refusal struct {
+	msg    string
+	logged time.Time
+}
+
+// refusalRelog is how often a refusal that repeats is logged again: a
+// fenced master or a misconfigured peer redials every few seconds, and
+// one line per attempt would drown the log.
+const refusalRelog = time.Hour
+
+// newRefusal reports whether a refusal of key for msg should be logged:
+// the first time, when msg changes, and then once every refusalRelog.
+func (s *Server) newRefusal(key, msg string) bool {
+	now := time.Now()
 	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
 	if len(s.refused) > 1024 {
 		clear(s.refused) // bounded memory whatever the number of scanners
 	}
-	dup := s.refused[host] == msg
-	s.refused[host] = msg
-	s.refusedMu.Unlock()
-	if !dup {
-		s.log.Warn("refused a connection: handshake failed: "+msg, "peer", addr.String())
+	if r, ok := s.refused[key]; ok && r.msg == msg && now.Sub(r.logged) < refusalRelog {
+		return false
 	}
+	s.refused[key] = refusal{msg: msg, logged: now}
+	return true
 }
 
 func (s *Server) notePeak(p int64) {

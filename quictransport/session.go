@@ -290,12 +290,19 @@ func epochName(e wire.Epoch) string { return hex.EncodeToString(e[:4]) }
 // fail closes the connection after a peer's garbage or a local failure:
 // one log line naming the peer and the reason, a FrameError if the control
 // stream is free, and a QUIC close carrying the same code and reason.
-func (s *session) fail(err error) {
+func (s *session) fail(err error) { s.failLogged(err, true) }
+
+// failLogged is fail, logging the reason at debug level unless loud.
+func (s *session) failLogged(err error, loud bool) {
 	s.failOnce.Do(func() {
 		s.failed.Store(true)
 		code := codeOf(err)
 		msg := err.Error()
-		s.log.Warn("closing master connection: "+msg, "code", code.String())
+		level := slog.LevelDebug
+		if loud {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "closing master connection: "+msg, "code", code.String())
 		if s.ctrl != nil && s.wmu.TryLock() {
 			// Best effort: the close below carries the reason anyway.
 			if !s.ctrlClosed {
