@@ -26,9 +26,11 @@ import (
 // the old end, and the old ends may differ, so the slave's stale bytes
 // beyond the master's end would stay when the master extends the file.
 // So the comparison marks every block beyond the master's end as
-// different, and ResyncClose goes out only under a lock where no block
-// found beyond the end while sending lies within the file any more (it is
-// sent first); after the Close both copies have the same size.
+// different, and ResyncClose goes out only under a lock where the file
+// does not reach the first stale byte found while sending (in a block
+// beyond the end, or the tail of a short last block where the slave's
+// copy was longer): a block the file grew into is sent again first.
+// After the Close both copies have the same size.
 // Sending a marked block later, at Ts, sends the master's content as of
 // Ts under the same locks: correct whatever happened in between.
 

@@ -55,16 +55,17 @@ func (p *pass) send(ctx context.Context, f *fileState) error {
 		return p.sendGone(ctx, f)
 	}
 	sent := false
-	// beyond is the first block within the slave's copy (as it was at the
+	// stale is the first byte within the slave's copy (as it was at the
 	// listing: ops since reached both copies alike) found beyond the
-	// master's end: the slave's copy there may hold stale bytes, which an
-	// extension of the file would leave in place (see resync_replies.go).
-	beyond := uint64(math.MaxUint64)
-	slaveBlocks := blockCount(f.slaveSize)
+	// master's end when its block was sent (a whole block past the end,
+	// or the tail of a short last block): the slave's copy there may
+	// hold stale bytes, which an extension of the file before the Close
+	// would leave in place (see resync_replies.go).
+	stale := uint64(math.MaxUint64)
 	send := func(b uint64) (bool, error) {
 		n, err := p.sendBlock(ctx, f, b)
-		if n == 0 && b < slaveBlocks {
-			beyond = min(beyond, b)
+		if end := b*wire.ResyncBlockSize + uint64(n); n < wire.ResyncBlockSize && end < f.slaveSize {
+			stale = min(stale, end)
 		}
 		sent = sent || n > 0
 		return n > 0, err
@@ -91,21 +92,22 @@ func (p *pass) send(ctx context.Context, f *fileState) error {
 	if sent {
 		p.filesSent.Add(1)
 	}
-	// Close, under a lock where no block from beyond on lies within the
-	// file: at the Close's position, the slave's copy is the master's up
-	// to the size it sets. (Bounded: beyond stays below slaveBlocks.)
+	// Close, under a lock where the file does not reach past stale: at
+	// the Close's position, the slave's copy is the master's up to the
+	// size it sets. (Bounded: stale grows with every block sent again,
+	// and stays below the slave's size.)
 	for {
-		done, err := p.closeOrSend(ctx, f, &beyond)
+		done, err := p.closeOrSend(ctx, f, &stale)
 		if err != nil || done {
 			return err
 		}
 	}
 }
 
-// closeOrSend, under one hold of the file's locks, sends block *beyond
-// if the file now reaches it, else emits ResyncClose with the file's
-// size and mtime.
-func (p *pass) closeOrSend(ctx context.Context, f *fileState, beyond *uint64) (done bool, err error) {
+// closeOrSend, under one hold of the file's locks, sends the block
+// holding byte *stale again if the file now reaches it, else emits
+// ResyncClose with the file's size and mtime.
+func (p *pass) closeOrSend(ctx context.Context, f *fileState, stale *uint64) (done bool, err error) {
 	res := sizeData(wire.ResyncBlockSize)
 	if err := p.reserve(ctx, res); err != nil {
 		return false, err
@@ -121,10 +123,14 @@ func (p *pass) closeOrSend(ctx context.Context, f *fileState, beyond *uint64) (d
 		p.refund(res)
 		return false, fmt.Errorf("mirrorfs: resync: fstat %q: %w", f.path, err)
 	}
-	if *beyond < blockCount(f.slaveSize) && int64(*beyond)*wire.ResyncBlockSize < st.Size {
-		b := *beyond
-		*beyond = b + 1
-		return false, p.emitBlock(f, b, res)
+	if *stale < f.slaveSize && int64(*stale) < st.Size {
+		b := *stale / wire.ResyncBlockSize
+		n, err := p.emitBlock(f, b, res)
+		*stale = b*wire.ResyncBlockSize + uint64(n) // > *stale: the file reaches past it
+		if n == wire.ResyncBlockSize {
+			*stale = (b + 1) * wire.ResyncBlockSize
+		}
+		return false, err
 	}
 	p.emit(&wire.ResyncClose{Pass: p.o.Pass, FileID: f.id, Size: uint64(st.Size), Mtime: wire.Time{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)}}, sizeClose)
 	p.refund(res - sizeClose)
@@ -154,13 +160,13 @@ func (p *pass) sendBlock(ctx context.Context, f *fileState, b uint64) (int, erro
 		p.refund(res)
 		return 0, nil
 	}
-	return int(min(wire.ResyncBlockSize, st.Size-off)), p.emitBlock(f, b, res)
+	return p.emitBlock(f, b, res)
 }
 
 // emitBlock emits block b of f (which exists) as data, or as a hole when
-// it is a hole or all zeros, with res bytes reserved. Callers hold
-// lockFile.
-func (p *pass) emitBlock(f *fileState, b uint64, res int64) error {
+// it is a hole or all zeros, with res bytes reserved, and returns its
+// length. Callers hold lockFile.
+func (p *pass) emitBlock(f *fileState, b uint64, res int64) (int, error) {
 	// A fresh buffer: the sink keeps the item's Data.
 	buf := make([]byte, wire.ResyncBlockSize)
 	n, _, zero, _, err := p.readBlock(f.fd, b, buf)
@@ -169,18 +175,18 @@ func (p *pass) emitBlock(f *fileState, b uint64, res int64) error {
 		if err == nil {
 			err = fmt.Errorf("block %d vanished under the lock: %w", b, unix.EIO)
 		}
-		return fmt.Errorf("mirrorfs: resync: send %q: %w", f.path, err)
+		return 0, fmt.Errorf("mirrorfs: resync: send %q: %w", f.path, err)
 	}
 	it := &wire.ResyncData{Pass: p.o.Pass, FileID: f.id, Off: int64(b) * wire.ResyncBlockSize, Len: int64(n)}
 	if zero {
 		p.emit(it, sizeData(0))
 		p.refund(res - sizeData(0))
-		return nil
+		return n, nil
 	}
 	it.Data = buf[:n]
 	p.emit(it, res)
 	p.bytesSent.Add(uint64(n))
-	return nil
+	return n, nil
 }
 
 // sendGone ends the transfer of a file gone from the master: the slave

@@ -53,6 +53,7 @@ type refSlave struct {
 	names    map[uint64][]string // DirID: names carried so far
 	lastOf   map[uint64]string   // DirID: last name carried (order check)
 	files    map[uint64]*os.File // FileID: open until ResyncClose
+	stale    map[uint64]bool     // FileIDs superseded by a later listing of their inode
 	links    map[uint64]*os.File // LinkID: its first entry (O_PATH), followed wherever it goes
 	dirIDs   map[uint64]string   // DirID: path
 	done     map[uint64]bool     // DirID: Final seen
@@ -214,7 +215,7 @@ func (s *refSlave) applyItem(it wire.ResyncItem) {
 		s.begun, s.ended = true, false
 		s.mu.Unlock()
 		s.pass, s.verify = it.Pass, it.Verify
-		s.names, s.lastOf, s.files = map[uint64][]string{}, map[uint64]string{}, map[uint64]*os.File{}
+		s.names, s.lastOf, s.files, s.stale = map[uint64][]string{}, map[uint64]string{}, map[uint64]*os.File{}, map[uint64]bool{}
 		s.closeLinks()
 		s.links, s.dirIDs, s.done, s.fileID = map[uint64]*os.File{}, map[uint64]string{}, map[uint64]bool{}, map[uint64]bool{}
 		s.rebasing, s.full = it.Rebase, it.Full
@@ -559,6 +560,13 @@ func (s *refSlave) sendHashes(p string, id uint64, verify bool) {
 		s.reply(&wire.ResyncHashes{Pass: s.pass, FileID: id, Size: uint64(size), Root: rootOf(hs)})
 		return
 	}
+	// A FileID still open on the same inode is superseded
+	// (wire.ResyncClose).
+	for old, of := range s.files {
+		if ofi, err := of.Stat(); err == nil && os.SameFile(ofi, fi) {
+			s.stale[old] = true
+		}
+	}
 	s.files[id] = f
 	for first := 0; ; first += wire.MaxResyncHashes {
 		chunk := hs[first:min(len(hs), first+wire.MaxResyncHashes)]
@@ -574,6 +582,9 @@ func (s *refSlave) applyData(d *wire.ResyncData) {
 	f := s.files[d.FileID]
 	if f == nil {
 		s.itemErr("data for file %d, not open", d.FileID)
+		return
+	}
+	if s.stale[d.FileID] {
 		return
 	}
 	if len(d.Data) > 0 {
@@ -598,10 +609,14 @@ func (s *refSlave) applyClose(c *wire.ResyncClose) {
 	}
 	delete(s.files, c.FileID)
 	defer f.Close()
+	if s.stale[c.FileID] || c.Mtime.Omit {
+		delete(s.stale, c.FileID)
+		return // superseded, or gone from the master: only forget it
+	}
 	if err := f.Truncate(int64(c.Size)); err != nil {
 		s.itemErr("truncate: %v", err)
 	}
-	if !c.Mtime.Omit {
+	{
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: c.Mtime.Sec, Nsec: int64(c.Mtime.Nsec)}}
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), ts, 0); err != nil {
 			s.itemErr("mtime: %v", err)

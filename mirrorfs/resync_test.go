@@ -78,17 +78,31 @@ func newRig(t *testing.T, slaves int, window int64, setup func(back string)) *ri
 // slave makes slave i's directory (filled by setup) and starts applying.
 func (r *rig) slave(i int, rebase bool, setup func(root string)) *refSlave {
 	r.t.Helper()
+	// TDFS_RESYNC_REAL_SLAVE=1: items go to the real slave side,
+	// replayer.Resync, instead of the reference applier.
+	return r.slaveWith(i, rebase, os.Getenv("TDFS_RESYNC_REAL_SLAVE") == "1", setup)
+}
+
+// slaveWith is slave, applying items with replayer.Resync when real.
+func (r *rig) slaveWith(i int, rebase, real bool, setup func(root string)) *refSlave {
+	r.t.Helper()
 	root := filepath.Join(r.dir, fmt.Sprintf("slave%d", i))
 	must(r.t, os.Mkdir(root, 0o755))
 	if setup != nil {
 		setup(root)
 	}
 	s := newRefSlave(r.t, root, r.recs[i], rebase)
-	// TDFS_RESYNC_REAL_SLAVE=1: items go to the real slave side,
-	// replayer.Resync, instead of the reference applier.
-	s.useReal = os.Getenv("TDFS_RESYNC_REAL_SLAVE") == "1"
+	s.useReal = real
 	s.start()
 	return s
+}
+
+// bothSlaves runs f once with the reference applier and once with the
+// real slave side (replayer.Resync).
+func bothSlaves(t *testing.T, f func(t *testing.T, real bool)) {
+	for _, real := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reference", true: "replayer"}[real], func(t *testing.T) { f(t, real) })
+	}
 }
 
 // resync runs a pass for slave i and checks the reservations it made.

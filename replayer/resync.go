@@ -42,14 +42,17 @@ const (
 
 // resyncPass is the state of the pass in progress.
 type resyncPass struct {
-	num       uint64
-	rebase    bool
-	verify    bool
-	full      bool                 // compare every file's contents (Full)
-	files     map[uint64]*passFile // FileID -> file whose contents are being sent
-	links     map[uint64]linkRef   // LinkID -> the group's first file
-	linksFull bool                 // a group was not kept: maxPassLinks reached
-	dirs      map[uint64]*passDir  // DirID -> directory described in part
+	num    uint64
+	rebase bool
+	verify bool
+	full   bool                 // compare every file's contents (Full)
+	files  map[uint64]*passFile // FileID -> file whose contents are being sent
+	// bound holds, for each inode in files, the FileID it was last bound
+	// to: the one whose hashes describe it (see supersede).
+	bound     map[[2]uint64]uint64
+	links     map[uint64]linkRef  // LinkID -> the group's first file
+	linksFull bool                // a group was not kept: maxPassLinks reached
+	dirs      map[uint64]*passDir // DirID -> directory described in part
 	// split holds the inodes whose names the pass split apart (the slave
 	// linked them, the master does not): the names left on such an inode
 	// hold another file's contents, whatever their size and mtime say.
@@ -61,6 +64,10 @@ type resyncPass struct {
 type passFile struct {
 	fd   int
 	path string
+	ino  [2]uint64 // device and inode
+	// superseded: a later listing bound the same inode to another
+	// FileID; this one's data is ignored, and its Close only forgets it.
+	superseded bool
 }
 
 // linkRef is the first file of a hard-link group: an O_PATH fd to link
@@ -169,6 +176,7 @@ func (r *Replayer) resyncBegin(b *wire.ResyncBegin) error {
 		verify: b.Verify,
 		full:   b.Full,
 		files:  make(map[uint64]*passFile),
+		bound:  make(map[[2]uint64]uint64),
 		links:  make(map[uint64]linkRef),
 		dirs:   make(map[uint64]*passDir),
 		split:  make(map[[2]uint64]struct{}),

@@ -68,6 +68,34 @@ func passFileOf(p *resyncPass, fileID uint64) (*passFile, error) {
 	return f, nil
 }
 
+// bind makes fd (open on the file path) the pass's file FileID, after
+// the slave answered its hashes. An inode bound to an earlier FileID
+// still open is superseded there (wire.ResyncClose says why).
+func (p *resyncPass) bind(fileID uint64, fd int, path string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat: %w", err)
+	}
+	ino := [2]uint64{st.Dev, st.Ino}
+	if old, ok := p.bound[ino]; ok {
+		if f := p.files[old]; f != nil {
+			f.superseded = true
+		}
+	}
+	p.bound[ino] = fileID
+	p.files[fileID] = &passFile{fd: fd, path: path, ino: ino}
+	return nil
+}
+
+// forget ends FileID f.
+func (p *resyncPass) forget(fileID uint64, f *passFile) {
+	delete(p.files, fileID)
+	if p.bound[f.ino] == fileID {
+		delete(p.bound, f.ino)
+	}
+	unix.Close(f.fd)
+}
+
 func (r *Replayer) resyncData(p *resyncPass, x *wire.ResyncData) error {
 	f, err := passFileOf(p, x.FileID)
 	if err != nil {
@@ -75,6 +103,9 @@ func (r *Replayer) resyncData(p *resyncPass, x *wire.ResyncData) error {
 	}
 	if x.Off < 0 || x.Len < 0 || x.Off > math.MaxInt64-x.Len || len(x.Data) > 0 && int64(len(x.Data)) != x.Len {
 		return fmt.Errorf("%w: data at %d of %d bytes (%d sent)", ErrBadResync, x.Off, x.Len, len(x.Data))
+	}
+	if f.superseded {
+		return nil
 	}
 	return keepPrivs(f.fd, func() error {
 		if len(x.Data) > 0 {
@@ -126,8 +157,12 @@ func (r *Replayer) resyncClose(p *resyncPass, x *wire.ResyncClose) error {
 	if x.Size > math.MaxInt64 {
 		return fmt.Errorf("%w: size %d", ErrBadResync, x.Size)
 	}
-	delete(p.files, x.FileID)
-	defer unix.Close(f.fd)
+	defer p.forget(x.FileID, f)
+	if f.superseded || x.Mtime.Omit {
+		// Superseded, or gone from the master: forget the FileID,
+		// changing nothing.
+		return nil
+	}
 	if err := keepPrivs(f.fd, func() error { return unix.Ftruncate(f.fd, int64(x.Size)) }); err != nil {
 		return fmt.Errorf("%q: truncate to %d: %w", f.path, x.Size, err)
 	}

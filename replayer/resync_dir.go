@@ -370,7 +370,9 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 		if err := r.sendHashes(p.num, e.FileID, fd, false, reply); err != nil {
 			return err
 		}
-		p.files[e.FileID] = &passFile{fd: fd, path: path}
+		if err := p.bind(e.FileID, fd, path); err != nil {
+			return err
+		}
 		fd = -1 // the pass owns it until ResyncClose
 	}
 	if e.LinkID != 0 {

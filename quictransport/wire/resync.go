@@ -220,6 +220,19 @@ type ResyncData struct {
 
 // ResyncClose ends the content transfer of FileID: the slave sets its
 // size and mtime (the item's position fixes them) and forgets FileID.
+//
+// With Mtime.Omit the file is gone from the master (every name of it was
+// unlinked by ops the slave applied too): the slave only forgets FileID,
+// changing nothing (Size is unused).
+//
+// A FileID is superseded when a later ResyncDir binds the slave's file
+// that FileID names to another FileID (the master listed it again: a
+// live op the slave could not apply may have left that file under a name
+// where the master now has another). From then on the new FileID's hashes
+// describe the file, and the master sends what differs from them; so the
+// slave ignores the old FileID's ResyncData, and its ResyncClose only
+// forgets it. Otherwise the old FileID's blocks, sent after the new
+// hashes were taken, would overwrite blocks the master judged equal.
 type ResyncClose struct {
 	Pass   uint64
 	FileID uint64
