@@ -45,8 +45,11 @@ type pass struct {
 	byID     map[uint64]*fileState
 	fifo     []*fileState // listed files in listing order, until their directory is done
 	dirByID  map[uint64]*dirState
-	waiting  int // Finals emitted whose ResyncDirDone has not arrived
-	busy     int // replies being processed
+	// parts holds, for each DirID, the positions (p.items) of its
+	// non-Final items whose Part reply has not arrived, oldest first.
+	parts   map[uint64][]uint64
+	waiting int // items emitted (Final or not) whose ResyncDirDone has not arrived
+	busy    int // replies being processed
 	// hashedOpen counts the files whose hashes arrived and which are not
 	// resolved yet (being compared or sent).
 	hashedOpen int
@@ -90,6 +93,7 @@ func newPass(s *Server, o ResyncOptions, sink ResyncSink) (*pass, error) {
 		changed:   make(chan struct{}),
 		byID:      make(map[uint64]*fileState),
 		dirByID:   make(map[uint64]*dirState),
+		parts:     make(map[uint64][]uint64),
 		links:     make(map[linkKey]uint64),
 		linkFirst: make(map[uint64]uint64),
 		retries:   make(map[string]int),

@@ -234,15 +234,33 @@ func (p *pass) difference(d wire.Difference) {
 // up to it that got no hashes are equal on the slave.
 func (p *pass) onDirDone(r *wire.ResyncDirDone) error {
 	p.mu.Lock()
-	d := p.dirByID[r.DirID]
-	if d == nil {
-		p.mu.Unlock()
-		return fmt.Errorf("%w: directory %d is not waiting to be done", ErrBadReply, r.DirID)
+	var at uint64
+	if r.Part {
+		q := p.parts[r.DirID]
+		if len(q) == 0 {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: part of directory %d, which has no item waiting to be done", ErrBadReply, r.DirID)
+		}
+		at = q[0]
+		if len(q) == 1 {
+			delete(p.parts, r.DirID)
+		} else {
+			p.parts[r.DirID] = q[1:]
+		}
+	} else {
+		d := p.dirByID[r.DirID]
+		if d == nil || len(p.parts[r.DirID]) > 0 {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: directory %d is not waiting to be done", ErrBadReply, r.DirID)
+		}
+		delete(p.dirByID, r.DirID)
+		at = d.finalAt
 	}
-	delete(p.dirByID, r.DirID)
 	p.waiting--
+	// Replies come in item order: every file listed up to item at that
+	// has no hashes yet never will.
 	var done []*fileState
-	for len(p.fifo) > 0 && p.fifo[0].at <= d.finalAt {
+	for len(p.fifo) > 0 && p.fifo[0].at <= at {
 		if f := p.fifo[0]; !f.hashed && !f.resolved {
 			p.resolveLocked(f)
 			done = append(done, f)

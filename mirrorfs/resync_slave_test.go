@@ -424,6 +424,8 @@ func (s *refSlave) applyDir(d *wire.ResyncDir) {
 			diffs = diffs[:wire.MaxResyncDiffs]
 		}
 		s.reply(&wire.ResyncDirDone{Pass: s.pass, DirID: d.DirID, Diffs: diffs})
+	} else {
+		s.reply(&wire.ResyncDirDone{Pass: s.pass, DirID: d.DirID, Part: true})
 	}
 }
 
@@ -663,6 +665,8 @@ func (s *refSlave) verifyDir(d *wire.ResyncDir) {
 			diffs = append(diffs, metaDiffs(d.Path, dir, st, d.Attr, d.Xattrs, wire.KindDir)...)
 		}
 		s.reply(&wire.ResyncDirDone{Pass: s.pass, DirID: d.DirID, Diffs: diffs})
+	} else {
+		s.reply(&wire.ResyncDirDone{Pass: s.pass, DirID: d.DirID, Part: true})
 	}
 }
 

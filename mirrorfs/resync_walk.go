@@ -77,11 +77,7 @@ func (p *pass) walk(ctx context.Context, root string, only []string) error {
 func (p *pass) listDir(ctx context.Context, dir string, only []string) error {
 	// Bound what is outstanding before starting another directory, as
 	// long as waiting can help.
-	err := p.waitFor(ctx, func() bool {
-		return (len(p.byID) <= maxOutstanding && p.fds <= maxFds) ||
-			(p.waiting == 0 && p.busy == 0 && len(p.sendq) == 0)
-	})
-	if err != nil {
+	if err := p.waitOutstanding(ctx); err != nil {
 		return err
 	}
 	want, err := p.estimate(dir)
@@ -139,8 +135,23 @@ func (p *pass) listDir(ctx context.Context, dir string, only []string) error {
 		if p.chunkHook != nil {
 			p.chunkHook(dir)
 		}
+		// A large directory holds its files until the slave answers
+		// each item (with descriptors, on a filesystem without file
+		// handles): bound them between items too.
+		if err := p.waitOutstanding(ctx); err != nil {
+			return err
+		}
 		want = maxDirItem + p.handlesSlack()
 	}
+}
+
+// waitOutstanding waits until the files held for the slave's answers are
+// within bounds, as long as waiting can help (answers are still to come).
+func (p *pass) waitOutstanding(ctx context.Context) error {
+	return p.waitFor(ctx, func() bool {
+		return (len(p.byID) <= maxOutstanding && p.fds <= maxFds) ||
+			(p.waiting == 0 && p.busy == 0 && len(p.sendq) == 0)
+	})
 }
 
 // handlesSlack is room reserved next to a ResyncDir for the ResyncHandles
@@ -377,8 +388,10 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 	}
 	if final {
 		p.dirByID[l.id] = &dirState{path: l.dir, finalAt: at}
-		p.waiting++
+	} else {
+		p.parts[l.id] = append(p.parts[l.id], at)
 	}
+	p.waiting++
 	p.notifyLocked()
 	p.mu.Unlock()
 

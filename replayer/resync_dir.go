@@ -126,7 +126,7 @@ func (r *Replayer) resyncDir(p *resyncPass, x *wire.ResyncDir, reply func(wire.R
 		}
 	}
 	if !x.Final {
-		return nil
+		return reply(&wire.ResyncDirDone{Pass: p.num, DirID: x.DirID, Part: true})
 	}
 	delete(p.dirs, x.DirID)
 	if pd.missing {

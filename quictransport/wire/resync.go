@@ -196,7 +196,8 @@ type Entry struct {
 // ResyncHashes with the hashes of its blocks at this position (or, in
 // Verify mode, of every file: Root only). With the Final item it sets
 // Path's own attributes and xattrs (Attr.Size unused) and answers
-// ResyncDirDone.
+// ResyncDirDone; after a non-Final item, it answers ResyncDirDone with
+// Part.
 type ResyncDir struct {
 	Pass    uint64
 	DirID   uint64
@@ -271,9 +272,16 @@ type Difference struct {
 // item). Diffs lists what differed: in Verify mode, what the slave found;
 // in repair mode, what it changed (for the log and the counters). Files
 // whose content is still to be compared appear in ResyncHashes instead.
+//
+// With Part, it says the slave has applied the next non-Final item of
+// DirID: the slave answers every ResyncDir item, so the master can let go
+// of the files of a large directory's earlier items that the slave did
+// not ask about (no ResyncHashes) before the directory's Final item. A
+// Part reply carries no Diffs (the Final one carries the directory's).
 type ResyncDirDone struct {
 	Pass  uint64
 	DirID uint64
+	Part  bool
 	Diffs []Difference
 }
 

@@ -44,6 +44,7 @@ const (
 	dirFinal    = 1 << 0
 	hashesMore  = 1 << 0
 	fileCompare = 1 << 0
+	donePart    = 1 << 0
 )
 
 func (k ResyncKind) String() string {
@@ -507,11 +508,12 @@ func parseResyncHashes(d *decoder) (*ResyncHashes, error) {
 	return r, d.end()
 }
 
-// Append encodes: pass, dir id, count, then path and what of each
-// difference (what cut to MaxDiffWhatLen bytes).
+// Append encodes: pass, dir id, flags (bit 0 part), count, then path and
+// what of each difference (what cut to MaxDiffWhatLen bytes).
 func (r *ResyncDirDone) Append(b []byte) []byte {
 	b = appendUvarint(b, r.Pass)
 	b = appendUvarint(b, r.DirID)
+	b = append(b, appendFlag(0, r.Part, donePart))
 	b = appendUvarint(b, uint64(len(r.Diffs)))
 	for _, df := range r.Diffs {
 		b = appendString(b, df.Path)
@@ -526,6 +528,7 @@ func (r *ResyncDirDone) Append(b []byte) []byte {
 
 func parseResyncDirDone(d *decoder) (*ResyncDirDone, error) {
 	r := &ResyncDirDone{Pass: d.uvarint(), DirID: d.uvarint()}
+	r.Part = d.flags("resync dir done", donePart)&donePart != 0
 	n := d.count("differences", MaxResyncDiffs, minDifferenceLen)
 	if n > 0 {
 		r.Diffs = make([]Difference, 0, n)

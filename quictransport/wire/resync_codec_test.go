@@ -134,6 +134,7 @@ func resyncReplyCases() []resyncReplyCase {
 		{"hashes max", &ResyncHashes{Pass: math.MaxUint64, FileID: math.MaxUint64, Size: math.MaxInt64, First: math.MaxUint64,
 			Hashes: many, More: true, Root: root}},
 		{"dir done", &ResyncDirDone{Pass: 1, DirID: 0}},
+		{"dir done part", &ResyncDirDone{Pass: 2, DirID: 9, Part: true}},
 		{"dir done diffs", &ResyncDirDone{Pass: 1, DirID: 4, Diffs: []Difference{{Path: "a", What: "missing"}, {Path: "", What: "mode 0755 != 0700"}}}},
 		{"dir done max", &ResyncDirDone{Pass: math.MaxUint64, DirID: math.MaxUint64, Diffs: diffs}},
 	}
