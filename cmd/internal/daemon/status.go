@@ -55,11 +55,17 @@ func (s *StatusLine) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Set draws line as the status line ("" removes it). On anything but a
-// terminal it does nothing.
+// Set draws line as the status line ("" removes it), cut to the
+// terminal's width (a line that wraps could not be erased). On anything
+// but a terminal it does nothing.
 func (s *StatusLine) Set(line string) {
 	if !s.tty {
 		return
+	}
+	if f, ok := s.w.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 1 && len(line) >= int(ws.Col) {
+			line = line[:ws.Col-1]
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

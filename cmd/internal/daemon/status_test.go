@@ -54,7 +54,13 @@ func TestStatusLineOnTerminal(t *testing.T) {
 	s.Set("bar 2") // unchanged: not drawn again
 	s.Set("")
 	s.Write([]byte("after\n"))
-	want := clearSeq + "bar 1" + clearSeq + "log line\n" + "bar 1" + clearSeq + "bar 2" + clearSeq + "after\n"
+	// A line wider than the terminal is cut: a wrapped one could not be
+	// erased.
+	if err := unix.IoctlSetWinsize(int(pts.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 10}); err != nil {
+		t.Fatal(err)
+	}
+	s.Set("0123456789abc")
+	want := clearSeq + "bar 1" + clearSeq + "log line\n" + "bar 1" + clearSeq + "bar 2" + clearSeq + "after\n" + clearSeq + "012345678"
 	buf := make([]byte, 4096)
 	var got []byte
 	for len(got) < len(want) {
