@@ -17,7 +17,9 @@ import (
 // undisturbed by A's attempts.
 func TestPromotionFencesOldMaster(t *testing.T) {
 	k := newPKI(t, "s1", "s2")
-	s1, s2 := startSlave(t, k, "s1"), startSlave(t, k, "s2")
+	// S2 logs at debug level: it logs a fenced master's refusal once at
+	// warn level, and each later attempt at debug level only.
+	s1, s2 := startSlave(t, k, "s1"), startSlave(t, k, "s2", "--log-level", "debug")
 	a := startMaster(t, k, []*slave{s1, s2})
 	for _, s := range []*slave{s1, s2} {
 		a.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second)
@@ -59,6 +61,9 @@ func TestPromotionFencesOldMaster(t *testing.T) {
 			t.Fatal("the fenced master did not try again within 60s")
 		}
 		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	if l := s2.linesFrom(mark, `level=WARN msg="`+refused); len(l) != 1 {
+		t.Errorf("the slave logged the fenced master's refusal %d times at warn level, want once:\n%s", len(l), strings.Join(l, "\n"))
 	}
 	syncMount(t, b.mnt)
 	converge(t, b, []*slave{s2}, 60*time.Second)
