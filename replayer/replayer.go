@@ -34,6 +34,10 @@ type Options struct {
 	// is called with the replayer's lock held: it must not call back into
 	// the Replayer. See handles_persist.go.
 	OnHandle func(h uint64, rec *HandleRecord)
+	// Suspects, if set, keeps the files a resync pass must compare in
+	// full outside the replica, so that they survive a restart (see
+	// suspects.go; SetSuspects loads them back).
+	Suspects SuspectLog
 }
 
 // Replayer applies ops beneath one root directory. Apply, Reapply,
@@ -60,8 +64,13 @@ type Replayer struct {
 	unlistedGone bool
 	fhWarned     bool // the no-file-handle warning was logged
 	tolerant     bool // apply ops that fail on a differing tree as no-ops (resync_tolerant.go)
-	skipped      atomic.Uint64
-	pass         *resyncPass // the resync pass in progress, or nil
+	// Files whose contents a pass must compare whatever their size and
+	// mtime (suspects.go).
+	suspects   map[[2]uint64]struct{}
+	suspectAll bool
+	suspectLog SuspectLog
+	skipped    atomic.Uint64
+	pass       *resyncPass // the resync pass in progress, or nil
 
 	// fdMu guards the root fds against Close while Sync uses them. Lock
 	// order: mu, then fdMu.
@@ -96,17 +105,18 @@ func New(root string, o Options) (*Replayer, error) {
 		log = slog.Default()
 	}
 	return &Replayer{
-		root:     root,
-		chown:    o.Chown,
-		log:      log,
-		euid:     os.Geteuid(),
-		egid:     os.Getegid(),
-		handles:  make(map[uint64]int),
-		onHandle: o.OnHandle,
-		rootDev:  st.Dev,
-		gone:     make(map[uint64]struct{}),
-		rootFd:   rootFd,
-		syncFd:   syncFd,
+		root:       root,
+		chown:      o.Chown,
+		log:        log,
+		euid:       os.Geteuid(),
+		egid:       os.Getegid(),
+		handles:    make(map[uint64]int),
+		onHandle:   o.OnHandle,
+		suspectLog: o.Suspects,
+		rootDev:    st.Dev,
+		gone:       make(map[uint64]struct{}),
+		rootFd:     rootFd,
+		syncFd:     syncFd,
 	}, nil
 }
 

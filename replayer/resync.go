@@ -134,8 +134,15 @@ func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error
 	case *wire.ResyncClose:
 		return r.resyncClose(p, x)
 	case *wire.ResyncEnd:
+		rebase := p.rebase
 		r.endPass()
 		r.tolerant = false
+		if rebase {
+			// The replica is the master's tree as of this position.
+			if err := r.clearSuspects(); err != nil {
+				return fmt.Errorf("forget the suspect files: %w", err)
+			}
+		}
 		return nil
 	}
 	return nil

@@ -335,7 +335,9 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 	sizeDiffers := uint64(st.Size) != e.Attr.Size
 	// A new file's mtime is set just below; only its size calls for data.
 	mtimeDiffers := !fresh && !e.Attr.Mtime.Omit && !sameTime(st.Mtim, e.Attr.Mtime)
-	contentsSuspect := !fresh && wasSplit
+	// A split inode holds another file's contents; a suspect one may hold
+	// stale bytes under the master's size and mtime (suspects.go).
+	contentsSuspect := !fresh && (wasSplit || r.isSuspect(&st))
 	if sizeDiffers && !fresh {
 		pd.diffs.add(path, "size %d (master %d)", st.Size, e.Attr.Size)
 	}
@@ -372,6 +374,13 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 		}
 		if err := p.bind(e.FileID, fd, path); err != nil {
 			return err
+		}
+		if p.rebase {
+			// Its contents are on their way: if the pass is cut short
+			// before its Close, the next one must compare them.
+			if err := r.suspect(p.files[e.FileID].ino); err != nil {
+				return fmt.Errorf("record the file as suspect: %w", err)
+			}
 		}
 		fd = -1 // the pass owns it until ResyncClose
 	}

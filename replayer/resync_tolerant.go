@@ -60,6 +60,11 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 	if r.goneHandleOp(op) {
 		return nil
 	}
+	if r.tolerant {
+		if err := r.suspectTarget(op); err != nil {
+			return fmt.Errorf("record the file as suspect: %w", err)
+		}
+	}
 	var err error
 	if again {
 		err = r.reapply(op)

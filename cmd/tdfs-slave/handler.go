@@ -80,9 +80,16 @@ func (h *handler) recover(rec progressState) {
 	st := h.state
 	switch {
 	case !rec.Valid || !rec.SameBoot:
+		// After a crash of the host, a file may hold its old bytes under
+		// its new size and mtime (the kernel wrote the inode, not yet the
+		// data): the pass compares the contents of every file.
 		h.resyncing = true
+		if err := h.r.SuspectAll(); err != nil {
+			h.log.Warn("suspect log", "err", err)
+		}
 		h.log.Warn("this slave's host restarted (or its progress log is gone) after applying ops it had not made "+
-			"durable: its tree will be compared with the master's and repaired", "durable", st.Durable)
+			"durable: its tree will be compared with the master's, every file's contents included, and repaired",
+			"durable", st.Durable)
 		return
 	case rec.Applied < st.Durable:
 		// Nothing beyond the durable point was recorded: nothing to redo.

@@ -109,11 +109,20 @@ func serve(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer release()
-	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log})
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	suspects, inos, all, err := openSuspects(cfg.stateDir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	defer suspects.Close()
+	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log, Suspects: suspects})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	r.SetSuspects(inos, all)
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: owners are not replicated")
 	}
