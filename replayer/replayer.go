@@ -63,7 +63,11 @@ type Replayer struct {
 	// file has a name on the master, so an unknown handle is a nameless file's.
 	unlistedGone bool
 	fhWarned     bool // the no-file-handle warning was logged
-	tolerant     bool // apply ops that fail on a differing tree as no-ops (resync_tolerant.go)
+	// A pass cannot hold files by file handle (resync_held.go), and
+	// whether that was checked.
+	noReopen      bool
+	reopenChecked bool
+	tolerant      bool // apply ops that fail on a differing tree as no-ops (resync_tolerant.go)
 	// Files whose contents a pass must compare whatever their size and
 	// mtime (suspects.go).
 	suspects   map[[2]uint64]struct{}

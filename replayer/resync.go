@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
@@ -21,8 +19,9 @@ import (
 // what a master claims: a directory being described keeps the slave's
 // names in it (sorted) until its Final item; a repair pass keeps one fd
 // per file whose contents are being sent (the master bounds how many are
-// outstanding) and at most maxPassLinks fds for hard links; at most
-// maxPassDirs directories may be unfinished at once.
+// outstanding) and per hard-link group, at most maxPassFds of them as open
+// descriptors (resync_held.go); at most maxPassDirs directories may be
+// unfinished at once.
 
 // ErrBadResync is wrapped by the error of a resync item that breaks the
 // protocol: no pass or another pass, an unknown FileID, entries out of
@@ -31,9 +30,9 @@ var ErrBadResync = errors.New("replayer: resync item out of protocol")
 
 const (
 	// maxPassLinks bounds the hard-link groups whose first file a pass
-	// holds open. Beyond it, later links of new groups are reported, not
-	// made.
-	maxPassLinks = 4096
+	// holds (resync_held.go). Beyond it, later links of new groups are
+	// reported, not made.
+	maxPassLinks = maxPassHeld
 	// maxPassDirs bounds the directories described in part at once.
 	maxPassDirs = 1024
 	// maxPassSplits bounds the inodes a pass remembers splitting.
@@ -51,6 +50,7 @@ type resyncPass struct {
 	// to: the one whose hashes describe it (see supersede).
 	bound     map[[2]uint64]uint64
 	links     map[uint64]linkRef  // LinkID -> the group's first file
+	fds       int                 // descriptors held in files and links (resync_held.go)
 	linksFull bool                // a group was not kept: maxPassLinks reached
 	dirs      map[uint64]*passDir // DirID -> directory described in part
 	// split holds the inodes whose names the pass split apart (the slave
@@ -62,7 +62,7 @@ type resyncPass struct {
 // passFile is a file whose contents the master is sending: open until its
 // ResyncClose.
 type passFile struct {
-	fd   int
+	held heldFile // opened O_RDWR
 	path string
 	ino  [2]uint64 // device and inode
 	// superseded: a later listing bound the same inode to another
@@ -70,10 +70,10 @@ type passFile struct {
 	superseded bool
 }
 
-// linkRef is the first file of a hard-link group: an O_PATH fd to link
-// later names to (-1 in a Verify pass), and its identity.
+// linkRef is the first file of a hard-link group: held O_PATH to link
+// later names to (not held in a Verify pass), and its identity.
 type linkRef struct {
-	fd       int
+	held     heldFile
 	dev, ino uint64
 }
 
@@ -233,12 +233,10 @@ func (r *Replayer) endPass() {
 	}
 	r.pass = nil
 	for _, f := range p.files {
-		unix.Close(f.fd)
+		p.release(f.held)
 	}
 	for _, l := range p.links {
-		if l.fd >= 0 {
-			unix.Close(l.fd)
-		}
+		p.release(l.held)
 	}
 	if len(p.files) > 0 || len(p.dirs) > 0 {
 		r.log.Warn("replayer: resync pass ended with work outstanding",

@@ -71,9 +71,10 @@ func passFileOf(p *resyncPass, fileID uint64) (*passFile, error) {
 // bind makes fd (open on the file path) the pass's file FileID, after
 // the slave answered its hashes. An inode bound to an earlier FileID
 // still open is superseded there (wire.ResyncClose says why).
-func (p *resyncPass) bind(fileID uint64, fd int, path string) error {
+func (r *Replayer) bind(p *resyncPass, fileID uint64, fd int, path string) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
 		return fmt.Errorf("fstat: %w", err)
 	}
 	ino := [2]uint64{st.Dev, st.Ino}
@@ -83,7 +84,7 @@ func (p *resyncPass) bind(fileID uint64, fd int, path string) error {
 		}
 	}
 	p.bound[ino] = fileID
-	p.files[fileID] = &passFile{fd: fd, path: path, ino: ino}
+	p.files[fileID] = &passFile{held: r.hold(p, fd, unix.O_RDWR), path: path, ino: ino}
 	return nil
 }
 
@@ -93,7 +94,7 @@ func (p *resyncPass) forget(fileID uint64, f *passFile) {
 	if p.bound[f.ino] == fileID {
 		delete(p.bound, f.ino)
 	}
-	unix.Close(f.fd)
+	p.release(f.held)
 }
 
 func (r *Replayer) resyncData(p *resyncPass, x *wire.ResyncData) error {
@@ -107,17 +108,19 @@ func (r *Replayer) resyncData(p *resyncPass, x *wire.ResyncData) error {
 	if f.superseded {
 		return nil
 	}
-	return keepPrivs(f.fd, func() error {
-		if len(x.Data) > 0 {
-			if err := pwriteAll(f.fd, x.Data, x.Off); err != nil {
-				return fmt.Errorf("%q: write %d bytes at %d: %w", f.path, len(x.Data), x.Off, err)
+	return r.use(f.held, func(fd int) error {
+		return keepPrivs(fd, func() error {
+			if len(x.Data) > 0 {
+				if err := pwriteAll(fd, x.Data, x.Off); err != nil {
+					return fmt.Errorf("%q: write %d bytes at %d: %w", f.path, len(x.Data), x.Off, err)
+				}
+				return nil
+			}
+			if err := punchHole(fd, x.Off, x.Len); err != nil {
+				return fmt.Errorf("%q: hole of %d bytes at %d: %w", f.path, x.Len, x.Off, err)
 			}
 			return nil
-		}
-		if err := punchHole(f.fd, x.Off, x.Len); err != nil {
-			return fmt.Errorf("%q: hole of %d bytes at %d: %w", f.path, x.Len, x.Off, err)
-		}
-		return nil
+		})
 	})
 }
 
@@ -163,13 +166,15 @@ func (r *Replayer) resyncClose(p *resyncPass, x *wire.ResyncClose) error {
 		// changing nothing.
 		return nil
 	}
-	if err := keepPrivs(f.fd, func() error { return unix.Ftruncate(f.fd, int64(x.Size)) }); err != nil {
-		return fmt.Errorf("%q: truncate to %d: %w", f.path, x.Size, err)
-	}
-	if err := setMtime(fdTarget(f.fd), x.Mtime); err != nil {
-		return fmt.Errorf("%q: %w", f.path, err)
-	}
-	return nil
+	return r.use(f.held, func(fd int) error {
+		if err := keepPrivs(fd, func() error { return unix.Ftruncate(fd, int64(x.Size)) }); err != nil {
+			return fmt.Errorf("%q: truncate to %d: %w", f.path, x.Size, err)
+		}
+		if err := setMtime(fdTarget(fd), x.Mtime); err != nil {
+			return fmt.Errorf("%q: %w", f.path, err)
+		}
+		return nil
+	})
 }
 
 // capXattr is the xattr holding file capabilities.

@@ -372,7 +372,8 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 		if err := r.sendHashes(p.num, e.FileID, fd, false, reply); err != nil {
 			return err
 		}
-		if err := p.bind(e.FileID, fd, path); err != nil {
+		if err := r.bind(p, e.FileID, fd, path); err != nil {
+			fd = -1 // bind closed it
 			return err
 		}
 		if p.rebase {
@@ -409,7 +410,7 @@ func (r *Replayer) keepLink(p *resyncPass, d dir, e wire.Entry) error {
 		if err != nil {
 			return err
 		}
-		p.links[e.LinkID] = linkRef{fd: -1, dev: st.Dev, ino: st.Ino}
+		p.links[e.LinkID] = linkRef{held: heldFile{fd: -1}, dev: st.Dev, ino: st.Ino}
 		return nil
 	}
 	fd, err := unix.Openat(d.fd, e.Name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -421,7 +422,7 @@ func (r *Replayer) keepLink(p *resyncPass, d dir, e wire.Entry) error {
 		unix.Close(fd)
 		return fmt.Errorf("keep hard link: %w", err)
 	}
-	p.links[e.LinkID] = linkRef{fd: fd, dev: st.Dev, ino: st.Ino}
+	p.links[e.LinkID] = linkRef{held: r.hold(p, fd, unix.O_PATH), dev: st.Dev, ino: st.Ino}
 	return nil
 }
 
@@ -452,8 +453,10 @@ func (r *Replayer) syncLaterLink(p *resyncPass, pd *passDir, d dir, e wire.Entry
 	pd.changed = true
 	// linkat(2) of an fd needs CAP_DAC_READ_SEARCH with AT_EMPTY_PATH;
 	// through its /proc magic link it does not.
-	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", ref.fd), d.fd, e.Name, unix.AT_SYMLINK_FOLLOW)
-	if errors.Is(err, unix.ENOENT) {
+	err := r.use(ref.held, func(fd int) error {
+		return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), d.fd, e.Name, unix.AT_SYMLINK_FOLLOW)
+	})
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE) {
 		// The first file lost its last name to a live op since: the
 		// master's later ops will say what this name becomes.
 		pd.diffs.add(path, "hard link not made: its first file has no name any more")
