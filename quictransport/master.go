@@ -24,6 +24,7 @@ type Master struct {
 
 	mu    sync.Mutex
 	bl    backlog
+	clock seqClock // when ops were appended, for lags in bytes and seconds
 	peers []*peer
 	tree  Tree
 	// jmu serialises the journal's writers (Append in the FUSE path, the
@@ -64,13 +65,30 @@ var _ interface {
 // PeerStatus is one slave as the master sees it.
 type PeerStatus struct {
 	Addr string
-	// State is "connecting", "streaming", "degraded", "resyncing",
-	// "checking", "fenced", "needs-resync" or "stopped".
-	State     string
-	Applied   uint64 // highest seq the slave acknowledged as applied (this run)
-	Durable   uint64 // highest seq the slave acknowledged as durable (this run)
-	Sent      uint64 // highest seq handed to QUIC on the current connection
-	LastError string
+	Name string // the name its certificate must carry
+	// State is "connecting", "streaming", "catching-up", "degraded",
+	// "resyncing", "checking", "verifying", "fenced", "needs-resync" or
+	// "stopped".
+	State   string
+	Head    uint64 // the master's newest op
+	Applied uint64 // highest seq the slave acknowledged as applied (this run)
+	Durable uint64 // highest seq the slave acknowledged as durable (this run)
+	Sent    uint64 // highest seq handed to QUIC on the current connection
+	// Lag: the ops appended that the slave has not applied, their bytes
+	// (FrameOp bodies, before compression), and how long ago the oldest
+	// of them was appended.
+	LagOps     uint64
+	LagBytes   uint64
+	LagSeconds float64
+	// Rate is the bytes of ops the slave applied per second, over the
+	// last few seconds.
+	Rate float64
+	// The current connection's QUIC statistics (zero when not connected).
+	RTT         time.Duration // smoothed round-trip time
+	PacketsSent uint64
+	PacketsLost uint64
+	LastError   string
+	LastErrorAt time.Time // zero if none
 }
 
 // NewMaster checks cfg and returns a Master; Run starts the connections.
@@ -257,6 +275,7 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 		m.jmu.Unlock()
 	}
 	m.mu.Lock()
+	m.clock.record(seq, e.size, time.Now())
 	prevHead := m.bl.head
 	if m.bl.push(e) {
 		m.log.Error("ops appended out of order: dropping the backlog, slaves that needed it will need a resync",
@@ -404,18 +423,46 @@ func (m *Master) Drain(timeout time.Duration) error {
 func (m *Master) Status() []PeerStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
 	out := make([]PeerStatus, 0, len(m.peers))
 	for _, p := range m.peers {
-		out = append(out, PeerStatus{
-			Addr:      p.addr,
-			State:     p.stateName(),
-			Applied:   p.applied,
-			Durable:   p.durable,
-			Sent:      p.sent,
-			LastError: p.lastErr,
-		})
+		st := PeerStatus{
+			Addr:        p.addr,
+			State:       p.stateName(),
+			Head:        m.bl.head,
+			Applied:     p.applied,
+			Durable:     p.durable,
+			Sent:        p.sent,
+			Rate:        p.rate.rate(now),
+			LastError:   p.lastErr,
+			LastErrorAt: p.lastErrAt,
+		}
+		if p.tls != nil {
+			st.Name = p.tls.ServerName
+		}
+		if st.State == "streaming" && p.applied < p.catchUpTo {
+			st.State = "catching-up"
+		}
+		if p.applied < m.bl.head {
+			st.LagOps = m.bl.head - p.applied
+			lb, age := m.clock.lag(p.applied, now)
+			st.LagBytes, st.LagSeconds = lb, age.Seconds()
+		}
+		if p.conn != nil {
+			cs := p.conn.ConnectionStats()
+			st.RTT, st.PacketsSent, st.PacketsLost = cs.SmoothedRTT, cs.PacketsSent, cs.PacketsLost
+		}
+		out = append(out, st)
 	}
 	return out
+}
+
+// JournalBytes is the size of the on-disk journal (0 without one).
+func (m *Master) JournalBytes() int64 {
+	if j := m.cfg.Journal; j != nil {
+		return j.Size()
+	}
+	return 0
 }
 
 // heldLocked describes the seqs the backlog holds, for messages.

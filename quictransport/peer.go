@@ -74,7 +74,15 @@ type peer struct {
 	told          bool // the slave was told it needs a resync
 	resyncLogged  bool
 	lastErr       string
+	lastErrAt     time.Time
 	loggedErr     string // last distinct error logged
+
+	// For status (stats.go), guarded by m.mu: the current connection, how
+	// fast the slave applies, and the head when it connected (until it
+	// reaches it, it is catching up).
+	conn      *quic.Conn
+	rate      rateWindow
+	catchUpTo uint64
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
@@ -161,7 +169,7 @@ func (p *peer) needsResyncLocked(at uint64, reason string) {
 	if reason != "" {
 		msg = fmt.Sprintf("slave %s needs resync at seq %d: %s", p.addr, at, reason)
 	}
-	p.lastErr = msg
+	p.setErrLocked(msg)
 	p.degraded = false
 	if !p.resyncLogged {
 		p.resyncLogged = true
@@ -220,7 +228,7 @@ func (p *peer) loop(ctx context.Context) {
 			p.m.mu.Lock()
 			if p.state != stateFenced {
 				p.log.Error("the slave refuses this master (fenced): "+msg, "state", "fenced")
-				p.lastErr = "fenced: " + msg
+				p.setErrLocked("fenced: " + msg)
 				p.setStateLocked(stateFenced)
 			}
 			p.m.mu.Unlock()
@@ -281,6 +289,11 @@ func (p *peer) finished(ctx context.Context) bool {
 // noteError records err for Status and logs it if it differs from the last
 // one logged, so a slave that stays away costs one log line, not one per
 // attempt.
+// setErrLocked records the slave's last error, and when.
+func (p *peer) setErrLocked(msg string) {
+	p.lastErr, p.lastErrAt = msg, time.Now()
+}
+
 func (p *peer) noteError(err error) {
 	if err == nil {
 		return
@@ -291,7 +304,7 @@ func (p *peer) noteError(err error) {
 	if errors.Is(err, ErrNeedsResync) {
 		return // needsResyncLocked logged it and set lastErr
 	}
-	p.lastErr = msg
+	p.setErrLocked(msg)
 	if msg != p.loggedErr {
 		p.loggedErr = msg
 		p.log.Warn("slave connection failed: "+msg, "state", p.stateName())
@@ -352,7 +365,7 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 		conn.CloseWithError(appCode(code), msg)
 		wg.Wait()
 		m.mu.Lock()
-		p.endSession = nil
+		p.endSession, p.conn = nil, nil
 		switch {
 		case errors.Is(err, ErrDrained), p.state == stateStreaming && ctx.Err() != nil:
 			p.setStateLocked(stateStopped)
@@ -370,6 +383,8 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 	wg.Go(func() { p.runPasses(sctx, cancel) })
 	m.mu.Lock()
 	p.endSession = cancel
+	p.conn, p.catchUpTo = conn, m.bl.head
+	p.rate.reset()
 	m.mu.Unlock()
 	err = p.send(sctx, cancel, &wg, conn, ctrl)
 	cancel(err)
@@ -756,6 +771,7 @@ func (p *peer) onAck(a wire.Ack) error {
 	p.inflight = p.inflight[n:]
 	p.applied = max(p.applied, a.Applied)
 	p.durable = max(p.durable, a.Durable)
+	p.rate.add(m.clock.bytesThrough(p.applied), time.Now())
 	if p.degraded && p.durable >= m.maxWaited && !p.rebase {
 		p.degraded = false
 		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
