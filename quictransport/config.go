@@ -106,6 +106,9 @@ type MasterConfig struct {
 	// second, and once more when it ends (Done). The log says it too,
 	// every few seconds once a pass has run for a few. It must not block.
 	OnProgress func(PassReport)
+	// OnWait, when set, learns how long each Wait (an fsync in fsync
+	// mode, every op in sync mode) waited for the slaves.
+	OnWait func(time.Duration)
 	Logger     *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.

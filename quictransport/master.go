@@ -22,11 +22,12 @@ type Master struct {
 	// ownLimit caps the bytes in flight to any slave, whatever it announces.
 	ownLimit int64
 
-	mu    sync.Mutex
-	bl    backlog
-	clock seqClock // when ops were appended, for lags in bytes and seconds
-	peers []*peer
-	tree  Tree
+	mu       sync.Mutex
+	bl       backlog
+	clock    seqClock // when ops were appended, for lags in bytes and seconds
+	opCounts map[wire.OpType]OpCount
+	peers    []*peer
+	tree     Tree
 	// jmu serialises the journal's writers (Append in the FUSE path, the
 	// flusher); jerr is its last failure, logged once.
 	jmu    sync.Mutex
@@ -276,6 +277,7 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 	}
 	m.mu.Lock()
 	m.clock.record(seq, e.size, time.Now())
+	m.countOpLocked(op.Type(), e.size)
 	prevHead := m.bl.head
 	if m.bl.push(e) {
 		m.log.Error("ops appended out of order: dropping the backlog, slaves that needed it will need a resync",
@@ -302,7 +304,11 @@ func (m *Master) Wait(seq uint64) {
 	if m.cfg.Mode == wire.ModeAsync {
 		return
 	}
-	deadline := time.Now().Add(m.cfg.SyncTimeout)
+	start := time.Now()
+	if f := m.cfg.OnWait; f != nil {
+		defer func() { f(time.Since(start)) }()
+	}
+	deadline := start.Add(m.cfg.SyncTimeout)
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {

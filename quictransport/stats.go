@@ -3,6 +3,8 @@ package quictransport
 import (
 	"sort"
 	"time"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
 // What the master knows of how far behind each slave is, in ops, bytes
@@ -126,3 +128,32 @@ func (r *rateWindow) rate(now time.Time) float64 {
 
 // reset forgets the samples (a new connection, a rebase).
 func (r *rateWindow) reset() { r.samples = r.samples[:0] }
+
+// OpCount is how many ops of one type were appended, and their bytes
+// (FrameOp bodies, before compression).
+type OpCount struct {
+	Ops, Bytes uint64
+}
+
+// OpCounts returns the ops appended since the master started, by type
+// ("write", "create", ...).
+func (m *Master) OpCounts() map[string]OpCount {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]OpCount, len(m.opCounts))
+	for t, c := range m.opCounts {
+		out[t.String()] = c
+	}
+	return out
+}
+
+// countOpLocked counts op, of size bytes. m.mu is held.
+func (m *Master) countOpLocked(t wire.OpType, size int64) {
+	if m.opCounts == nil {
+		m.opCounts = make(map[wire.OpType]OpCount)
+	}
+	c := m.opCounts[t]
+	c.Ops++
+	c.Bytes += uint64(size)
+	m.opCounts[t] = c
+}

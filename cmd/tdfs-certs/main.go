@@ -17,6 +17,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
 )
 
 // Exit codes of tdfs-certs (the same values as tdfs-master and tdfs-slave).
@@ -73,7 +75,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: "Run \"ca\" once, then \"master\" for each master and \"slave\" for each slave, all with\n" +
 			"the same --dir. Copy DIR/ca.crt and a host's NAME.crt and NAME.key to that host; keep\n" +
 			"DIR/ca.key on the machine that issues certificates. Existing files are never overwritten.",
-		HideHelpCommand: true, // exactly the three commands below
+		HideHelpCommand: true, // exactly the commands below
 		HideVersion:     true,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -87,7 +89,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			}
 			return usageError("no command given: use ca, master or slave (see %s --help)", progName)
 		},
-		Commands: []*cli.Command{caCommand(), masterCommand(), slaveCommand()},
+		Commands: []*cli.Command{caCommand(), masterCommand(), slaveCommand(),
+			daemon.CompletionCommand(progName), daemon.ManCommand()},
+
+		// <TAB> completion of commands and flags: see tdfs-certs completion.
+		EnableBashCompletion: true,
 	}
 }
 

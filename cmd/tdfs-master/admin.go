@@ -36,13 +36,14 @@ const (
 )
 
 type adminRequest struct {
-	Op     string `json:"op"` // "verify"
+	Op     string `json:"op"` // "verify" or "status"
 	Repair bool   `json:"repair"`
 }
 
 type adminLine struct {
 	Progress *progressLine  `json:"progress,omitempty"`
 	Results  []verifyResult `json:"results,omitempty"`
+	Status   *masterStatus  `json:"status,omitempty"`
 	Error    string         `json:"error,omitempty"`
 }
 
@@ -71,10 +72,12 @@ type verifyResult struct {
 }
 
 // progressHub fans pass progress out to the admin connections waiting for
-// a verify, and to the master's own progress bar.
+// a verify, and to the master's own progress bar; it keeps the latest of
+// each running pass for the metrics.
 type progressHub struct {
 	mu   sync.Mutex
 	subs map[chan progressLine]struct{}
+	live map[string]progressLine // slave -> its running pass
 }
 
 func (h *progressHub) publish(r quictransport.PassReport) {
@@ -83,12 +86,31 @@ func (h *progressHub) publish(r quictransport.PassReport) {
 		BytesSent: r.BytesSent, Compared: r.BytesCompared, Differences: r.Differences}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.live == nil {
+		h.live = map[string]progressLine{}
+	}
+	if l.Done {
+		delete(h.live, l.Slave)
+	} else {
+		h.live[l.Slave] = l
+	}
 	for ch := range h.subs {
 		select {
 		case ch <- l:
 		default: // a slow reader misses a progress line, nothing else
 		}
 	}
+}
+
+// running returns the latest progress of the passes running now.
+func (h *progressHub) running() []progressLine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]progressLine, 0, len(h.live))
+	for _, l := range h.live {
+		out = append(out, l)
+	}
+	return out
 }
 
 func (h *progressHub) subscribe() (chan progressLine, func()) {
@@ -142,7 +164,13 @@ func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Co
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	if req.Op != "verify" {
+	switch req.Op {
+	case "verify":
+	case "status":
+		st := statusOf(cfg, m)
+		json.NewEncoder(c).Encode(adminLine{Status: &st})
+		return
+	default:
 		json.NewEncoder(c).Encode(adminLine{Error: fmt.Sprintf("unknown request %q", req.Op)})
 		return
 	}
@@ -201,33 +229,52 @@ func verifyCommand() *cli.Command {
 			"path that differs and exits 0 when every slave is identical, 3 when one differs, 2 when a slave\n" +
 			"could not be verified. With --repair the differences are fixed instead (only what differs is sent).",
 		OnUsageError: daemon.OnUsageError,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
-				Usage: "backing `DIR` of the running master"},
-			&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
-				Usage: "the master's journal `DIR`, if it was given one (default " + defaultJournalRoot + "/<DIR with / as _>)"},
+		Flags: append(adminFlags(),
 			&cli.BoolFlag{Name: "repair", Usage: "fix what differs on the slaves"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION` (default: no limit)"},
-		},
+		),
 		Action: runVerify,
 	}
 }
 
-func runVerify(c *cli.Context) error {
-	name := "tdfs-master verify"
+// adminFlags find a running master's admin socket.
+func adminFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
+			Usage: "backing `DIR` of the running master"},
+		&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
+			Usage: "the master's journal `DIR`, if it was given one (default " + defaultJournalRoot + "/<DIR with / as _>)"},
+		&cli.StringFlag{Name: "admin-socket", EnvVars: []string{"TDFS_ADMIN_SOCKET"}, TakesFile: true,
+			Usage: "the master's admin socket `PATH` (default: " + adminSocket + " in its journal dir; then -m is not needed)"},
+	}
+}
+
+// adminSocketPath is the socket the admin flags name.
+func adminSocketPath(c *cli.Context) (string, error) {
+	if p := c.String("admin-socket"); p != "" {
+		return p, nil
+	}
 	dir, err := daemon.Dir("-m", c.String("dir"))
 	if err != nil {
-		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+		return "", err
 	}
 	jdir, err := daemon.StateDir(c.String("journal"), defaultJournalRoot, dir)
 	if err != nil {
-		return cli.Exit(name+": --journal: "+err.Error(), daemon.ExitUsage)
+		return "", fmt.Errorf("--journal: %w", err)
 	}
-	sock := filepath.Join(jdir, adminSocket)
+	return filepath.Join(jdir, adminSocket), nil
+}
+
+func runVerify(c *cli.Context) error {
+	name := "tdfs-master verify"
+	sock, err := adminSocketPath(c)
+	if err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+	}
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running on %s with this --journal?): %v",
-			name, sock, dir, err), daemon.ExitUsage)
+		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running, with this --journal?): %v",
+			name, sock, err), daemon.ExitUsage)
 	}
 	defer conn.Close()
 	if t := c.Duration("timeout"); t > 0 {

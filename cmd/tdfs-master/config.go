@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -34,6 +36,8 @@ type config struct {
 	transport    quictransport.MasterConfig
 	fuse         mirrorfs.Options
 	drainTimeout time.Duration
+	epoch        string // set by serve, for status
+	metricsAddr  string // "" for none
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -45,6 +49,7 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	clearDeadMount(c.String("mount"), log)
 	mnt, err := daemon.Dir("--mount", c.String("mount"))
 	if err != nil {
 		return nil, err
@@ -143,7 +148,25 @@ func configure(c *cli.Context) (*config, error) {
 			Logger:     log,
 		},
 		drainTimeout: c.Duration("drain-timeout"),
+		metricsAddr:  c.String("metrics-addr"),
 	}, nil
+}
+
+// clearDeadMount unmounts what a crashed or killed master left at mnt: its
+// FUSE mount stays behind, dead, and every access the kernel cannot answer
+// from its caches fails with ENOTCONN ("transport endpoint is not
+// connected") until it is unmounted. Without this, a master restarted by
+// its supervisor (systemd's Restart=on-failure after a crash or a watchdog
+// kill) would stack its mount on the dead one, or fail. statfs(2), which
+// FUSE never caches, tells a dead mount from a live one; a live one is
+// left alone.
+func clearDeadMount(mnt string, log *slog.Logger) {
+	var st syscall.Statfs_t
+	if mnt == "" || !errors.Is(syscall.Statfs(mnt, &st), syscall.ENOTCONN) {
+		return
+	}
+	lazyUnmount(mnt)
+	log.Warn("cleared the dead mount of a master that did not exit cleanly", "mount", mnt)
 }
 
 func parseMode(s string) (wire.SyncMode, error) {

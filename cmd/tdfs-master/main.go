@@ -27,12 +27,23 @@ func newApp(stderr io.Writer) *cli.App {
 			"is applied to DIR and streamed, in order, to each slave given with -c (QUIC, mutual TLS).\n" +
 			"Reads are served from DIR and never cross the network. It runs in the foreground until MNT is\n" +
 			"unmounted (umount MNT) or it gets SIGTERM/SIGINT, then delivers what it still owes the slaves\n" +
-			"(bounded by --drain-timeout) and exits 0.",
+			"(bounded by --drain-timeout) and exits 0. Under systemd (Type=notify) it reports READY=1 once\n" +
+			"the mount is up and the admin socket listens, and pings the watchdog.\n\n" +
+			"It does not replicate changes made directly in DIR (behind the mount's back), does not\n" +
+			"detach from the terminal, and does not create DIR, MNT or certificates (see tdfs-certs).\n\n" +
+			"Every flag can also come from an environment variable (shown as [$TDFS_...]) or from the\n" +
+			"YAML file named by --config (keys are the long flag names); the command line wins over the\n" +
+			"environment, which wins over the file.\n\n" +
+			"Examples:\n" +
+			"   tdfs-master -m /srv/data --mount /mnt/data -c web1.example.com -c web2.example.com \\\n" +
+			"       --cert /etc/tdfs/master.crt --key /etc/tdfs/master.key --ca /etc/tdfs/ca.crt\n" +
+			"   tdfs-master --config /etc/tdfs/master.yaml --log-level debug\n" +
+			"   tdfs-master verify -m /srv/data",
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
 		Writer:          os.Stdout, // --help, so it can be paged
-		Flags: append([]cli.Flag{
+		Flags: daemon.WithConfigFile(append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 				Usage: "backing `DIR`: the directory that holds the truth (must exist)"},
 			&cli.StringFlag{Name: "mount", EnvVars: []string{"TDFS_MOUNT"},
@@ -71,11 +82,18 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
 				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
 					"never grants more than DIR"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TDFS_METRICS_ADDR"},
+				Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (off by default; they carry no secrets, " +
+					"but bind to a private address)"},
 			&cli.BoolFlag{Name: "debug-fuse", EnvVars: []string{"TDFS_DEBUG_FUSE"},
 				Usage: "log every FUSE request (very verbose)"},
-		}, daemon.LogFlags()...),
+		}, daemon.LogFlags()...)),
+		Before:   daemon.LoadConfigFile,
 		Action:   daemon.Action(configure, serve),
-		Commands: []*cli.Command{verifyCommand()},
+		Commands: []*cli.Command{verifyCommand(), statusCommand(), daemon.CompletionCommand("tdfs-master"), daemon.ManCommand()},
+
+		// <TAB> completion of commands and flags: see tdfs-master completion.
+		EnableBashCompletion: true,
 	}
 }
 

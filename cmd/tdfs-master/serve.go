@@ -9,7 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/metrics"
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/journal"
@@ -40,6 +43,7 @@ func serve(sigctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	cfg.epoch = encodeID(tc.Epoch)
 	// From here until the clean end below, a crash leaves this run marked
 	// unclean: the next run checks every slave by comparison.
 	if err := saveState(cfg.journalDir, st); err != nil {
@@ -50,9 +54,27 @@ func serve(sigctx context.Context, cfg *config) error {
 	stopBar := make(chan struct{})
 	defer close(stopBar)
 	go showPasses(hub, stopBar)
+	var reg *prometheus.Registry
+	if cfg.metricsAddr != "" {
+		reg = metrics.NewRegistry()
+		wait := newWaitHistogram()
+		reg.MustRegister(wait)
+		tc.OnWait = func(d time.Duration) { wait.Observe(d.Seconds()) }
+	}
 	m, err := quictransport.NewMaster(tc)
 	if err != nil {
 		return err
+	}
+	if reg != nil {
+		// Before the mount: a bad address stops the start.
+		reg.MustRegister(newMasterCollector(m, hub))
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		defer stopMetrics()
+		addr, err := metrics.Serve(mctx, cfg.metricsAddr, reg, nil, log)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics", "url", "http://"+addr+"/metrics")
 	}
 	cfg.fuse.Sink = m
 	cfg.fuse.Run, cfg.fuse.Head = tc.Run, tc.Head
@@ -76,6 +98,10 @@ func serve(sigctx context.Context, cfg *config) error {
 	}
 	log.Info("mounted", "mount", cfg.mount, "dir", cfg.dir, "slaves", len(tc.Peers),
 		"sync", tc.Mode.String(), "epoch", encodeID(tc.Epoch)[:8], "first_seq", tc.Head+1, "check_slaves", tc.CheckAll)
+	// Serving: the mount is up and the admin socket listens. The
+	// watchdog pings go on through the drain, until serve returns.
+	stopWatchdog := daemon.Ready(fmt.Sprintf("serving %s from %s to %d slaves", cfg.mount, cfg.dir, len(tc.Peers)))
+	defer stopWatchdog()
 
 	unmounted := make(chan struct{})
 	go func() {
@@ -93,6 +119,7 @@ func serve(sigctx context.Context, cfg *config) error {
 		unmount(cfg, unmounted)
 	}
 
+	daemon.Stopping()
 	start := time.Now()
 	derr := m.Drain(cfg.drainTimeout)
 	stopTransport() // syncs the journal

@@ -29,12 +29,24 @@ func newApp(stderr io.Writer) *cli.App {
 		UsageText: "tdfs-slave -m DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE [--allow-master NAME ...]",
 		Description: "tdfs-slave listens on UDP for one tdfs master (QUIC, mutual TLS), applies every operation it\n" +
 			"sends beneath DIR, in order, and acknowledges how far it applied and made durable. SIGTERM or\n" +
-			"SIGINT finishes the operation in hand, makes the state durable and exits 0.",
+			"SIGINT finishes the operation in hand, makes the state durable and exits 0. Under systemd\n" +
+			"(Type=notify) it reports READY=1 once it listens, and pings the watchdog.\n\n" +
+			"It does not dial the master (the master dials it), does not serve files to anyone (DIR is an\n" +
+			"ordinary directory: share it with a web server, NFS, ...), does not detach from the terminal,\n" +
+			"and refuses device nodes and paths that lead out of DIR. Nothing else should write to DIR: a\n" +
+			"comparison pass of the master (a resync, verify --repair) undoes such changes.\n\n" +
+			"Every flag can also come from an environment variable (shown as [$TDFS_...]) or from the\n" +
+			"YAML file named by --config (keys are the long flag names); the command line wins over the\n" +
+			"environment, which wins over the file.\n\n" +
+			"Examples:\n" +
+			"   tdfs-slave -m /srv/replica --cert /etc/tdfs/web1.crt --key /etc/tdfs/web1.key \\\n" +
+			"       --ca /etc/tdfs/ca.crt --allow-master master\n" +
+			"   tdfs-slave --config /etc/tdfs/slave.yaml --listen 10.0.0.2:7430",
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
 		Writer:          os.Stdout, // --help, so it can be paged
-		Flags: append([]cli.Flag{
+		Flags: daemon.WithConfigFile(append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 				Usage: "replica `DIR`: the directory the master's tree is replicated into (must exist)"},
 			&cli.StringFlag{Name: "listen", Value: fmt.Sprintf(":%d", quictransport.DefaultPort), EnvVars: []string{"TDFS_LISTEN"},
@@ -51,8 +63,13 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "state `DIR` outside the replica, where the slave records how far it got (default " + defaultStateRoot + "/<DIR with / as _>)"},
 			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
 				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
-		}, daemon.LogFlags()...),
+		}, daemon.LogFlags()...)),
 		Action: daemon.Action(configure, serve),
+
+		Before:   daemon.LoadConfigFile,
+		Commands: []*cli.Command{daemon.CompletionCommand("tdfs-slave"), daemon.ManCommand()},
+		// <TAB> completion of commands and flags: see tdfs-slave completion.
+		EnableBashCompletion: true,
 	}
 }
 
@@ -146,6 +163,12 @@ func serve(ctx context.Context, cfg *config) error {
 	}
 	log.Info("listening", "addr", srv.Addr().String(), "dir", cfg.dir, "state", cfg.stateDir,
 		"epoch", fmt.Sprintf("%x", st.Epoch[:4]), "applied_seq", st.Applied, "durable_seq", st.Durable)
+	// Serving: the socket is bound (NewServer listens). STOPPING=1 as
+	// soon as the signal comes; the pings go on until Serve returns.
+	stopWatchdog := daemon.Ready("listening on " + srv.Addr().String() + ", replicating into " + cfg.dir)
+	defer stopWatchdog()
+	stopNotify := context.AfterFunc(ctx, daemon.Stopping)
+	defer stopNotify()
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
