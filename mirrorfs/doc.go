@@ -6,7 +6,9 @@
 // What it does not do: no networking, no queueing, no retries and no
 // ordering beyond the numbering. The Sink (the QUIC fan-out) ships the ops
 // and bounds every wait. Reads are served from the backing directory and
-// never produce an op.
+// never produce an op, but for the fence: reading the virtual xattr
+// user.tdfs.synced numbers a Sync and waits until the slaves made it
+// durable (synced.go).
 //
 // # Sequencing and locks
 //

@@ -87,9 +87,10 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	return n.LoopbackNode.OpendirHandle(ctx, flags)
 }
 
-// Getxattr reads an extended attribute; the kernel asks for
-// security.capability before every write, unlinked files included.
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+// backingGetxattr reads an extended attribute (node_xattr.go's Getxattr);
+// the kernel asks for security.capability before every write, unlinked
+// files included.
+func (n *node) backingGetxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.inTree() {
 		return n.LoopbackNode.Getxattr(ctx, attr, dest)
 	}
@@ -101,7 +102,8 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(max(sz, 0)), fs.ToErrno(err)
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+// backingListxattr lists extended attributes (node_xattr.go's Listxattr).
+func (n *node) backingListxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if n.inTree() {
 		return n.LoopbackNode.Listxattr(ctx, dest)
 	}

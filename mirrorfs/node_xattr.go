@@ -1,6 +1,7 @@
 package mirrorfs
 
 import (
+	"bytes"
 	"context"
 	"syscall"
 
@@ -14,7 +15,13 @@ import (
 // through an open descriptor and emits nothing.
 //
 // The emitted Value aliases the FUSE request buffer: the sink copies it.
+//
+// SyncedXattr is refused with EPERM (read-only), before anything reaches
+// the backing dir.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if attr == SyncedXattr {
+		return syscall.EPERM
+	}
 	rel, ok := relPath(n.inode())
 	if !ok {
 		return fs.ToErrno(n.withAnyFile(func(fd int) error {
@@ -32,8 +39,11 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 // Removexattr removes an extended attribute and emits wire.Removexattr,
-// like Setxattr.
+// like Setxattr (SyncedXattr included: EPERM).
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if attr == SyncedXattr {
+		return syscall.EPERM
+	}
 	rel, ok := relPath(n.inode())
 	if !ok {
 		return fs.ToErrno(n.withAnyFile(func(fd int) error {
@@ -48,4 +58,45 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	n.m.emit(&wire.Removexattr{Path: rel, Name: attr})
 	return 0
+}
+
+// Getxattr reads an extended attribute from the backing dir (or through an
+// open descriptor: node_orphan.go), except SyncedXattr, the replication
+// fence (synced.go), which never reaches it.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == SyncedXattr {
+		return n.m.readSynced(ctx, dest)
+	}
+	return n.backingGetxattr(ctx, attr, dest)
+}
+
+// Listxattr lists the backing file's extended attributes (node_orphan.go)
+// without SyncedXattr: the mount never stores the name, and should a
+// backing file carry it (set beside the mount), listing it would invite
+// tools that copy xattrs to read the fence for every file.
+// A size probe (empty dest) may then answer a few bytes more than needed,
+// which listxattr(2) allows: the caller reads again with that buffer.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	sz, errno := n.backingListxattr(ctx, dest)
+	if errno != 0 || len(dest) == 0 {
+		return sz, errno
+	}
+	return uint32(len(withoutName(dest[:sz], SyncedXattr))), 0
+}
+
+// withoutName removes name from list, a listxattr(2) buffer of
+// NUL-terminated names, in place, and returns what is left.
+func withoutName(list []byte, name string) []byte {
+	out := list[:0]
+	for rest := list; len(rest) > 0; {
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 { // not NUL-terminated: keep it as it is
+			return append(out, rest...)
+		}
+		if string(rest[:i]) != name {
+			out = append(out, rest[:i+1]...)
+		}
+		rest = rest[i+1:]
+	}
+	return out
 }

@@ -109,7 +109,7 @@ type MasterConfig struct {
 	// OnWait, when set, learns how long each Wait (an fsync in fsync
 	// mode, every op in sync mode) waited for the slaves.
 	OnWait func(time.Duration)
-	Logger     *slog.Logger
+	Logger *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.
 	quic *quic.Config

@@ -46,6 +46,41 @@ type Server struct {
 	refused   map[string]refusal // remote host, or fenced master's name -> last refusal logged
 
 	peakPending atomic.Int64 // highest reorder buffer fill seen (tests)
+
+	closesMu sync.Mutex
+	closes   map[wire.ErrorCode]uint64 // connections this slave closed, by reason
+}
+
+// Master names the master connected now (its address and certificate
+// name), "" when none is.
+func (s *Server) Master() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil || s.cur.ctx.Err() != nil {
+		return ""
+	}
+	return s.cur.name
+}
+
+// Refusals counts the master connections this slave closed, by reason
+// (the error code it gave: "protocol", "fenced", ...).
+func (s *Server) Refusals() map[string]uint64 {
+	s.closesMu.Lock()
+	defer s.closesMu.Unlock()
+	out := make(map[string]uint64, len(s.closes))
+	for c, n := range s.closes {
+		out[c.String()] = n
+	}
+	return out
+}
+
+func (s *Server) countClose(c wire.ErrorCode) {
+	s.closesMu.Lock()
+	defer s.closesMu.Unlock()
+	if s.closes == nil {
+		s.closes = make(map[wire.ErrorCode]uint64)
+	}
+	s.closes[c]++
 }
 
 // NewServer binds the UDP socket (so Addr is known and a busy port is

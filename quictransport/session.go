@@ -297,6 +297,7 @@ func (s *session) failLogged(err error, loud bool) {
 	s.failOnce.Do(func() {
 		s.failed.Store(true)
 		code := codeOf(err)
+		s.srv.countClose(code)
 		msg := err.Error()
 		level := slog.LevelDebug
 		if loud {

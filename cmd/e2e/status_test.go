@@ -176,3 +176,67 @@ func valueOf(m *dto.Metric) float64 {
 	}
 	return 0
 }
+
+// TestSlaveStatus: tdfs-slave status, /seq (read-your-writes routing) and
+// the slave's /metrics say which master it follows and how far it got.
+func TestSlaveStatus(t *testing.T) {
+	k := newPKI(t, "s1")
+	s := startSlave(t, k, "s1", "--metrics-addr", "127.0.0.1:0")
+	url := s.waitLine(`msg=metrics .*url=(\S+)/metrics`, 30*time.Second)[1]
+	m := startMaster(t, k, []*slave{s}, "--sync", "fsync")
+	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second)
+	if err := os.WriteFile(filepath.Join(m.mnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syncMount(t, m.mnt)
+	head := statusOf(t, m).Head
+
+	type seqAnswer struct {
+		Master    string     `json:"master"`
+		Epoch     string     `json:"epoch"`
+		Applied   uint64     `json:"applied_seq"`
+		Durable   uint64     `json:"durable_seq"`
+		Resyncing bool       `json:"resyncing"`
+		LastOp    *time.Time `json:"last_op"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var seq seqAnswer
+	for {
+		resp, err := http.Get(url + "/seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&seq)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("/seq: %v", err)
+		}
+		if seq.Durable >= head {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/seq never reached the master's head %d: %+v", head, seq)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	if seq.Applied < head || seq.Resyncing || seq.LastOp == nil || !strings.Contains(seq.Master, "master") {
+		t.Errorf("/seq after the fsync: %+v (head %d)", seq, head)
+	}
+	if st := statusOf(t, m); !strings.HasPrefix(st.Epoch, seq.Epoch) || seq.Epoch == "" {
+		t.Errorf("the slave follows epoch %q, the master is %q", seq.Epoch, st.Epoch)
+	}
+	out := runOK(t, bin("tdfs-slave"), "status", "-m", s.dir, "--state", slaveState(s))
+	for _, want := range []string{"master", "applied seq", "durable seq", "last op", s.addr} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tdfs-slave status lacks %q:\n%s", want, out)
+		}
+	}
+	if v := slaveMetric(t, url+"/metrics", "tdfs_slave_durable_seq", ""); v < float64(head) {
+		t.Errorf("tdfs_slave_durable_seq %v < head %d", v, head)
+	}
+	if v := slaveMetric(t, url+"/metrics", "tdfs_slave_master_connected", ""); v != 1 {
+		t.Errorf("tdfs_slave_master_connected %v", v)
+	}
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	s.stop(syscall.SIGTERM, 30*time.Second)
+}

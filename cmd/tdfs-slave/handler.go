@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
@@ -38,6 +39,10 @@ type handler struct {
 	// reapply is the op a dead predecessor may have left half done: it is
 	// applied idempotently.
 	reapply uint64
+	// For status and metrics: when the last op was applied, and the ops
+	// applied by this process, by type.
+	lastOp time.Time
+	ops    map[wire.OpType]uint64
 	// handles open now (for the progress log's compaction at each sync).
 	handles map[uint64]replayer.HandleRecord
 }
@@ -181,6 +186,11 @@ func (h *handler) Apply(seq uint64, op wire.Op) error {
 		return err
 	}
 	h.applied = seq
+	h.lastOp = time.Now()
+	if h.ops == nil {
+		h.ops = make(map[wire.OpType]uint64)
+	}
+	h.ops[op.Type()]++
 	if err := h.prog.applied(seq); err != nil {
 		h.log.Warn("progress log", "err", err)
 	}
@@ -273,6 +283,18 @@ func (h *handler) State() quictransport.SlaveState {
 	defer h.mu.Unlock()
 	return quictransport.SlaveState{Epoch: h.state.Epoch, Lineage: h.state.Lineage, Run: h.run, Applied: h.applied,
 		Durable: h.state.Durable, Resyncing: h.resyncing}
+}
+
+// activity returns when the last op was applied (zero if none since the
+// start) and the ops applied since the start, by type.
+func (h *handler) activity() (time.Time, map[string]uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ops := make(map[string]uint64, len(h.ops))
+	for t, n := range h.ops {
+		ops[t.String()] = n
+	}
+	return h.lastOp, ops
 }
 
 func (h *handler) durable() uint64 {

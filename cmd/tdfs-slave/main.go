@@ -63,11 +63,14 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "state `DIR` outside the replica, where the slave records how far it got (default " + defaultStateRoot + "/<DIR with / as _>)"},
 			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
 				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TDFS_METRICS_ADDR"},
+				Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics and the applied and durable seqs " +
+					"as JSON at /seq, for read-your-writes routing (off by default)"},
 		}, daemon.LogFlags()...)),
 		Action: daemon.Action(configure, serve),
 
 		Before:   daemon.LoadConfigFile,
-		Commands: []*cli.Command{daemon.CompletionCommand("tdfs-slave"), daemon.ManCommand()},
+		Commands: []*cli.Command{statusCommand(), daemon.CompletionCommand("tdfs-slave"), daemon.ManCommand()},
 		// <TAB> completion of commands and flags: see tdfs-slave completion.
 		EnableBashCompletion: true,
 	}
@@ -81,6 +84,8 @@ type config struct {
 	server   quictransport.ServerConfig
 	dir      string
 	stateDir string
+	// metricsAddr serves /metrics and /seq ("" for none).
+	metricsAddr string
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -108,8 +113,9 @@ func configure(c *cli.Context) (*config, error) {
 		return nil, fmt.Errorf("--max-pending %s: want at least 4M (a write frame is up to 1M)", c.String("max-pending"))
 	}
 	return &config{
-		dir:      dir,
-		stateDir: stateDir,
+		dir:         dir,
+		stateDir:    stateDir,
+		metricsAddr: c.String("metrics-addr"),
 		server: quictransport.ServerConfig{
 			Listen:     c.String("listen"),
 			TLS:        certs.ServerConfig(pair, pool, c.StringSlice("allow-master")),
@@ -160,6 +166,19 @@ func serve(ctx context.Context, cfg *config) error {
 	srv, err := quictransport.NewServer(cfg.server)
 	if err != nil {
 		return err
+	}
+	l := &live{dir: cfg.dir, h: h, srv: srv}
+	if admin, err := listenAdmin(cfg.stateDir, l); err != nil {
+		log.Warn("no admin socket: tdfs-slave status will not reach this slave", "err", err)
+	} else {
+		defer admin.Close()
+	}
+	if cfg.metricsAddr != "" {
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		defer stopMetrics()
+		if err := serveMetrics(mctx, cfg.metricsAddr, l, log); err != nil {
+			return err
+		}
 	}
 	log.Info("listening", "addr", srv.Addr().String(), "dir", cfg.dir, "state", cfg.stateDir,
 		"epoch", fmt.Sprintf("%x", st.Epoch[:4]), "applied_seq", st.Applied, "durable_seq", st.Durable)
