@@ -83,6 +83,10 @@ type peer struct {
 	conn      *quic.Conn
 	rate      rateWindow
 	catchUpTo uint64
+	// cannotApply: the slave's last connection ended because it could not
+	// apply an op (its disk full or read-only, say); it is shown degraded
+	// until it applies ops again.
+	cannotApply bool
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
@@ -136,6 +140,9 @@ func (p *peer) poke() {
 
 // stateName is the state as Status reports it. Called with m.mu held.
 func (p *peer) stateName() string {
+	if p.cannotApply && (p.state == stateStreaming || p.state == stateConnecting) {
+		return "degraded"
+	}
 	if p.state == stateStreaming {
 		switch {
 		case p.rebase:
@@ -233,6 +240,16 @@ func (p *peer) loop(ctx context.Context) {
 			}
 			p.m.mu.Unlock()
 			backoff = maxBackoff
+		}
+		if msg, ok := slaveCannotApply(err); ok {
+			p.m.mu.Lock()
+			if !p.cannotApply {
+				p.cannotApply = true
+				p.log.Warn("slave degraded: it cannot apply ops (is its disk full or read-only?); retrying, "+
+					"the journal keeps what it lacks", "reason", msg)
+				p.m.broadcastLocked()
+			}
+			p.m.mu.Unlock()
 		}
 		if _, fenced := slaveFenced(err); !fenced {
 			p.noteError(err)
@@ -769,6 +786,10 @@ func (p *peer) onAck(a wire.Ack) error {
 		n++
 	}
 	p.inflight = p.inflight[n:]
+	if p.cannotApply && a.Applied > p.applied {
+		p.cannotApply = false
+		p.log.Info("slave applies ops again", "applied", a.Applied)
+	}
 	p.applied = max(p.applied, a.Applied)
 	p.durable = max(p.durable, a.Durable)
 	p.rate.add(m.clock.bytesThrough(p.applied), time.Now())
@@ -791,6 +812,19 @@ func slaveNeedsResync(err error) (string, bool) {
 	}
 	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
 		wire.ErrorCode(ae.ErrorCode) == wire.CodeNeedsResync {
+		return ae.ErrorMessage, true
+	}
+	return "", false
+}
+
+// slaveCannotApply reports whether err is the slave saying it could not
+// apply an op (CodeApply), and its reason.
+func slaveCannotApply(err error) (string, bool) {
+	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeApply {
+		return pe.Msg, true
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
+		wire.ErrorCode(ae.ErrorCode) == wire.CodeApply {
 		return ae.ErrorMessage, true
 	}
 	return "", false
