@@ -80,6 +80,12 @@ func (f *file) write(data []byte, iov [][]byte, off int64) (uint32, error) {
 		n, err = unix.Pwritev(f.fd, iov, off)
 	}
 	if err != nil {
+		// The kernel may have moved the file's mtime before the write
+		// failed (file_modified runs first; ENOSPC, EDQUOT, EIO come
+		// after): nothing was written, but the slaves must see the
+		// mtime the master now has, or their copy would differ until
+		// the next op on the file.
+		f.node.m.emit(&wire.Setattr{Handle: f.handle, Valid: wire.SetMtime, Mtime: f.node.m.fdMtime(f.fd)})
 		return 0, fmt.Errorf("write handle %d at %d: %w", f.handle, off, err)
 	}
 	if n <= 0 {
