@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/quictransport"
@@ -131,15 +128,7 @@ func (h *progressHub) subscribe() (chan progressLine, func()) {
 // listenAdmin serves the admin socket until the returned listener is
 // closed.
 func listenAdmin(cfg *config, m *quictransport.Master, hub *progressHub) (net.Listener, error) {
-	p := filepath.Join(cfg.journalDir, adminSocket)
-	// A socket left by a master that was killed: we hold the journal
-	// dir's lock, so no other master uses it.
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", p)
-	unix.Umask(old)
+	ln, err := daemon.ListenAdmin(filepath.Join(cfg.journalDir, adminSocket))
 	if err != nil {
 		return nil, err
 	}

@@ -4,20 +4,17 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/cmd/internal/metrics"
@@ -73,15 +70,7 @@ func (l *live) status() slaveStatus {
 // listenAdmin serves status on the admin socket until the listener is
 // closed.
 func listenAdmin(stateDir string, l *live) (net.Listener, error) {
-	p := filepath.Join(stateDir, adminSocket)
-	// A socket left by a slave that was killed: we hold the state dir's
-	// lock, so no other slave uses it.
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", p)
-	unix.Umask(old)
+	ln, err := daemon.ListenAdmin(filepath.Join(stateDir, adminSocket))
 	if err != nil {
 		return nil, err
 	}
