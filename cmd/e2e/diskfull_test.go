@@ -11,7 +11,7 @@ import (
 )
 
 // TestSlaveDiskFull: a slave whose disk fills up (its replica on a small
-// tmpfs) cannot apply a write: the master marks it degraded, goes on
+// tmpfs), or goes read-only, cannot apply a write: the master marks it degraded, goes on
 // serving the mount (an fsync does not wait for it), keeps the ops in its
 // journal and retries; once there is room again (the tmpfs grown) the
 // slave applies what it lacked and converges, nothing lost.
@@ -76,6 +76,22 @@ func TestSlaveDiskFull(t *testing.T) {
 	waitStatus1(t, m, "streaming without lag", 30*time.Second, func(p slaveRow) bool {
 		return p.State == "streaming" && p.LagOps == 0
 	})
+
+	// A replica gone read-only (EROFS) likewise, until it is writable.
+	mark = m.mark()
+	if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-only: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(m.mnt, "while-ro"), []byte("kept in the journal"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.waitLineFrom(mark, `slave degraded: it cannot apply ops`+ofSlave(s.addr), 60*time.Second)
+	if out, err := exec.Command("mount", "-o", "remount,rw", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-write: %v\n%s", err, out)
+	}
+	m.waitLineFrom(mark, `slave applies ops again`+ofSlave(s.addr), 60*time.Second)
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s}, 60*time.Second)
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s.stop(syscall.SIGTERM, 30*time.Second)
 }
