@@ -30,19 +30,28 @@ func ServerConfig(cert tls.Certificate, pool *x509.CertPool, allow []string) *tl
 		// VerifyConnection runs on every connection, resumed or not, after
 		// the chain was verified.
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tdfs: master presented no certificate")
-			}
-			leaf := cs.PeerCertificates[0]
-			if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-				return fmt.Errorf("tdfs: certificate %q is not a master certificate (no clientAuth usage)", leaf.Subject.CommonName)
-			}
-			if len(allow) > 0 && !nameAllowed(leaf, allow) {
-				return fmt.Errorf("tdfs: master %q is not in --allow-master", leaf.Subject.CommonName)
-			}
-			return nil
+			_, err := checkMaster(cs, allow)
+			return err
 		},
 	}
+}
+
+// checkMaster is the slave's check of a master, after crypto/tls verified
+// its chain with the clientAuth usage: the certificate must say clientAuth
+// (crypto/x509 accepts a leaf with no usage extension for any use), and
+// carry an allowed name when allow is not empty.
+func checkMaster(cs tls.ConnectionState, allow []string) (*x509.Certificate, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return nil, errors.New("tdfs: master presented no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil, fmt.Errorf("tdfs: certificate %q is not a master certificate (no clientAuth usage)", leaf.Subject.CommonName)
+	}
+	if len(allow) > 0 && !nameAllowed(leaf, allow) {
+		return nil, fmt.Errorf("tdfs: master %q is not in --allow-master", leaf.Subject.CommonName)
+	}
+	return leaf, nil
 }
 
 func nameAllowed(c *x509.Certificate, allow []string) bool {
@@ -70,19 +79,23 @@ func ClientConfig(cert tls.Certificate, pool *x509.CertPool, serverName string) 
 		NextProtos:   []string{ALPN},
 		// No session cache: no resumption, no 0-RTT (replayable).
 		SessionTicketsDisabled: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tdfs: slave presented no certificate")
-			}
-			leaf := cs.PeerCertificates[0]
-			// crypto/x509 accepts a leaf with no usage extension for any
-			// use; a slave certificate must say serverAuth.
-			if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
-				return fmt.Errorf("tdfs: certificate %q is not a slave certificate (no serverAuth usage)", leaf.Subject.CommonName)
-			}
-			return nil
-		},
+		VerifyConnection:       checkSlave,
 	}
+}
+
+// checkSlave is the master's check of a slave, after its chain was
+// verified with the serverAuth usage and the server name.
+func checkSlave(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tdfs: slave presented no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	// crypto/x509 accepts a leaf with no usage extension for any use; a
+	// slave certificate must say serverAuth.
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		return fmt.Errorf("tdfs: certificate %q is not a slave certificate (no serverAuth usage)", leaf.Subject.CommonName)
+	}
+	return nil
 }
 
 // CheckRole reports whether c may act in role r, so a daemon given the

@@ -28,7 +28,14 @@ const (
 	DefaultMaxPending    = 256 << 20
 	DefaultSyncInterval  = time.Second
 	DefaultResyncWindow  = 8 << 20
+	// DefaultMaxStreams is how many data streams a master may have open
+	// on a slave at once: its DataStreams plus headroom.
+	DefaultMaxStreams = 64
 )
+
+// maxMaxStreams bounds ServerConfig.MaxStreams: each open stream costs a
+// goroutine and a frame buffer on the slave.
+const maxMaxStreams = 4096
 
 // minPending is the smallest MaxPending a slave may announce: one op body can
 // be as large as a frame, and the master must be able to send it.
@@ -60,6 +67,10 @@ const (
 type Peer struct {
 	Addr string      // host:port of the slave (UDP)
 	TLS  *tls.Config // from certs.ClientConfig(cert, pool, host): ServerName already set
+	// TLSFunc, when set, is called before every dial for the
+	// configuration to use, instead of TLS: certificates, CA and
+	// revocation list reloaded since take effect at the next connection.
+	TLSFunc func() *tls.Config
 }
 
 // MasterConfig configures a Master. Zero values take the Default* values.
@@ -128,7 +139,7 @@ func (c MasterConfig) withDefaults() (MasterConfig, error) {
 		if p.Addr == "" {
 			return c, fmt.Errorf("%w: peer %d has no address", ErrConfig, i)
 		}
-		if p.TLS == nil {
+		if p.TLS == nil && p.TLSFunc == nil {
 			return c, fmt.Errorf("%w: peer %s has no TLS configuration", ErrConfig, p.Addr)
 		}
 	}
@@ -188,7 +199,11 @@ type Handler interface {
 	// after a promotion) and that its tree needs a resync.
 	Follow(epoch wire.Epoch, lineage []wire.Epoch) error
 	// Apply applies op number seq. Calls come in seq order without gaps,
-	// except where a rebasing ResyncBegin moves the stream.
+	// except where a rebasing ResyncBegin moves the stream. An error of
+	// Apply or Resync closes the connection: with CodeRefused if it wraps
+	// ErrRefused (the op is forbidden and changed nothing), CodeLimit for
+	// ErrLimit, CodeProtocol for ErrProtocol, CodeNeedsResync for
+	// ErrNeedsResync, else CodeApply.
 	Apply(seq uint64, op wire.Op) error
 	// Sync makes every op applied so far durable and records durably that
 	// ops up to seq are. The transport passes its own applied seq (which
@@ -210,6 +225,9 @@ type ServerConfig struct {
 	MaxPending int64
 	// SyncInterval: when idle this long with unsynced ops, sync them.
 	SyncInterval time.Duration
+	// MaxStreams bounds the data streams a master may have open at once
+	// (QUIC MaxIncomingUniStreams); 0: DefaultMaxStreams.
+	MaxStreams int
 	// ResetKey, when set, is the QUIC stateless reset key. Keep it across
 	// restarts (the slave's state dir): a master still talking to the
 	// previous process then gets a stateless reset and reconnects at once,
@@ -240,6 +258,12 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	if c.SyncInterval == 0 {
 		c.SyncInterval = DefaultSyncInterval
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxStreams < 1 || c.MaxStreams > maxMaxStreams {
+		return c, fmt.Errorf("%w: MaxStreams %d is not between 1 and %d", ErrConfig, c.MaxStreams, maxMaxStreams)
+	}
 	c.Listen = listenAddr(c.Listen)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -247,6 +271,8 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	if c.quic == nil {
 		c.quic = quicConfig()
 	}
+	c.quic = c.quic.Clone()
+	c.quic.MaxIncomingUniStreams = int64(c.MaxStreams)
 	return c, nil
 }
 
@@ -294,8 +320,9 @@ func quicConfig() *quic.Config {
 		MaxIncomingStreams: 4,
 		// Data streams in flight per slave (DataStreams, default 8) plus
 		// headroom; a master configured with more simply waits for credit,
-		// which returns as the slave reads every stream to its end.
-		MaxIncomingUniStreams: 64,
+		// which returns as the slave reads every stream to its end. A
+		// slave sets its own (ServerConfig.MaxStreams).
+		MaxIncomingUniStreams: DefaultMaxStreams,
 		// No 0-RTT: it is replayable (research A.7). Only takes effect with
 		// ListenEarly, which we do not use; set for the record.
 		Allow0RTT: false,

@@ -47,10 +47,11 @@ func (s peerState) String() string {
 // peer is one slave seen from the master: a dial loop, and while connected
 // a sender (control stream + data streams) and an ack reader.
 type peer struct {
-	m    *Master
-	addr string
-	tls  *tls.Config
-	log  *slog.Logger
+	m       *Master
+	addr    string
+	tls     *tls.Config
+	tlsFunc func() *tls.Config
+	log     *slog.Logger
 	// wake is poked by Append, acks, Drain and state changes; the sender
 	// waits on it when it has nothing to send.
 	wake chan struct{}
@@ -122,13 +123,26 @@ type flight struct {
 }
 
 func newPeer(m *Master, p Peer) *peer {
-	return &peer{
-		m:    m,
-		addr: p.Addr,
-		tls:  p.TLS,
-		log:  m.log.With("slave", p.Addr),
-		wake: make(chan struct{}, 1),
+	q := &peer{
+		m:       m,
+		addr:    p.Addr,
+		tls:     p.TLS,
+		tlsFunc: p.TLSFunc,
+		log:     m.log.With("slave", p.Addr),
+		wake:    make(chan struct{}, 1),
 	}
+	if q.tls == nil && q.tlsFunc != nil {
+		q.tls = q.tlsFunc() // for the name it checks, in Status
+	}
+	return q
+}
+
+// tlsConfig is the configuration for the next dial.
+func (p *peer) tlsConfig() *tls.Config {
+	if p.tlsFunc != nil {
+		return p.tlsFunc()
+	}
+	return p.tls
 }
 
 func (p *peer) poke() {
@@ -332,7 +346,7 @@ func (p *peer) noteError(err error) {
 // connection ends. streamed says whether it got that far.
 func (p *peer) connect(ctx context.Context) (streamed bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	conn, err := quic.DialAddr(dctx, p.addr, p.tls, p.m.cfg.quic)
+	conn, err := quic.DialAddr(dctx, p.addr, p.tlsConfig(), p.m.cfg.quic)
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", p.addr, err)

@@ -27,6 +27,15 @@ type reorder struct {
 	// stream to: ops up to it that arrive late (large writes sent on data
 	// streams before the Begin) are dropped, not refused.
 	rebased uint64
+	// The control stream carries ops in seq order; the seqs it skips are
+	// large writes on data streams (quictransport doc). hiCtrl is the
+	// last seq it carried (or the one before the first expected), and
+	// gaps the seqs below it that no data stream has delivered yet. A
+	// master has few writes in flight on data streams at once, so more
+	// than maxGap of them means ops were skipped, not delayed.
+	hiCtrl  uint64
+	gaps    map[uint64]struct{}
+	maxGap  int
 	pending int64 // bytes of items
 	max     int64
 	peak    int64 // highest pending seen (tests check the bound)
@@ -45,14 +54,53 @@ type pendingItem struct {
 	size  int64
 }
 
+// defaultMaxGap bounds the seqs missing below the control stream's last
+// op (see maxGap); the session sets it from the stream limit.
+const defaultMaxGap = 256
+
 func newReorder(next uint64, max int64) *reorder {
-	return &reorder{next: next, items: make(map[uint64]pendingOp), max: max, ready: make(chan struct{}, 1)}
+	return &reorder{next: next, items: make(map[uint64]pendingOp), max: max, ready: make(chan struct{}, 1),
+		hiCtrl: next - 1, gaps: make(map[uint64]struct{}), maxGap: defaultMaxGap}
+}
+
+// insertControl buffers op number seq read from the control stream, which
+// carries ops in strictly increasing seq order: a seq at or below the last
+// one it carried went backwards, and more seqs missing below it than the
+// writes a master can have in flight on data streams were skipped.
+func (r *reorder) insertControl(seq uint64, op wire.Op, size int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq >= r.next && seq <= r.hiCtrl {
+		return fmt.Errorf("%w: op %d (%v) on the control stream after op %d: the control stream carries ops in seq order",
+			ErrSeqOutOfOrder, seq, op.Type(), r.hiCtrl)
+	}
+	if seq > r.hiCtrl {
+		// Each seq is walked once over the connection (the ranges are
+		// disjoint), and a walk stops at maxGap missing ones.
+		for s := max(r.hiCtrl+1, r.next); s < seq; s++ {
+			if _, ok := r.items[s]; ok {
+				continue
+			}
+			r.gaps[s] = struct{}{}
+			if len(r.gaps) > r.maxGap {
+				return fmt.Errorf("%w: op %d (%v) on the control stream leaves more than %d earlier ops missing (op %d first), "+
+					"more writes than a master has in flight on data streams: ops were skipped",
+					ErrSeqOutOfOrder, seq, op.Type(), r.maxGap, r.next)
+			}
+		}
+		r.hiCtrl = seq
+	}
+	return r.insertLocked(seq, op, size)
 }
 
 // insert buffers op number seq, whose FrameOp body was size bytes.
 func (r *reorder) insert(seq uint64, op wire.Op, size int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.insertLocked(seq, op, size)
+}
+
+func (r *reorder) insertLocked(seq uint64, op wire.Op, size int64) error {
 	if seq <= r.rebased && seq < r.next {
 		return nil // sent before a rebase: not wanted
 	}
@@ -66,6 +114,7 @@ func (r *reorder) insert(seq uint64, op wire.Op, size int64) error {
 		return fmt.Errorf("%w: op %d would bring %d buffered bytes beyond the %d announced", ErrLimit, seq, r.pending+size, r.max)
 	}
 	r.items[seq] = pendingOp{op: op, size: size}
+	delete(r.gaps, seq)
 	r.pending += size
 	r.peak = max(r.peak, r.pending)
 	if seq == r.next {
@@ -91,8 +140,13 @@ func (r *reorder) insertItem(after uint64, it wire.ResyncItem, size int64) error
 				delete(r.items, seq)
 			}
 		}
+		// The control stream restarts after the item, possibly below
+		// where it was (a new epoch numbers from its own head): what was
+		// missing before it is not wanted any more.
+		clear(r.gaps)
 		r.next = after + 1
 		r.rebased = max(r.rebased, after)
+		r.hiCtrl = after
 	} else if n := len(r.resync); n > 0 && after < r.resync[n-1].after {
 		return fmt.Errorf("%w: resync item positioned after op %d follows one positioned after op %d", ErrProtocol, after, r.resync[n-1].after)
 	}

@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,11 @@ type Server struct {
 	hsCancel context.CancelFunc
 	closed   sync.Once
 
+	// helloSlots bounds the connections waiting for their Hello: each
+	// costs a goroutine for up to helloTimeout, and a holder of a master
+	// certificate could open them by the thousand.
+	helloSlots chan struct{}
+
 	refusedMu sync.Mutex
 	refused   map[string]refusal // remote host, or fenced master's name -> last refusal logged
 
@@ -60,6 +66,27 @@ func (s *Server) Master() string {
 		return ""
 	}
 	return s.cur.name
+}
+
+// Recheck closes the current master connection if check refuses the
+// certificate it presented (revoked by a revocation list loaded since the
+// handshake). It returns the reason, or nil.
+func (s *Server) Recheck(check func(*x509.Certificate) error) error {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	if cur == nil || cur.ctx.Err() != nil {
+		return nil
+	}
+	pc := cur.conn.ConnectionState().TLS.PeerCertificates
+	if len(pc) == 0 {
+		return nil
+	}
+	err := check(pc[0])
+	if err != nil {
+		cur.fail(fmt.Errorf("%w: %w", ErrRefused, err))
+	}
+	return err
 }
 
 // Refusals counts the master connections this slave closed, by reason
@@ -103,7 +130,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal)}
+	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal),
+		helloSlots: make(chan struct{}, maxAwaitingHello)}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	st := cfg.Handler.State()
 	s.applied, s.durable = st.Applied, st.Durable
@@ -195,6 +223,17 @@ func (s *Server) startSession(conn *quic.Conn) {
 	if t, ok := conn.Context().Value(trackKey{}).(*connTrack); ok {
 		t.accepted.Store(true)
 	}
+	select {
+	case s.helloSlots <- struct{}{}:
+	default:
+		s.countClose(wire.CodeLimit)
+		msg := fmt.Sprintf("more than %d master connections awaiting their hello", maxAwaitingHello)
+		if s.newRefusal("awaiting hello", msg) {
+			s.log.Warn("closing master connection: "+msg, "master", peerName(conn), "code", wire.CodeLimit.String())
+		}
+		conn.CloseWithError(appCode(wire.CodeLimit), msg)
+		return
+	}
 	sess := newSession(s, conn)
 	s.sessions.Go(func() {
 		// Only a master this slave may follow replaces the current
@@ -203,6 +242,7 @@ func (s *Server) startSession(conn *quic.Conn) {
 			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
 		})
 		err := sess.readHello(sess.ctx)
+		<-s.helloSlots
 		if !stop() {
 			err = errors.New("slave shutting down")
 		}
@@ -236,6 +276,10 @@ func (s *Server) startSession(conn *quic.Conn) {
 		sess.serve(prev)
 	})
 }
+
+// maxAwaitingHello bounds the connections that have not sent their Hello
+// yet (Server.helloSlots). A real master has one.
+const maxAwaitingHello = 16
 
 // connTrack tells the refusal logger that a connection was accepted.
 type connTrack struct{ accepted atomic.Bool }

@@ -259,6 +259,11 @@ func (s *session) handshake() error {
 		return fmt.Errorf("sending hello-ack: %w", err)
 	}
 	s.rb = newReorder(applied+1, srv.cfg.MaxPending)
+	// The writes a master may have in flight on data streams: those
+	// waiting to open one (its DataStreams), those whose stream the slave
+	// has not read to its end (at most MaxStreams), and those read but
+	// not yet buffered (as many): the rest were skipped.
+	s.rb.maxGap = 2*srv.cfg.MaxStreams + 4*DefaultDataStreams
 	s.log.Info("master connected", "epoch", epochName(h.Epoch), "run", hex.EncodeToString(h.Run[:4]),
 		"mode", h.Mode.String(), "applied", applied, "durable", durable, "master_head", h.Head, "resyncing", st.Resyncing)
 	return nil
@@ -287,6 +292,34 @@ func fence(st SlaveState, h wire.Hello) error {
 // epochName is the short form of an epoch in messages.
 func epochName(e wire.Epoch) string { return hex.EncodeToString(e[:4]) }
 
+// ErrRefused is wrapped by a Handler's error for an op or resync item the
+// slave refuses whatever its tree holds (a device node, a set-id bit, an
+// xattr namespace, a path or symlink leading out of its root, a size past
+// its bound): nothing changed, and the connection closes with
+// wire.CodeRefused. The master resends the op when it reconnects, so the
+// slave stays refused until an operator acts; the log says why once an
+// hour, not at every attempt.
+var ErrRefused = errors.New("refused")
+
+// handlerError wraps the error of a Handler call on what (an op, a resync
+// item): a refusal, a protocol violation or a limit keeps its own code;
+// anything else is ErrApply (the slave could not apply it).
+func handlerError(what string, err error) error {
+	if errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrLimit) ||
+		errors.Is(err, ErrNeedsResync) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrApply, what, err)
+}
+
+// closeCode is codeOf, with the refusals of the slave's own policy.
+func closeCode(err error) wire.ErrorCode {
+	if errors.Is(err, ErrRefused) {
+		return wire.CodeRefused
+	}
+	return codeOf(err)
+}
+
 // fail closes the connection after a peer's garbage or a local failure:
 // one log line naming the peer and the reason, a FrameError if the control
 // stream is free, and a QUIC close carrying the same code and reason.
@@ -296,9 +329,13 @@ func (s *session) fail(err error) { s.failLogged(err, true) }
 func (s *session) failLogged(err error, loud bool) {
 	s.failOnce.Do(func() {
 		s.failed.Store(true)
-		code := codeOf(err)
+		code := closeCode(err)
 		s.srv.countClose(code)
 		msg := err.Error()
+		if code == wire.CodeRefused && !s.srv.newRefusal("refused op from "+peerCN(s.conn), msg) {
+			// The master resends the refused op at every reconnection.
+			loud = false
+		}
 		level := slog.LevelDebug
 		if loud {
 			level = slog.LevelWarn
@@ -331,7 +368,7 @@ func (s *session) readControl() {
 		}
 		switch kind {
 		case wire.FrameOp:
-			if err := s.handleOp(body); err != nil {
+			if err := s.handleOp(body, true); err != nil {
 				s.fail(err)
 				return
 			}
@@ -398,25 +435,33 @@ func (s *session) acceptData() {
 	}
 }
 
+// readData reads a data stream: one FrameOp holding a Write, then the
+// stream's end (quictransport doc). Anything else is a protocol error: a
+// master sends nothing else there, and the skip check of the reorder
+// buffer counts one write per data stream.
 func (s *session) readData(rs *quic.ReceiveStream) {
 	fr := wire.NewFrameReader(rs, s.srv.dec)
-	for {
-		kind, body, err := fr.Next()
+	kind, body, err := fr.Next()
+	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return
+			err = fmt.Errorf("%w: an empty data stream", ErrProtocol)
 		}
-		if err != nil {
-			s.readFailed("data stream", err)
-			return
+		s.readFailed("data stream", err)
+		return
+	}
+	if kind != wire.FrameOp {
+		s.fail(fmt.Errorf("%w: %v frame on a data stream", ErrProtocol, kind))
+		return
+	}
+	if err := s.handleOp(body, false); err != nil {
+		s.fail(err)
+		return
+	}
+	if _, _, err := fr.Next(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = fmt.Errorf("%w: a second frame on a data stream", ErrProtocol)
 		}
-		if kind != wire.FrameOp {
-			s.fail(fmt.Errorf("%w: %v frame on a data stream", ErrProtocol, kind))
-			return
-		}
-		if err := s.handleOp(body); err != nil {
-			s.fail(err)
-			return
-		}
+		s.readFailed("data stream", err)
 	}
 }
 
@@ -429,15 +474,23 @@ func (s *session) refuseBidi() {
 	}
 }
 
-// handleOp decodes a FrameOp body and buffers the op for the applier.
-func (s *session) handleOp(body []byte) error {
+// handleOp decodes a FrameOp body, read from the control stream or a data
+// stream, and buffers the op for the applier.
+func (s *session) handleOp(body []byte, control bool) error {
 	// The reader reuses body; ops alias what they decode (Write.Data).
 	b := bytes.Clone(body)
 	seq, op, err := wire.ParseOp(b)
 	if err != nil {
 		return fmt.Errorf("%w: op: %w", ErrProtocol, err)
 	}
-	if err := s.rb.insert(seq, op, int64(len(b))); err != nil {
+	if control {
+		err = s.rb.insertControl(seq, op, int64(len(b)))
+	} else if _, ok := op.(*wire.Write); !ok {
+		err = fmt.Errorf("%w: op %d (%v) on a data stream, which carries only writes", ErrProtocol, seq, op.Type())
+	} else {
+		err = s.rb.insert(seq, op, int64(len(b)))
+	}
+	if err != nil {
 		return err
 	}
 	_, peak := s.rb.stats()
@@ -511,7 +564,7 @@ func (s *session) applyLoop() {
 			continue
 		}
 		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
-			s.fail(fmt.Errorf("%w: op %d (%v): %w", ErrApply, seq, op.Type(), err))
+			s.fail(handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err))
 			return
 		}
 		s.setApplied(seq)
@@ -532,7 +585,7 @@ func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
 		srv.mu.Unlock()
 	}
 	if err := srv.cfg.Handler.Resync(at, it, s.reply); err != nil {
-		return fmt.Errorf("%w: resync item after op %d (%T): %w", ErrApply, at, it, err)
+		return handlerError(fmt.Sprintf("resync item after op %d (%T)", at, it), err)
 	}
 	if _, end := it.(*wire.ResyncEnd); end {
 		// The tree equals the master's as of this position: make that

@@ -1,6 +1,7 @@
 package quictransport
 
 import (
+	"crypto/x509"
 	"sort"
 	"time"
 
@@ -156,4 +157,28 @@ func (m *Master) countOpLocked(t wire.OpType, size int64) {
 	c.Ops++
 	c.Bytes += uint64(size)
 	m.opCounts[t] = c
+}
+
+// Recheck ends the connections of slaves whose certificate check refuses
+// (revoked by a revocation list loaded since their handshake); they are
+// redialed, and refused at the handshake. It returns how many it ended.
+func (m *Master) Recheck(check func(*x509.Certificate) error) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, p := range m.peers {
+		if p.conn == nil || p.endSession == nil {
+			continue
+		}
+		pc := p.conn.ConnectionState().TLS.PeerCertificates
+		if len(pc) == 0 {
+			continue
+		}
+		if err := check(pc[0]); err != nil {
+			p.log.Warn("closing the connection of a slave whose certificate is now refused", "err", err)
+			p.endSession(err)
+			n++
+		}
+	}
+	return n
 }

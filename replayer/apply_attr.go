@@ -34,6 +34,12 @@ func (r *Replayer) applySetattr(o *wire.Setattr) error {
 		t = target{fd: d.fd, name: name}
 	}
 
+	// A refused mode must be refused before the owner changes.
+	if o.Valid&wire.SetMode != 0 {
+		if err := r.checkSetattrMode(t, o.Mode); err != nil {
+			return err
+		}
+	}
 	// Owner, then mode (chown clears setuid/setgid), then size, then
 	// times (every change before moves the ctime, truncate the mtime).
 	if o.Valid&(wire.SetUid|wire.SetGid) != 0 {

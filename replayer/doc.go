@@ -40,7 +40,16 @@
 // file, including a final symlink, which is never followed; character and
 // block devices (Mknod); rename flags other than RENAME_NOREPLACE and
 // RENAME_EXCHANGE; fallocate modes other than allocate, keep-size,
-// punch-hole and zero-range; op types it does not know.
+// punch-hole and zero-range; op types it does not know. And, checked
+// before anything else and never skipped by tolerant mode (policy.go): a
+// setuid or setgid bit (setgid on a directory excepted) without
+// Options.AllowSetuid; an xattr outside user.* and security.*, with
+// trusted.* and POSIX ACLs allowed only with Options.Chown (root), and
+// security.capability only with AllowSetuid; a write, fallocate or
+// truncate ending beyond Options.MaxFileSize. A handle beyond
+// Options.MaxHandles is ErrLimit. A resync pass that would set such a mode,
+// xattr or size is refused the same way; a Verify pass reports it. Owners
+// are not refused but dropped without Options.Chown, with one warning.
 //
 // # Catch-up and resync
 //
@@ -58,8 +67,9 @@
 // It does not order ops (the transport hands them over in sequence order
 // and decides barriers), talk to the network, or keep state inside the
 // replica: LoadState and SaveState keep the slave's position in a directory
-// of its own. It does not strip setuid/setgid bits or map owners; mount the
-// replica nosuid,nodev if the master is not fully trusted. It needs Linux
+// of its own. It does not strip setuid/setgid bits (it refuses them) or
+// map owners; mount the replica nosuid,nodev if the master is not fully
+// trusted. It needs Linux
 // 5.6 or later (openat2) and 6.6 or later (fchmodat2) and, for xattrs on
 // special files, /proc.
 package replayer

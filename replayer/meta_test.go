@@ -49,7 +49,7 @@ func TestModesExactDespiteUmask(t *testing.T) {
 	old := unix.Umask(0o077) // process-wide: no test in this package runs in parallel
 	defer unix.Umask(old)
 	root := t.TempDir()
-	r := newTestReplayer(t, root, Options{Chown: os.Geteuid() == 0})
+	r := newTestReplayer(t, root, Options{Chown: os.Geteuid() == 0, AllowSetuid: true})
 	omit := wire.Time{Omit: true}
 	ops := []wire.Op{
 		&wire.Mkdir{Path: "d", Mode: 0o1777, Mtime: omit, DirMtime: omit},

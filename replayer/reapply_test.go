@@ -164,7 +164,7 @@ func TestReapplyEqualsApplyOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			run := func(prepare func(r *Replayer, b treeBuilder), useReapply bool) string {
 				root := t.TempDir()
-				r := newTestReplayer(t, root, Options{Chown: true})
+				r := newTestReplayer(t, root, Options{Chown: true, AllowSetuid: true})
 				applyAll(t, r, tc.prefix...)
 				prepare(r, treeBuilder{t, root})
 				apply := r.Apply

@@ -15,7 +15,8 @@ import (
 
 // ErrRefused is wrapped by the error of an op the slave will not apply: it
 // tried to leave the root, or to do something the slave never does (a device
-// node, writing through a symlink, an unknown rename or fallocate mode).
+// node, writing through a symlink, an unknown rename or fallocate mode, a
+// set-id bit or an xattr namespace the slave does not hold: policy.go).
 var ErrRefused = errors.New("replayer: refused")
 
 // ErrUnknownHandle is wrapped by the error of a Write, Release, Fallocate or
@@ -24,10 +25,21 @@ var ErrUnknownHandle = errors.New("replayer: unknown handle")
 
 // Options configure a Replayer.
 type Options struct {
-	// Chown says whether to apply owners (uid/gid); default when
-	// constructing from cmd: os.Geteuid()==0.
-	Chown  bool
-	Logger *slog.Logger // nil: slog.Default()
+	// Chown says whether to apply owners (uid/gid), and to hold the
+	// xattrs only root may set or that name ids like owners do (trusted.*,
+	// POSIX ACLs); default when constructing from cmd: os.Geteuid()==0.
+	Chown bool
+	// AllowSetuid lets ops and resync passes set setuid and setgid bits
+	// (setgid on directories is always allowed) and security.capability;
+	// without it they are refused (policy.go).
+	AllowSetuid bool
+	// MaxFileSize bounds file sizes and the end of every write, fallocate
+	// and truncate (0: DefaultMaxFileSize).
+	MaxFileSize uint64
+	// MaxHandles bounds the files kept open under the master's handles
+	// (0: DefaultMaxHandles).
+	MaxHandles int
+	Logger     *slog.Logger // nil: slog.Default()
 	// OnHandle, if set, learns of every handle change as ops and resync
 	// items apply: rec is the handle's record after a Create or Open under
 	// a handle (and after a resync opens one), nil after its Release. It
@@ -49,6 +61,10 @@ type Replayer struct {
 	log   *slog.Logger
 	euid  int
 	egid  int
+	// What the slave refuses (policy.go).
+	allowSetuid bool
+	maxFileSize uint64
+	maxHandles  int
 
 	// mu serialises everything that touches the tree or the handles.
 	mu      sync.Mutex
@@ -108,25 +124,35 @@ func New(root string, o Options) (*Replayer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if o.MaxFileSize == 0 {
+		o.MaxFileSize = DefaultMaxFileSize
+	}
+	if o.MaxHandles <= 0 {
+		o.MaxHandles = DefaultMaxHandles
+	}
 	return &Replayer{
-		root:       root,
-		chown:      o.Chown,
-		log:        log,
-		euid:       os.Geteuid(),
-		egid:       os.Getegid(),
-		handles:    make(map[uint64]int),
-		onHandle:   o.OnHandle,
-		suspectLog: o.Suspects,
-		rootDev:    st.Dev,
-		gone:       make(map[uint64]struct{}),
-		rootFd:     rootFd,
-		syncFd:     syncFd,
+		root:        root,
+		chown:       o.Chown,
+		allowSetuid: o.AllowSetuid,
+		maxFileSize: o.MaxFileSize,
+		maxHandles:  o.MaxHandles,
+		log:         log,
+		euid:        os.Geteuid(),
+		egid:        os.Getegid(),
+		handles:     make(map[uint64]int),
+		onHandle:    o.OnHandle,
+		suspectLog:  o.Suspects,
+		rootDev:     st.Dev,
+		gone:        make(map[uint64]struct{}),
+		rootFd:      rootFd,
+		syncFd:      syncFd,
 	}, nil
 }
 
 // Apply applies one op. Calls must come one at a time, in sequence order.
 // The error says which op and path failed and wraps the cause, so
-// errors.Is(err, fs.ErrNotExist), ErrRefused and ErrUnknownHandle work.
+// errors.Is(err, fs.ErrNotExist), ErrRefused, ErrLimit and
+// ErrUnknownHandle work.
 func (r *Replayer) Apply(op wire.Op) error {
 	if op == nil {
 		return fmt.Errorf("apply nil op: %w", ErrRefused)

@@ -215,6 +215,9 @@ func (r *Replayer) resyncHandles(p *resyncPass, x *wire.ResyncHandles) error {
 		if h.Handle == 0 {
 			return fmt.Errorf("%w: handle 0 for %q", ErrBadResync, h.Path)
 		}
+		if err := r.checkNewHandle(h.Handle); err != nil {
+			return err
+		}
 		fd, err := r.forceOpen(h.Path, false)
 		if err != nil {
 			return fmt.Errorf("open handle %d %q: %w", h.Handle, h.Path, err)

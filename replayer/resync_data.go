@@ -105,6 +105,9 @@ func (r *Replayer) resyncData(p *resyncPass, x *wire.ResyncData) error {
 	if x.Off < 0 || x.Len < 0 || x.Off > math.MaxInt64-x.Len || len(x.Data) > 0 && int64(len(x.Data)) != x.Len {
 		return fmt.Errorf("%w: data at %d of %d bytes (%d sent)", ErrBadResync, x.Off, x.Len, len(x.Data))
 	}
+	if err := r.checkEnd("resync data", uint64(x.Off), uint64(x.Len)); err != nil {
+		return err
+	}
 	if f.superseded {
 		return nil
 	}
@@ -159,6 +162,9 @@ func (r *Replayer) resyncClose(p *resyncPass, x *wire.ResyncClose) error {
 	}
 	if x.Size > math.MaxInt64 {
 		return fmt.Errorf("%w: size %d", ErrBadResync, x.Size)
+	}
+	if err := r.checkEnd("file size", x.Size, 0); err != nil {
+		return err
 	}
 	defer p.forget(x.FileID, f)
 	if f.superseded || x.Mtime.Omit {

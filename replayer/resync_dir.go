@@ -107,6 +107,20 @@ func (r *Replayer) resyncDir(p *resyncPass, x *wire.ResyncDir, reply func(wire.R
 	if len(x.Xattrs) > wire.MaxResyncXattrs {
 		return fmt.Errorf("%w: %d xattrs", ErrBadResync, len(x.Xattrs))
 	}
+	if !p.verify {
+		// Refused before the item changes anything (policy.go); a
+		// Verify pass only reports what differs.
+		for _, e := range x.Entries {
+			if err := r.checkEntryPolicy(joinPath(x.Path, e.Name), e.Kind, e.Attr, e.Xattrs); err != nil {
+				return err
+			}
+		}
+		if x.Final {
+			if err := r.checkEntryPolicy(x.Path, wire.KindDir, x.Attr, x.Xattrs); err != nil {
+				return err
+			}
+		}
+	}
 	p.dirs[x.DirID] = pd
 
 	d, err := r.passDirOpen(p, pd)

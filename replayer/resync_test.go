@@ -20,7 +20,7 @@ func TestResyncRepairsEveryDifference(t *testing.T) {
 		t.Run(fmt.Sprintf("chunk %d", chunk), func(t *testing.T) {
 			ref, replica := t.TempDir(), t.TempDir()
 			plant(t, ref, replica, false)
-			r := newTestReplayer(t, replica, Options{Chown: true})
+			r := newTestReplayer(t, replica, Options{Chown: true, AllowSetuid: true})
 			m := newPassMaster(t, ref, r, false, chunk)
 			m.run(true)
 			requireSameTree(t, ref, replica)

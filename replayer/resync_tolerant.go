@@ -57,6 +57,11 @@ func (r *Replayer) Skipped() uint64 { return r.skipped.Load() }
 // applyOp applies op (again: as Reapply does), with the handle
 // bookkeeping and tolerant mode around it. r.mu is held.
 func (r *Replayer) applyOp(op wire.Op, again bool) error {
+	// First, and never tolerated: what the slave refuses whatever its
+	// tree holds (policy.go).
+	if err := r.checkOp(op); err != nil {
+		return err
+	}
 	if r.goneHandleOp(op) {
 		return nil
 	}

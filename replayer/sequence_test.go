@@ -22,7 +22,7 @@ func TestSequenceMatchesReference(t *testing.T) {
 		t.Skip("needs root: the sequence chowns and sets trusted.* xattrs")
 	}
 	replica := t.TempDir()
-	m := newMaster(t, replica, Options{Chown: true})
+	m := newMaster(t, replica, Options{Chown: true, AllowSetuid: true})
 
 	m.mkdir("d", 0o755, 1234, 5678)
 	m.mkdir("d/sub", 0o700, 0, 0)

@@ -4,10 +4,12 @@
 //	tdfs-certs ca     --dir DIR                     # DIR/ca.crt, DIR/ca.key
 //	tdfs-certs master --dir DIR NAME                # DIR/NAME.crt, DIR/NAME.key (clientAuth)
 //	tdfs-certs slave  --dir DIR NAME [HOST|IP ...]  # DIR/NAME.crt, DIR/NAME.key (serverAuth, SANs)
+//	tdfs-certs revoke --dir DIR NAME|FILE.crt       # adds it to DIR/ca.crl (a CRL signed by the CA)
 //
-// It never overwrites a file and writes keys with mode 0600. It is a thin
-// layer over package certs: flags in, certs calls, paths out. It does not
-// renew, revoke or distribute certificates.
+// It never overwrites a certificate or key file and writes keys with mode
+// 0600; ca.crl is replaced atomically, its entries kept. It is a thin layer
+// over package certs: flags in, certs calls, paths out. It does not renew
+// (issue anew) or distribute certificates.
 package main
 
 import (
@@ -71,10 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:  progName,
-		Usage: "create a private CA and issue tdfs master and slave certificates",
+		Usage: "create a private CA, issue tdfs master and slave certificates, revoke them",
 		Description: "Run \"ca\" once, then \"master\" for each master and \"slave\" for each slave, all with\n" +
 			"the same --dir. Copy DIR/ca.crt and a host's NAME.crt and NAME.key to that host; keep\n" +
-			"DIR/ca.key on the machine that issues certificates. Existing files are never overwritten.",
+			"DIR/ca.key on the machine that issues certificates. Existing files are never overwritten.\n" +
+			"\"revoke\" adds a certificate to DIR/ca.crl: copy that to the hosts whose daemons run with --crl.",
 		HideHelpCommand: true, // exactly the commands below
 		HideVersion:     true,
 		Writer:          stdout,
@@ -85,11 +88,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		OnUsageError:   onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return usageError("unknown command %q (commands: ca, master, slave; see %s --help)", c.Args().First(), progName)
+				return usageError("unknown command %q (commands: ca, master, slave, revoke; see %s --help)", c.Args().First(), progName)
 			}
-			return usageError("no command given: use ca, master or slave (see %s --help)", progName)
+			return usageError("no command given: use ca, master, slave or revoke (see %s --help)", progName)
 		},
-		Commands: []*cli.Command{caCommand(), masterCommand(), slaveCommand(),
+		Commands: []*cli.Command{caCommand(), masterCommand(), slaveCommand(), revokeCommand(),
 			daemon.CompletionCommand(progName), daemon.ManCommand()},
 
 		// <TAB> completion of commands and flags: see tdfs-certs completion.

@@ -13,7 +13,7 @@ import (
 // TestMain clears the environment variables tdfs-certs reads, so that a
 // developer's own settings cannot change what the tests see.
 func TestMain(m *testing.M) {
-	for _, e := range []string{"TDFS_CERT_DIR", "TDFS_KEY_TYPE", "TDFS_CERT_DAYS"} {
+	for _, e := range []string{"TDFS_CERT_DIR", "TDFS_KEY_TYPE", "TDFS_CERT_DAYS", "TDFS_CRL_DAYS"} {
 		os.Unsetenv(e)
 	}
 	os.Exit(m.Run())
@@ -54,7 +54,7 @@ func TestHelp(t *testing.T) {
 	if r.code != exitOK || r.stderr != "" {
 		t.Fatalf("--help: %+v", r)
 	}
-	for _, c := range []string{"ca", "master", "slave"} {
+	for _, c := range []string{"ca", "master", "slave", "revoke"} {
 		if !strings.Contains(r.stdout, "\n   "+c+" ") {
 			t.Errorf("top-level help does not list %q:\n%s", c, r.stdout)
 		}
@@ -63,7 +63,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("top-level help lists a help command:\n%s", r.stdout)
 	}
 
-	defaults := map[string]string{"ca": "(default: 3650)", "master": "(default: 730)", "slave": "(default: 730)"}
+	defaults := map[string]string{"ca": "(default: 3650)", "master": "(default: 730)", "slave": "(default: 730)", "revoke": "(default: 365)"}
 	for _, cmd := range newApp(nil, nil).Commands {
 		if cmd.Name == "completion" || cmd.Name == "man" {
 			continue // no flags of their own: see cmd/internal/daemon/completion_test.go
@@ -72,8 +72,13 @@ func TestHelp(t *testing.T) {
 		if r.code != exitOK || r.stderr != "" {
 			t.Fatalf("%s --help: %+v", cmd.Name, r)
 		}
-		if len(cmd.Flags) != 3 {
-			t.Errorf("%s has %d flags, want --dir, --key-type, --days", cmd.Name, len(cmd.Flags))
+		nflags, want := 3, []string{"--dir", "--key-type", "--days", "$TDFS_CERT_DIR", "$TDFS_KEY_TYPE", "$TDFS_CERT_DAYS", "ed25519", "p256"}
+		if cmd.Name == "revoke" {
+			// No key is made: no --key-type; --days is the CRL's.
+			nflags, want = 2, []string{"--dir", "--days", "$TDFS_CERT_DIR", "$TDFS_CRL_DAYS"}
+		}
+		if len(cmd.Flags) != nflags {
+			t.Errorf("%s has %d flags, want %d (%q)", cmd.Name, len(cmd.Flags), nflags, want)
 		}
 		for _, f := range cmd.Flags {
 			df, ok := f.(cli.DocGenerationFlag)
@@ -102,7 +107,7 @@ func TestHelp(t *testing.T) {
 				}
 			}
 		}
-		for _, s := range []string{"--dir", "--key-type", "--days", "$TDFS_CERT_DIR", "$TDFS_KEY_TYPE", "$TDFS_CERT_DAYS", "ed25519", "p256", defaults[cmd.Name]} {
+		for _, s := range append(want, defaults[cmd.Name]) {
 			if !strings.Contains(r.stdout, s) {
 				t.Errorf("%s --help does not mention %q:\n%s", cmd.Name, s, r.stdout)
 			}

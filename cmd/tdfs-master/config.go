@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,7 @@ type config struct {
 	drainTimeout time.Duration
 	epoch        string // set by serve, for status
 	metricsAddr  string // "" for none
+	identity     *certs.Store
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -104,7 +106,7 @@ func configure(c *cli.Context) (*config, error) {
 			return nil, fmt.Errorf("-z %d: %w", level, err)
 		}
 	}
-	pair, pool, err := daemon.Identity(c, certs.RoleMaster)
+	identity, err := daemon.Identity(c, certs.RoleMaster, log)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +125,7 @@ func configure(c *cli.Context) (*config, error) {
 			return nil, fmt.Errorf("-c %s given twice", addr)
 		}
 		seen[addr] = true
-		peers = append(peers, quictransport.Peer{Addr: addr, TLS: certs.ClientConfig(pair, pool, name)})
+		peers = append(peers, quictransport.Peer{Addr: addr, TLSFunc: func() *tls.Config { return identity.ClientConfig(name) }})
 	}
 	return &config{
 		log:        log,
@@ -149,6 +151,7 @@ func configure(c *cli.Context) (*config, error) {
 		},
 		drainTimeout: c.Duration("drain-timeout"),
 		metricsAddr:  c.String("metrics-addr"),
+		identity:     identity,
 	}, nil
 }
 

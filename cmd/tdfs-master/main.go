@@ -27,7 +27,8 @@ func newApp(stderr io.Writer) *cli.App {
 			"is applied to DIR and streamed, in order, to each slave given with -c (QUIC, mutual TLS).\n" +
 			"Reads are served from DIR and never cross the network. It runs in the foreground until MNT is\n" +
 			"unmounted (umount MNT) or it gets SIGTERM/SIGINT, then delivers what it still owes the slaves\n" +
-			"(bounded by --drain-timeout) and exits 0. Under systemd (Type=notify) it reports READY=1 once\n" +
+			"(bounded by --drain-timeout) and exits 0. SIGHUP reloads the certificate, key, CA and CRL (also\n" +
+			"done within seconds of a change to their files). Under systemd (Type=notify) it reports READY=1 once\n" +
 			"the mount is up and the admin socket listens, and pings the watchdog.\n\n" +
 			"It does not replicate changes made directly in DIR (behind the mount's back), does not\n" +
 			"detach from the terminal, and does not create DIR, MNT or certificates (see tdfs-certs).\n\n" +
@@ -57,6 +58,7 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "this master's private key `FILE` (PEM, mode 0600)"},
 			&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
 				Usage: "CA certificate `FILE` that slave certificates must chain to"},
+			daemon.CRLFlag("slave"),
 			&cli.StringFlag{Name: "compress", Aliases: []string{"z"}, Value: "0", EnvVars: []string{"TDFS_COMPRESS"},
 				Usage: "compress data with zstd at `LEVEL`: 0 off, 1 fastest, 2 default, 3 better, 4 best " +
 					"(incompressible data is sent raw)"},

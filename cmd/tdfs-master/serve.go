@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,13 @@ func serve(sigctx context.Context, cfg *config) error {
 		return err
 	}
 	defer release()
+	// Certificates reload on SIGHUP and on file change, for new dials only.
+	var master atomic.Pointer[quictransport.Master] // set once the transport exists
+	defer daemon.WatchIdentity(cfg.identity, log, func() {
+		if m := master.Load(); m != nil {
+			m.Recheck(cfg.identity.CheckPeer)
+		}
+	})()
 	st, err := openEpoch(cfg)
 	if err != nil {
 		return err
@@ -65,6 +73,7 @@ func serve(sigctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	master.Store(m)
 	if reg != nil {
 		// Before the mount: a bad address stops the start.
 		reg.MustRegister(newMasterCollector(m, hub))

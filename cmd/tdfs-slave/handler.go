@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
@@ -183,7 +185,7 @@ func (h *handler) Apply(seq uint64, op wire.Op) error {
 		return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
 	}
 	if err != nil {
-		return err
+		return transportError(err)
 	}
 	h.applied = seq
 	h.lastOp = time.Now()
@@ -268,7 +270,10 @@ func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		end = true
 	}
 	if err := h.r.Resync(it, reply); err != nil {
-		return err
+		if errors.Is(err, replayer.ErrBadResync) {
+			return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
+		}
+		return transportError(err)
 	}
 	if end {
 		// The tree equals the master's as of this item; the Sync the
@@ -276,6 +281,35 @@ func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		h.resyncing = false
 	}
 	return nil
+}
+
+// transportError tells the transport how to close the connection after
+// the replayer's err: an op or item the slave refuses (policy, or leaving
+// the root) closes it with CodeRefused, a bound exceeded with CodeLimit;
+// both changed nothing. Anything else is a failure to apply.
+func transportError(err error) error {
+	switch {
+	case errors.Is(err, replayer.ErrLimit):
+		return fmt.Errorf("%w: %w", quictransport.ErrLimit, err)
+	case errors.Is(err, replayer.ErrRefused):
+		return fmt.Errorf("%w: %w", quictransport.ErrRefused, err)
+	}
+	return err
+}
+
+// checkFdLimit warns when the open-file limit cannot hold maxHandles
+// files plus what the slave needs besides (a resync pass holds up to
+// 1024, and sockets, logs, the state dir).
+func checkFdLimit(log *slog.Logger, maxHandles int) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(maxHandles) + 2048; rl.Cur < need {
+		log.Warn("the open-file limit is below --max-handles plus what a resync pass holds: a master holding "+
+			"that many files open gets \"too many open files\" instead of a clear limit; raise LimitNOFILE or lower --max-handles",
+			"nofile", rl.Cur, "max_handles", maxHandles)
+	}
 }
 
 func (h *handler) State() quictransport.SlaveState {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,7 +30,8 @@ func newApp(stderr io.Writer) *cli.App {
 		UsageText: "tdfs-slave -m DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE [--allow-master NAME ...]",
 		Description: "tdfs-slave listens on UDP for one tdfs master (QUIC, mutual TLS), applies every operation it\n" +
 			"sends beneath DIR, in order, and acknowledges how far it applied and made durable. SIGTERM or\n" +
-			"SIGINT finishes the operation in hand, makes the state durable and exits 0. Under systemd\n" +
+			"SIGINT finishes the operation in hand, makes the state durable and exits 0. SIGHUP reloads the\n" +
+			"certificate, key, CA and CRL (also done within seconds of a change to their files). Under systemd\n" +
 			"(Type=notify) it reports READY=1 once it listens, and pings the watchdog.\n\n" +
 			"It does not dial the master (the master dials it), does not serve files to anyone (DIR is an\n" +
 			"ordinary directory: share it with a web server, NFS, ...), does not detach from the terminal,\n" +
@@ -57,12 +59,22 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "this slave's private key `FILE` (PEM, mode 0600)"},
 			&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
 				Usage: "CA certificate `FILE` that master certificates must chain to"},
+			daemon.CRLFlag("master"),
 			&cli.StringSliceFlag{Name: "allow-master", EnvVars: []string{"TDFS_ALLOW_MASTER"},
 				Usage: "accept only masters whose certificate `NAME` is one of these (repeatable; default: any master certificate from the CA)"},
 			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
 				Usage: "state `DIR` outside the replica, where the slave records how far it got (default " + defaultStateRoot + "/<DIR with / as _>)"},
 			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
 				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
+			&cli.BoolFlag{Name: "allow-setuid", EnvVars: []string{"TDFS_ALLOW_SETUID"},
+				Usage: "replicate setuid and setgid bits (setgid on directories always is) and file capabilities " +
+					"(security.capability); without it a master that sends them is refused"},
+			&cli.StringFlag{Name: "max-file-size", Value: "16T", EnvVars: []string{"TDFS_MAX_FILE_SIZE"},
+				Usage: "refuse a master's write, fallocate or truncate that would make a file larger than `SIZE` (K, M, G, T suffixes)"},
+			&cli.IntFlag{Name: "max-handles", Value: replayer.DefaultMaxHandles, EnvVars: []string{"TDFS_MAX_HANDLES"},
+				Usage: "files the slave keeps open for the master's open files, at most (`N`, one descriptor each)"},
+			&cli.IntFlag{Name: "max-streams", Value: quictransport.DefaultMaxStreams, EnvVars: []string{"TDFS_MAX_STREAMS"},
+				Usage: "data streams (large writes in flight) a master may have open at once, at most (`N`)"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TDFS_METRICS_ADDR"},
 				Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics and the applied and durable seqs " +
 					"as JSON at /seq, for read-your-writes routing (off by default)"},
@@ -86,6 +98,10 @@ type config struct {
 	stateDir string
 	// metricsAddr serves /metrics and /seq ("" for none).
 	metricsAddr string
+	// replay holds what the replayer refuses or bounds (--allow-setuid,
+	// --max-file-size, --max-handles).
+	replay   replayer.Options
+	identity *certs.Store
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -101,7 +117,7 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
-	pair, pool, err := daemon.Identity(c, certs.RoleSlave)
+	identity, err := daemon.Identity(c, certs.RoleSlave, log)
 	if err != nil {
 		return nil, err
 	}
@@ -112,16 +128,33 @@ func configure(c *cli.Context) (*config, error) {
 	if pending < 4<<20 {
 		return nil, fmt.Errorf("--max-pending %s: want at least 4M (a write frame is up to 1M)", c.String("max-pending"))
 	}
+	maxFile, err := daemon.ParseSize(c.String("max-file-size"))
+	if err != nil {
+		return nil, fmt.Errorf("--max-file-size: %w", err)
+	}
+	if maxFile < 1 {
+		return nil, fmt.Errorf("--max-file-size %s: want at least 1", c.String("max-file-size"))
+	}
+	if n := c.Int("max-handles"); n < 1 {
+		return nil, fmt.Errorf("--max-handles %d: want at least 1", n)
+	}
+	if n := c.Int("max-streams"); n < 1 || n > 4096 {
+		return nil, fmt.Errorf("--max-streams %d: want 1 to 4096", n)
+	}
 	return &config{
 		dir:         dir,
 		stateDir:    stateDir,
 		metricsAddr: c.String("metrics-addr"),
+		identity:    identity,
 		server: quictransport.ServerConfig{
 			Listen:     c.String("listen"),
-			TLS:        certs.ServerConfig(pair, pool, c.StringSlice("allow-master")),
+			TLS:        identity.ServerConfig(c.StringSlice("allow-master")),
 			MaxPending: pending,
+			MaxStreams: c.Int("max-streams"),
 			Logger:     log,
 		},
+		replay: replayer.Options{AllowSetuid: c.Bool("allow-setuid"), MaxFileSize: uint64(maxFile),
+			MaxHandles: c.Int("max-handles")},
 	}, nil
 }
 
@@ -132,6 +165,17 @@ func serve(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer release()
+	// Certificates reload on SIGHUP and on file change, for new
+	// handshakes; the master connected stays, unless the reloaded
+	// revocation list revokes its certificate.
+	var server atomic.Pointer[quictransport.Server] // set once it exists
+	defer daemon.WatchIdentity(cfg.identity, log, func() {
+		if srv := server.Load(); srv != nil {
+			if err := srv.Recheck(cfg.identity.CheckPeer); err != nil {
+				log.Warn("closed the connection of a master whose certificate is now revoked", "err", err)
+			}
+		}
+	})()
 	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -140,15 +184,18 @@ func serve(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	defer suspects.Close()
-	r, err := replayer.New(cfg.dir, replayer.Options{Chown: os.Geteuid() == 0, Logger: log, Suspects: suspects})
+	ro := cfg.replay
+	ro.Chown, ro.Logger, ro.Suspects = os.Geteuid() == 0, log, suspects
+	r, err := replayer.New(cfg.dir, ro)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	r.SetSuspects(inos, all)
 	if os.Geteuid() != 0 {
-		log.Warn("not running as root: owners are not replicated")
+		log.Warn("not running as root: owners are not replicated, and trusted.* xattrs and POSIX ACLs are refused")
 	}
+	checkFdLimit(log, ro.MaxHandles)
 	h, err := newHandler(r, cfg.dir, cfg.stateDir, log)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -167,6 +214,7 @@ func serve(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	server.Store(srv)
 	l := &live{dir: cfg.dir, h: h, srv: srv}
 	if admin, err := listenAdmin(cfg.stateDir, l); err != nil {
 		log.Warn("no admin socket: tdfs-slave status will not reach this slave", "err", err)

@@ -190,7 +190,7 @@ const (
 	CodeProtocol    ErrorCode = 1 // malformed frame or unexpected frame kind
 	CodeApply       ErrorCode = 2 // the slave could not apply op Seq
 	CodeNeedsResync ErrorCode = 3 // the master cannot send what the slave is missing
-	CodeRefused     ErrorCode = 4 // not authorized, or another master is connected
+	CodeRefused     ErrorCode = 4 // not authorized: an op or resync item the slave refuses (device, set-id bit, xattr namespace, size, path)
 	CodeShutdown    ErrorCode = 5 // the peer is shutting down
 	CodeLimit       ErrorCode = 6 // a resource bound was exceeded
 	CodeFenced      ErrorCode = 7 // the slave follows another master, or a newer epoch of this one

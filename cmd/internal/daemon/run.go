@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,16 +12,17 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/tdfs/tdfs/certs"
 )
 
 // Run runs app with args under a context that SIGTERM and SIGINT cancel,
 // and turns its result into an exit code, printing an error as one line on
-// stderr.
+// stderr. SIGHUP asks for a reload of the certificates (WatchIdentity)
+// instead of ending the process.
 func Run(app *cli.App, args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	err := app.RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -76,28 +75,6 @@ func StateDir(value, root, dir string, outside ...string) (string, error) {
 		}
 	}
 	return p, nil
-}
-
-// Identity loads the --cert/--key pair, which must be a certificate for
-// role, and the --ca pool.
-func Identity(c *cli.Context, role certs.Role) (tls.Certificate, *x509.CertPool, error) {
-	for _, f := range []string{"cert", "key", "ca"} {
-		if c.String(f) == "" {
-			return tls.Certificate{}, nil, fmt.Errorf("--%s is required (see --help)", f)
-		}
-	}
-	pair, err := certs.LoadKeyPair(c.String("cert"), c.String("key"))
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	if err := certs.CheckRole(pair.Leaf, role); err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("--cert %s: %w", c.String("cert"), err)
-	}
-	pool, err := certs.LoadPool(c.String("ca"))
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	return pair, pool, nil
 }
 
 // LockDirs creates stateDir if needed and locks it and dir (the backing dir

@@ -1,0 +1,111 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/certs"
+)
+
+// hup receives the SIGHUPs Run catches: from the start of Run a SIGHUP no
+// longer ends a daemon (its default action) but asks it to reload its
+// certificates. One buffered slot: signals arriving during a reload fold
+// into one more reload.
+var hup = make(chan os.Signal, 1)
+
+// reloadPoll is how often the certificate, key, CA and CRL files are
+// checked for changes (size and modification time: no inotify, which
+// misses a file replaced by a rename in a watched directory's parent, and
+// costs a dependency). A change is loaded once it has held still for one
+// poll, so within two polls.
+const reloadPoll = 3 * time.Second
+
+// CRLFlag is --crl, the same for both daemons.
+func CRLFlag(peer string) cli.Flag {
+	return &cli.StringFlag{Name: "crl", EnvVars: []string{"TDFS_CRL"}, TakesFile: true,
+		Usage: "revocation list `FILE` (PEM, from tdfs-certs revoke): " + peer + " certificates whose serial it " +
+			"lists are refused; reloaded with the certificates on SIGHUP or when it changes"}
+}
+
+// Identity loads the --cert/--key pair, which must be a certificate for
+// role, the --ca certificates and, with --crl, the revocation list, which
+// must be signed by a CA of --ca. The store's TLS configurations use what
+// it holds at each handshake; WatchIdentity keeps it current.
+func Identity(c *cli.Context, role certs.Role, log *slog.Logger) (*certs.Store, error) {
+	for _, f := range []string{"cert", "key", "ca"} {
+		if c.String(f) == "" {
+			return nil, fmt.Errorf("--%s is required (see --help)", f)
+		}
+	}
+	return certs.LoadStore(certs.Files{
+		Cert: c.String("cert"), Key: c.String("key"), CA: c.String("ca"), CRL: c.String("crl"),
+	}, role, log)
+}
+
+// WatchIdentity reloads s on SIGHUP and when its files change, and logs
+// the expiry warnings of certs.Store.CheckExpiry, until the returned
+// function is called. A reload that fails is logged as an error naming the
+// file, and the previous material stays in use.
+//
+// After each reload that succeeds, reloaded (if not nil) is called: the
+// daemon closes the connections of peers the new revocation list revokes.
+func WatchIdentity(s *certs.Store, log *slog.Logger, reloaded func()) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	tick := time.NewTicker(reloadPoll)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watch(ctx, s, log, hup, tick.C, reloaded)
+	}()
+	return func() {
+		cancel()
+		tick.Stop()
+		<-done
+	}
+}
+
+func watch(ctx context.Context, s *certs.Store, log *slog.Logger, hup <-chan os.Signal, tick <-chan time.Time, reloaded func()) {
+	s.CheckExpiry()
+	for {
+		var err error
+		done := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			err = s.Reload()
+			logReload(s, log, "SIGHUP", err)
+			done = true
+		case <-tick:
+			var ok bool
+			if ok, err = s.ReloadIfChanged(); ok || err != nil {
+				logReload(s, log, "file change", err)
+				done = ok
+			}
+		}
+		if done && err == nil && reloaded != nil {
+			reloaded()
+		}
+		// Rate-limited inside (once a day per certificate): cheap to ask.
+		s.CheckExpiry()
+	}
+}
+
+func logReload(s *certs.Store, log *slog.Logger, trigger string, err error) {
+	if err != nil {
+		log.Error("certificate reload failed, keeping the previous certificates: "+err.Error(), "trigger", trigger)
+		return
+	}
+	f, leaf := s.Files(), s.Leaf()
+	args := []any{"trigger", trigger, "cert", f.Cert, "serial", certs.Serial(leaf.SerialNumber),
+		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "ca", f.CA}
+	if f.CRL != "" {
+		args = append(args, "crl", f.CRL, "revoked", s.Revoked())
+	}
+	log.Info("certificates reloaded: new connections use them, established ones stay up", args...)
+}

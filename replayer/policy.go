@@ -1,0 +1,204 @@
+package replayer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// What the slave refuses even from an authenticated master, beyond path
+// confinement (resolve.go): a master's certificate may be stolen, and the
+// replica may be served to others (research pitfall 7, section D).
+//
+// Every check here runs before the op or resync item changes anything,
+// and tolerant mode never skips what it refuses: a refusal is the master's
+// fault, never a tree that still differs.
+//
+// Set-id bits are refused, not stripped: a replica that silently differed
+// from the master in its modes would contradict the fidelity promise
+// (DESIGN.md item 7) and make every verify pass report it. A master whose
+// tree legitimately holds setuid files (a backup of a system's /usr) is
+// replicated by a slave started with AllowSetuid (--allow-setuid), on a
+// replica mounted nosuid if its data should not run. A resync pass that
+// would set such a mode is refused the same way; a Verify pass, which
+// changes nothing, reports the difference instead.
+
+// ErrLimit is wrapped by the error of an op or item that would bring the
+// slave's resources beyond a configured bound (Options.MaxHandles).
+// Nothing was changed. (A size beyond Options.MaxFileSize is a refusal of
+// the op itself: ErrRefused.)
+var ErrLimit = errors.New("replayer: limit exceeded")
+
+// Defaults of the bounds in Options.
+const (
+	// DefaultMaxFileSize bounds file sizes and the end of writes: 16 TiB,
+	// ext4's own limit with 4 KiB blocks. Sparse files on filesystems
+	// that allow more (XFS, btrfs) stay below it unless configured.
+	DefaultMaxFileSize = 16 << 40
+	// DefaultMaxHandles bounds the files kept open for the master (one
+	// descriptor each): far more than a master keeps open for writing,
+	// far fewer than the kernel lets a process hold under systemd.
+	DefaultMaxHandles = 65536
+)
+
+// setidBits are the mode bits a slave refuses unless AllowSetuid.
+const setidBits = unix.S_ISUID | unix.S_ISGID
+
+// checkMode refuses a mode with setuid or setgid on an object of type typ
+// (S_IF* bits), unless the slave allows them. Setgid on a directory only
+// makes new entries inherit its group (and subdirectories the bit): it
+// grants no privilege and is common (shared group directories), so it is
+// always allowed.
+func (r *Replayer) checkMode(typ, mode uint32) error {
+	if r.allowSetuid {
+		return nil
+	}
+	bits := mode & setidBits
+	if typ == unix.S_IFDIR {
+		bits &^= unix.S_ISGID
+	}
+	if bits == 0 {
+		return nil
+	}
+	which := "setuid"
+	switch {
+	case bits == unix.S_ISGID:
+		which = "setgid"
+	case bits == setidBits:
+		which = "setuid and setgid"
+	}
+	return fmt.Errorf("%w: mode %#o on a %s has the %s bit (this slave does not replicate set-id files: see --allow-setuid)",
+		ErrRefused, mode&0o7777, typeName(typ), which)
+}
+
+// checkXattr refuses an xattr the slave does not hold. user.* and
+// security.* are allowed, except security.capability (file capabilities
+// grant privileges as setuid does) without AllowSetuid. trusted.* (needs
+// CAP_SYS_ADMIN) and POSIX ACLs (they name uids and gids, like owners) only
+// when the slave applies owners (it runs as root). Every other namespace
+// (other system.* attributes, filesystem-private ones) is refused.
+func (r *Replayer) checkXattr(name string) error {
+	switch {
+	case name == capXattr:
+		if r.allowSetuid {
+			return nil
+		}
+		return fmt.Errorf("%w: xattr %q grants file capabilities (this slave does not replicate them: see --allow-setuid)", ErrRefused, name)
+	case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."):
+		return nil
+	case strings.HasPrefix(name, "trusted."),
+		name == "system.posix_acl_access", name == "system.posix_acl_default":
+		if r.chown {
+			return nil
+		}
+		return fmt.Errorf("%w: xattr %q: only a slave running as root holds trusted.* xattrs and POSIX ACLs", ErrRefused, name)
+	}
+	return fmt.Errorf("%w: xattr %q: namespace not replicated (user.*, security.*, and as root trusted.* and POSIX ACLs)", ErrRefused, name)
+}
+
+// checkEnd refuses a size, or the end of a range at off of n bytes,
+// beyond MaxFileSize. off and n are never negative (the codec reads them
+// as 63-bit values).
+func (r *Replayer) checkEnd(what string, off, n uint64) error {
+	if off > r.maxFileSize || n > r.maxFileSize-off {
+		return fmt.Errorf("%w: %s ends at %d, beyond the largest file this slave accepts (%d bytes: see --max-file-size)",
+			ErrRefused, what, off+n, r.maxFileSize)
+	}
+	return nil
+}
+
+// checkNewHandle refuses a handle that would bring the open handles beyond
+// MaxHandles. A handle id already open is reused, not added.
+func (r *Replayer) checkNewHandle(h uint64) error {
+	if h == 0 {
+		return nil
+	}
+	if _, open := r.handles[h]; open || len(r.handles) < r.maxHandles {
+		return nil
+	}
+	return fmt.Errorf("%w: handle %d would be open file number %d; this slave keeps at most %d open (see --max-handles)",
+		ErrLimit, h, len(r.handles)+1, r.maxHandles)
+}
+
+// checkOp refuses, before anything changes, an op the slave does not
+// apply whatever its tree holds. Modes of Setattr need the target's type
+// and are checked in applySetattr, before its first change.
+func (r *Replayer) checkOp(op wire.Op) error {
+	switch o := op.(type) {
+	case *wire.Create:
+		if err := r.checkNewHandle(o.Handle); err != nil {
+			return err
+		}
+		return r.checkMode(unix.S_IFREG, o.Mode)
+	case *wire.Open:
+		return r.checkNewHandle(o.Handle)
+	case *wire.Mkdir:
+		return r.checkMode(unix.S_IFDIR, o.Mode)
+	case *wire.Mknod:
+		typ := o.Mode & unix.S_IFMT
+		switch typ {
+		case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
+		case 0:
+			typ = unix.S_IFREG
+		default:
+			// A device node would let a later op read or write any
+			// device on the slave.
+			return fmt.Errorf("%w: mknod of a %s (device nodes are never replicated)", ErrRefused, typeName(o.Mode))
+		}
+		return r.checkMode(typ, o.Mode)
+	case *wire.Write:
+		return r.checkEnd("write", uint64(o.Off), uint64(len(o.Data)))
+	case *wire.Fallocate:
+		return r.checkEnd("fallocate", uint64(o.Off), uint64(o.Len))
+	case *wire.Setattr:
+		if o.Valid&wire.SetSize != 0 {
+			return r.checkEnd("truncate", o.Size, 0)
+		}
+	case *wire.Setxattr:
+		return r.checkXattr(o.Name)
+	case *wire.Removexattr:
+		return r.checkXattr(o.Name)
+	}
+	return nil
+}
+
+// checkSetattrMode refuses a Setattr's set-id mode on t, whose type it
+// reads first.
+func (r *Replayer) checkSetattrMode(t target, mode uint32) error {
+	if r.allowSetuid || mode&setidBits == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	flags := t.flags()
+	if err := unix.Fstatat(t.fd, t.name, &st, flags); err != nil {
+		return fmt.Errorf("stat: %w", err)
+	}
+	return r.checkMode(st.Mode&unix.S_IFMT, mode)
+}
+
+// checkEntryPolicy refuses, in a pass that changes the tree, an entry (or
+// a directory's own attributes, kind KindDir) whose mode, xattrs or size
+// the slave does not hold.
+func (r *Replayer) checkEntryPolicy(name string, kind uint8, a wire.Attr, xattrs []wire.Xattr) error {
+	typ, _ := kindType(kind)
+	if kind != wire.KindSymlink {
+		if err := r.checkMode(typ, a.Mode); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
+	}
+	if kind == wire.KindFile {
+		if err := r.checkEnd("file size", a.Size, 0); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
+	}
+	for _, x := range xattrs {
+		if err := r.checkXattr(x.Name); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
+	}
+	return nil
+}

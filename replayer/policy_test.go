@@ -1,0 +1,247 @@
+package replayer
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/quictransport/wire"
+)
+
+// policyFixture is a replica holding a file "f" (open under handle 1), a
+// directory "d" and a file "d/g".
+func policyFixture(t *testing.T, o Options) (*Replayer, string) {
+	t.Helper()
+	root := t.TempDir()
+	r := newTestReplayer(t, root, o)
+	omit := wire.Time{Omit: true}
+	for _, op := range []wire.Op{
+		&wire.Create{Path: "f", Handle: 1, Mode: 0o644, Mtime: omit, DirMtime: omit},
+		&wire.Mkdir{Path: "d", Mode: 0o755, Mtime: omit, DirMtime: omit},
+		&wire.Create{Path: "d/g", Mode: 0o755, Mtime: omit, DirMtime: omit},
+	} {
+		if err := r.Apply(op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r, root
+}
+
+// TestPolicyRefusals: each op the slave refuses fails with ErrRefused (or
+// ErrLimit), says why, and changes nothing, in tolerant mode too.
+func TestPolicyRefusals(t *testing.T) {
+	omit := wire.Time{Omit: true}
+	tm := wire.Time{Sec: 1_000_000}
+	cases := []struct {
+		name string
+		op   wire.Op
+		want error
+		why  string
+	}{
+		{"char device", &wire.Mknod{Path: "c", Mode: unix.S_IFCHR | 0o666, Rdev: unix.Mkdev(1, 3), Mtime: tm, DirMtime: tm}, ErrRefused, "character device"},
+		{"block device", &wire.Mknod{Path: "b", Mode: unix.S_IFBLK | 0o666, Rdev: unix.Mkdev(8, 0), Mtime: tm, DirMtime: tm}, ErrRefused, "block device"},
+		{"setuid create", &wire.Create{Path: "s", Mode: 0o4755, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
+		{"setgid create", &wire.Create{Path: "s", Mode: 0o2755, Mtime: tm, DirMtime: tm}, ErrRefused, "setgid bit"},
+		{"setuid mkdir", &wire.Mkdir{Path: "sd", Mode: 0o4755, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
+		{"setuid fifo", &wire.Mknod{Path: "p", Mode: unix.S_IFIFO | 0o4644, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
+		{"setuid chmod with chown", &wire.Setattr{Path: "d/g", Valid: wire.SetMode | wire.SetUid | wire.SetGid,
+			Mode: 0o4755, Uid: 4321, Gid: 4321, Mtime: tm}, ErrRefused, "setuid bit"},
+		{"setgid chmod by handle", &wire.Setattr{Handle: 1, Valid: wire.SetMode, Mode: 0o2755, Mtime: tm}, ErrRefused, "setgid bit"},
+		{"trusted xattr", &wire.Setxattr{Path: "f", Name: "trusted.x", Value: []byte("v")}, ErrRefused, "only a slave running as root"},
+		{"posix acl", &wire.Setxattr{Path: "f", Name: "system.posix_acl_access", Value: []byte("v")}, ErrRefused, "only a slave running as root"},
+		{"other system xattr", &wire.Setxattr{Path: "f", Name: "system.nfs4_acl", Value: []byte("v")}, ErrRefused, "namespace not replicated"},
+		{"unknown namespace", &wire.Setxattr{Path: "f", Name: "btrfs.compression", Value: []byte("zstd")}, ErrRefused, "namespace not replicated"},
+		{"file capabilities", &wire.Setxattr{Path: "f", Name: "security.capability", Value: []byte("v")}, ErrRefused, "file capabilities"},
+		{"remove trusted xattr", &wire.Removexattr{Path: "f", Name: "trusted.x"}, ErrRefused, "only a slave running as root"},
+		{"write past the bound", &wire.Write{Handle: 1, Off: 1 << 20, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
+		{"write at a huge offset", &wire.Write{Handle: 1, Off: 1<<63 - 1, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
+		{"fallocate past the bound", &wire.Fallocate{Handle: 1, Off: 1 << 19, Len: 1<<19 + 1, Mtime: tm}, ErrRefused, "beyond the largest file"},
+		{"truncate past the bound", &wire.Setattr{Path: "f", Valid: wire.SetSize, Size: 1<<20 + 1, Mtime: tm}, ErrRefused, "beyond the largest file"},
+		{"too many handles", &wire.Create{Path: "h3", Handle: 3, Mode: 0o644, Mtime: tm, DirMtime: tm}, ErrLimit, "at most 2 open"},
+		{"too many handles by open", &wire.Open{Path: "d/g", Handle: 3, Mtime: tm}, ErrLimit, "at most 2 open"},
+	}
+	for _, tolerant := range []bool{false, true} {
+		for _, tc := range cases {
+			name := tc.name
+			if tolerant {
+				name += " tolerant"
+			}
+			t.Run(name, func(t *testing.T) {
+				r, root := policyFixture(t, Options{MaxFileSize: 1 << 20, MaxHandles: 2})
+				// A second handle, so the next one is one too many.
+				if err := r.Apply(&wire.Open{Path: "d/g", Handle: 2, Mtime: omit}); err != nil {
+					t.Fatal(err)
+				}
+				r.SetTolerant(tolerant)
+				before := snapshot(t, root)
+				err := r.Apply(tc.op)
+				if !errors.Is(err, tc.want) || !strings.Contains(fmtErr(err), tc.why) {
+					t.Fatalf("got %v, want %v naming %q", err, tc.want, tc.why)
+				}
+				if d := diffTrees(before, snapshot(t, root)); len(d) > 0 {
+					t.Errorf("the refused op changed the tree: %v", d)
+				}
+				if n := r.NumHandles(); n != 2 {
+					t.Errorf("%d handles open, want 2", n)
+				}
+			})
+		}
+	}
+}
+
+func fmtErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// TestPolicyAllows: what the policy lets through.
+func TestPolicyAllows(t *testing.T) {
+	tm := wire.Time{Sec: 1_000_000}
+	r, root := policyFixture(t, Options{MaxFileSize: 1 << 20, MaxHandles: 1})
+	for _, op := range []wire.Op{
+		// Setgid on a directory grants nothing: always allowed.
+		&wire.Mkdir{Path: "shared", Mode: 0o2775, Mtime: tm, DirMtime: tm},
+		&wire.Setattr{Path: "d", Valid: wire.SetMode, Mode: 0o2750, Mtime: tm},
+		// Sticky is not set-id.
+		&wire.Mkdir{Path: "tmp", Mode: 0o1777, Mtime: tm, DirMtime: tm},
+		// Up to the bound exactly.
+		&wire.Write{Handle: 1, Off: 1<<20 - 1, Data: []byte("x"), Mtime: tm},
+		&wire.Setattr{Path: "f", Valid: wire.SetSize, Size: 1 << 20, Mtime: tm},
+		// A handle id reused is not one more handle.
+		&wire.Open{Path: "f", Handle: 1, Mtime: tm},
+		&wire.Setxattr{Path: "f", Name: "user.color", Value: []byte("blue")},
+	} {
+		if err := r.Apply(op); err != nil {
+			t.Fatalf("%s: %v", describe(op), err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(root, "shared"), &st); err != nil || st.Mode&0o7777 != 0o2775 {
+		t.Errorf("shared: mode %#o, %v; want 02775", st.Mode&0o7777, err)
+	}
+}
+
+// TestPolicyAllowSetuid: with AllowSetuid, set-id modes and file
+// capabilities replicate as the master has them.
+func TestPolicyAllowSetuid(t *testing.T) {
+	tm := wire.Time{Sec: 1_000_000}
+	r, root := policyFixture(t, Options{AllowSetuid: true, Chown: os.Geteuid() == 0})
+	for _, op := range []wire.Op{
+		&wire.Create{Path: "s", Mode: 0o4755, Mtime: tm, DirMtime: tm},
+		&wire.Setattr{Path: "d/g", Valid: wire.SetMode, Mode: 0o2755, Mtime: tm},
+	} {
+		if err := r.Apply(op); err != nil {
+			t.Fatalf("%s: %v", describe(op), err)
+		}
+	}
+	for p, want := range map[string]uint32{"s": 0o4755, "d/g": 0o2755} {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(root, p), &st); err != nil || st.Mode&0o7777 != want {
+			t.Errorf("%s: mode %#o, %v; want %#o", p, st.Mode&0o7777, err, want)
+		}
+	}
+	if os.Geteuid() == 0 {
+		// Only root may set file capabilities; the policy let it through.
+		cap := []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // v2, cap_net_bind_service
+		if err := r.Apply(&wire.Setxattr{Path: "s", Name: "security.capability", Value: cap}); err != nil {
+			t.Errorf("security.capability with AllowSetuid: %v", err)
+		}
+	}
+}
+
+// TestPolicyRootXattrs: a slave that applies owners (root) holds trusted.*
+// xattrs.
+func TestPolicyRootXattrs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("trusted.* xattrs need root")
+	}
+	r, _ := policyFixture(t, Options{Chown: true})
+	if err := r.Apply(&wire.Setxattr{Path: "f", Name: "trusted.x", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPolicyOwnersWarnOnce: a slave that does not apply owners drops them
+// with one warning, not one per op, and goes on.
+func TestPolicyOwnersWarnOnce(t *testing.T) {
+	var logs bytes.Buffer
+	tm := wire.Time{Sec: 1_000_000}
+	r, root := policyFixture(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	before := snapshot(t, filepath.Join(root, "d"))
+	for i := range 3 {
+		op := &wire.Setattr{Path: "d/g", Valid: wire.SetUid | wire.SetGid, Uid: uint32(4000 + i), Gid: 4000, Mtime: wire.Time{Omit: true}}
+		if err := r.Apply(op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Apply(&wire.Create{Path: "o", Mode: 0o644, Uid: 4321, Gid: 4321, Mtime: tm, DirMtime: tm}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "not applying owners"); n != 1 {
+		t.Errorf("%d owner warnings, want 1:\n%s", n, logs.String())
+	}
+	if d := diffTrees(before, snapshot(t, filepath.Join(root, "d"))); len(d) > 0 {
+		t.Errorf("owners changed: %v", d)
+	}
+}
+
+// TestPolicyResync: a repair pass carrying a refused mode, xattr or size
+// is refused before it changes anything; a Verify pass reports instead.
+func TestPolicyResync(t *testing.T) {
+	tm := wire.Time{Sec: 1_000_000}
+	reply := func(wire.ResyncReply) error { return nil }
+	cases := []struct {
+		name  string
+		entry wire.Entry
+		why   string
+	}{
+		{"setuid file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o4755, Mtime: tm}}, "setuid bit"},
+		{"setgid fifo", wire.Entry{Name: "a", Kind: wire.KindFifo, Attr: wire.Attr{Mode: 0o2644, Mtime: tm}}, "setgid bit"},
+		{"trusted xattr", wire.Entry{Name: "a", Kind: wire.KindDir, Attr: wire.Attr{Mode: 0o755, Mtime: tm},
+			Xattrs: []wire.Xattr{{Name: "trusted.t", Value: []byte("v")}}}, "only a slave running as root"},
+		{"huge file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o644, Size: 1<<20 + 1, Mtime: tm}}, "beyond the largest file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, root := policyFixture(t, Options{})
+			r := newTestReplayer(t, root, Options{MaxFileSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+			before := snapshot(t, root)
+			if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
+				t.Fatal(err)
+			}
+			err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "", Entries: []wire.Entry{tc.entry}}, reply)
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("got %v, want ErrRefused naming %q", err, tc.why)
+			}
+			if d := diffTrees(before, snapshot(t, root)); len(d) > 0 {
+				t.Errorf("the refused item changed the tree: %v", d)
+			}
+			// Verify only compares: the same entry is reported, not refused.
+			if err := r.Resync(&wire.ResyncBegin{Pass: 2, Verify: true}, reply); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Resync(&wire.ResyncDir{Pass: 2, DirID: 1, Path: "", Entries: []wire.Entry{tc.entry}}, reply); err != nil {
+				t.Errorf("verify: %v", err)
+			}
+		})
+	}
+	t.Run("dir's own setuid", func(t *testing.T) {
+		_, root := policyFixture(t, Options{})
+		r := newTestReplayer(t, root, Options{Logger: slog.New(slog.DiscardHandler)})
+		if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
+			t.Fatal(err)
+		}
+		err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "d", Final: true, Attr: wire.Attr{Mode: 0o4755, Mtime: tm}}, reply)
+		if !errors.Is(err, ErrRefused) {
+			t.Fatalf("got %v, want ErrRefused", err)
+		}
+	})
+}
