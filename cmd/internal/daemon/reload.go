@@ -107,5 +107,5 @@ func logReload(s *certs.Store, log *slog.Logger, trigger string, err error) {
 	if f.CRL != "" {
 		args = append(args, "crl", f.CRL, "revoked", s.Revoked())
 	}
-	log.Info("certificates reloaded: new connections use them, established ones stay up", args...)
+	log.Info("certificates reloaded: new connections use them; established ones stay up unless the list revokes their peer", args...)
 }
