@@ -76,7 +76,7 @@ func TestWatchIdentity(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	hup <- os.Interrupt
-	log.want(t, "INFO certificates reloaded: new connections use them, established ones stay up trigger=SIGHUP")
+	log.want(t, "INFO certificates reloaded: new connections use them; established ones stay up unless the list revokes their peer trigger=SIGHUP")
 
 	// A failed reload names the file and keeps the certificate.
 	old := s.Leaf()
