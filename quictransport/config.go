@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -120,7 +121,11 @@ type MasterConfig struct {
 	// OnWait, when set, learns how long each Wait (an fsync in fsync
 	// mode, every op in sync mode) waited for the slaves.
 	OnWait func(time.Duration)
-	Logger *slog.Logger
+	// CheckPeer, when set, checks a slave's certificate once more when
+	// its HelloAck arrives, just before the connection streams, and in
+	// Recheck (see ServerConfig.CheckPeer).
+	CheckPeer func(*x509.Certificate) error
+	Logger    *slog.Logger
 
 	// quic, when set (tests), replaces the QUIC configuration.
 	quic *quic.Config
@@ -220,6 +225,12 @@ type ServerConfig struct {
 	Listen  string      // host:port UDP; port DefaultPort when empty
 	TLS     *tls.Config // from certs.ServerConfig
 	Handler Handler
+	// CheckPeer, when set, checks a master's certificate once more when
+	// its Hello arrives, just before its connection becomes the one
+	// served: a revocation list loaded since its handshake applies (a
+	// connection may wait for its Hello for a while). Recheck uses the
+	// same function on the connection served.
+	CheckPeer func(*x509.Certificate) error
 	// MaxPending bounds the bytes of received-but-unapplied ops buffered;
 	// at least 2*wire.MaxFrameLen.
 	MaxPending int64

@@ -413,6 +413,13 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 	wg.Go(func() { cancel(p.readAcks(fr)) })
 	wg.Go(func() { p.runPasses(sctx, cancel) })
 	m.mu.Lock()
+	// Checked under m.mu, as Recheck reads p.conn: a reload either
+	// happened before this check, or its Recheck sees this connection.
+	if err := m.checkPeerLocked(conn); err != nil {
+		m.mu.Unlock()
+		cancel(err)
+		return false, err
+	}
 	p.endSession = cancel
 	p.conn, p.catchUpTo = conn, m.bl.head
 	p.rate.reset()

@@ -2,7 +2,6 @@ package quictransport
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,25 +67,34 @@ func (s *Server) Master() string {
 	return s.cur.name
 }
 
-// Recheck closes the current master connection if check refuses the
-// certificate it presented (revoked by a revocation list loaded since the
-// handshake). It returns the reason, or nil.
-func (s *Server) Recheck(check func(*x509.Certificate) error) error {
+// Recheck closes the current master connection if ServerConfig.CheckPeer
+// refuses the certificate it presented (revoked by a revocation list
+// loaded since the handshake). It returns the reason, or nil. Connections
+// still waiting for their Hello are checked when it arrives.
+func (s *Server) Recheck() error {
 	s.mu.Lock()
 	cur := s.cur
+	var err error
+	if cur != nil && cur.ctx.Err() == nil {
+		err = s.checkPeer(cur)
+	}
 	s.mu.Unlock()
-	if cur == nil || cur.ctx.Err() != nil {
-		return nil
-	}
-	pc := cur.conn.ConnectionState().TLS.PeerCertificates
-	if len(pc) == 0 {
-		return nil
-	}
-	err := check(pc[0])
 	if err != nil {
 		cur.fail(fmt.Errorf("%w: %w", ErrRefused, err))
 	}
 	return err
+}
+
+// checkPeer runs ServerConfig.CheckPeer on the certificate of sess.
+func (s *Server) checkPeer(sess *session) error {
+	if s.cfg.CheckPeer == nil {
+		return nil
+	}
+	pc := sess.conn.ConnectionState().TLS.PeerCertificates
+	if len(pc) == 0 {
+		return errors.New("the master presented no certificate")
+	}
+	return s.cfg.CheckPeer(pc[0])
 }
 
 // Refusals counts the master connections this slave closed, by reason
@@ -260,6 +268,15 @@ func (s *Server) startSession(conn *quic.Conn) {
 			s.mu.Unlock()
 			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
 			sess.cancel(nil)
+			close(sess.done)
+			return
+		}
+		// Checked under s.mu, as Recheck reads s.cur: a reload either
+		// happened before this check, or its Recheck sees this session.
+		if err := s.checkPeer(sess); err != nil {
+			s.mu.Unlock()
+			sess.fail(fmt.Errorf("%w: %w", ErrRefused, err))
+			sess.cancel(err)
 			close(sess.done)
 			return
 		}

@@ -1,9 +1,11 @@
 package quictransport
 
 import (
-	"crypto/x509"
+	"errors"
 	"sort"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
@@ -159,10 +161,12 @@ func (m *Master) countOpLocked(t wire.OpType, size int64) {
 	m.opCounts[t] = c
 }
 
-// Recheck ends the connections of slaves whose certificate check refuses
-// (revoked by a revocation list loaded since their handshake); they are
-// redialed, and refused at the handshake. It returns how many it ended.
-func (m *Master) Recheck(check func(*x509.Certificate) error) int {
+// Recheck ends the connections of slaves whose certificate
+// MasterConfig.CheckPeer refuses (revoked by a revocation list loaded
+// since their handshake); they are redialed, and refused at the
+// handshake. It returns how many it ended. A connection whose handshake
+// is in flight is checked when it completes.
+func (m *Master) Recheck() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
@@ -170,15 +174,24 @@ func (m *Master) Recheck(check func(*x509.Certificate) error) int {
 		if p.conn == nil || p.endSession == nil {
 			continue
 		}
-		pc := p.conn.ConnectionState().TLS.PeerCertificates
-		if len(pc) == 0 {
-			continue
-		}
-		if err := check(pc[0]); err != nil {
+		if err := m.checkPeerLocked(p.conn); err != nil {
 			p.log.Warn("closing the connection of a slave whose certificate is now refused", "err", err)
 			p.endSession(err)
 			n++
 		}
 	}
 	return n
+}
+
+// checkPeerLocked runs MasterConfig.CheckPeer on the certificate the slave
+// of conn presented. m.mu is held (CheckPeer must not call back).
+func (m *Master) checkPeerLocked(conn *quic.Conn) error {
+	if m.cfg.CheckPeer == nil {
+		return nil
+	}
+	pc := conn.ConnectionState().TLS.PeerCertificates
+	if len(pc) == 0 {
+		return errors.New("the slave presented no certificate")
+	}
+	return m.cfg.CheckPeer(pc[0])
 }

@@ -133,9 +133,15 @@ func (r *Replayer) checkOp(op wire.Op) error {
 		if err := r.checkNewHandle(o.Handle); err != nil {
 			return err
 		}
-		return r.checkMode(unix.S_IFREG, o.Mode)
+		if err := r.checkMode(unix.S_IFREG, o.Mode); err != nil {
+			return err
+		}
+		return r.checkNotSetid("create over", o.Path)
 	case *wire.Open:
-		return r.checkNewHandle(o.Handle)
+		if err := r.checkNewHandle(o.Handle); err != nil {
+			return err
+		}
+		return r.checkNotSetid("open for writing", o.Path)
 	case *wire.Mkdir:
 		return r.checkMode(unix.S_IFDIR, o.Mode)
 	case *wire.Mknod:
@@ -162,6 +168,33 @@ func (r *Replayer) checkOp(op wire.Op) error {
 		return r.checkXattr(o.Name)
 	case *wire.Removexattr:
 		return r.checkXattr(o.Name)
+	}
+	return nil
+}
+
+// checkNotSetid refuses to open for writing (or create over) a regular
+// file that already has set-id bits, unless the slave allows them: a
+// master could otherwise give such a file (left by a run with
+// --allow-setuid, or by a seeded copy) its own contents, and a slave
+// running as root keeps the bits through the write (CAP_FSETID). Writes
+// go through handles, so refusing the open covers them. A missing file
+// is no concern here: the op creates it with a checked mode.
+func (r *Replayer) checkNotSetid(what, path string) error {
+	if r.allowSetuid {
+		return nil
+	}
+	d, name, err := r.lookup(path, false)
+	if err != nil {
+		return nil // the op itself fails, or is tolerated, as it would
+	}
+	defer d.close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Mode&setidBits != 0 {
+		return fmt.Errorf("%w: %s %q, which has mode %#o: a set-id file (this slave does not replicate set-id files: see --allow-setuid)",
+			ErrRefused, what, path, st.Mode&0o7777)
 	}
 	return nil
 }

@@ -245,3 +245,38 @@ func TestPolicyResync(t *testing.T) {
 		}
 	})
 }
+
+// A set-id file already in the replica (seeded, or left by a run with
+// --allow-setuid) cannot be opened for writing or created over by a
+// master when set-id files are not allowed: it would otherwise get the
+// master's contents and keep its bit (found by review). With AllowSetuid
+// it can.
+func TestExistingSetidFileNotRewritten(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		root := t.TempDir()
+		p := filepath.Join(root, "sbin-tool")
+		if err := os.WriteFile(p, []byte("original"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(p, 0o4755); err != nil {
+			t.Fatal(err)
+		}
+		r := newTestReplayer(t, root, Options{AllowSetuid: allow})
+		omit := wire.Time{Omit: true}
+		errOpen := r.Apply(&wire.Open{Path: "sbin-tool", Handle: 7, Flags: wire.OpenTrunc, Mtime: omit})
+		errCreate := r.Apply(&wire.Create{Path: "sbin-tool", Handle: 8, Flags: wire.OpenTrunc, Mode: 0o755, Mtime: omit, DirMtime: omit})
+		got, _ := os.ReadFile(p)
+		if allow {
+			if errOpen != nil || errCreate != nil {
+				t.Errorf("with AllowSetuid: open %v, create %v", errOpen, errCreate)
+			}
+			continue
+		}
+		if !errors.Is(errOpen, ErrRefused) || !errors.Is(errCreate, ErrRefused) {
+			t.Errorf("open %v, create %v: want both refused", errOpen, errCreate)
+		}
+		if string(got) != "original" {
+			t.Errorf("a refused op changed the set-id file: %q", got)
+		}
+	}
+}

@@ -136,6 +136,7 @@ func configure(c *cli.Context) (*config, error) {
 		slaveState: slaveState,
 		transport: quictransport.MasterConfig{
 			Peers:       peers,
+			CheckPeer:   identity.CheckPeer,
 			Mode:        mode,
 			SyncTimeout: c.Duration("sync-timeout"),
 			Compressor:  comp,

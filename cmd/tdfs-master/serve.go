@@ -32,7 +32,7 @@ func serve(sigctx context.Context, cfg *config) error {
 	var master atomic.Pointer[quictransport.Master] // set once the transport exists
 	defer daemon.WatchIdentity(cfg.identity, log, func() {
 		if m := master.Load(); m != nil {
-			m.Recheck(cfg.identity.CheckPeer)
+			m.Recheck()
 		}
 	})()
 	st, err := openEpoch(cfg)

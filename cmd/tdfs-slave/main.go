@@ -149,6 +149,7 @@ func configure(c *cli.Context) (*config, error) {
 		server: quictransport.ServerConfig{
 			Listen:     c.String("listen"),
 			TLS:        identity.ServerConfig(c.StringSlice("allow-master")),
+			CheckPeer:  identity.CheckPeer,
 			MaxPending: pending,
 			MaxStreams: c.Int("max-streams"),
 			Logger:     log,
@@ -171,7 +172,7 @@ func serve(ctx context.Context, cfg *config) error {
 	var server atomic.Pointer[quictransport.Server] // set once it exists
 	defer daemon.WatchIdentity(cfg.identity, log, func() {
 		if srv := server.Load(); srv != nil {
-			if err := srv.Recheck(cfg.identity.CheckPeer); err != nil {
+			if err := srv.Recheck(); err != nil {
 				log.Warn("closed the connection of a master whose certificate is now revoked", "err", err)
 			}
 		}
