@@ -68,8 +68,8 @@ type PeerStatus struct {
 	Addr string
 	Name string // the name its certificate must carry
 	// State is "connecting", "streaming", "catching-up", "degraded",
-	// "resyncing", "checking", "verifying", "fenced", "needs-resync" or
-	// "stopped".
+	// "refused" (the slave refuses an op by its policy), "resyncing",
+	// "checking", "verifying", "fenced", "needs-resync" or "stopped".
 	State   string
 	Head    uint64 // the master's newest op
 	Applied uint64 // highest seq the slave acknowledged as applied (this run)

@@ -86,8 +86,11 @@ type peer struct {
 	catchUpTo uint64
 	// cannotApply: the slave's last connection ended because it could not
 	// apply an op (its disk full or read-only, say); it is shown degraded
-	// until it applies ops again.
+	// until it applies ops again. refusesOp: it refused an op its policy
+	// forbids (a set-id bit, a size past its bound...); it is shown
+	// refused until it applies ops again.
 	cannotApply bool
+	refusesOp   bool
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
@@ -154,8 +157,13 @@ func (p *peer) poke() {
 
 // stateName is the state as Status reports it. Called with m.mu held.
 func (p *peer) stateName() string {
-	if p.cannotApply && (p.state == stateStreaming || p.state == stateConnecting) {
-		return "degraded"
+	if p.state == stateStreaming || p.state == stateConnecting {
+		switch {
+		case p.refusesOp:
+			return "refused"
+		case p.cannotApply:
+			return "degraded"
+		}
 	}
 	if p.state == stateStreaming {
 		switch {
@@ -261,6 +269,17 @@ func (p *peer) loop(ctx context.Context) {
 				p.cannotApply = true
 				p.log.Warn("slave degraded: it cannot apply ops (is its disk full or read-only?); retrying, "+
 					"the journal keeps what it lacks", "reason", msg)
+				p.m.broadcastLocked()
+			}
+			p.m.mu.Unlock()
+		}
+		if msg, ok := slaveRefusesOp(err); ok {
+			p.m.mu.Lock()
+			if !p.refusesOp {
+				p.refusesOp = true
+				p.log.Error("the slave refuses an op of this master (its policy forbids it); retrying, the journal "+
+					"keeps what it lacks, until its configuration (--allow-setuid, --max-file-size, ...) or this "+
+					"tree changes", "reason", msg)
 				p.m.broadcastLocked()
 			}
 			p.m.mu.Unlock()
@@ -807,8 +826,8 @@ func (p *peer) onAck(a wire.Ack) error {
 		n++
 	}
 	p.inflight = p.inflight[n:]
-	if p.cannotApply && a.Applied > p.applied {
-		p.cannotApply = false
+	if (p.cannotApply || p.refusesOp) && a.Applied > p.applied {
+		p.cannotApply, p.refusesOp = false, false
 		p.log.Info("slave applies ops again", "applied", a.Applied)
 	}
 	p.applied = max(p.applied, a.Applied)
@@ -840,12 +859,26 @@ func slaveNeedsResync(err error) (string, bool) {
 
 // slaveCannotApply reports whether err is the slave saying it could not
 // apply an op (CodeApply), and its reason.
-func slaveCannotApply(err error) (string, bool) {
-	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeApply {
+func slaveCannotApply(err error) (string, bool) { return slaveClosedWith(err, wire.CodeApply) }
+
+// slaveRefusesOp reports whether err is the slave refusing an op by its
+// policy or bounds (CodeRefused, CodeLimit), and its reason.
+func slaveRefusesOp(err error) (string, bool) {
+	if msg, ok := slaveClosedWith(err, wire.CodeRefused); ok {
+		return msg, true
+	}
+	return slaveClosedWith(err, wire.CodeLimit)
+}
+
+// slaveClosedWith reports whether err is the slave closing the connection
+// with code, by a FrameError or by the code of its QUIC close, and its
+// reason.
+func slaveClosedWith(err error, code wire.ErrorCode) (string, bool) {
+	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == code {
 		return pe.Msg, true
 	}
 	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
-		wire.ErrorCode(ae.ErrorCode) == wire.CodeApply {
+		wire.ErrorCode(ae.ErrorCode) == code {
 		return ae.ErrorMessage, true
 	}
 	return "", false

@@ -9,8 +9,8 @@ import (
 // The master's Prometheus metrics (--metrics-addr). Everything but the
 // wait histogram is read from the transport's status when scraped.
 
-var peerStates = []string{"connecting", "streaming", "catching-up", "degraded", "resyncing", "checking", "verifying",
-	"fenced", "needs-resync", "stopped"}
+var peerStates = []string{"connecting", "streaming", "catching-up", "degraded", "refused", "resyncing", "checking",
+	"verifying", "fenced", "needs-resync", "stopped"}
 
 type masterCollector struct {
 	m   *quictransport.Master

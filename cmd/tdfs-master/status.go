@@ -71,8 +71,8 @@ func statusCommand() *cli.Command {
 		UsageText: "tdfs-master status -m DIR [--journal DIR | --admin-socket PATH] [--json] [--watch]",
 		Description: "status asks the tdfs-master running on DIR (through the admin socket in its journal dir, which\n" +
 			"only the master's user may use) for one row per slave: its address and certificate name, its state\n" +
-			"(connecting, streaming, catching-up, resyncing, checking, verifying, degraded, fenced: refused by\n" +
-			"the slave, needs-resync, stopped), the last op it applied and made durable, how far behind it is\n" +
+			"(connecting, streaming, catching-up, resyncing, checking, verifying, degraded, refused: an op the\n" +
+			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last op it applied and made durable, how far behind it is\n" +
 			"in ops, bytes and seconds, how fast it applies, the connection's round-trip time and packet loss,\n" +
 			"and its last error. It changes nothing.\n\n" +
 			"Exit codes: 0 the answer was printed, 1 no master answers (or bad flags), 2 the answer was garbled.",
