@@ -37,12 +37,3 @@ func TestSlaveRefusesOp(t *testing.T) {
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s2.stop(syscall.SIGTERM, 30*time.Second)
 }
-
-// restartSlaveWith is restartSlave with extra flags.
-func restartSlaveWith(t *testing.T, k *pki, name string, old *slave, extra ...string) *slave {
-	t.Helper()
-	args := append([]string{"-m", old.dir, "--listen", old.addr, "--state", slaveState(old)}, k.flags(name)...)
-	p := start(t, "tdfs-slave", append(args, extra...)...)
-	p.waitLine(`msg=listening`, 30*time.Second)
-	return &slave{proc: p, dir: old.dir, addr: old.addr}
-}

@@ -79,8 +79,14 @@ func TestSlaveRestart(t *testing.T) {
 // restartSlave starts slave name again on old's address, directory and state.
 func restartSlave(t *testing.T, k *pki, name string, old *slave) *slave {
 	t.Helper()
+	return restartSlaveWith(t, k, name, old)
+}
+
+// restartSlaveWith is restartSlave with extra flags.
+func restartSlaveWith(t *testing.T, k *pki, name string, old *slave, extra ...string) *slave {
+	t.Helper()
 	args := append([]string{"-m", old.dir, "--listen", old.addr, "--state", slaveState(old)}, k.flags(name)...)
-	p := start(t, "tdfs-slave", args...)
+	p := start(t, "tdfs-slave", append(args, extra...)...)
 	p.waitLine(`msg=listening`, 30*time.Second)
 	return &slave{proc: p, dir: old.dir, addr: old.addr}
 }

@@ -210,7 +210,7 @@ func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
 		Usage:     "compare the backing dir of a running master with every slave",
-		UsageText: "tdfs-master verify -m DIR [--journal DIR] [--repair]",
+		UsageText: "tdfs-master verify -m DIR [--journal DIR | --admin-socket PATH] [--repair] [--timeout DURATION]",
 		Description: "verify asks the tdfs-master running on DIR (through the admin socket in its journal dir) to\n" +
 			"compare DIR with each connected slave: names, types, sizes, modes, owners, mtimes, symlink targets,\n" +
 			"hard links, xattrs and contents (hashed on both sides, so only hashes cross the network). Writes\n" +

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -72,9 +71,9 @@ func statusCommand() *cli.Command {
 		Description: "status asks the tdfs-master running on DIR (through the admin socket in its journal dir, which\n" +
 			"only the master's user may use) for one row per slave: its address and certificate name, its state\n" +
 			"(connecting, streaming, catching-up, resyncing, checking, verifying, degraded, refused: an op the\n" +
-			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last op it applied and made durable, how far behind it is\n" +
-			"in ops, bytes and seconds, how fast it applies, the connection's round-trip time and packet loss,\n" +
-			"and its last error. It changes nothing.\n\n" +
+			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last\n" +
+			"op it applied and made durable, how far behind it is in ops, bytes and seconds, how fast it\n" +
+			"applies, the connection's round-trip time and packet loss, and its last error. It changes nothing.\n\n" +
 			"Exit codes: 0 the answer was printed, 1 no master answers (or bad flags), 2 the answer was garbled.",
 		OnUsageError: daemon.OnUsageError,
 		Flags: append(adminFlags(),
@@ -95,7 +94,7 @@ func runStatus(c *cli.Context) error {
 	for first := true; ; first = false {
 		st, err := askStatus(sock)
 		if err != nil {
-			if first || !strings.HasPrefix(err.Error(), "no master answers") {
+			if first || exitCodeOf(err) != daemon.ExitUsage { // only "no master answers" is waited out
 				return cli.Exit(name+": "+err.Error(), exitCodeOf(err))
 			}
 			fmt.Fprintf(out, "%s: %v\n", time.Now().Format(time.TimeOnly), err)
