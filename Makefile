@@ -11,7 +11,7 @@ TESTFUZZ  ?= 100000x
 PKG       := github.com/tdfs/tdfs
 FUZZ_TARGETS := FuzzParseOp FuzzFrameReader FuzzControl FuzzParseResyncItem FuzzParseResyncReply
 
-.PHONY: all build test unit e2e fuzz fuzz-smoke lint check-deps demo clean
+.PHONY: all build test unit e2e fuzz fuzz-smoke lint check-deps demo bench clean
 
 all: build
 
@@ -65,6 +65,14 @@ check-deps:
 # a sample tree through the mount, shows that the slaves match, cleans up.
 demo: build
 	bash cmd/demo.sh $(BIN)
+
+# Measures tdfs against a bare go-fuse loopback, raw QUIC and rsync/lsyncd
+# (README, Performance): prints a markdown table, writes bench-results/.
+# BENCH_QUICK=1 for a smaller run (under 3 minutes); BENCH_DIR=/some/disk to
+# put the backing dirs on a disk instead of a tmpfs; tdfs-bench --help.
+bench: build
+	$(GO) build -o $(BIN)/ ./cmd/tdfs-bench
+	$(BIN)/tdfs-bench --bin $(BIN) --out $${BENCH_OUT:-bench-results}
 
 clean:
 	rm -rf $(BIN)
