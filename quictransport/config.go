@@ -32,10 +32,15 @@ const (
 	// DefaultMaxStreams is how many data streams a master may have open
 	// on a slave at once: its DataStreams plus headroom.
 	DefaultMaxStreams = 64
+	// DefaultMaxLanes is how many connections a slave accepts per master
+	// session (the primary one and its lanes), when MaxStreams leaves
+	// room for them (maxMaxStreams).
+	DefaultMaxLanes = 8
 )
 
-// maxMaxStreams bounds ServerConfig.MaxStreams: each open stream costs a
-// goroutine and a frame buffer on the slave.
+// maxMaxStreams bounds ServerConfig.MaxStreams, and MaxStreams times
+// MaxLanes (the streams of a session): each open stream costs a goroutine
+// and a frame buffer on the slave.
 const maxMaxStreams = 4096
 
 // minPending is the smallest MaxPending a slave may announce: one op body can
@@ -110,8 +115,16 @@ type MasterConfig struct {
 	// DataThreshold: writes with len(Data) >= DataThreshold travel on their
 	// own data stream.
 	DataThreshold int
-	// DataStreams is how many data streams may be in flight per slave.
+	// DataStreams is how many data streams may be in flight per slave, in
+	// total over its lanes.
 	DataStreams int
+	// Lanes is how many QUIC connections carry each slave's data streams
+	// (0 or 1: one, the primary connection, which alone carries the
+	// control stream; at most wire.MaxLanes). Each connection has its own
+	// congestion window: quic-go's NewReno collapses on a lossy or long
+	// link, and several windows recover faster than one (DESIGN, lanes).
+	// The slave may grant fewer (its MaxLanes).
+	Lanes int
 	// ResyncWindow bounds the bytes of resync items in flight per slave.
 	ResyncWindow int64
 	// OnProgress, when set, is called with a pass's progress about once a
@@ -165,6 +178,12 @@ func (c MasterConfig) withDefaults() (MasterConfig, error) {
 	}
 	if c.DataStreams == 0 {
 		c.DataStreams = DefaultDataStreams
+	}
+	if c.Lanes == 0 {
+		c.Lanes = 1
+	}
+	if c.Lanes < 1 || c.Lanes > wire.MaxLanes {
+		return c, fmt.Errorf("%w: %d lanes, want 1 to %d", ErrConfig, c.Lanes, wire.MaxLanes)
 	}
 	if c.ResyncWindow <= 0 {
 		c.ResyncWindow = DefaultResyncWindow
@@ -237,8 +256,15 @@ type ServerConfig struct {
 	// SyncInterval: when idle this long with unsynced ops, sync them.
 	SyncInterval time.Duration
 	// MaxStreams bounds the data streams a master may have open at once
-	// (QUIC MaxIncomingUniStreams); 0: DefaultMaxStreams.
+	// on each of its connections (QUIC MaxIncomingUniStreams); 0:
+	// DefaultMaxStreams.
 	MaxStreams int
+	// MaxLanes bounds the connections of one master session: the primary
+	// one and its lanes (wire.LaneHello), each with up to MaxStreams data
+	// streams, so a session has at most MaxLanes*MaxStreams streams open
+	// (at most maxMaxStreams), and their ops share one MaxPending. 0:
+	// DefaultMaxLanes, lowered if MaxStreams leaves no room; 1: no lanes.
+	MaxLanes int
 	// ResetKey, when set, is the QUIC stateless reset key. Keep it across
 	// restarts (the slave's state dir): a master still talking to the
 	// previous process then gets a stateless reset and reconnects at once,
@@ -274,6 +300,16 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	}
 	if c.MaxStreams < 1 || c.MaxStreams > maxMaxStreams {
 		return c, fmt.Errorf("%w: MaxStreams %d is not between 1 and %d", ErrConfig, c.MaxStreams, maxMaxStreams)
+	}
+	if c.MaxLanes == 0 {
+		c.MaxLanes = max(1, min(DefaultMaxLanes, maxMaxStreams/c.MaxStreams))
+	}
+	if c.MaxLanes < 1 || c.MaxLanes > wire.MaxLanes {
+		return c, fmt.Errorf("%w: MaxLanes %d is not between 1 and %d", ErrConfig, c.MaxLanes, wire.MaxLanes)
+	}
+	if c.MaxLanes*c.MaxStreams > maxMaxStreams {
+		return c, fmt.Errorf("%w: MaxLanes %d times MaxStreams %d is above %d streams per session",
+			ErrConfig, c.MaxLanes, c.MaxStreams, maxMaxStreams)
 	}
 	c.Listen = listenAddr(c.Listen)
 	if c.Logger == nil {

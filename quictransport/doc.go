@@ -19,6 +19,41 @@
 // each other (RFC 9000 section 2.2). Writes on data streams run in parallel
 // (DataStreams per slave) so one lost packet stalls one write, not all.
 //
+// # Lanes
+//
+// quic-go's congestion control is NewReno, one window per connection,
+// shared by all its streams: on a lossy or long link every loss halves the
+// window of all the data in flight. With MasterConfig.Lanes > 1 a session
+// spans several connections: the primary one above, and lanes that carry
+// only data streams (lanes.go, session_lanes.go):
+//
+//	Hello{..., Lanes: N}                 the master asks for N connections
+//	HelloAck{..., Lanes: G, LaneToken}   the slave grants G <= min(N, MaxLanes)
+//	lane i (1..G-1), a new mTLS connection, first bidirectional stream:
+//	  master -> slave: LaneHello{Version, LaneToken, Lane: i}
+//	  slave -> master: LaneAck, or Error{CodeLane} and a close
+//	then master -> slave data streams, as on the primary connection
+//
+// The slave binds a lane to its current session only if the token is
+// that session's (a random 16-byte value, compared in constant time), the
+// lane's certificate is byte for byte the one of the session's connection,
+// CheckPeer accepts it, and its number is free and below the grant;
+// anything else is refused with CodeLane and a log line, and leaves the
+// session alone. A lane's data streams feed the session's reorder buffer
+// like the primary's: barriers, flow control (MaxPending, the master's
+// limit and inflight) and acks are the session's, whatever connection an
+// op travels on. The master spreads data streams over its connections,
+// least busy first; DataStreams bounds them in total. Each connection
+// admits MaxStreams data streams (QUIC's own limit), so a session has at
+// most MaxLanes*MaxStreams open. Lifetime: lanes close when their session
+// ends, and a lane that ends ends its session on both sides (writes in
+// flight on it are lost; the next session resends from the slave's
+// applied seq). A lane that cannot be connected is logged and the session
+// goes on with the others. Older peers: a master with Lanes <= 1 sends the
+// Hello an older slave expects; a master asking for lanes is refused by
+// an older slave as a malformed Hello (the master's log suggests --lanes
+// 1); a slave grants lanes only to a Hello that asks for them.
+//
 // # Handshake, fencing and resumption
 //
 // The master sends Hello{Epoch, Lineage, Run, Mode, First: lowest seq it

@@ -37,6 +37,9 @@ var (
 	// ErrDrained: the connection ended because the master drained it (not
 	// an error to report).
 	ErrDrained = errors.New("drained")
+	// ErrLane: a lane connection was refused, or one of a session's lanes
+	// ended, which ends the session (wire.CodeLane).
+	ErrLane = errors.New("lane refused or lost")
 )
 
 // PeerError is what a peer reported with a FrameError or a QUIC
@@ -76,6 +79,8 @@ func codeOf(err error) wire.ErrorCode {
 		return wire.CodeNeedsResync
 	case errors.Is(err, ErrApply):
 		return wire.CodeApply
+	case errors.Is(err, ErrLane):
+		return wire.CodeLane
 	case errors.Is(err, ErrProtocol), errors.Is(err, ErrSeqOutOfOrder),
 		errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTruncated):
 		return wire.CodeProtocol
@@ -88,6 +93,9 @@ func codeOf(err error) wire.ErrorCode {
 func explain(err error) string {
 	if err == nil {
 		return ""
+	}
+	if le, ok := errors.AsType[*laneError](err); ok {
+		return fmt.Sprintf("lane %d of the connection ended: %s", le.n, explain(le.cause))
 	}
 	if te, ok := errors.AsType[*quic.TransportError](err); ok && te.ErrorCode.IsCryptoError() {
 		if te.Remote && te.ErrorCode == 0x100+116 {

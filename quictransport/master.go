@@ -84,12 +84,22 @@ type PeerStatus struct {
 	// Rate is the bytes of ops the slave applied per second, over the
 	// last few seconds.
 	Rate float64
-	// The current connection's QUIC statistics (zero when not connected).
+	// The current session's QUIC statistics (zero when not connected):
+	// the primary connection's round-trip time, and the packets sent and
+	// lost on all its connections.
 	RTT         time.Duration // smoothed round-trip time
 	PacketsSent uint64
 	PacketsLost uint64
-	LastError   string
-	LastErrorAt time.Time // zero if none
+	// Lanes is the connections the current session carries data on (the
+	// primary one and its lanes), 0 when not connected.
+	Lanes int
+	// WireBytesSent is the bytes sent to the slave on every QUIC
+	// connection since the master started, ended ones included
+	// (ConnectionStats.BytesSent: QUIC packets with retransmissions, no
+	// UDP/IP headers).
+	WireBytesSent uint64
+	LastError     string
+	LastErrorAt   time.Time // zero if none
 }
 
 // NewMaster checks cfg and returns a Master; Run starts the connections.
@@ -454,9 +464,15 @@ func (m *Master) Status() []PeerStatus {
 			lb, age := m.clock.lag(p.applied, now)
 			st.LagBytes, st.LagSeconds = lb, age.Seconds()
 		}
-		if p.conn != nil {
-			cs := p.conn.ConnectionStats()
-			st.RTT, st.PacketsSent, st.PacketsLost = cs.SmoothedRTT, cs.PacketsSent, cs.PacketsLost
+		st.WireBytesSent = p.wireEnded
+		if p.lanes != nil {
+			sent, ps, pl := p.lanes.wireStats()
+			st.WireBytesSent += sent
+			if p.conn != nil {
+				st.RTT = p.conn.ConnectionStats().SmoothedRTT
+				st.Lanes = p.lanes.count()
+				st.PacketsSent, st.PacketsLost = ps, pl
+			}
 		}
 		out = append(out, st)
 	}

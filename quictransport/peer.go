@@ -84,6 +84,15 @@ type peer struct {
 	conn      *quic.Conn
 	rate      rateWindow
 	catchUpTo uint64
+	// lanes is the current session's connections (lanes.go), from its
+	// dial to its end; wireEnded the bytes sent on connections of
+	// sessions that ended (QUIC ConnectionStats.BytesSent).
+	lanes     *laneSet
+	wireEnded uint64
+	// The lanes the slave granted in its HelloAck (1: none), and the
+	// token that binds them to the session.
+	laneGrant int
+	laneToken wire.LaneToken
 	// cannotApply: the slave's last connection ended because it could not
 	// apply an op (its disk full or read-only, say); it is shown degraded
 	// until it applies ops again. refusesOp: it refused an op its policy
@@ -377,6 +386,10 @@ func (p *peer) connect(ctx context.Context) (streamed bool, err error) {
 // reader until either fails, ctx is done, or the drain completes.
 func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err error) {
 	m := p.m
+	ls := newLaneSet(conn)
+	m.mu.Lock()
+	p.lanes = ls
+	m.mu.Unlock()
 	sctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	var ctrl *quic.Stream
@@ -413,9 +426,15 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 			t.Stop()
 		}
 		conn.CloseWithError(appCode(code), msg)
+		// After the primary connection, so that the slave sees the
+		// session end rather than a lost lane; before the wait, which
+		// includes writes blocked on a lane.
+		ls.closeLanes(code, msg)
 		wg.Wait()
 		m.mu.Lock()
-		p.endSession, p.conn = nil, nil
+		sent, _, _ := ls.wireStats()
+		p.wireEnded += sent
+		p.endSession, p.conn, p.lanes = nil, nil, nil
 		switch {
 		case errors.Is(err, ErrDrained), p.state == stateStreaming && ctx.Err() != nil:
 			p.setStateLocked(stateStopped)
@@ -442,8 +461,12 @@ func (p *peer) session(ctx context.Context, conn *quic.Conn) (streamed bool, err
 	p.endSession = cancel
 	p.conn, p.catchUpTo = conn, m.bl.head
 	p.rate.reset()
+	grant, tok := p.laneGrant, p.laneToken
 	m.mu.Unlock()
-	err = p.send(sctx, cancel, &wg, conn, ctrl)
+	for n := 1; n < grant; n++ {
+		wg.Go(func() { p.runLane(sctx, cancel, ls, conn, uint32(n), tok) })
+	}
+	err = p.send(sctx, cancel, &wg, ls, ctrl)
 	cancel(err)
 	return true, context.Cause(sctx)
 }
@@ -465,23 +488,35 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	first, head := m.firstHeldLocked(), m.bl.head
 	m.mu.Unlock()
 	hello := wire.Hello{Version: wire.Version, Epoch: m.cfg.Epoch, Lineage: m.cfg.Lineage, Run: m.cfg.Run,
-		Mode: m.cfg.Mode, First: first, Head: head}
+		Mode: m.cfg.Mode, First: first, Head: head, Lanes: uint32(m.cfg.Lanes)}
 	if _, err := ctrl.Write(wire.AppendFrame(nil, wire.FrameHello, hello.Append(nil), nil)); err != nil {
 		return ctrl, nil, fmt.Errorf("send hello: %w", err)
 	}
 	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
 	fr := wire.NewFrameReader(ctrl, nil)
+	// A slave older than lanes reads the Hello's lanes field as garbage.
+	lanesHint := ""
+	if hello.Lanes > 1 {
+		lanesHint = fmt.Sprintf(" (this master asks for %d lanes: is the slave older than --lanes? try --lanes 1)", hello.Lanes)
+	}
 	kind, body, err := fr.Next()
 	if err != nil {
 		if errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTruncated) {
 			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if code, ok := remoteCode(err); ok && code == wire.CodeProtocol {
+			err = fmt.Errorf("%w%s", err, lanesHint)
 		}
 		return ctrl, nil, fmt.Errorf("waiting for hello-ack: %w", err)
 	}
 	switch kind {
 	case wire.FrameHelloAck:
 	case wire.FrameError:
-		return ctrl, nil, peerError(body)
+		err := peerError(body)
+		if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeProtocol {
+			pe.Msg += lanesHint
+		}
+		return ctrl, nil, err
 	default:
 		return ctrl, nil, fmt.Errorf("%w: %v frame instead of hello-ack", ErrProtocol, kind)
 	}
@@ -509,6 +544,14 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 		return ctrl, nil, &resyncError{msg}
 	}
 	p.limit = limit
+	p.laneGrant, p.laneToken = max(1, int(ack.Lanes)), ack.LaneToken
+	if p.laneGrant > m.cfg.Lanes {
+		m.mu.Unlock()
+		return ctrl, nil, fmt.Errorf("%w: the slave grants %d lanes, %d asked", ErrProtocol, p.laneGrant, m.cfg.Lanes)
+	}
+	if m.cfg.Lanes > 1 && p.laneGrant < m.cfg.Lanes {
+		p.log.Info(fmt.Sprintf("the slave grants %d of the %d lanes asked (its --max-lanes)", p.laneGrant, m.cfg.Lanes))
+	}
 	p.inflight, p.inflightBytes, p.byeSent = nil, 0, false
 	p.items, p.itemsSent, p.itemsAcked, p.itemFlight, p.itemsReserved = nil, 0, 0, nil, 0
 	p.loggedErr, p.resyncLogged, p.told = "", false, false
@@ -665,9 +708,9 @@ func (p *peer) nextAction() step {
 
 // send writes ops and resync items in order: small ops and items on the
 // control stream (buffered, flushed when nothing more is ready), large
-// writes each on a data stream of their own, at most DataStreams in
-// flight.
-func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, conn *quic.Conn, ctrl *quic.Stream) error {
+// writes each on a data stream of their own, on the least busy connection
+// of the session (lanes.go), at most DataStreams in flight in all.
+func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, ls *laneSet, ctrl *quic.Stream) error {
 	bw := bufio.NewWriterSize(ctrl, 64<<10)
 	sem := make(chan struct{}, p.m.cfg.DataStreams)
 	for {
@@ -695,9 +738,15 @@ func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *syn
 					return context.Cause(ctx)
 				}
 			}
+			lane := ls.pick()
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if err := sendData(ctx, conn, e.seq, frame); err != nil {
+				defer lane.busy.Add(-1)
+				if err := sendData(ctx, lane.conn, e.seq, frame); err != nil {
+					if lane.n > 0 && lane.conn.Context().Err() != nil {
+						// Say which lane died, not which write it cut.
+						err = &laneError{n: lane.n, cause: context.Cause(lane.conn.Context())}
+					}
 					cancel(err)
 				}
 			})
@@ -895,6 +944,14 @@ func slaveFenced(err error) (string, bool) {
 		return ae.ErrorMessage, true
 	}
 	return "", false
+}
+
+// remoteCode is the code of the peer's QUIC close in err, if err is one.
+func remoteCode(err error) (wire.ErrorCode, bool) {
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote {
+		return wire.ErrorCode(ae.ErrorCode), true
+	}
+	return 0, false
 }
 
 // peerError decodes a FrameError body into a *PeerError.

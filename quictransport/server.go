@@ -254,6 +254,10 @@ func (s *Server) startSession(conn *quic.Conn) {
 		if !stop() {
 			err = errors.New("slave shutting down")
 		}
+		if err == nil && sess.lane != nil {
+			s.attachLane(sess)
+			return
+		}
 		if err != nil {
 			// A fenced master redials every few seconds: say so once
 			// (and hourly while it goes on), not once per attempt.

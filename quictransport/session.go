@@ -36,8 +36,10 @@ type session struct {
 	shutdown atomic.Bool // the stop is the server's: sync and ack first
 	done     chan struct{}
 
-	// Set by readHello and handshake.
+	// Set by readHello and handshake. lane is set instead of hello when
+	// the connection is a lane of another session (session_lanes.go).
 	hello wire.Hello
+	lane  *wire.LaneHello
 	ctrl  *quic.Stream
 	fr    *wire.FrameReader
 	mode  wire.SyncMode
@@ -52,6 +54,13 @@ type session struct {
 	forceAck   atomic.Bool
 	failOnce   sync.Once
 	failed     atomic.Bool
+
+	// The session's lanes (session_lanes.go), guarded by laneMu.
+	laneMu      sync.Mutex
+	laneToken   wire.LaneToken
+	laneGranted int                   // connections granted, the primary one included (0 or 1: none)
+	lanes       map[uint32]*quic.Conn // by lane number
+	lanesClosed bool                  // the session ended: no more lanes
 }
 
 func newSession(srv *Server, conn *quic.Conn) *session {
@@ -95,6 +104,10 @@ func (s *session) serve(prev *session) {
 		<-prev.done
 	}
 	defer s.wg.Wait()
+	// Lanes end with their session (after the cancel, so that their end
+	// is not taken for a lost lane), and before the wait for their
+	// readers.
+	defer s.closeLanes()
 	defer s.cancel(nil)
 	if s.stopping() {
 		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
@@ -121,8 +134,8 @@ func (s *session) serve(prev *session) {
 		return
 	}
 	s.wg.Go(s.readControl)
-	s.wg.Go(s.acceptData)
-	s.wg.Go(s.refuseBidi)
+	s.wg.Go(func() { s.acceptData(s.conn) })
+	s.wg.Go(func() { s.refuseBidi(s.conn) })
 	s.wg.Go(s.ackLoop)
 	s.applyLoop()
 
@@ -212,6 +225,16 @@ func (s *session) readHello(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: reading hello: %w", ErrProtocol, err)
 	}
+	if kind == wire.FrameLaneHello {
+		// A lane of a session: Server.attachLane binds it, or not.
+		lh, err := wire.ParseLaneHello(body)
+		if err != nil {
+			return fmt.Errorf("%w: lane-hello: %w", ErrProtocol, err)
+		}
+		ctrl.SetReadDeadline(time.Time{})
+		s.lane = &lh
+		return nil
+	}
 	if kind != wire.FrameHello {
 		return fmt.Errorf("%w: %v frame before hello", ErrProtocol, kind)
 	}
@@ -255,17 +278,24 @@ func (s *session) handshake() error {
 	srv.mu.Unlock()
 	ack := wire.HelloAck{Epoch: st.Epoch, Run: st.Run, Applied: applied, Durable: durable,
 		MaxPending: uint64(srv.cfg.MaxPending), Resyncing: st.Resyncing}
-	if err := s.writeFrame(wire.FrameHelloAck, ack.Append(nil)); err != nil {
-		return fmt.Errorf("sending hello-ack: %w", err)
+	granted, err := s.grantLanes(&ack)
+	if err != nil {
+		return err
 	}
+	// The reorder buffer exists before the HelloAck leaves: a lane may
+	// deliver data as soon as the master has read it.
 	s.rb = newReorder(applied+1, srv.cfg.MaxPending)
 	// The writes a master may have in flight on data streams: those
 	// waiting to open one (its DataStreams), those whose stream the slave
-	// has not read to its end (at most MaxStreams), and those read but
-	// not yet buffered (as many): the rest were skipped.
-	s.rb.maxGap = 2*srv.cfg.MaxStreams + 4*DefaultDataStreams
+	// has not read to its end (at most MaxStreams per connection), and
+	// those read but not yet buffered (as many): the rest were skipped.
+	s.rb.maxGap = 2*srv.cfg.MaxStreams*granted + 4*DefaultDataStreams
+	if err := s.writeFrame(wire.FrameHelloAck, ack.Append(nil)); err != nil {
+		return fmt.Errorf("sending hello-ack: %w", err)
+	}
 	s.log.Info("master connected", "epoch", epochName(h.Epoch), "run", hex.EncodeToString(h.Run[:4]),
-		"mode", h.Mode.String(), "applied", applied, "durable", durable, "master_head", h.Head, "resyncing", st.Resyncing)
+		"mode", h.Mode.String(), "applied", applied, "durable", durable, "master_head", h.Head, "resyncing", st.Resyncing,
+		"lanes", granted)
 	return nil
 }
 
@@ -421,17 +451,18 @@ func (s *session) readFailed(what string, err error) {
 	}
 }
 
-// acceptData reads every data stream as soon as it is opened, each in its
-// own goroutine, to its end. Never leaving a stream unread is what keeps
-// the connection's flow-control window open while the applier waits for a
-// missing op (research pitfall #5).
-func (s *session) acceptData() {
+// acceptData reads every data stream of conn (the session's connection or
+// one of its lanes) as soon as it is opened, each in its own goroutine, to
+// its end. Never leaving a stream unread is what keeps the connection's
+// flow-control window open while the applier waits for a missing op
+// (research pitfall #5).
+func (s *session) acceptData(conn *quic.Conn) {
 	for {
-		rs, err := s.conn.AcceptUniStream(s.ctx)
+		rs, err := conn.AcceptUniStream(s.ctx)
 		if err != nil {
 			return // the connection is gone
 		}
-		s.wg.Go(func() { s.readData(rs) })
+		s.wg.Go(func() { s.readData(conn, rs) })
 	}
 }
 
@@ -439,10 +470,13 @@ func (s *session) acceptData() {
 // stream's end (quictransport doc). Anything else is a protocol error: a
 // master sends nothing else there, and the skip check of the reorder
 // buffer counts one write per data stream.
-func (s *session) readData(rs *quic.ReceiveStream) {
+func (s *session) readData(conn *quic.Conn, rs *quic.ReceiveStream) {
 	fr := wire.NewFrameReader(rs, s.srv.dec)
 	kind, body, err := fr.Next()
 	if err != nil {
+		if conn.Context().Err() != nil {
+			return // a lane that ended: laneEnded says so
+		}
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: an empty data stream", ErrProtocol)
 		}
@@ -460,16 +494,18 @@ func (s *session) readData(rs *quic.ReceiveStream) {
 	if _, _, err := fr.Next(); !errors.Is(err, io.EOF) {
 		if err == nil {
 			err = fmt.Errorf("%w: a second frame on a data stream", ErrProtocol)
+		} else if conn.Context().Err() != nil {
+			return
 		}
 		s.readFailed("data stream", err)
 	}
 }
 
-// refuseBidi closes the connection if the master opens a second
-// bidirectional stream: nothing would read it, and its bytes would pin
-// the connection window.
-func (s *session) refuseBidi() {
-	if _, err := s.conn.AcceptStream(s.ctx); err == nil {
+// refuseBidi closes the session if the master opens a second
+// bidirectional stream on conn: nothing would read it, and its bytes would
+// pin the connection window.
+func (s *session) refuseBidi(conn *quic.Conn) {
+	if _, err := conn.AcceptStream(s.ctx); err == nil {
 		s.fail(fmt.Errorf("%w: a second bidirectional stream", ErrProtocol))
 	}
 }

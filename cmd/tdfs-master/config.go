@@ -96,6 +96,9 @@ func configure(c *cli.Context) (*config, error) {
 	if backlog < 16<<20 {
 		return nil, fmt.Errorf("--backlog %s: want at least 16M", c.String("backlog"))
 	}
+	if n := c.Int("lanes"); n < 1 || n > wire.MaxLanes {
+		return nil, fmt.Errorf("--lanes %d: want 1 to %d", n, wire.MaxLanes)
+	}
 	var comp *wire.Compressor
 	level, err := strconv.Atoi(c.String("compress"))
 	if err != nil || level < 0 || level > 4 {
@@ -141,6 +144,7 @@ func configure(c *cli.Context) (*config, error) {
 			SyncTimeout: c.Duration("sync-timeout"),
 			Compressor:  comp,
 			Backlog:     backlog,
+			Lanes:       c.Int("lanes"),
 			Logger:      log,
 		},
 		fuse: mirrorfs.Options{

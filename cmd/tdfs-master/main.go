@@ -11,6 +11,7 @@ import (
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
 func main() {
@@ -69,6 +70,12 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "a slave that has not answered within this `DURATION` is marked degraded and stops holding writers back"},
 			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
 				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
+			&cli.IntFlag{Name: "lanes", Value: 1, EnvVars: []string{"TDFS_LANES"},
+				Usage: fmt.Sprintf("QUIC connections per slave for bulk data, `N` from 1 to %d: each has its own "+
+					"congestion window, so a lossy or long, fast WAN link (where one connection's window collapses "+
+					"after every loss) carries several times more; ordering is unchanged. Raise it (4 is a good start) "+
+					"when a slave far away lags while the link is not full; keep 1 on a LAN. The slave may allow "+
+					"fewer (its --max-lanes)", wire.MaxLanes)},
 			&cli.StringFlag{Name: "backlog", Value: "256M", EnvVars: []string{"TDFS_BACKLOG"},
 				Usage: "`SIZE` of operations kept in memory for slaves that lag or are away (beyond it they are " +
 					"read back from the journal)"},

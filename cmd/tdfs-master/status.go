@@ -29,20 +29,25 @@ type masterStatus struct {
 }
 
 type slaveStatus struct {
-	Addr        string     `json:"addr"`
-	Name        string     `json:"name"`
-	State       string     `json:"state"`
-	Applied     uint64     `json:"applied_seq"`
-	Durable     uint64     `json:"durable_seq"`
-	LagOps      uint64     `json:"lag_ops"`
-	LagBytes    uint64     `json:"lag_bytes"`
-	LagSeconds  float64    `json:"lag_seconds"`
-	Rate        float64    `json:"bytes_per_second"`
-	RTTSeconds  float64    `json:"rtt_seconds"`
-	PacketsSent uint64     `json:"packets_sent"`
-	PacketsLost uint64     `json:"packets_lost"`
-	LastError   string     `json:"last_error,omitempty"`
-	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	Addr        string  `json:"addr"`
+	Name        string  `json:"name"`
+	State       string  `json:"state"`
+	Applied     uint64  `json:"applied_seq"`
+	Durable     uint64  `json:"durable_seq"`
+	LagOps      uint64  `json:"lag_ops"`
+	LagBytes    uint64  `json:"lag_bytes"`
+	LagSeconds  float64 `json:"lag_seconds"`
+	Rate        float64 `json:"bytes_per_second"`
+	RTTSeconds  float64 `json:"rtt_seconds"`
+	PacketsSent uint64  `json:"packets_sent"`
+	PacketsLost uint64  `json:"packets_lost"`
+	// Lanes: the connections carrying data now (0 when not connected);
+	// WireBytesSent: bytes sent on every QUIC connection to the slave
+	// since the master started (retransmissions included).
+	Lanes         int        `json:"lanes"`
+	WireBytesSent uint64     `json:"wire_bytes_sent"`
+	LastError     string     `json:"last_error,omitempty"`
+	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
 }
 
 // statusOf gathers the master's status.
@@ -53,7 +58,8 @@ func statusOf(cfg *config, m *quictransport.Master) masterStatus {
 		out.Head = max(out.Head, p.Head)
 		s := slaveStatus{Addr: p.Addr, Name: p.Name, State: p.State, Applied: p.Applied, Durable: p.Durable,
 			LagOps: p.LagOps, LagBytes: p.LagBytes, LagSeconds: p.LagSeconds, Rate: p.Rate,
-			RTTSeconds: p.RTT.Seconds(), PacketsSent: p.PacketsSent, PacketsLost: p.PacketsLost, LastError: p.LastError}
+			RTTSeconds: p.RTT.Seconds(), PacketsSent: p.PacketsSent, PacketsLost: p.PacketsLost, Lanes: p.Lanes,
+			WireBytesSent: p.WireBytesSent, LastError: p.LastError}
 		if !p.LastErrorAt.IsZero() {
 			at := p.LastErrorAt.UTC().Round(time.Millisecond)
 			s.LastErrorAt = &at
@@ -73,7 +79,9 @@ func statusCommand() *cli.Command {
 			"(connecting, streaming, catching-up, resyncing, checking, verifying, degraded, refused: an op the\n" +
 			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last\n" +
 			"op it applied and made durable, how far behind it is in ops, bytes and seconds, how fast it\n" +
-			"applies, the connection's round-trip time and packet loss, and its last error. It changes nothing.\n\n" +
+			"applies, the connection's round-trip time and packet loss, the QUIC connections carrying its data\n" +
+			"(LANES, see --lanes) and the bytes sent to it on the wire since the master started (SENT), and its\n" +
+			"last error. It changes nothing.\n\n" +
 			"Exit codes: 0 the answer was printed, 1 no master answers (or bad flags), 2 the answer was garbled.",
 		OnUsageError: daemon.OnUsageError,
 		Flags: append(adminFlags(),
@@ -163,7 +171,7 @@ func printStatus(w io.Writer, st masterStatus, now time.Time) {
 	fmt.Fprintf(w, "master %s -> %s: epoch %.8s, sync %s, head seq %d, journal %s\n",
 		st.Mount, st.Dir, st.Epoch, st.Sync, st.Head, humanBytes(uint64(max(0, st.JournalBytes))))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLAVE\tNAME\tSTATE\tAPPLIED\tDURABLE\tLAG OPS\tLAG BYTES\tLAG\tRATE\tRTT\tLOSS\tLAST ERROR")
+	fmt.Fprintln(tw, "SLAVE\tNAME\tSTATE\tAPPLIED\tDURABLE\tLAG OPS\tLAG BYTES\tLAG\tRATE\tRTT\tLOSS\tLANES\tSENT\tLAST ERROR")
 	for _, s := range st.Slaves {
 		lastErr := "-"
 		if s.LastError != "" {
@@ -183,9 +191,13 @@ func printStatus(w io.Writer, st masterStatus, now time.Time) {
 		if s.RTTSeconds > 0 {
 			rtt = time.Duration(s.RTTSeconds * float64(time.Second)).Round(10 * time.Microsecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s/s\t%s\t%s\t%s\n", s.Addr, s.Name, s.State, s.Applied, s.Durable,
+		lanes := "-"
+		if s.Lanes > 0 {
+			lanes = fmt.Sprint(s.Lanes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s/s\t%s\t%s\t%s\t%s\t%s\n", s.Addr, s.Name, s.State, s.Applied, s.Durable,
 			s.LagOps, humanBytes(s.LagBytes), time.Duration(s.LagSeconds*float64(time.Second)).Round(time.Millisecond),
-			humanBytes(uint64(s.Rate)), rtt, loss, lastErr)
+			humanBytes(uint64(s.Rate)), rtt, loss, lanes, humanBytes(s.WireBytesSent), lastErr)
 	}
 	tw.Flush()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
 )
 
@@ -75,6 +76,10 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "files the slave keeps open for the master's open files, at most (`N`, one descriptor each)"},
 			&cli.IntFlag{Name: "max-streams", Value: quictransport.DefaultMaxStreams, EnvVars: []string{"TDFS_MAX_STREAMS"},
 				Usage: "data streams (large writes in flight) a master may have open at once, at most (`N`)"},
+			&cli.IntFlag{Name: "max-lanes", Value: quictransport.DefaultMaxLanes, EnvVars: []string{"TDFS_MAX_LANES"},
+				Usage: fmt.Sprintf("QUIC connections a master may use at once for its data (its --lanes), the first one "+
+					"included, at most (`N`, 1 to %d; 1 allows no lanes): each may have --max-streams data streams open, "+
+					"and all share --max-pending; N times --max-streams must stay within 4096", wire.MaxLanes)},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TDFS_METRICS_ADDR"},
 				Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics and the applied and durable seqs " +
 					"as JSON at /seq, for read-your-writes routing (off by default)"},
@@ -141,6 +146,16 @@ func configure(c *cli.Context) (*config, error) {
 	if n := c.Int("max-streams"); n < 1 || n > 4096 {
 		return nil, fmt.Errorf("--max-streams %d: want 1 to 4096", n)
 	}
+	lanes := c.Int("max-lanes")
+	if lanes < 1 || lanes > wire.MaxLanes {
+		return nil, fmt.Errorf("--max-lanes %d: want 1 to %d", lanes, wire.MaxLanes)
+	}
+	if lanes*c.Int("max-streams") > 4096 {
+		if c.IsSet("max-lanes") {
+			return nil, fmt.Errorf("--max-lanes %d times --max-streams %d is above 4096 streams", lanes, c.Int("max-streams"))
+		}
+		lanes = max(1, 4096/c.Int("max-streams")) // the default gives way to a large --max-streams
+	}
 	return &config{
 		dir:         dir,
 		stateDir:    stateDir,
@@ -152,6 +167,7 @@ func configure(c *cli.Context) (*config, error) {
 			CheckPeer:  identity.CheckPeer,
 			MaxPending: pending,
 			MaxStreams: c.Int("max-streams"),
+			MaxLanes:   lanes,
 			Logger:     log,
 		},
 		replay: replayer.Options{AllowSetuid: c.Bool("allow-setuid"), MaxFileSize: uint64(maxFile),

@@ -58,10 +58,29 @@ type Hello struct {
 	// seq it numbered when it sent the Hello.
 	First uint64
 	Head  uint64
+	// Lanes is how many QUIC connections the master would like to use for
+	// this session, the primary one included (its --lanes, at most
+	// MaxLanes); 0 or 1: the primary only. It is an optional trailing
+	// field, present only when above 1, so a master with one lane sends
+	// the very bytes an older slave expects, and an older slave refuses a
+	// master asking for lanes with a clear "malformed hello" instead of
+	// misreading it.
+	Lanes uint32
 }
 
+// MaxLanes bounds the connections of one session (Hello.Lanes,
+// HelloAck.Lanes): the primary one and up to MaxLanes-1 lanes.
+const MaxLanes = 16
+
+// LaneTokenLen is the length of the token that binds a lane to its session.
+const LaneTokenLen = 16
+
+// LaneToken is the random per-session secret a slave gives the master in
+// its HelloAck; a lane connection presents it in its LaneHello.
+type LaneToken [LaneTokenLen]byte
+
 // Append encodes: version, epoch, lineage (count + epochs), run, mode,
-// first, head.
+// first, head, and lanes only when above 1.
 func (h *Hello) Append(b []byte) []byte {
 	b = appendUvarint(b, uint64(h.Version))
 	b = append(b, h.Epoch[:]...)
@@ -72,7 +91,11 @@ func (h *Hello) Append(b []byte) []byte {
 	b = append(b, h.Run[:]...)
 	b = append(b, byte(h.Mode))
 	b = appendUvarint(b, h.First)
-	return appendUvarint(b, h.Head)
+	b = appendUvarint(b, h.Head)
+	if h.Lanes > 1 {
+		b = appendUvarint(b, uint64(h.Lanes))
+	}
+	return b
 }
 
 // ParseHello parses the body of a FrameHello.
@@ -95,6 +118,15 @@ func ParseHello(body []byte) (Hello, error) {
 	if d.err == nil && h.Mode > ModeSync {
 		d.fail(fmt.Errorf("%w: unknown sync mode %d", ErrMalformed, h.Mode))
 	}
+	if d.err == nil && len(d.b) > 0 {
+		// The optional lanes field: present only when above 1, so that
+		// every Hello has one encoding.
+		n := d.uvarint()
+		if d.err == nil && (n < 2 || n > MaxLanes) {
+			d.fail(fmt.Errorf("%w: hello asks for %d lanes, want 2 to %d (or the field left out)", ErrMalformed, n, MaxLanes))
+		}
+		h.Lanes = uint32(n)
+	}
 	return h, d.end()
 }
 
@@ -115,10 +147,23 @@ type HelloAck struct {
 	// Resyncing says the slave's tree is of unknown state (new, a resync
 	// interrupted, a crash of its host): it needs a resync pass.
 	Resyncing bool
+	// Lanes is how many connections the slave accepts for this session,
+	// the primary one included (2..MaxLanes, at most the Hello's Lanes),
+	// and LaneToken the secret each lane presents in its LaneHello. A
+	// slave grants lanes only to a Hello that asks for them, so an older
+	// master never sees the field (flag bit 1); 0: no lanes.
+	Lanes     uint32
+	LaneToken LaneToken
 }
 
+const (
+	ackFlagResyncing = 1 << 0
+	ackFlagLanes     = 1 << 1 // lanes and lane token follow the flags
+)
+
 // Append encodes: epoch, run, applied, durable, max pending, flags byte
-// (bit 0: resyncing).
+// (bit 0: resyncing, bit 1: lanes granted), then with bit 1 set: lanes,
+// lane token.
 func (h *HelloAck) Append(b []byte) []byte {
 	b = append(b, h.Epoch[:]...)
 	b = append(b, h.Run[:]...)
@@ -127,9 +172,17 @@ func (h *HelloAck) Append(b []byte) []byte {
 	b = appendUvarint(b, h.MaxPending)
 	var flags byte
 	if h.Resyncing {
-		flags |= 1
+		flags |= ackFlagResyncing
 	}
-	return append(b, flags)
+	if h.Lanes > 1 {
+		flags |= ackFlagLanes
+	}
+	b = append(b, flags)
+	if h.Lanes > 1 {
+		b = appendUvarint(b, uint64(h.Lanes))
+		b = append(b, h.LaneToken[:]...)
+	}
+	return b
 }
 
 // ParseHelloAck parses the body of a FrameHelloAck.
@@ -142,14 +195,56 @@ func ParseHelloAck(body []byte) (HelloAck, error) {
 	h.Durable = d.uvarint()
 	h.MaxPending = d.uvarint()
 	flags := d.byte()
-	h.Resyncing = flags&1 != 0
-	if d.err == nil && flags&^1 != 0 {
+	h.Resyncing = flags&ackFlagResyncing != 0
+	if d.err == nil && flags&^(ackFlagResyncing|ackFlagLanes) != 0 {
 		d.fail(fmt.Errorf("%w: hello-ack flags %#x", ErrMalformed, flags))
+	}
+	if d.err == nil && flags&ackFlagLanes != 0 {
+		n := d.uvarint()
+		if d.err == nil && (n < 2 || n > MaxLanes) {
+			d.fail(fmt.Errorf("%w: hello-ack grants %d lanes, want 2 to %d", ErrMalformed, n, MaxLanes))
+		}
+		h.Lanes = uint32(n)
+		h.LaneToken = LaneToken(d.run())
 	}
 	if d.err == nil && h.Durable > h.Applied {
 		d.fail(fmt.Errorf("%w: durable %d beyond applied %d", ErrMalformed, h.Durable, h.Applied))
 	}
 	return h, d.end()
+}
+
+// LaneHello is the first frame on the bidirectional stream a master opens
+// on a lane: an extra QUIC connection of a session, which carries only
+// data streams. The slave binds it to the session whose HelloAck gave
+// Token, if its certificate is the one of that session's connection; it
+// answers an empty FrameLaneAck, or FrameError with CodeLane.
+type LaneHello struct {
+	Version uint32
+	Token   LaneToken
+	// Lane numbers the lane within its session: 1 to HelloAck.Lanes-1
+	// (the primary connection is lane 0).
+	Lane uint32
+}
+
+// Append encodes: version, token, lane.
+func (l *LaneHello) Append(b []byte) []byte {
+	b = appendUvarint(b, uint64(l.Version))
+	b = append(b, l.Token[:]...)
+	return appendUvarint(b, uint64(l.Lane))
+}
+
+// ParseLaneHello parses the body of a FrameLaneHello.
+func ParseLaneHello(body []byte) (LaneHello, error) {
+	d := &decoder{b: body}
+	var l LaneHello
+	l.Version = d.uint32("version")
+	l.Token = LaneToken(d.run())
+	n := d.uvarint()
+	if d.err == nil && (n < 1 || n >= MaxLanes) {
+		d.fail(fmt.Errorf("%w: lane %d, want 1 to %d", ErrMalformed, n, MaxLanes-1))
+	}
+	l.Lane = uint32(n)
+	return l, d.end()
 }
 
 // Ack reports the highest seq the slave applied and the highest it made
@@ -194,6 +289,7 @@ const (
 	CodeShutdown    ErrorCode = 5 // the peer is shutting down
 	CodeLimit       ErrorCode = 6 // a resource bound was exceeded
 	CodeFenced      ErrorCode = 7 // the slave follows another master, or a newer epoch of this one
+	CodeLane        ErrorCode = 8 // a lane connection was refused (unknown token, another certificate, too many) or lost
 )
 
 func (c ErrorCode) String() string {
@@ -214,6 +310,8 @@ func (c ErrorCode) String() string {
 		return "limit exceeded"
 	case CodeFenced:
 		return "fenced"
+	case CodeLane:
+		return "lane refused or lost"
 	}
 	return fmt.Sprintf("code(%d)", uint32(c))
 }

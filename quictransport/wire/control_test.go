@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -38,6 +39,13 @@ func controlCases() []controlCase {
 	add("hello-ack fresh", FrameHelloAck, &HelloAck{})
 	add("hello-ack max", FrameHelloAck, &HelloAck{Epoch: Epoch(run), Run: run, Applied: math.MaxUint64, Durable: math.MaxUint64,
 		MaxPending: math.MaxUint64, Resyncing: true})
+	add("hello lanes", FrameHello, &Hello{Version: Version, Run: run, Mode: ModeAsync, First: 1, Head: 9, Lanes: 4})
+	add("hello max lanes", FrameHello, &Hello{Version: Version, Lanes: MaxLanes})
+	add("hello-ack lanes", FrameHelloAck, &HelloAck{Epoch: Epoch(run), Run: run, Applied: 3, Durable: 2, MaxPending: 1 << 30,
+		Lanes: 4, LaneToken: LaneToken(run)})
+	add("hello-ack max lanes", FrameHelloAck, &HelloAck{Resyncing: true, Lanes: MaxLanes, LaneToken: LaneToken(run)})
+	add("lane-hello", FrameLaneHello, &LaneHello{Version: Version, Token: LaneToken(run), Lane: 1})
+	add("lane-hello max", FrameLaneHello, &LaneHello{Version: math.MaxUint32, Token: LaneToken(run), Lane: MaxLanes - 1})
 	add("ack", FrameAck, &Ack{Applied: 7, Durable: 3})
 	add("ack zero", FrameAck, &Ack{})
 	add("ack max", FrameAck, &Ack{Applied: math.MaxUint64, Durable: math.MaxUint64, Items: math.MaxUint64})
@@ -58,6 +66,8 @@ func parseControl(kind FrameKind, body []byte) (any, error) {
 		return ParseHelloAck(body)
 	case FrameAck:
 		return ParseAck(body)
+	case FrameLaneHello:
+		return ParseLaneHello(body)
 	case FrameError:
 		e, err := ParseError(body)
 		if e == nil {
@@ -76,6 +86,8 @@ func appendControl(v any) []byte {
 	case HelloAck:
 		return v.Append(nil)
 	case Ack:
+		return v.Append(nil)
+	case LaneHello:
 		return v.Append(nil)
 	case Error:
 		return v.Append(nil)
@@ -103,7 +115,21 @@ func TestControlRoundTrip(t *testing.T) {
 func TestControlTruncated(t *testing.T) {
 	for _, tc := range controlCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			checkTruncated(t, tc.body, func(b []byte) error { _, err := parseControl(tc.kind, b); return err })
+			// A Hello cut right before its optional lanes field is a
+			// Hello without lanes: the frame length, not the body,
+			// tells the two apart.
+			var short int
+			if h, ok := tc.value.(Hello); ok && h.Lanes > 1 {
+				h.Lanes = 0
+				short = len(h.Append(nil))
+			}
+			checkTruncated(t, tc.body, func(b []byte) error {
+				_, err := parseControl(tc.kind, b)
+				if err == nil && short > 0 && len(b) == short {
+					return ErrTruncated
+				}
+				return err
+			})
 		})
 	}
 }
@@ -129,10 +155,23 @@ func TestControlMalformed(t *testing.T) {
 	checkMalformed(t, "hello with a lineage of 17", appendUvarint(long, MaxLineage+1), hello)
 	checkMalformed(t, "hello with a lineage of 2^40", appendUvarint(long, 1<<40), hello)
 	helloAck := func(b []byte) error { _, err := ParseHelloAck(b); return err }
-	ha := (&HelloAck{}).Append(nil)
-	ha[len(ha)-1] = 2
-	checkMalformed(t, "hello-ack with unknown flag 2", ha, helloAck)
 	checkMalformed(t, "hello-ack with durable > applied", (&HelloAck{Applied: 1, Durable: 2}).Append(nil), helloAck)
+	ha := (&HelloAck{}).Append(nil)
+	ha[len(ha)-1] = 4
+	checkMalformed(t, "hello-ack with unknown flag 4", ha, helloAck)
+	for _, n := range []uint64{0, 1, MaxLanes + 1, 1 << 40} {
+		ha = (&HelloAck{}).Append(nil)
+		ha[len(ha)-1] = ackFlagLanes
+		ha = append(appendUvarint(ha, n), run[:]...)
+		checkMalformed(t, fmt.Sprintf("hello-ack granting %d lanes", n), ha, helloAck)
+		h := (&Hello{Version: Version}).Append(nil)
+		checkMalformed(t, fmt.Sprintf("hello asking for %d lanes", n), appendUvarint(h, n), hello)
+	}
+	laneHello := func(b []byte) error { _, err := ParseLaneHello(b); return err }
+	for _, n := range []uint64{0, MaxLanes, 1 << 40} {
+		lh := append(appendUvarint(nil, Version), run[:]...)
+		checkMalformed(t, fmt.Sprintf("lane-hello for lane %d", n), appendUvarint(lh, n), laneHello)
+	}
 
 	checkMalformed(t, "ack with durable > applied", (&Ack{Applied: 1, Durable: 2}).Append(nil), ack)
 	checkMalformed(t, "ack with durable > applied (max)", (&Ack{Applied: 0, Durable: math.MaxUint64}).Append(nil), ack)

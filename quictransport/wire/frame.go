@@ -13,17 +13,19 @@ type FrameKind uint8
 
 // Frame kinds. Never renumber.
 const (
-	FrameHello       FrameKind = 1 // master -> slave, first on the control stream: Hello
-	FrameHelloAck    FrameKind = 2 // slave -> master: HelloAck
-	FrameOp          FrameKind = 3 // master -> slave: one numbered op (AppendOp)
-	FrameAck         FrameKind = 4 // slave -> master: Ack
-	FrameError       FrameKind = 5 // either way, last frame before closing: Error
-	FrameBye         FrameKind = 6 // master -> slave: no more ops; answer with a final Ack (empty body)
-	FrameResync      FrameKind = 7 // master -> slave: one positioned resync item (AppendResyncItem)
-	FrameResyncReply FrameKind = 8 // slave -> master: one resync reply (AppendResyncReply)
+	FrameHello       FrameKind = 1  // master -> slave, first on the control stream: Hello
+	FrameHelloAck    FrameKind = 2  // slave -> master: HelloAck
+	FrameOp          FrameKind = 3  // master -> slave: one numbered op (AppendOp)
+	FrameAck         FrameKind = 4  // slave -> master: Ack
+	FrameError       FrameKind = 5  // either way, last frame before closing: Error
+	FrameBye         FrameKind = 6  // master -> slave: no more ops; answer with a final Ack (empty body)
+	FrameResync      FrameKind = 7  // master -> slave: one positioned resync item (AppendResyncItem)
+	FrameResyncReply FrameKind = 8  // slave -> master: one resync reply (AppendResyncReply)
+	FrameLaneHello   FrameKind = 9  // master -> slave, first on a lane's stream: LaneHello
+	FrameLaneAck     FrameKind = 10 // slave -> master: the lane is bound to its session (empty body)
 
 	// frameKindLast is the highest kind a FrameReader accepts.
-	frameKindLast = FrameResyncReply
+	frameKindLast = FrameLaneAck
 )
 
 func (k FrameKind) String() string {
@@ -44,6 +46,10 @@ func (k FrameKind) String() string {
 		return "resync"
 	case FrameResyncReply:
 		return "resync-reply"
+	case FrameLaneHello:
+		return "lane-hello"
+	case FrameLaneAck:
+		return "lane-ack"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(k))
 }

@@ -50,10 +50,10 @@ func FuzzParseOp(f *testing.F) {
 	})
 }
 
-// FuzzControl: the same for Hello, HelloAck, Ack and Error bodies. The
-// first byte picks the parser.
+// FuzzControl: the same for Hello, HelloAck, Ack, Error and LaneHello
+// bodies. The first byte picks the parser.
 func FuzzControl(f *testing.F) {
-	kinds := []FrameKind{FrameHello, FrameHelloAck, FrameAck, FrameError}
+	kinds := []FrameKind{FrameHello, FrameHelloAck, FrameAck, FrameError, FrameLaneHello}
 	for _, tc := range controlCases() {
 		if len(tc.body) <= fuzzSeedLimit {
 			i := slices.Index(kinds, tc.kind)
