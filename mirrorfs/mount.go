@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -42,16 +41,11 @@ type Options struct {
 
 // Server is a mounted mirror filesystem.
 type Server struct {
-	srv *fuse.Server
-	m   *mirror
-	raw *rawFS // its namespace lock positions resync items (resync.go)
+	srv  *fuse.Server
+	m    *mirror
+	raw  *rawFS // its namespace lock positions resync items (resync.go)
+	reqs *RequestCounter
 }
-
-// entryTimeout is how long the kernel may cache names and attributes.
-// Every change to the backing dir goes through this mount (the kernel
-// invalidates what it changes), so caching is safe and saves a round trip
-// per stat, as go-fuse's loopback default does.
-const entryTimeout = time.Second
 
 // Mount mounts the mirror of o.Backing at mountpoint and returns once the
 // mount is ready.
@@ -108,45 +102,16 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, m: m}
 	rootData.RootNode = root
 
-	timeout := entryTimeout
-	fsOpts := &fs.Options{
-		EntryTimeout: &timeout,
-		AttrTimeout:  &timeout,
-		// go-fuse shows mode 0 as 0644 unless told otherwise; with
-		// default_permissions the kernel would then let anyone read a
-		// file whose mode is 000.
-		NullPermissions: true,
-		Logger:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, fsOpts), m: m}
+	opts := BareLoopbackOptions(backing)
+	opts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	mopts := &opts.MountOptions
+	mopts.AllowOther = o.AllowOther
+	mopts.Debug = o.Debug
+	mopts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelInfo)
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), m: m}
+	counter := &RequestCounter{RawFileSystem: raw, sum: &processRequests}
 
-	mopts := &fuse.MountOptions{
-		// go-fuse enables kernel passthrough by default: READ and WRITE
-		// would then bypass the daemon and no write would be mirrored
-		// (research pitfall #1). file has no PassthroughFd either.
-		// The writeback cache stays off too: it merges and delays writes
-		// and sends them on any writable handle with pid 0, after later
-		// metadata ops (research C.4); writes must be numbered at the
-		// local pwrite.
-		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
-		// The codec bounds a Write's data by wire.MaxWriteLen; one FUSE
-		// WRITE then always fits in one op.
-		MaxWrite: wire.MaxWriteLen,
-		// There may be no fusermount binary; the daemon runs as root.
-		DirectMount: true,
-		// The kernel checks mode bits and owners: the loopback runs as
-		// root and would otherwise let every caller do anything.
-		Options:    []string{"default_permissions"},
-		AllowOther: o.AllowOther,
-		FsName:     backing,
-		Name:       "tdfs",
-		Debug:      o.Debug,
-		Logger:     slog.NewLogLogger(log.Handler(), slog.LevelInfo),
-		// EnableLocks stays off: the kernel keeps POSIX and flock locks
-		// itself, which is right as every access goes through this one
-		// mount.
-	}
-	srv, err := fuse.NewServer(raw, mountpoint, mopts)
+	srv, err := fuse.NewServer(counter, mountpoint, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
@@ -157,7 +122,7 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 		}
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
-	return &Server{srv: srv, m: m, raw: raw}, nil
+	return &Server{srv: srv, m: m, raw: raw, reqs: counter}, nil
 }
 
 // Wait blocks until the filesystem is unmounted (umount of the mount
@@ -172,6 +137,10 @@ func (s *Server) Unmount() error {
 	}
 	return nil
 }
+
+// Requests returns how many FUSE requests this mount has received so far,
+// by opcode name (RequestCounter.Counts).
+func (s *Server) Requests() map[string]uint64 { return s.reqs.Counts() }
 
 // LastSeq returns the highest seq handed to the sink.
 func (s *Server) LastSeq() uint64 { return s.m.seq.lastSeq() }

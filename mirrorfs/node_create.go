@@ -70,9 +70,32 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	if !ok {
 		return fail(fmt.Errorf("create %q: child is %T, not a mirror node: %w", rel, ch.Operations(), syscall.EIO))
 	}
+	switch {
+	case created:
+		// A new file has no file capability; its mode is st's.
+		cn.privs.Store(privBits(st.Mode, false))
+	case flags&syscall.O_TRUNC != 0:
+		// An existing file truncated by the open: clear privileges as a
+		// truncate must (killpriv.go), numbered before the Create.
+		p, err := n.m.killPrivsNamed(fd, rel, n.m.openKill)
+		if err != nil {
+			return fail(fmt.Errorf("create %q: %w", rel, err))
+		}
+		cn.privs.Store(p)
+		if st, err = fstat(fd); err != nil {
+			return fail(fmt.Errorf("create %q: %w", rel, err))
+		}
+	case writable(flags):
+		if err := cn.loadPrivs(fdTarget(fd)); err != nil {
+			return fail(fmt.Errorf("create %q: %w", rel, err))
+		}
+	}
 	f, err := cn.newFile(fs.NewLoopbackFileFromOS(osf), writable(flags))
 	if err != nil {
 		return fail(fmt.Errorf("create %q: %w", rel, err))
+	}
+	if f.handle != 0 {
+		n.m.opened = f
 	}
 	wflags := mirroredOpenFlags(flags)
 	if created {

@@ -32,12 +32,19 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	var err error
 	switch {
 	case f != nil:
+		if err := n.killOnTruncate(fdTarget(f.fd), in); err != nil {
+			return fmt.Errorf("setattr %q: %w", rel, err)
+		}
 		st, err = applySetattr(fdTarget(f.fd), in)
 	case inTree:
 		if err := checkPath(rel); err != nil {
 			return err
 		}
-		st, err = applySetattr(pathTarget{p: n.m.abs(rel), typ: n.inode().StableAttr().Mode}, in)
+		t := pathTarget{p: n.m.abs(rel), typ: n.inode().StableAttr().Mode}
+		if err := n.killOnTruncate(t, in); err != nil {
+			return fmt.Errorf("setattr %q: %w", rel, err)
+		}
+		st, err = applySetattr(t, in)
 	default:
 		// No name in the tree as go-fuse knows it (unlinked while open);
 		// the file may still live under a hard link never looked up. A
@@ -55,6 +62,7 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 		return fmt.Errorf("setattr %q: %w", rel, err)
 	}
 	out.FromStat(&st)
+	n.afterSetattr(in.Valid, st.Mode)
 
 	valid := wireValid(in.Valid)
 	if valid == 0 {
@@ -92,6 +100,23 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	return nil
 }
 
+// killOnTruncate clears privileges before a truncate as the VFS would
+// (killpriv.go): a truncate through the mount, whoever the caller, drops
+// security.capability; FATTR_KILL_SUIDGID (the caller lacks CAP_FSETID)
+// drops the set-id bits too. The kernel sends FATTR_KILL_SUIDGID with
+// every chown as well, but there the daemon's chown clears them itself.
+// Skipped when the cache says there is nothing to clear.
+func (n *node) killOnTruncate(t attrTarget, in *fuse.SetAttrIn) error {
+	if in.Valid&fuse.FATTR_SIZE == 0 {
+		return nil
+	}
+	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0
+	if !n.mayKill(kill) {
+		return nil
+	}
+	return n.killPrivs(t, kill)
+}
+
 // wireValid maps FATTR_* bits to wire.Set* bits. ctime, lock owner and
 // the handle bit are not attributes a slave sets.
 func wireValid(v uint32) uint32 {
@@ -118,6 +143,7 @@ type attrTarget interface {
 	truncate(size int64) error
 	utimes(ts *[2]unix.Timespec) error
 	stat() (syscall.Stat_t, error)
+	hasCap() (bool, error) // security.capability is set (killpriv.go)
 }
 
 // applySetattr applies in to t and returns the attributes afterwards.

@@ -22,6 +22,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if attr == SyncedXattr {
 		return syscall.EPERM
 	}
+	if attr == capXattr {
+		defer n.privs.Store(0) // read again at the next write (killpriv.go)
+	}
 	rel, ok := relPath(n.inode())
 	if !ok {
 		return fs.ToErrno(n.withAnyFile(func(fd int) error {
@@ -34,6 +37,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags); errno != 0 {
 		return errno
 	}
+
 	n.m.emit(&wire.Setxattr{Path: rel, Name: attr, Value: data, Flags: flags})
 	return 0
 }
@@ -43,6 +47,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if attr == SyncedXattr {
 		return syscall.EPERM
+	}
+	if attr == capXattr {
+		defer n.privs.Store(0)
 	}
 	rel, ok := relPath(n.inode())
 	if !ok {
@@ -56,6 +63,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno := n.LoopbackNode.Removexattr(ctx, attr); errno != 0 {
 		return errno
 	}
+
 	n.m.emit(&wire.Removexattr{Path: rel, Name: attr})
 	return 0
 }

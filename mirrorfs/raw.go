@@ -3,6 +3,7 @@ package mirrorfs
 import (
 	"sync"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
@@ -23,6 +24,65 @@ type rawFS struct {
 	fuse.RawFileSystem
 	ns sync.RWMutex
 	m  *mirror
+
+	// files maps the bridge's fh of every handle with write access to
+	// our file, so a WRITE can see the inode's privilege state before
+	// it reaches the node (killpriv.go). Entries are added by Open and
+	// Create under the exclusive lock and dropped by Release under the
+	// shared one; the bridge reuses an fh only for a later open, which
+	// Release's shared lock keeps out until the entry is gone.
+	files sync.Map // uint64 -> *file
+}
+
+// opening runs an OPEN or CREATE (under the exclusive lock) with the
+// request's OPEN_KILL_SUIDGID visible to the node, and files the handle
+// with write access it opened under fh().
+func (r *rawFS) opening(openFlags uint32, op func() fuse.Status, fh func() uint64) fuse.Status {
+	r.m.openKill = openFlags&fuse.OPEN_KILL_SUIDGID != 0
+	r.m.opened = nil
+	st := op()
+	if f := r.m.opened; st.Ok() && f != nil {
+		r.files.Store(fh(), f)
+	}
+	r.m.openKill, r.m.opened = false, nil
+	return st
+}
+
+// write runs a WRITE. It holds the shared lock unless the inode's cached
+// privilege state says the write may have privileges to clear (killpriv.go):
+// then it retakes the lock exclusively, clears them (numbering their
+// Setattr or Removexattr before the Write) and writes.
+func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
+	kill := in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0
+	var f *file
+	if v, ok := r.files.Load(in.Fh); ok {
+		f = v.(*file)
+	}
+	st, done := func() (fuse.Status, bool) {
+		r.ns.RLock()
+		defer r.ns.RUnlock()
+		if f != nil && f.node.mayKill(kill) {
+			return fuse.OK, false
+		}
+		return op(), true
+	}()
+	if !done {
+		st = func() fuse.Status {
+			r.ns.Lock()
+			defer r.ns.Unlock()
+			if f.node.mayKill(kill) {
+				if err := f.node.killPrivs(fdTarget(f.fd), kill); err != nil {
+					r.m.log.Warn("mirrorfs: write: cannot clear privileges", "handle", f.handle, "err", err)
+					return fuse.ToStatus(fs.ToErrno(err))
+				}
+			}
+			return op()
+		}()
+	}
+	if st.Ok() && r.m.mode == wire.ModeSync {
+		r.wait()
+	}
+	return st
 }
 
 // exclusive runs a namespace-changing request under the exclusive lock,
@@ -63,7 +123,10 @@ func (r *rawFS) wait() {
 }
 
 func (r *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	return r.exclusive(func() fuse.Status { return r.RawFileSystem.Create(c, in, name, out) })
+	return r.exclusive(func() fuse.Status {
+		return r.opening(in.OpenFlags, func() fuse.Status { return r.RawFileSystem.Create(c, in, name, out) },
+			func() uint64 { return out.Fh })
+	})
 }
 
 func (r *rawFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -111,7 +174,8 @@ func (r *rawFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fu
 func (r *rawFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	op := func() fuse.Status { return r.RawFileSystem.Open(c, in, out) }
 	if writable(in.Flags) {
-		return r.exclusive(op)
+		// OpenIn.Mode holds the OPEN_* flags.
+		return r.exclusive(func() fuse.Status { return r.opening(in.Mode, op, func() uint64 { return out.Fh }) })
 	}
 	return r.shared(false, op)
 }
@@ -133,7 +197,7 @@ func (r *rawFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut
 // Writev first), but both are wrapped in case that changes.
 func (r *rawFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	var n uint32
-	st := r.shared(true, func() (st fuse.Status) {
+	st := r.write(in, func() (st fuse.Status) {
 		n, st = r.RawFileSystem.Write(c, in, data)
 		return st
 	})
@@ -142,7 +206,7 @@ func (r *rawFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 
 func (r *rawFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	var n uint32
-	st := r.shared(true, func() (st fuse.Status) {
+	st := r.write(in, func() (st fuse.Status) {
 		n, st = r.RawFileSystem.Writev(c, in, data)
 		return st
 	})
@@ -153,8 +217,16 @@ func (r *rawFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	return r.shared(true, func() fuse.Status { return r.RawFileSystem.Fallocate(c, in) })
 }
 
+// Flush answers ENOSYS, and the kernel then never sends FLUSH again on
+// this mount (fs/fuse/file.c fuse_flush sets fc->no_flush): one round trip
+// less per close(2). Nothing is lost. Writes are synchronous (no writeback
+// cache), so their errors reached write(2) already, and the kernel still
+// writes dirty mmap pages out at close before it looks at no_flush. The
+// loopback's Flush only closes a dup of the backing descriptor, which
+// would release POSIX locks the daemon never takes (EnableLocks is off:
+// the kernel keeps locks itself).
 func (r *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	return r.shared(false, func() fuse.Status { return r.RawFileSystem.Flush(c, in) })
+	return fuse.ENOSYS
 }
 
 // Release emits wire.Release for handles with write access; only those
@@ -162,6 +234,7 @@ func (r *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 func (r *rawFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 	r.shared(writable(in.Flags), func() fuse.Status {
 		r.RawFileSystem.Release(c, in)
+		r.files.Delete(in.Fh)
 		return fuse.OK
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/mirrorfs"
 )
 
 // sigDump asks the loopback server to write its request counts.
@@ -23,7 +25,7 @@ func serveLoopback(c *cli.Context) error {
 		return fmt.Errorf("usage: tdfs-bench loopback BACKING MOUNTPOINT COUNTS-FILE")
 	}
 	backing, mnt, countsFile := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
-	srv, err := mountBare(backing, mnt)
+	srv, counter, err := mirrorfs.MountBareLoopback(backing, mnt)
 	if err != nil {
 		return err
 	}
@@ -41,7 +43,7 @@ func serveLoopback(c *cli.Context) error {
 			return nil
 		case s := <-sigs:
 			if s == sigDump {
-				b, _ := json.Marshal(srv.Requests())
+				b, _ := json.Marshal(counter.Counts())
 				tmp := countsFile + ".tmp"
 				if err := os.WriteFile(tmp, b, 0o644); err == nil {
 					os.Rename(tmp, countsFile)

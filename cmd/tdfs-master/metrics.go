@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
 )
 
@@ -22,6 +23,7 @@ type masterCollector struct {
 	lagOps, lagBytes, lagSeconds, applyRate   *prometheus.Desc
 	rtt, packetsSent, packetsLost             *prometheus.Desc
 	passEntries, passTotal, passBytes, passOn *prometheus.Desc
+	fuseRequests                              *prometheus.Desc
 }
 
 func newMasterCollector(m *quictransport.Master, hub *progressHub) *masterCollector {
@@ -48,13 +50,14 @@ func newMasterCollector(m *quictransport.Master, hub *progressHub) *masterCollec
 		passEntries:  d("resync_entries", "Entries the running pass has listed.", "slave"),
 		passTotal:    d("resync_entries_estimate", "Entries the running pass expects to list (0 if unknown).", "slave"),
 		passBytes:    d("resync_sent_bytes", "Bytes of contents the running pass has sent.", "slave"),
+		fuseRequests: d("fuse_requests_total", "FUSE requests the mount received from the kernel, by opcode.", "op"),
 	}
 }
 
 func (c *masterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.opsTotal, c.opBytesTotal, c.head, c.journalBytes, c.state, c.applied,
 		c.durable, c.lagOps, c.lagBytes, c.lagSeconds, c.applyRate, c.rtt, c.packetsSent, c.packetsLost,
-		c.passOn, c.passEntries, c.passTotal, c.passBytes} {
+		c.passOn, c.passEntries, c.passTotal, c.passBytes, c.fuseRequests} {
 		ch <- d
 	}
 }
@@ -66,6 +69,11 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.opBytesTotal, counter, float64(n.Bytes), t)
 	}
 	ch <- prometheus.MustNewConstMetric(c.journalBytes, gauge, float64(c.m.JournalBytes()))
+	// The collector is registered before the mount exists, so it reads
+	// the process-wide counts; the master has one mount.
+	for op, n := range mirrorfs.ProcessRequests() {
+		ch <- prometheus.MustNewConstMetric(c.fuseRequests, counter, float64(n), op)
+	}
 	var head uint64
 	for _, p := range c.m.Status() {
 		head = max(head, p.Head)
