@@ -23,7 +23,10 @@
 //     so go-fuse's own tree update, which runs after the node handler returns
 //     (MvChild, RmChild), happens inside the lock and no other op can compute
 //     a stale path. Lookups, readdirplus (it looks entries up), getattr,
-//     read-only opens, writes, fallocate, release and flush hold it shared.
+//     read-only opens, writes, fallocate and release hold it shared (FLUSH
+//     is answered ENOSYS once and never sent again: raw.go). A write to a
+//     file whose set-id bits or file capability it must clear takes it
+//     exclusively (killpriv.go).
 //     fsync holds none: a Sync conflicts with nothing, and a slow fsync
 //     must not stall every namespace op.
 //   - A per-inode mutex held across pwrite (or fallocate), fstat and
@@ -61,11 +64,28 @@
 // op numbered during the pass re-lists what a live op may have spoiled on
 // a slave whose tree still differs (resync_watch.go, resync_rules.go).
 //
+// # Privileges
+//
+// The mount negotiates FUSE_HANDLE_KILLPRIV_V2, so the kernel stops asking
+// for security.capability before every write and the mirror clears set-id
+// bits and file capabilities on write, truncate and O_TRUNC as the VFS
+// would, replicating each change as a Setattr or Removexattr numbered
+// before the op that caused it (killpriv.go).
+//
+// # Counting requests
+//
+// A RequestCounter wraps the raw filesystem and counts every request by
+// opcode (Server.Requests, ProcessRequests); MountBareLoopback mounts a
+// plain go-fuse loopback with the same options (BareLoopbackOptions),
+// counted the same way, as the baseline of benchmarks.
+//
 // # Refusals
 //
 // Character and block device nodes (EPERM), O_TMPFILE (EOPNOTSUPP), file and
 // directory ioctls (ENOTTY) and RENAME_WHITEOUT (EINVAL) are refused: each
 // would change the backing dir in a way no op describes. copy_file_range
-// answers ENOTSUP, and the kernel falls back to plain writes, which are
-// mirrored.
+// travels as a wire.CopyRange (copy.go), except while a resync pass runs,
+// when the source cannot be named, or when the destination has privileges
+// a write must clear: then it answers EOPNOTSUPP, and the kernel falls back
+// to plain writes, which are mirrored.
 package mirrorfs

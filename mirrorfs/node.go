@@ -26,6 +26,14 @@ type mirror struct {
 	// Resync passes (resync*.go): the inodes open for writing, and the
 	// watches of the running passes (nil when none runs, so emit pays one
 	// atomic load).
+	// The request being served under the exclusive namespace lock (only
+	// then may these be touched): openKill is OPEN_KILL_SUIDGID of the
+	// OPEN or CREATE (rawFS sets it, node.Open and node.create read it);
+	// opened is the handle with write access that request opened, which
+	// rawFS then files under the bridge's fh (rawFS.files).
+	openKill bool
+	opened   *file
+
 	writers  writerIndex
 	watchMu  sync.Mutex
 	watchers atomic.Pointer[[]*watch]
@@ -61,6 +69,11 @@ type node struct {
 	// on an unlinked open file arrive without a usable path).
 	fmu   sync.Mutex
 	files map[*file]struct{}
+
+	// privs caches whether the file has privileges a write must clear
+	// (privKnown, privSUID, ... in killpriv.go); written only under the
+	// exclusive namespace lock.
+	privs atomic.Uint32
 
 	// wkey is the backing inode, set when a handle with write access is
 	// first opened (writerIndex).
@@ -189,6 +202,22 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, fs.ToErrno(err)
 	}
 	if f.handle != 0 {
+		// With write access, under the exclusive namespace lock: read
+		// the privilege state writes rely on, or, for O_TRUNC (only sent
+		// with CAP_ATOMIC_O_TRUNC), clear privileges as a truncate must
+		// (killpriv.go), before the Open that truncates is numbered.
+		if flags&syscall.O_TRUNC != 0 {
+			err = n.killPrivs(fdTarget(f.fd), n.m.openKill)
+		} else {
+			err = n.loadPrivs(fdTarget(f.fd))
+		}
+		if err != nil {
+			// Not announced to the slaves: closed without a Release op.
+			n.removeFile(f)
+			lf.Release(ctx)
+			return nil, 0, fs.ToErrno(fmt.Errorf("open %q: %w", rel, err))
+		}
+		n.m.opened = f
 		n.m.emit(&wire.Open{
 			Path:   rel,
 			Handle: f.handle,
@@ -213,12 +242,4 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 // back.
 func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
 	return 0, syscall.ENOTTY
-}
-
-// CopyFileRange answers ENOTSUP (as LoopbackNode does for handles that are
-// not *fs.LoopbackFile): the kernel then falls back to reading and writing,
-// and the writes are mirrored. A copy-range op that saves the bytes on the
-// wire is future work (DESIGN.md, Performance model).
-func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	return 0, syscall.ENOTSUP
 }

@@ -71,28 +71,5 @@ func TestIoctlRefused(t *testing.T) {
 	}
 }
 
-func TestCopyFileRangeBecomesWrites(t *testing.T) {
-	e := newEnv(t, wire.ModeFsync)
-	e.write("src", []byte("copied bytes"))
-	src, err := os.Open(e.m("src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.Create(e.m("dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	h := ofType[*wire.Create](e.sink.all())[1].Handle
-	n, err := unix.CopyFileRange(int(src.Fd()), nil, int(dst.Fd()), nil, 12, 0)
-	if err != nil || n != 12 {
-		t.Fatalf("copy_file_range: %d, %v", n, err)
-	}
-	if got := writes(t, e.sink.all(), h); string(got) != "copied bytes" {
-		t.Errorf("copy reached the sink as %q", got)
-	}
-}
-
 // fsNoatimeFl is FS_NOATIME_FL from linux/fs.h (x/sys does not export it).
 const fsNoatimeFl = 0x80

@@ -160,6 +160,8 @@ func (r *Replayer) checkOp(op wire.Op) error {
 		return r.checkEnd("write", uint64(o.Off), uint64(len(o.Data)))
 	case *wire.Fallocate:
 		return r.checkEnd("fallocate", uint64(o.Off), uint64(o.Len))
+	case *wire.CopyRange:
+		return r.checkEnd("copy", uint64(o.Off), uint64(o.Len))
 	case *wire.Setattr:
 		if o.Valid&wire.SetSize != 0 {
 			return r.checkEnd("truncate", o.Size, 0)

@@ -43,6 +43,9 @@ import (
 //   - Release of an unknown handle: the dead process closed it.
 //   - Write, Fallocate, Setattr, Setxattr, Removexattr, Sync, RunStart:
 //     they set absolute contents and values and are naturally idempotent.
+//   - CopyRange: it sets the destination range to the source's bytes, and
+//     the source range is unchanged by it (ranges within one file never
+//     overlap), so copying again gives the same bytes.
 
 // ErrUncertain is wrapped by Reapply's error for an op whose partial
 // application cannot be told from none (RENAME_EXCHANGE): the caller must

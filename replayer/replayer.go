@@ -19,8 +19,9 @@ import (
 // set-id bit or an xattr namespace the slave does not hold: policy.go).
 var ErrRefused = errors.New("replayer: refused")
 
-// ErrUnknownHandle is wrapped by the error of a Write, Release, Fallocate or
-// Setattr naming a handle that was never opened (or was already released).
+// ErrUnknownHandle is wrapped by the error of a Write, Release, Fallocate,
+// CopyRange or Setattr naming a handle that was never opened (or was
+// already released).
 var ErrUnknownHandle = errors.New("replayer: unknown handle")
 
 // Options configure a Replayer.
@@ -200,6 +201,8 @@ func (r *Replayer) apply(op wire.Op) error {
 		return r.applyRemovexattr(o)
 	case *wire.Fallocate:
 		return r.applyFallocate(o)
+	case *wire.CopyRange:
+		return r.applyCopyRange(o)
 	case *wire.Sync:
 		return r.syncfs()
 	case *wire.RunStart:
@@ -248,6 +251,11 @@ func describe(op wire.Op) string {
 		return fmt.Sprintf("%v %q %q", o.Type(), o.Path, o.Name)
 	case *wire.Fallocate:
 		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
+	case *wire.CopyRange:
+		if o.SrcHandle != 0 {
+			return fmt.Sprintf("%v handle %d -> handle %d", o.Type(), o.SrcHandle, o.Handle)
+		}
+		return fmt.Sprintf("%v %q -> handle %d", o.Type(), o.SrcPath, o.Handle)
 	}
 	return op.Type().String()
 }

@@ -3,6 +3,7 @@ package replayer
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"golang.org/x/sys/unix"
 
@@ -119,6 +120,8 @@ func treeDiffers(op wire.Op, err error) bool {
 		return errors.Is(err, unix.EPERM) // link(2) of what is a directory here
 	case *wire.Rename:
 		return errors.Is(err, unix.EINVAL) // a directory into its own subtree here
+	case *wire.CopyRange:
+		return errors.Is(err, io.ErrUnexpectedEOF) // a source still shorter here
 	}
 	return false
 }
@@ -169,6 +172,8 @@ func handleOf(op wire.Op) (h uint64, release bool) {
 		return o.Handle, false
 	case *wire.Fallocate:
 		return o.Handle, false
+	case *wire.CopyRange:
+		return o.Handle, false // the destination: a nameless source is an error
 	case *wire.Setattr:
 		return o.Handle, false
 	case *wire.Release:

@@ -142,6 +142,8 @@ func (r *Replayer) suspectTarget(op wire.Op) error {
 		h = o.Handle
 	case *wire.Fallocate:
 		h = o.Handle
+	case *wire.CopyRange:
+		h = o.Handle // the destination; the source only is read
 	case *wire.Setattr:
 		h, path = o.Handle, o.Path
 	case *wire.Open:

@@ -37,6 +37,8 @@ type Relay struct {
 	partitioned atomic.Bool
 
 	forwarded, dropped atomic.Uint64
+	// UDP payload bytes forwarded towards the target and back.
+	bytesUp, bytesDown atomic.Uint64
 
 	mu     sync.Mutex
 	flows  map[string]*flow
@@ -88,6 +90,11 @@ func (r *Relay) SetPartition(on bool) { r.partitioned.Store(on) }
 
 // Stats returns how many datagrams were forwarded and dropped so far.
 func (r *Relay) Stats() (forwarded, dropped uint64) { return r.forwarded.Load(), r.dropped.Load() }
+
+// Bytes returns the UDP payload bytes forwarded so far towards the target
+// (from the clients) and towards the clients, IP and UDP headers not
+// counted.
+func (r *Relay) Bytes() (toTarget, toClients uint64) { return r.bytesUp.Load(), r.bytesDown.Load() }
 
 // Close stops the relay and closes its sockets.
 func (r *Relay) Close() error {
@@ -161,9 +168,11 @@ func (r *Relay) flowFor(client *net.UDPAddr) (*flow, error) {
 	bigBuffers(up)
 	f := &flow{client: client, up: up, toTarget: make(chan packet, queueLen), toClient: make(chan packet, queueLen)}
 	r.flows[client.String()] = f
-	r.wg.Go(func() { r.deliver(f.toTarget, func(b []byte) error { _, err := f.up.Write(b); return err }) })
 	r.wg.Go(func() {
-		r.deliver(f.toClient, func(b []byte) error { _, err := r.conn.WriteToUDP(b, f.client); return err })
+		r.deliver(f.toTarget, &r.bytesUp, func(b []byte) error { _, err := f.up.Write(b); return err })
+	})
+	r.wg.Go(func() {
+		r.deliver(f.toClient, &r.bytesDown, func(b []byte) error { _, err := r.conn.WriteToUDP(b, f.client); return err })
 	})
 	r.wg.Go(func() { r.readTarget(f) })
 	return f, nil
@@ -191,8 +200,8 @@ func (r *Relay) readTarget(f *flow) {
 }
 
 // deliver sends the datagrams of one direction in order, each once its
-// delay has passed.
-func (r *Relay) deliver(q chan packet, send func([]byte) error) {
+// delay has passed, and counts their bytes in sent.
+func (r *Relay) deliver(q chan packet, sent *atomic.Uint64, send func([]byte) error) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -217,6 +226,7 @@ func (r *Relay) deliver(q chan packet, send func([]byte) error) {
 		// Counted before sending, so a receiver that got the datagram
 		// sees it counted.
 		r.forwarded.Add(1)
+		sent.Add(uint64(len(p.data)))
 		send(p.data)
 	}
 }

@@ -131,3 +131,29 @@ func TestRelayPartitionAndLoss(t *testing.T) {
 		t.Fatalf("%d dropped, want 2", drop)
 	}
 }
+
+// Bytes counts the payload forwarded each way; dropped datagrams are not
+// counted.
+func TestRelayCountsBytes(t *testing.T) {
+	r, err := New(echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c := client(t, r)
+	if got := roundTrip(t, c, "hello", 10*time.Second); got != "hello" {
+		t.Fatalf("echo %q", got)
+	}
+	if got := roundTrip(t, c, "0123456789", 10*time.Second); got != "0123456789" {
+		t.Fatalf("echo %q", got)
+	}
+	r.SetPartition(true)
+	if got := roundTrip(t, c, "lost", 50*time.Millisecond); got != "" {
+		t.Fatalf("echo %q through a partition", got)
+	}
+	// The echo server's reply is counted before it is sent back, so
+	// both counts are final once the client has it.
+	if up, down := r.Bytes(); up != 15 || down != 15 {
+		t.Errorf("bytes %d up, %d down; want 15 and 15", up, down)
+	}
+}

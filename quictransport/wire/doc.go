@@ -24,11 +24,29 @@
 // payloads are fixed sequences of fields, listed in each op's Append method;
 // op type numbers are never renumbered.
 //
+// Control bodies (control.go) are fixed sequences too, with two optional
+// tails for lanes (extra connections of one session, see quictransport):
+// Hello ends with a lanes uvarint only when it asks for more than one
+// connection (so a master without lanes sends the bytes older slaves
+// expect, and an older slave refuses one with lanes as malformed); a
+// HelloAck with flag bit 1 set ends with the lanes granted and a 16-byte
+// LaneToken. A lane opens with FrameLaneHello (version, token, lane
+// number) and the slave answers FrameLaneAck (empty) or FrameError with
+// CodeLane.
+//
+// Data the slave already holds is not sent again: a Write carries its
+// bytes, but a CopyRange (copy_file_range on the master's mount) names a
+// source file, offsets and a length, and the slave copies from its own
+// copy of the source, which prefix consistency makes identical to the
+// master's as of that op.
+//
 // # Validation
 //
 // Decoding bounds every length before allocating (MaxPathLen, MaxNameLen,
 // MaxXattrValueLen, MaxWriteLen, MaxFrameLen) and validates paths: relative,
-// clean, no "." or ".." components, no NUL, no empty components. A decoded
+// clean, no "." or ".." components, no NUL, no empty components. Offsets
+// and lengths are 63-bit; a CopyRange copies at most MaxCopyLen bytes and
+// neither of its ranges may end beyond 2^63-1. A decoded
 // op is therefore safe to hand to the replayer, which still confines every
 // path beneath its root (a symlink inside the tree may point anywhere).
 //

@@ -10,6 +10,10 @@ const (
 	MaxXattrNameLen  = 255      // XATTR_NAME_MAX
 	MaxXattrValueLen = 64 << 10 // XATTR_SIZE_MAX
 	MaxWriteLen      = 1 << 20  // the master mounts with MaxWrite = 1 MiB
+	// MaxCopyLen bounds the bytes one CopyRange copies, so that applying
+	// one op takes bounded time on the slave; the master splits longer
+	// copies (a FUSE COPY_FILE_RANGE asks for up to 4 GiB).
+	MaxCopyLen = 1 << 30
 	// MaxFrameLen bounds a frame body, compressed or not: the largest op is
 	// a Write of MaxWriteLen plus a few dozen bytes of header.
 	MaxFrameLen = MaxWriteLen + 64<<10

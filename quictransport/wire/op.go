@@ -25,6 +25,7 @@ const (
 	OpFallocate   OpType = 15 // fallocate through a handle (mode whitelisted by the slave)
 	OpSync        OpType = 16 // make every op up to this one durable
 	OpRunStart    OpType = 17 // a master process starts: handles of earlier runs are gone
+	OpCopyRange   OpType = 18 // copy_file_range into a handle from the slave's own copy of the source
 )
 
 func (t OpType) String() string {
@@ -63,6 +64,8 @@ func (t OpType) String() string {
 		return "sync"
 	case OpRunStart:
 		return "run-start"
+	case OpCopyRange:
+		return "copy-range"
 	}
 	return fmt.Sprintf("op(%d)", uint8(t))
 }
@@ -254,6 +257,28 @@ type Fallocate struct {
 	Mtime  Time
 }
 
+// CopyRange copies Len bytes at SrcOff of a source file to Off in the file
+// open under Handle (copy_file_range(2)), from the slave's own copy of the
+// source: the bytes do not cross the network (DESIGN.md, Performance
+// model). The source is the file open under SrcHandle, or when SrcHandle is
+// 0 the regular file at SrcPath: exactly one of them is set. A path is
+// safe because the op is numbered under the namespace lock (shared), so
+// it names the source as of this op; the master names a source that has
+// no name (unlinked while open) by a writable handle of it.
+//
+// Len is what the master copied (its copy_file_range may stop short at the
+// source's end of file), at most MaxCopyLen: the slave, whose source is
+// identical as of this op, copies exactly Len bytes or fails.
+type CopyRange struct {
+	SrcHandle uint64
+	SrcPath   string
+	SrcOff    int64
+	Handle    uint64
+	Off       int64
+	Len       int64
+	Mtime     Time // the destination's mtime after the copy
+}
+
 // RunStart is the first op of every master run (process start). Handles
 // are ids of one run: the slave closes every handle it holds when it
 // applies a RunStart, and remembers Run, so that after a crash of the
@@ -283,3 +308,4 @@ func (*Removexattr) Type() OpType { return OpRemovexattr }
 func (*Fallocate) Type() OpType   { return OpFallocate }
 func (*Sync) Type() OpType        { return OpSync }
 func (*RunStart) Type() OpType    { return OpRunStart }
+func (*CopyRange) Type() OpType   { return OpCopyRange }

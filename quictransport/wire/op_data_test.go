@@ -7,7 +7,7 @@ import (
 )
 
 func dataOpCases() []opCase {
-	return []opCase{
+	return append([]opCase{
 		{"write", 30, &Write{Handle: 3, Off: 4096, Data: []byte("hello, world\n"), Mtime: tNow}},
 		{"write max", math.MaxUint64, &Write{Handle: math.MaxUint64, Off: math.MaxInt64, Data: pattern(MaxWriteLen), Mtime: tMax}},
 		{"write empty data", 31, &Write{Handle: 1, Off: 0, Data: nil, Mtime: tOmit}},
@@ -20,7 +20,7 @@ func dataOpCases() []opCase {
 		{"sync max seq", math.MaxUint64, &Sync{}},
 		{"run start", 1, &RunStart{Run: RunID{1, 2, 3, 0xff}}},
 		{"run start zero", 5, &RunStart{}},
-	}
+	}, copyOpCases()...)
 }
 
 func TestDataOpsRoundTrip(t *testing.T) {

@@ -53,6 +53,8 @@ func ParseOp(body []byte) (seq uint64, op Op, err error) {
 		op, err = parseSync(d)
 	case OpRunStart:
 		op, err = parseRunStart(d)
+	case OpCopyRange:
+		op, err = parseCopyRange(d)
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown op type %d", ErrMalformed, t)
 	}
