@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +18,11 @@ import (
 // into dir and returns its path and the number of entries.
 func tarOfGoSrc(t *testing.T, dir string) (string, int) {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "net")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skipf("go env GOROOT: %v", err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(goroot)), "src", "net")
 	if _, err := os.Stat(src); err != nil {
 		t.Skipf("no Go source tree to tar: %v", err)
 	}

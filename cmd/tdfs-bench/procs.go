@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -241,22 +240,4 @@ func unmountIfMounted(mnt string) {
 	if strings.Contains(string(b), " "+abs+" ") {
 		unix.Unmount(abs, unix.MNT_DETACH)
 	}
-}
-
-// copyFileTo copies a file (for the results directory).
-func copyFileTo(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

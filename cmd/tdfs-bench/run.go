@@ -203,9 +203,9 @@ func (b *bench) logf(format string, args ...any) {
 
 // prepare makes the certificates, the random data and the tarball.
 func (b *bench) prepare(ctx context.Context) error {
-	b.sz = sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicSecs: 5 * time.Second, dbFileSize: 64 << 20}
+	b.sz = sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicTime: 5 * time.Second, dbFileSize: 64 << 20}
 	if b.quick {
-		b.sz = sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicSecs: 2 * time.Second, dbFileSize: 16 << 20}
+		b.sz = sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicTime: 2 * time.Second, dbFileSize: 16 << 20}
 	}
 	b.pki = filepath.Join(b.root, "pki")
 	certsBin := filepath.Join(b.bin, "tdfs-certs")
@@ -259,7 +259,7 @@ func (b *bench) measureQUIC(ctx context.Context, round int) {
 	}
 	for _, q := range cases {
 		q.Round = round
-		bps, err := b.quicCeiling(ctx, q.Conns, q.RTT, q.Loss, b.sz.quicSecs)
+		bps, err := b.quicCeiling(ctx, q.Conns, q.RTT, q.Loss, b.sz.quicTime)
 		if err != nil {
 			b.notes = append(b.notes, fmt.Sprintf("raw QUIC %s: %v", q.Name, err))
 			continue

@@ -19,7 +19,7 @@ type sizes struct {
 	dbIters    int   // dbsync at 0 ms
 	renameN    int   // files in the renamed directory
 	copyBytes  int64 // copy
-	quicSecs   time.Duration
+	quicTime   time.Duration
 	dbFileSize int64
 }
 
