@@ -45,7 +45,7 @@ func main() {
 			&cli.StringFlag{Name: "bin", EnvVars: []string{"BENCH_BIN"}, Value: "bin",
 				Usage: "`DIR` holding tdfs-master, tdfs-slave, tdfs-certs (from make build)"},
 			&cli.IntFlag{Name: "rounds", EnvVars: []string{"BENCH_ROUNDS"},
-				Usage: "interleaved rounds, `N` (default 1 with --quick, else 2); figures are medians"},
+				Usage: "interleaved rounds, `N` (default 1); with more, every configuration runs once per round and figures are medians"},
 			&cli.StringFlag{Name: "only", EnvVars: []string{"BENCH_ONLY"},
 				Usage: "run only these comma-separated configuration `NAMES` (see the table's first column)"},
 			&cli.StringFlag{Name: "workloads", EnvVars: []string{"BENCH_WORKLOADS"},
