@@ -114,13 +114,7 @@ func (n *node) killPrivs(t attrTarget, killSUIDGID bool) error {
 	if err != nil {
 		return err
 	}
-	mode := st.Mode & 0o7777
-	if killSUIDGID {
-		mode &^= syscall.S_ISUID
-		if mode&syscall.S_IXGRP != 0 {
-			mode &^= syscall.S_ISGID
-		}
-	}
+	mode := killedMode(st.Mode&0o7777, killSUIDGID)
 	if mode != st.Mode&0o7777 {
 		in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode}}
 		if err := n.setattr(nil, in, &fuse.AttrOut{}); err != nil {
@@ -152,13 +146,7 @@ func (m *mirror) killPrivsNamed(fd int, rel string, killSUIDGID bool) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	mode := st.Mode & 0o7777
-	if killSUIDGID {
-		mode &^= syscall.S_ISUID
-		if mode&syscall.S_IXGRP != 0 {
-			mode &^= syscall.S_ISGID
-		}
-	}
+	mode := killedMode(st.Mode&0o7777, killSUIDGID)
 	if mode != st.Mode&0o7777 {
 		if err := syscall.Fchmod(fd, mode); err != nil {
 			return 0, fmt.Errorf("clear set-id bits: %w", err)
@@ -225,4 +213,17 @@ func (n *node) afterSetattr(valid uint32, mode uint32) {
 			n.privs.Store(privBits(mode, p&privCap != 0))
 		}
 	}
+}
+
+// killedMode is mode after a write, truncate or O_TRUNC open by a caller
+// without CAP_FSETID (killSUIDGID): set-uid goes, and set-gid with it when
+// group-exec is set, as the Linux VFS does.
+func killedMode(mode uint32, killSUIDGID bool) uint32 {
+	if killSUIDGID {
+		mode &^= syscall.S_ISUID
+		if mode&syscall.S_IXGRP != 0 {
+			mode &^= syscall.S_ISGID
+		}
+	}
+	return mode
 }
