@@ -16,18 +16,42 @@ type entry struct {
 	// data: a large write, sent on its own data stream.
 	data bool
 
-	once  sync.Once
-	body  []byte // until framed
+	once sync.Once
+	body []byte // until framed
+	// buf, when set, is wire.FrameRoom bytes of room followed by body:
+	// an uncompressed frame is then built around the body, not copied.
+	buf   []byte
 	frame []byte // after framed
+}
+
+// newEntry encodes op number seq into an entry, leaving room for the frame
+// header before it. It is the one copy of a write's data the master makes
+// for the slaves (the FUSE request buffer is reused after the request).
+func newEntry(seq uint64, op wire.Op, dataThreshold int) *entry {
+	hint := 64
+	w, isWrite := op.(*wire.Write)
+	if isWrite {
+		hint += len(w.Data)
+	}
+	buf := wire.AppendOp(make([]byte, wire.FrameRoom, wire.FrameRoom+hint), seq, op)
+	body := buf[wire.FrameRoom:]
+	return &entry{seq: seq, size: int64(len(body)), body: body, buf: buf,
+		data: isWrite && len(w.Data) >= dataThreshold}
 }
 
 // framed returns the entry's FrameOp, compressing it the first time. It is
 // done in the senders, not in Append (which runs in the FUSE path), once
-// per entry whatever the number of slaves.
+// per entry whatever the number of slaves. The master frames an entry only
+// after the journal has it (a sender never sends beyond what the journal
+// holds), so body is no longer needed afterwards.
 func (e *entry) framed(c *wire.Compressor) []byte {
 	e.once.Do(func() {
-		e.frame = wire.AppendFrame(nil, wire.FrameOp, e.body, c)
-		e.body = nil
+		if e.buf != nil {
+			e.frame = wire.FrameInPlace(e.buf, wire.FrameOp, c)
+		} else {
+			e.frame = wire.AppendFrame(nil, wire.FrameOp, e.body, c)
+		}
+		e.body, e.buf = nil, nil
 	})
 	return e.frame
 }
@@ -84,11 +108,12 @@ func (b *backlog) dropThrough(seq uint64) {
 	b.entries = b.entries[n:]
 }
 
-// trim drops the oldest entries while more than limit bytes are held, but
-// always keeps the newest one. It reports whether it dropped anything.
-func (b *backlog) trim() bool {
+// trim drops the oldest entries numbered through at most, while more than
+// limit bytes are held, but always keeps the newest one. It reports
+// whether it dropped anything.
+func (b *backlog) trim(through uint64) bool {
 	n := 0
-	for b.bytes > b.limit && len(b.entries)-n > 1 {
+	for b.bytes > b.limit && len(b.entries)-n > 1 && b.entries[n].seq <= through {
 		b.bytes -= b.entries[n].size
 		b.entries[n] = nil
 		n++

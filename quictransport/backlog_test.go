@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"bytes"
+	"math"
 	"testing"
 
 	"github.com/tdfs/tdfs/quictransport/wire"
@@ -47,20 +48,37 @@ func TestBacklogTrimKeepsNewest(t *testing.T) {
 	for seq := uint64(1); seq <= 5; seq++ {
 		b.push(testEntry(seq, 100))
 	}
-	if !b.trim() {
+	if !b.trim(math.MaxUint64) {
 		t.Fatal("trim dropped nothing")
 	}
 	if b.first() != 4 || b.bytes != 200 {
 		t.Fatalf("after trim: first %d bytes %d, want 4 and 200", b.first(), b.bytes)
 	}
-	if b.trim() {
+	if b.trim(math.MaxUint64) {
 		t.Fatal("second trim dropped more")
 	}
 	// A single entry larger than the limit stays: it is the newest.
 	b.push(testEntry(6, 1000))
-	b.trim()
+	b.trim(math.MaxUint64)
 	if b.first() != 6 || b.head != 6 {
 		t.Fatalf("oversized newest entry dropped: first %d head %d", b.first(), b.head)
+	}
+}
+
+// Entries the journal has not written yet stay, whatever the limit.
+func TestBacklogTrimKeepsUnjournaled(t *testing.T) {
+	b := backlog{limit: 150}
+	for seq := uint64(1); seq <= 5; seq++ {
+		b.push(testEntry(seq, 100))
+	}
+	if !b.trim(2) || b.first() != 3 || b.bytes != 300 {
+		t.Fatalf("trim through 2: first %d bytes %d, want 3 and 300", b.first(), b.bytes)
+	}
+	if b.trim(2) {
+		t.Fatal("trim through 2 dropped an unjournaled entry")
+	}
+	if !b.trim(5) || b.first() != 5 {
+		t.Fatalf("trim through 5: first %d, want 5 (the newest stays)", b.first())
 	}
 }
 

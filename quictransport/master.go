@@ -28,11 +28,17 @@ type Master struct {
 	opCounts map[wire.OpType]OpCount
 	peers    []*peer
 	tree     Tree
-	// jmu serialises the journal's writers (Append in the FUSE path, the
-	// flusher); jerr is its last failure, logged once.
+	// jmu serialises the journal's writers (flushJournal, called by the
+	// flusher and by senders; never by Append, which runs in the FUSE
+	// path and only queues); jdirty: appended since the last Flush.
 	jmu    sync.Mutex
 	jdirty bool
-	jlast  uint64 // last seq appended to the journal (under jmu)
+	jbatch []*entry // flushJournal's scratch (under jmu)
+	// journaled is the last seq handed to Journal.Append (under mu).
+	// Entries after it are never dropped from memory: Append journals
+	// them itself instead when they alone overflow the backlog.
+	journaled uint64
+	jpending  int64 // bytes appended since the flusher was last kicked (under mu)
 	// jflushed is the last seq handed to the kernel (under mu): no op
 	// beyond it is sent, so after a kill -9 of the master no slave holds
 	// an op its journal lacks.
@@ -119,7 +125,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	m.bl.limit = cfg.Backlog
 	m.bl.head = cfg.Head
-	m.jflushed = cfg.Head
+	m.jflushed, m.journaled = cfg.Head, cfg.Head
 	for _, p := range cfg.Peers {
 		q := newPeer(m, p)
 		q.check = cfg.CheckAll
@@ -195,6 +201,7 @@ func (m *Master) Run(ctx context.Context) {
 	cancel()
 	wg.Wait()
 	if m.cfg.Journal != nil {
+		m.flushJournal()
 		m.jmu.Lock()
 		if err := m.cfg.Journal.Sync(); err != nil {
 			m.log.Error("journal: final sync failed", "err", err)
@@ -233,21 +240,63 @@ func (m *Master) flusher(ctx context.Context) {
 	}
 }
 
-// flushJournal hands the journal's buffered records to the kernel and
-// records how far that goes.
+// flushJournal appends to the journal the ops Append queued since the last
+// call, hands its buffered records to the kernel, and records how far that
+// goes. Journaling here, on the flusher's or a sender's goroutine, keeps
+// the journal's copy, checksum and write(2) out of the FUSE path.
 func (m *Master) flushJournal() {
 	m.jmu.Lock()
+	last := m.appendJournalLocked()
 	if m.jdirty {
 		if err := m.cfg.Journal.Flush(); err != nil {
 			m.journalFailedLocked(err)
 		}
 		m.jdirty = false
 	}
-	last := m.jlast
 	m.jmu.Unlock()
 	m.mu.Lock()
 	m.jflushed = max(m.jflushed, last)
 	m.mu.Unlock()
+}
+
+// appendJournalLocked appends every op held in memory after journaled, in
+// batches (mu is taken per batch, not per record, and never while writing),
+// and returns the last seq appended. Called with jmu held.
+func (m *Master) appendJournalLocked() uint64 {
+	j := m.cfg.Journal
+	for {
+		m.mu.Lock()
+		// Ops dropped before they were journaled (the backlog was reset by
+		// an out-of-order Append) are skipped: the journal's Append then
+		// reports the gap, and it starts anew.
+		next := max(m.journaled+1, m.bl.first())
+		batch := m.jbatch[:0]
+		for seq := next; seq <= m.bl.head && len(batch) < 256; seq++ {
+			e, _ := m.bl.get(seq)
+			batch = append(batch, e)
+		}
+		last := m.journaled
+		m.mu.Unlock()
+		if len(batch) == 0 {
+			return last
+		}
+		for _, e := range batch {
+			// e.body is intact: no sender frames an op before it is
+			// journaled and flushed (nextAction's jflushed check).
+			if err := j.Append(e.seq, e.body); err != nil {
+				m.journalFailedLocked(err)
+				if err = j.Append(e.seq, e.body); err != nil {
+					m.log.Error("journal append failed after a reset", "seq", e.seq, "err", err)
+				}
+			}
+		}
+		m.jdirty = true
+		m.mu.Lock()
+		m.journaled = batch[len(batch)-1].seq
+		m.mu.Unlock()
+		clear(batch)
+		m.jbatch = batch
+	}
 }
 
 // journalFailedLocked handles a failed journal write (a full disk, say):
@@ -266,25 +315,11 @@ func (m *Master) journalFailedLocked(err error) {
 
 // Append queues op number seq for every slave. Calls come in seq order, one
 // at a time. It copies what it keeps (the encoded op) and never blocks on
-// the network.
+// the network. The journal is written on other goroutines (flushJournal),
+// unless the ops not journaled yet overflow the backlog on their own.
 func (m *Master) Append(seq uint64, op wire.Op) {
-	body := wire.AppendOp(nil, seq, op)
-	e := &entry{seq: seq, size: int64(len(body)), body: body}
-	if w, ok := op.(*wire.Write); ok && len(w.Data) >= m.cfg.DataThreshold {
-		e.data = true
-	}
-	if j := m.cfg.Journal; j != nil {
-		m.jmu.Lock()
-		err := j.Append(seq, body)
-		if err != nil {
-			m.journalFailedLocked(err)
-			if err = j.Append(seq, body); err != nil {
-				m.log.Error("journal append failed after a reset", "seq", seq, "err", err)
-			}
-		}
-		m.jdirty, m.jlast = true, seq
-		m.jmu.Unlock()
-	}
+	e := newEntry(seq, op, m.cfg.DataThreshold)
+	journal := m.cfg.Journal != nil
 	m.mu.Lock()
 	m.clock.record(seq, e.size, time.Now())
 	m.countOpLocked(op.Type(), e.size)
@@ -294,7 +329,25 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 			"previous", prevHead, "seq", seq)
 	}
 	m.truncateDurableLocked()
-	if m.bl.trim() && !m.overflowLogged {
+	through := seq
+	if journal {
+		through = m.journaled
+		if m.jpending += e.size; m.jpending >= journalKickBytes {
+			m.jpending = 0
+			m.kickFlush()
+		}
+	}
+	dropped := m.bl.trim(through)
+	for journal && m.bl.bytes > m.bl.limit && len(m.bl.entries) > 1 && m.bl.first() > m.journaled {
+		// The journal is behind by more than the backlog: write it here,
+		// as a slow disk would make the writer wait anyway. (No other
+		// Append runs meanwhile: the caller serialises them.)
+		m.mu.Unlock()
+		m.flushJournal()
+		m.mu.Lock()
+		dropped = m.bl.trim(m.journaled) || dropped
+	}
+	if dropped && !m.overflowLogged {
 		m.overflowLogged = true
 		m.log.Warn("backlog full: dropping the oldest ops; slaves that still need them will need a resync",
 			"limit_bytes", m.cfg.Backlog, "holds_from", m.bl.first())
@@ -305,6 +358,10 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 		p.poke()
 	}
 }
+
+// journalKickBytes: Append wakes the flusher once this many bytes of ops
+// wait for the journal (smaller ones wait for its tick, or for a sender).
+const journalKickBytes = 256 << 10
 
 // Wait returns once every slave that is streaming and not degraded has
 // made op seq durable. In async mode it returns at once. A slave that does
@@ -520,6 +577,9 @@ func (m *Master) truncateDurableLocked() {
 		}
 	}
 	low = min(low, m.bl.head)
+	if m.cfg.Journal != nil {
+		low = min(low, m.journaled) // the journal still needs the rest
+	}
 	m.bl.dropThrough(low)
 	m.jlow = low
 }

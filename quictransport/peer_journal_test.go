@@ -1,6 +1,7 @@
 package quictransport
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -145,4 +146,52 @@ func TestJournalDroppedRebases(t *testing.T) {
 		st := m.status(0)
 		return st.State == "streaming" && st.Durable == g.seq
 	})
+}
+
+// Append leaves the journal to flushJournal, but never drops from memory
+// an op the journal lacks: when those alone overflow the backlog (nobody
+// flushes: no Run here), Append journals them itself. Every op reaches the
+// journal, in order, and memory stays within the backlog plus one op.
+func TestAppendJournalsWhatOverflows(t *testing.T) {
+	const n = 400
+	p := newPKI(t, "overflow")
+	j := openJournal(t, t.TempDir(), journal.Options{SegmentSize: 16 << 10})
+	m, err := NewMaster(MasterConfig{Peers: []Peer{{Addr: "127.0.0.1:9", TLS: p.clientTLS()}}, Run: newRun(t),
+		Epoch: testEpoch, Journal: j, Backlog: 4 << 10, quic: fastQUIC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newOpGen(7)
+	want := map[uint64][]byte{}
+	var maxHeld, largest int64
+	for range n {
+		seq, op := g.next(10, 3<<10)
+		want[seq] = wire.AppendOp(nil, seq, op)
+		largest = max(largest, int64(len(want[seq])))
+		m.Append(seq, op)
+		m.mu.Lock()
+		maxHeld = max(maxHeld, m.bl.bytes)
+		m.mu.Unlock()
+	}
+	if maxHeld > 4<<10+largest {
+		t.Fatalf("memory held %d bytes, over the backlog (4 KiB) plus the largest op (%d)", maxHeld, largest)
+	}
+	if j.Last() == 0 {
+		t.Fatal("Append never journaled what overflowed the backlog")
+	}
+	m.flushJournal()
+	if j.First() != 1 || j.Last() != n {
+		t.Fatalf("journal holds %d..%d, want 1..%d", j.First(), j.Last(), n)
+	}
+	r, err := j.Reader(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for seq := uint64(1); seq <= n; seq++ {
+		got, body, err := r.Next()
+		if err != nil || got != seq || !bytes.Equal(body, want[seq]) {
+			t.Fatalf("journal record %d: got seq %d, %d bytes, err %v", seq, got, len(body), err)
+		}
+	}
 }

@@ -24,8 +24,12 @@ import (
 	"time"
 )
 
-// queueLen bounds the datagrams waiting in one direction of one flow.
-const queueLen = 4096
+// queueLen bounds the datagrams waiting in one direction of one flow. The
+// queue is the delay line: it must hold a bandwidth-delay product, or the
+// relay drops what a real path would carry. 32,768 datagrams of ~1,400
+// bytes are 45 MB: 100 ms one way at 450 MB/s. (4,096 capped raw QUIC at
+// 43 MB/s over a 100 ms round trip.)
+const queueLen = 32768
 
 // Relay forwards datagrams between its clients and a target.
 type Relay struct {

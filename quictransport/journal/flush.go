@@ -10,7 +10,11 @@ import (
 // Readers see them. After a write error (ENOSPC, EIO) the journal's tail
 // is unknown: Flush, Append and Sync return the error until Reset, and the
 // next Open cuts any partially written record.
-func (j *Journal) Flush() error {
+func (j *Journal) Flush() error { return j.flush() }
+
+// flush writes the buffer, then tail: the rest of the buffer's last
+// record, which Append did not copy into it (a large body and its CRC).
+func (j *Journal) flush(tail ...[]byte) error {
 	if j.werr != nil {
 		return j.werr
 	}
@@ -21,11 +25,14 @@ func (j *Journal) Flush() error {
 		return nil
 	}
 	s := j.newest()
-	if _, err := j.f.Write(j.buf); err != nil {
-		j.werr = fmt.Errorf("journal %s: write at %d: %w", j.path(s), s.size, err)
-		return j.werr
+	n := int64(0)
+	for _, b := range append([][]byte{j.buf}, tail...) {
+		if _, err := j.f.Write(b); err != nil {
+			j.werr = fmt.Errorf("journal %s: write at %d: %w", j.path(s), s.size+n, err)
+			return j.werr
+		}
+		n += int64(len(b))
 	}
-	n := int64(len(j.buf))
 	j.mu.Lock()
 	s.size += n
 	s.flushedLast = s.last

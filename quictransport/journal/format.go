@@ -99,11 +99,22 @@ func checkHeader(b []byte) headerKind {
 
 // appendRecord appends the encoding of record seq to b.
 func appendRecord(b []byte, seq uint64, body []byte) []byte {
-	start := len(b)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
-	b = binary.LittleEndian.AppendUint64(b, seq)
+	b = appendRecordHeader(b, seq, len(body))
+	seqBytes := b[len(b)-8:]
 	b = append(b, body...)
-	return binary.LittleEndian.AppendUint32(b, recordCRC(b[start+4:start+recHeaderSize], b[start+recHeaderSize:]))
+	return appendRecordTrailer(b, seqBytes, body)
+}
+
+// appendRecordHeader appends the header of a record of n bytes.
+func appendRecordHeader(b []byte, seq uint64, n int) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	return binary.LittleEndian.AppendUint64(b, seq)
+}
+
+// appendRecordTrailer appends the CRC that follows body, given the seq as
+// its header encodes it.
+func appendRecordTrailer(b, seq, body []byte) []byte {
+	return binary.LittleEndian.AppendUint32(b, recordCRC(seq, body))
 }
 
 // recordCRC is the checksum stored after a record, over its seq (as

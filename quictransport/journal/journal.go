@@ -198,12 +198,24 @@ func (j *Journal) Append(seq uint64, body []byte) error {
 	}
 	s = j.newest()
 	off := s.size + int64(len(j.buf))
-	j.buf = appendRecord(j.buf, seq, body)
+	large := len(body) >= j.opt.BufferSize/2
+	var trailer []byte
+	if large {
+		// Written from the caller's memory, not copied into the buffer:
+		// the buffer (header included), then body and CRC, all at once.
+		j.buf = appendRecordHeader(j.buf, seq, len(body))
+		trailer = appendRecordTrailer(nil, j.buf[len(j.buf)-8:], body)
+	} else {
+		j.buf = appendRecord(j.buf, seq, body)
+	}
 	j.mu.Lock()
 	s.last = seq
 	s.index = appendIndex(s.index, seq, off)
 	j.buffered = int64(len(j.buf))
 	j.mu.Unlock()
+	if large {
+		return j.flush(body, trailer)
+	}
 	if len(j.buf) >= j.opt.BufferSize {
 		return j.Flush()
 	}

@@ -70,6 +70,28 @@ func AppendFrame(b []byte, kind FrameKind, body []byte, c *Compressor) []byte {
 	return appendBytes(b, body)
 }
 
+// FrameRoom is the room FrameInPlace needs before a body for the longest
+// frame header (kind, flags, uvarint length).
+const FrameRoom = 2 + binary.MaxVarintLen64
+
+// FrameInPlace returns the frame AppendFrame would append for the body
+// buf[FrameRoom:], without copying the body when it goes uncompressed: the
+// header is written into the room before it, and the frame is a suffix of
+// buf. A compressed frame is new memory; buf is not touched then.
+func FrameInPlace(buf []byte, kind FrameKind, c *Compressor) []byte {
+	body := buf[FrameRoom:]
+	if c != nil && len(body) >= minCompress {
+		if z, ok := c.compress(body); ok {
+			return appendBytes(append(make([]byte, 0, FrameRoom+len(z)), byte(kind), flagZstd), z)
+		}
+	}
+	var room [FrameRoom]byte
+	h := binary.AppendUvarint(append(room[:0], byte(kind), 0), uint64(len(body)))
+	start := FrameRoom - len(h)
+	copy(buf[start:], h)
+	return buf[start:]
+}
+
 // FrameReader reads frames from a stream. It is not safe for concurrent use.
 type FrameReader struct {
 	r   *bufio.Reader

@@ -3,7 +3,9 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -251,5 +253,51 @@ func TestFrameReaderReusesBuffer(t *testing.T) {
 		}
 	}); n > 1<<10 {
 		t.Errorf("%d bytes allocated per frame of 64 KiB, want the buffer reused", n)
+	}
+}
+
+// FrameInPlace must produce exactly AppendFrame's bytes, alias the body
+// when it goes raw, and leave the body alone in every case.
+func TestFrameInPlace(t *testing.T) {
+	zc, err := NewCompressor(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 300<<10)
+	rand.NewChaCha8([32]byte{1}).Read(random)
+	bodies := map[string][]byte{
+		"empty":          {},
+		"small":          []byte("a small body"),
+		"one-byte-len":   bytes.Repeat([]byte{'x'}, 127),
+		"two-byte-len":   bytes.Repeat([]byte{'x'}, 128),
+		"compressible":   bytes.Repeat([]byte("tdfs "), 100<<10),
+		"incompressible": random,
+	}
+	for name, body := range bodies {
+		for _, c := range []*Compressor{nil, zc} {
+			t.Run(fmt.Sprintf("%s/z=%v", name, c != nil), func(t *testing.T) {
+				buf := append(bytes.Repeat([]byte{0xEE}, FrameRoom), body...)
+				want := AppendFrame(nil, FrameOp, body, c)
+				got := FrameInPlace(buf, FrameOp, c)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("frame differs from AppendFrame's (%d vs %d bytes)", len(got), len(want))
+				}
+				if !bytes.Equal(buf[FrameRoom:], body) {
+					t.Fatal("the body changed")
+				}
+				raw := got[1]&flagZstd == 0
+				if aliases := &got[len(got)-1] == &buf[len(buf)-1]; len(body) > 0 && raw != aliases {
+					t.Fatalf("raw frame %v, aliases the buffer %v", raw, aliases)
+				}
+				d, err := NewDecompressor()
+				if err != nil {
+					t.Fatal(err)
+				}
+				kind, back, err := NewFrameReader(bytes.NewReader(got), d).Next()
+				if err != nil || kind != FrameOp || !bytes.Equal(back, body) {
+					t.Fatalf("read back: kind %v, %d bytes, err %v", kind, len(back), err)
+				}
+			})
+		}
 	}
 }
