@@ -47,7 +47,7 @@ func main() {
 			&cli.IntFlag{Name: "rounds", EnvVars: []string{"BENCH_ROUNDS"},
 				Usage: "interleaved rounds, `N` (default 1); with more, every configuration runs once per round and figures are medians"},
 			&cli.StringFlag{Name: "only", EnvVars: []string{"BENCH_ONLY"},
-				Usage: "run only these comma-separated configuration `NAMES` (see the table's first column)"},
+				Usage: "run only these comma-separated configuration `NAMES` (see the table's first column; quic: the raw QUIC ceilings)"},
 			&cli.StringFlag{Name: "workloads", EnvVars: []string{"BENCH_WORKLOADS"},
 				Usage: "run only these comma-separated workload `NAMES` (seqwrite,untar,rmtree,dbsync,rename,copy)"},
 			&cli.BoolFlag{Name: "no-peers", EnvVars: []string{"BENCH_NO_PEERS"},

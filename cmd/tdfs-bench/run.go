@@ -72,17 +72,19 @@ func (b *bench) configs() []config {
 		{name: "plain", kind: "plain", note: "the backing directory itself, no FUSE"},
 		{name: "loopback", kind: "loopback", note: "bare go-fuse loopback, tdfs's mount options, no replication"},
 		with("tdfs", "1 slave, --sync fsync, -z 0, 0 ms", func(*config) {}),
+		with("noslave", "its slave down: ops go to the journal only (the mount's own cost)", func(c *config) { c.slave = 0 }),
 		with("async", "--sync async", func(c *config) { c.sync = "async" }),
 		with("z1", "-z 1", func(c *config) { c.z = 1 }),
 		with("rtt100", "100 ms round trip (userspace relay)", func(c *config) { c.rtt = 100 * time.Millisecond }),
+		with("rtt100-lanes4", "100 ms round trip, --lanes 4", func(c *config) { c.rtt, c.lanes = 100*time.Millisecond, 4 }),
 		with("wan-lanes1", "40 ms, 0.1% loss, --lanes 1", func(c *config) { c.rtt, c.loss, c.lanes = 40*time.Millisecond, 0.001, 1 }),
 		with("wan-lanes4", "40 ms, 0.1% loss, --lanes 4", func(c *config) { c.rtt, c.loss, c.lanes = 40*time.Millisecond, 0.001, 4 }),
 	}
 	if !b.quick {
-		cs = slices.Insert(cs, 3,
+		cs = slices.Insert(cs, 4,
 			with("2slaves", "2 slaves", func(c *config) { c.slave = 2 }),
 			with("sync", "--sync sync", func(c *config) { c.sync = "sync" }))
-		cs = slices.Insert(cs, 7,
+		cs = slices.Insert(cs, 8,
 			with("rtt0relay", "0 ms through the relay (the relay's own cost)", func(c *config) { c.rtt = time.Nanosecond }),
 			with("rtt20", "20 ms round trip", func(c *config) { c.rtt = 20 * time.Millisecond }))
 	}
@@ -144,7 +146,7 @@ func runBench(c *cli.Context) error {
 	started := time.Now()
 	for round := 1; round <= rounds; round++ {
 		b.logf("round %d of %d", round, rounds)
-		if len(only) == 0 {
+		if len(only) == 0 || slices.Contains(only, "quic") {
 			b.measureQUIC(ctx, round)
 		}
 		for _, cf := range cfgs {
