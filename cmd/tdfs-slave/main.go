@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
@@ -251,9 +252,15 @@ func serve(ctx context.Context, cfg *config) error {
 	// soon as the signal comes; the pings go on until Serve returns.
 	stopWatchdog := daemon.Ready("listening on " + srv.Addr().String() + ", replicating into " + cfg.dir)
 	defer stopWatchdog()
-	stopNotify := context.AfterFunc(ctx, daemon.Stopping)
+	var stopping sync.Once
+	stopNotify := context.AfterFunc(ctx, func() { stopping.Do(daemon.Stopping) })
 	defer stopNotify()
-	if err := srv.Serve(ctx); err != nil {
+	err = srv.Serve(ctx)
+	// Serve can see ctx done before the AfterFunc starts (a context
+	// closes Done before it runs them): send it here too, once, and
+	// before the process exits.
+	stopping.Do(daemon.Stopping)
+	if err != nil {
 		return err
 	}
 	log.Info("stopped", "durable_seq", h.durable())
