@@ -629,7 +629,7 @@ const (
 	actSend                  // send the entry
 	actItem                  // send the resync item
 	actJournal               // read op next from the journal
-	actFlush                 // flush the journal before sending op next
+	actFlush                 // journal and flush the queued ops before sending op next
 	actBye                   // drained: send Bye
 	actDone                  // the slave is durable at head: close
 	actResync                // the slave needs a resync: tell it and close

@@ -59,6 +59,8 @@ func main() {
 				ArgsUsage: "BACKING MOUNTPOINT COUNTS-FILE"},
 			{Name: "quic-sink", Hidden: true, Usage: "raw QUIC receiver (internal)", Action: quicSink,
 				ArgsUsage: "PKI-DIR"},
+			{Name: "report", Usage: "render results.md and chart.svg again from a results.json (to --out)",
+				ArgsUsage: "RESULTS.json", Action: rerender},
 		},
 		HideHelpCommand: true,
 	}

@@ -92,3 +92,27 @@ func TestReport(t *testing.T) {
 		t.Errorf("chart.svg has %d rects, want the bars", rects)
 	}
 }
+
+// tdfs-bench report renders the same results.md from results.json.
+func TestRenderSaved(t *testing.T) {
+	b := &bench{out: t.TempDir(), sz: sizesFor(false), notes: []string{"a note"}}
+	b.results = []result{
+		{Config: "loopback", Workload: "untar", Round: 1, MasterSec: 2, FuseReqs: 1200, Files: 100, WireBytes: -1},
+		{Config: "tdfs", Workload: "untar", Round: 1, MasterSec: 3, ReplSec: 3.1, FuseReqs: 1100, Files: 100, WireBytes: 1e6},
+	}
+	b.quics = []quicResult{{Name: "direct", Conns: 1, MBps: 200, Round: 1}}
+	if err := b.report(); err != nil {
+		t.Fatal(err)
+	}
+	again := t.TempDir()
+	if err := renderSaved(filepath.Join(b.out, "results.json"), again); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.md", "results.json", "chart.svg"} {
+		x, err1 := os.ReadFile(filepath.Join(b.out, f))
+		y, err2 := os.ReadFile(filepath.Join(again, f))
+		if err1 != nil || err2 != nil || string(x) != string(y) {
+			t.Errorf("%s differs after a round trip through results.json (%v, %v)", f, err1, err2)
+		}
+	}
+}

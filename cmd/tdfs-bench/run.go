@@ -202,10 +202,7 @@ func (b *bench) logf(format string, args ...any) {
 
 // prepare makes the certificates, the random data and the tarball.
 func (b *bench) prepare(ctx context.Context) error {
-	b.sz = sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicTime: 5 * time.Second, dbFileSize: 64 << 20}
-	if b.quick {
-		b.sz = sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicTime: 2 * time.Second, dbFileSize: 16 << 20}
-	}
+	b.sz = sizesFor(b.quick)
 	b.pki = filepath.Join(b.root, "pki")
 	certsBin := filepath.Join(b.bin, "tdfs-certs")
 	steps := [][]string{{"ca", "--dir", b.pki}, {"master", "--dir", b.pki, "master"}}
@@ -246,6 +243,13 @@ func (b *bench) prepare(ctx context.Context) error {
 	b.notes = append(b.notes, fmt.Sprintf("untar: %s of %s (%d entries, %d MB)", strings.Join(parts, " "),
 		filepath.Dir(src), b.sz.tarFiles, st.Size()/1e6))
 	return nil
+}
+
+func sizesFor(quick bool) sizes {
+	if quick {
+		return sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicTime: 2 * time.Second, dbFileSize: 16 << 20}
+	}
+	return sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicTime: 5 * time.Second, dbFileSize: 64 << 20}
 }
 
 // warmUp writes and removes a file as large as the most memory a round
