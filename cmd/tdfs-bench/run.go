@@ -305,7 +305,11 @@ func (b *bench) measureQUIC(ctx context.Context, round int) {
 	}
 	for _, q := range cases {
 		q.Round = round
-		bps, err := b.quicCeiling(ctx, q.Conns, q.RTT, q.Loss, b.sz.quicTime)
+		d := b.sz.quicTime
+		if q.Loss > 0 {
+			d *= 3 // a few MB/s: slow start would otherwise weigh too much
+		}
+		bps, err := b.quicCeiling(ctx, q.Conns, q.RTT, q.Loss, d)
 		if err != nil {
 			b.notes = append(b.notes, fmt.Sprintf("raw QUIC %s: %v", q.Name, err))
 			continue
@@ -349,8 +353,9 @@ func (b *bench) runWorkload(ctx context.Context, t *target, w workload, round in
 	fail := func(err error) result { r.Err = err.Error(); return r }
 	sz := b.sz
 	if t.cfg.loss > 0 {
-		// A lossy WAN carries a few MB/s: keep the write to seconds.
-		b.sz.seqBytes = min(b.sz.seqBytes, 32<<20)
+		// A lossy WAN carries a few MB/s: keep the write to tens of
+		// seconds, long enough that slow start does not decide it.
+		b.sz.seqBytes = min(b.sz.seqBytes, 96<<20)
 		if b.quick {
 			b.sz.seqBytes = 16 << 20
 		}
