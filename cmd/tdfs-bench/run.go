@@ -116,7 +116,7 @@ func runBench(c *cli.Context) error {
 	}
 	rounds := c.Int("rounds")
 	if rounds == 0 {
-		rounds = 1 // a full round takes about 11 minutes on 2 vCPUs
+		rounds = 1 // a full round takes about 13 minutes on 2 vCPUs
 	}
 	if b.root, err = os.MkdirTemp(c.String("dir"), "tdfs-bench."); err != nil {
 		return fmt.Errorf("--dir: %w", err)
