@@ -12,7 +12,6 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tdfs/tdfs/certs"
-	"github.com/tdfs/tdfs/internal/udprelay"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
@@ -82,27 +81,7 @@ func TestLanesReplicate(t *testing.T) {
 // Through a relay with latency and loss, four lanes still deliver every
 // op in order.
 func TestLanesThroughLossyRelay(t *testing.T) {
-	p := newPKI(t, "lanes-lossy")
-	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-	r, err := udprelay.New(srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	r.SetDelay(5 * time.Millisecond)
-	r.SetLoss(0.01)
-	run := newRun(t)
-	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, Lanes: 4})
-	g := newOpGen(62)
-	want := map[uint64][]byte{}
-	startRun(m.Master, g, run, want)
-	appendOps(m.Master, g, 300, 30, 256<<10, want)
-	waitApplied(t, h, g.seq, 120*time.Second)
-	checkRecords(t, h, want, g.seq)
-	if _, dropped := r.Stats(); dropped == 0 {
-		t.Fatal("the relay dropped nothing: the test did not test loss")
-	}
+	m := deliverThroughLoss(t, 4, 0.01, 62, 300, 30, 256<<10)
 	if st := m.status(0); st.Lanes < 2 {
 		t.Errorf("%d lanes at the end, want several", st.Lanes)
 	}
@@ -305,12 +284,7 @@ func TestLanesThroughputReport(t *testing.T) {
 		p := newPKI(t, "measure")
 		h := newFakeHandler()
 		srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
-		r, err := udprelay.New(srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.SetDelay(20 * time.Millisecond)
-		r.SetLoss(0.001)
+		r := relayTo(t, srv.Addr().String(), 20*time.Millisecond, 0.001)
 		run := newRun(t)
 		m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, Lanes: lanes})
 		eventually(t, 30*time.Second, "lanes up", func() bool { return m.status(0).Lanes == lanes })
