@@ -33,7 +33,10 @@ type Options struct {
 	Run wire.RunID
 	// Head is the last seq numbered before this run (seqs continue
 	// across runs of the master); the RunStart is Head+1.
-	Head       uint64
+	Head uint64
+	// Unclean: the previous run ended without a clean stop; a
+	// wire.Unclean op follows the RunStart.
+	Unclean    bool
 	AllowOther bool         // allow_other (default_permissions is always on)
 	Debug      bool         // go-fuse request logging
 	Logger     *slog.Logger // nil: slog.Default()
@@ -84,11 +87,15 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 	m.seq.sink = o.Sink
 	m.seq.last.Store(o.Head)
 	// The first op of every run says a new run begins (the slave drops
-	// the handles of earlier runs); the second carries the root
-	// directory's own attributes, which no other op would carry until
+	// the handles of earlier runs), followed by an Unclean if the
+	// previous run crashed (slaves apply tolerantly until compared); the
+	// next carries the root directory's own attributes, which no other op would carry until
 	// something changes them (a replica made on another filesystem starts
 	// with that filesystem's mode and times).
 	m.emit(&wire.RunStart{Run: o.Run})
+	if o.Unclean {
+		m.emit(&wire.Unclean{})
+	}
 	m.emit(&wire.Setattr{
 		Path:  "",
 		Valid: wire.SetMode | wire.SetUid | wire.SetGid | wire.SetMtime,

@@ -223,11 +223,16 @@ type Handler interface {
 	// after a promotion) and that its tree needs a resync.
 	Follow(epoch wire.Epoch, lineage []wire.Epoch) error
 	// Apply applies op number seq. Calls come in seq order without gaps,
-	// except where a rebasing ResyncBegin moves the stream. An error of
+	// except where a rebasing ResyncBegin moves the stream. A
+	// *ResourceError from Apply (disk full, read-only...) stalls the
+	// session: the transport tells the master (wire.Stall) and calls
+	// Apply again with the same op, with backoff, until it applies; the
+	// connection stays up and nothing is sent twice. Any other error of
 	// Apply or Resync closes the connection: with CodeRefused if it wraps
 	// ErrRefused (the op is forbidden and changed nothing), CodeLimit for
 	// ErrLimit, CodeProtocol for ErrProtocol, CodeNeedsResync for
-	// ErrNeedsResync, else CodeApply.
+	// ErrNeedsResync (the master then resynchronises the slave), else
+	// CodeApply.
 	Apply(seq uint64, op wire.Op) error
 	// Sync makes every op applied so far durable and records durably that
 	// ops up to seq are. The transport passes its own applied seq (which

@@ -42,6 +42,17 @@ var (
 	ErrLane = errors.New("lane refused or lost")
 )
 
+// ResourceError is a Handler's error for an op it cannot apply for want of
+// a resource: its disk full, its filesystem read-only or failing. The
+// session keeps the op and retries it (Handler.Apply).
+type ResourceError struct {
+	Cause string // what is missing, first in status lines: "disk full"
+	Err   error
+}
+
+func (e *ResourceError) Error() string { return e.Cause + ": " + e.Err.Error() }
+func (e *ResourceError) Unwrap() error { return e.Err }
+
 // PeerError is what a peer reported with a FrameError or a QUIC
 // application close.
 type PeerError struct {

@@ -104,8 +104,12 @@ type PeerStatus struct {
 	// (ConnectionStats.BytesSent: QUIC packets with retransmissions, no
 	// UDP/IP headers).
 	WireBytesSent uint64
-	LastError     string
-	LastErrorAt   time.Time // zero if none
+	// Cause says why the slave is not following now, when it is not for
+	// want of a connection: it cannot apply the next op ("disk full:
+	// ..."). "" otherwise.
+	Cause       string
+	LastError   string
+	LastErrorAt time.Time // zero if none
 }
 
 // NewMaster checks cfg and returns a Master; Run starts the connections.
@@ -507,6 +511,7 @@ func (m *Master) Status() []PeerStatus {
 			Durable:     p.durable,
 			Sent:        p.sent,
 			Rate:        p.rate.rate(now),
+			Cause:       p.stall,
 			LastError:   p.lastErr,
 			LastErrorAt: p.lastErrAt,
 		}

@@ -100,9 +100,13 @@ type peer struct {
 	// refused until it applies ops again.
 	cannotApply bool
 	refusesOp   bool
+	// stall is why the slave cannot apply the next op (a wire.Stall: its
+	// disk full, say), "" when it can: the cause status shows first.
+	stall string
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
+	fullNext  bool  // the next rebase pass compares every file's contents (Master.Resync)
 	waitBegin bool  // send no op until the rebase pass's ResyncBegin sets next
 	check     bool  // one comparison pass is owed (CheckAll)
 	checked   bool  // a comparison pass completed during this run
@@ -244,9 +248,12 @@ func (p *peer) loop(ctx context.Context) {
 			// an op it cannot apply) is redialed ever more slowly.
 			backoff = minBackoff
 		}
+		diverged := false
 		if msg, ok := slaveNeedsResync(err); ok {
 			// The slave itself says it cannot go on from where it is
-			// (its tree may differ, or it lost state it needs).
+			// (its tree differs from ours, or it lost state it needs):
+			// proof of divergence, never a reason to wait. It is
+			// redialed at once and compared.
 			p.m.mu.Lock()
 			if p.m.tree == nil {
 				// Nothing can bring it back: retrying cannot help.
@@ -255,9 +262,12 @@ func (p *peer) loop(ctx context.Context) {
 				p.m.mu.Unlock()
 				continue
 			}
-			p.rebase = true
-			p.log.Warn("the slave reports its tree needs a resync: resynchronising it", "reason", msg)
+			p.rebase, diverged = true, true
+			p.setErrLocked("needs resync: " + msg)
+			p.log.Warn("the slave's tree differs from this master's: resynchronising it (comparing trees while live "+
+				"ops flow): "+msg, "state", "resyncing")
 			p.m.mu.Unlock()
+			backoff = minBackoff
 		}
 		if msg, ok := slaveFenced(err); ok {
 			// Another master's slave, or one that follows a newer epoch
@@ -293,7 +303,7 @@ func (p *peer) loop(ctx context.Context) {
 			}
 			p.m.mu.Unlock()
 		}
-		if _, fenced := slaveFenced(err); !fenced {
+		if _, fenced := slaveFenced(err); !fenced && !diverged {
 			p.noteError(err)
 		}
 		p.m.mu.Lock()
@@ -830,6 +840,12 @@ func (p *peer) readAcks(fr *wire.FrameReader) error {
 			if err := p.onAck(a); err != nil {
 				return err
 			}
+		case wire.FrameStall:
+			st, err := wire.ParseStall(body)
+			if err != nil {
+				return fmt.Errorf("%w: stall: %w", ErrProtocol, err)
+			}
+			p.onStall(st)
 		case wire.FrameResyncReply:
 			r, err := wire.ParseResyncReply(body)
 			if err != nil {
@@ -876,20 +892,43 @@ func (p *peer) onAck(a wire.Ack) error {
 	}
 	p.inflight = p.inflight[n:]
 	if (p.cannotApply || p.refusesOp) && a.Applied > p.applied {
-		p.cannotApply, p.refusesOp = false, false
+		p.cannotApply, p.refusesOp, p.stall = false, false, ""
 		p.log.Info("slave applies ops again", "applied", a.Applied)
 	}
 	p.applied = max(p.applied, a.Applied)
 	p.durable = max(p.durable, a.Durable)
 	p.rate.add(m.clock.bytesThrough(p.applied), time.Now())
-	if p.degraded && p.durable >= m.maxWaited && !p.rebase {
-		p.degraded = false
-		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
-	}
+	p.recheckDegradedLocked()
 	m.truncateDurableLocked()
 	m.broadcastLocked()
 	p.poke()
 	return nil
+}
+
+// onStall books a slave's report that it cannot apply an op for want of a
+// resource: it is degraded (writers stop waiting for it) and keeps the
+// connection, retrying; the first ack past the op ends it.
+func (p *peer) onStall(st wire.Stall) {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.stall == "" {
+		p.log.Warn(fmt.Sprintf("slave degraded: it cannot apply ops: op %d: %s; it keeps what it received and "+
+			"retries, nothing is sent again", st.Seq, st.Msg), "state", "degraded")
+	}
+	p.stall, p.cannotApply = st.Msg, true
+	p.setErrLocked(st.Msg)
+	m.broadcastLocked()
+}
+
+// recheckDegradedLocked clears degraded once the slave holds what writers
+// waited for and is not being resynchronised: at an ack, and when a pass
+// ends (on an idle tree no ack may follow).
+func (p *peer) recheckDegradedLocked() {
+	if p.degraded && p.durable >= p.m.maxWaited && !p.rebase {
+		p.degraded = false
+		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
+	}
 }
 
 // slaveNeedsResync reports whether err is the slave saying it needs a

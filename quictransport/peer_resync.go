@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,7 +147,8 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 		case m.tree == nil || p.state != stateStreaming:
 			start = false
 		case p.rebase:
-			o.Rebase = true
+			o.Rebase, o.Full = true, p.fullNext
+			p.fullNext = false
 		case len(p.verifies) > 0:
 			vr = p.verifies[0]
 			p.verifies = p.verifies[1:]
@@ -180,6 +182,7 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 			if o.Rebase {
 				p.rebase = false
 			}
+			p.recheckDegradedLocked()
 			if !o.Verify {
 				p.check, p.checked = false, true
 			}
@@ -338,6 +341,45 @@ func (s *passSink) Emit(it wire.ResyncItem, n int64) {
 	p.poke()
 }
 
+// ErrNoSuchSlave: Resync was given a name no configured slave has.
+var ErrNoSuchSlave = errors.New("no such slave")
+
+// Resync makes the slave named name (the name its certificate must carry,
+// the common name of the certificate it presented, or the address it is
+// dialed at) be compared with the backing dir and repaired by a
+// rebase pass, whatever its state: at once if it is connected (after the
+// pass running now, if any), else when it connects. full: compare every
+// file's contents, not only those whose size or mtime differ. It returns
+// the slave's address.
+func (m *Master) Resync(name string, full bool) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var names []string
+	for _, p := range m.peers {
+		if p.addr != name && (p.tls == nil || p.tls.ServerName != name) && (p.conn == nil || peerCN(p.conn) != name) {
+			if p.tls != nil && p.tls.ServerName != "" {
+				names = append(names, p.tls.ServerName)
+			} else {
+				names = append(names, p.addr)
+			}
+			continue
+		}
+		if m.tree == nil {
+			return p.addr, errors.New("the master has no tree to compare")
+		}
+		if p.state == stateNeedsResync || p.state == stateFenced {
+			return p.addr, fmt.Errorf("slave is %s", p.stateName())
+		}
+		p.rebase = true
+		p.fullNext = p.fullNext || full
+		p.log.Warn("resync requested: the slave will be compared with this master's tree and repaired", "full", full)
+		m.broadcastLocked()
+		p.poke()
+		return p.addr, nil
+	}
+	return "", fmt.Errorf("%w %q (configured: %s)", ErrNoSuchSlave, name, strings.Join(names, ", "))
+}
+
 // VerifyResult is one slave's answer to Verify.
 type VerifyResult struct {
 	Addr   string
@@ -360,7 +402,10 @@ func (m *Master) Verify(ctx context.Context, repair bool) []VerifyResult {
 		case p.state != stateStreaming:
 			out[i].Err = fmt.Errorf("slave is %s: not connected", p.stateName())
 		case p.rebase:
-			out[i].Err = errors.New("slave is resyncing: verify it once that is done")
+			out[i].Err = errors.New("slave is resyncing (being compared and repaired): verify it once that is done")
+		case p.stall != "":
+			// Its pass would wait behind the op it cannot apply.
+			out[i].Err = fmt.Errorf("slave cannot apply ops (%s): verify it once it can", p.stall)
 		default:
 			reqs[i] = &verifyReq{repair: repair, done: make(chan struct{})}
 			p.verifies = append(p.verifies, reqs[i])

@@ -33,6 +33,10 @@ type Server struct {
 	applied uint64
 	durable uint64
 	cur     *session
+	// stall says why the applier cannot apply the next op ("" if it
+	// can), since stallAt.
+	stall   string
+	stallAt time.Time
 
 	sessions sync.WaitGroup
 	closing  atomic.Bool
@@ -65,6 +69,23 @@ func (s *Server) Master() string {
 		return ""
 	}
 	return s.cur.name
+}
+
+// Stalled says why this slave cannot apply the next op (its disk full,
+// say), and since when; "" when it can.
+func (s *Server) Stalled() (string, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stall, s.stallAt
+}
+
+func (s *Server) setStall(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if msg != "" && s.stall == "" {
+		s.stallAt = time.Now()
+	}
+	s.stall = msg
 }
 
 // Recheck closes the current master connection if ServerConfig.CheckPeer

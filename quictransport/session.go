@@ -600,14 +600,81 @@ func (s *session) applyLoop() {
 			continue
 		}
 		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
-			s.fail(handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err))
-			return
+			if re, ok := errors.AsType[*ResourceError](err); ok {
+				err = s.stall(seq, op, re)
+			}
+			if errors.Is(err, errStopped) {
+				return
+			}
+			if err != nil {
+				s.fail(handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err))
+				return
+			}
 		}
 		s.setApplied(seq)
 		if sinceAck += size; sinceAck >= ackEvery {
 			s.signalAck()
 			sinceAck = 0
 		}
+	}
+}
+
+// Stalls: how long the applier waits before it tries an op again that it
+// could not apply for want of a resource, doubling from the first to the
+// last. A freed disk is used within stallMaxBackoff.
+const (
+	stallMinBackoff = 100 * time.Millisecond
+	stallMaxBackoff = 5 * time.Second
+)
+
+// errStopped: the session stopped (replaced, shut down, connection gone)
+// while the applier waited.
+var errStopped = errors.New("session stopped")
+
+// stall retries op seq, which the Handler could not apply for want of a
+// resource (re), until it applies, the session stops, or it fails
+// otherwise (that error is returned). The master learns why from a
+// wire.Stall, sent when the stall begins and when its cause changes; the
+// connection stays up, the readers go on buffering what the master sends
+// (at most MaxPending), and nothing is sent twice. Logged when it begins
+// and ends, not at every attempt.
+func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
+	srv := s.srv
+	start := time.Now()
+	told := ""
+	backoff := stallMinBackoff
+	for {
+		if re.Cause != told {
+			told = re.Cause
+			s.log.Warn(fmt.Sprintf("cannot apply op %d: %v; keeping it and the ops after it, retrying until it applies",
+				seq, re), "seq", seq)
+			srv.setStall(re.Error())
+			st := wire.Stall{Seq: seq, Msg: re.Error()}
+			if err := s.writeFrame(wire.FrameStall, st.Append(nil)); err != nil && s.ctx.Err() == nil {
+				return fmt.Errorf("sending stall: %w", err)
+			}
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-s.stopCh:
+			t.Stop()
+			return errStopped
+		case <-s.ctx.Done():
+			t.Stop()
+			return errStopped
+		}
+		backoff = min(2*backoff, stallMaxBackoff)
+		err := srv.cfg.Handler.Apply(seq, op)
+		var ok bool
+		if re, ok = errors.AsType[*ResourceError](err); ok {
+			continue
+		}
+		srv.setStall("")
+		if err == nil {
+			s.log.Info("applies ops again", "seq", seq, "stalled", time.Since(start).Round(time.Millisecond))
+		}
+		return err
 	}
 }
 
@@ -649,6 +716,7 @@ func (s *session) reply(r wire.ResyncReply) error {
 func (s *session) setApplied(seq uint64) {
 	s.srv.mu.Lock()
 	s.srv.applied = seq
+	s.srv.stall = ""
 	s.srv.mu.Unlock()
 }
 

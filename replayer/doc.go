@@ -59,8 +59,16 @@
 // RestoreHandles reopens the files it held open from the file handles
 // Options.OnHandle handed out (handles_persist.go). A slave whose tree is
 // of unknown state is resynchronised by Resync, which applies a pass's
-// positioned items between ops, in tolerant mode while the pass rebases
+// positioned items between ops, in tolerant mode while a pass repairs
 // (resync*.go); a Verify pass changes nothing and only reports.
+//
+// # Errors
+//
+// Every error of Apply, Reapply, Resync and Sync is in one class
+// (Classify, classify.go): ClassResource (disk full, read-only, I/O error:
+// retry the op with Reapply once the resource is back), ClassRefused (the
+// slave's policy or bounds) or ClassDiverged (the replica is not what the
+// master believes: only a comparison pass brings it back).
 //
 // # What it does not do
 //

@@ -134,11 +134,11 @@ func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error
 	case *wire.ResyncClose:
 		return r.resyncClose(p, x)
 	case *wire.ResyncEnd:
-		rebase := p.rebase
+		verify := p.verify
 		r.endPass()
-		r.tolerant = false
-		if rebase {
+		if !verify {
 			// The replica is the master's tree as of this position.
+			r.tolerant = false
 			if err := r.clearSuspects(); err != nil {
 				return fmt.Errorf("forget the suspect files: %w", err)
 			}
@@ -188,13 +188,18 @@ func (r *Replayer) resyncBegin(b *wire.ResyncBegin) error {
 		dirs:   make(map[uint64]*passDir),
 		split:  make(map[[2]uint64]struct{}),
 	}
-	// Without Rebase the slave is in sync already: its ops apply
-	// strictly. With it, they meet a tree that still differs, and the
-	// handles it holds mean nothing: ResyncHandles, right after, lists
-	// every handle whose file has a name on the master, and a handle it
-	// leaves out belongs to a file with no name, whose writes change
-	// nothing (goneHandleOp). A master with no such handle may send none.
-	r.tolerant = b.Rebase
+	// A pass that repairs (rebase, check, repair) exists because the tree
+	// may differ from the master's: until its ResyncEnd, ops that meet a
+	// difference are skipped (resync_tolerant.go), and the pass repairs
+	// what they touched at a later position. A Verify pass changes
+	// nothing and leaves the mode as it was. With Rebase the handles the
+	// slave holds mean nothing: ResyncHandles, right after, lists every
+	// handle whose file has a name on the master, and a handle it leaves
+	// out belongs to a file with no name, whose writes change nothing
+	// (goneHandleOp). A master with no such handle may send none.
+	if !b.Verify {
+		r.tolerant = true
+	}
 	if b.Rebase {
 		r.resetHandles()
 		r.unlistedGone = true

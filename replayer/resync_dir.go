@@ -390,7 +390,7 @@ func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st 
 			fd = -1 // bind closed it
 			return err
 		}
-		if p.rebase {
+		if !p.verify {
 			// Its contents are on their way: if the pass is cut short
 			// before its Close, the next one must compare them.
 			if err := r.suspect(p.files[e.FileID].ino); err != nil {

@@ -3,7 +3,6 @@ package replayer
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"golang.org/x/sys/unix"
 
@@ -12,8 +11,9 @@ import (
 
 // Tolerant mode, and the path every op takes through Apply and Reapply.
 //
-// While a rebase resync runs (wire.ResyncBegin), the slave's tree is of
-// unknown state: the master keeps streaming ops, and an op may meet a tree
+// While a repairing pass runs (wire.ResyncBegin of a rebase, check or
+// repair pass), and from an Unclean op (the master's previous run crashed)
+// until such a pass ends, the slave's tree is of unknown state: the master keeps streaming ops, and an op may meet a tree
 // that still differs where it acts (a parent not created yet, a file where
 // the master has a directory). Such an op is skipped: the pass describes
 // everything it touched at a later position and repairs it there. An
@@ -37,14 +37,15 @@ func (e *wrongTypeError) Is(target error) bool { return target == ErrRefused }
 
 // SetTolerant turns tolerant mode on or off. While on, Apply returns nil
 // for an op that fails because the slave's tree differs from the master's
-// (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENODATA, ErrUnknownHandle, a
-// name of the wrong type, a symlink where the master has a directory) and
-// counts it in Skipped; and an Open or Create under a handle that fails so
+// (ClassDiverged: ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENODATA,
+// ErrUnknownHandle, a name of the wrong type, a symlink where the master
+// has a directory...) and counts it in Skipped; and an Open or Create under a handle that fails so
 // is forced: missing parent directories are made (mode 0700), a
 // non-directory in the way of one is removed, a missing file is created
 // (the pass sets attributes and contents later), so that the handle exists
-// for the writes that follow. A rebase ResyncBegin turns it on and
-// ResyncEnd off.
+// for the writes that follow. The ResyncBegin of a pass that repairs
+// (rebase, check, repair) and an Unclean op turn it on, the ResyncEnd of
+// such a pass off.
 func (r *Replayer) SetTolerant(on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -81,11 +82,11 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 		r.noteHandle(op)
 		return nil
 	}
-	if !r.tolerant || !treeDiffers(op, err) {
+	if !r.tolerant || !treeDiffers(err) {
 		return err
 	}
 	if forced, ferr := r.forceHandleOp(op); forced {
-		if ferr != nil && !treeDiffers(op, ferr) {
+		if ferr != nil && !treeDiffers(ferr) {
 			return fmt.Errorf("%w (forcing it after: %w)", ferr, err)
 		}
 		err = errors.Join(err, ferr)
@@ -97,34 +98,8 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 
 // treeDiffers reports whether err, returned by op, means the slave's tree
 // differs from the master's where op acts, rather than that the slave is
-// broken or the op is forbidden.
-func treeDiffers(op wire.Op, err error) bool {
-	var wt *wrongTypeError
-	switch {
-	case errors.As(err, &wt), errors.Is(err, ErrUnknownHandle):
-		return true
-	case errors.Is(err, ErrRefused):
-		// ELOOP: a symlink where the master has a directory, met by
-		// openat2 RESOLVE_NO_SYMLINKS or O_NOFOLLOW; nothing was
-		// followed. Every other refusal (EXDEV: leaving the root or
-		// crossing a mount; a device; an unknown flag) still fails.
-		return errors.Is(err, unix.ELOOP)
-	}
-	for _, e := range []unix.Errno{unix.ENOENT, unix.EEXIST, unix.ENOTDIR, unix.EISDIR, unix.ENOTEMPTY, unix.ENODATA} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	switch op.(type) {
-	case *wire.Link:
-		return errors.Is(err, unix.EPERM) // link(2) of what is a directory here
-	case *wire.Rename:
-		return errors.Is(err, unix.EINVAL) // a directory into its own subtree here
-	case *wire.CopyRange:
-		return errors.Is(err, io.ErrUnexpectedEOF) // a source still shorter here
-	}
-	return false
-}
+// broken or the op is forbidden (classify.go).
+func treeDiffers(err error) bool { return Classify(err) == ClassDiverged }
 
 // forceHandleOp forces an Open or Create under a handle (see SetTolerant).
 // It reports whether op was one.

@@ -28,6 +28,8 @@ type slaveRow struct {
 	LagBytes   uint64  `json:"lag_bytes"`
 	LagSeconds float64 `json:"lag_seconds"`
 	RTTSeconds float64 `json:"rtt_seconds"`
+	Cause      string  `json:"cause"`
+	WireBytes  uint64  `json:"wire_bytes_sent"`
 }
 
 type statusAnswer struct {

@@ -22,7 +22,8 @@ import (
 
 // The admin socket: a unix socket in the journal dir (mode 0600, so only
 // the master's user, normally root) through which `tdfs-master verify`
-// asks the running master to compare its backing dir with every slave.
+// asks the running master to compare its backing dir with every slave,
+// `tdfs-master resync` to resynchronise one, and `status` how they are.
 // One JSON request per connection; the answer is JSON lines: progress,
 // then the results.
 
@@ -33,14 +34,17 @@ const (
 )
 
 type adminRequest struct {
-	Op     string `json:"op"` // "verify" or "status"
+	Op     string `json:"op"` // "verify", "resync" or "status"
 	Repair bool   `json:"repair"`
+	Slave  string `json:"slave,omitempty"` // resync: the slave's name or address
+	Quick  bool   `json:"quick,omitempty"` // resync: compare contents only where size or mtime differ
 }
 
 type adminLine struct {
 	Progress *progressLine  `json:"progress,omitempty"`
 	Results  []verifyResult `json:"results,omitempty"`
 	Status   *masterStatus  `json:"status,omitempty"`
+	Resync   string         `json:"resync,omitempty"` // the address of the slave a resync was started for
 	Error    string         `json:"error,omitempty"`
 }
 
@@ -159,6 +163,15 @@ func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Co
 		st := statusOf(cfg, m)
 		json.NewEncoder(c).Encode(adminLine{Status: &st})
 		return
+	case "resync":
+		cfg.log.Info("resync requested through the admin socket", "slave", req.Slave, "quick", req.Quick)
+		addr, err := m.Resync(req.Slave, !req.Quick)
+		if err != nil {
+			json.NewEncoder(c).Encode(adminLine{Error: err.Error()})
+			return
+		}
+		json.NewEncoder(c).Encode(adminLine{Resync: addr})
+		return
 	default:
 		json.NewEncoder(c).Encode(adminLine{Error: fmt.Sprintf("unknown request %q", req.Op)})
 		return
@@ -224,6 +237,59 @@ func verifyCommand() *cli.Command {
 		),
 		Action: runVerify,
 	}
+}
+
+// resyncCommand is `tdfs-master resync NAME`.
+func resyncCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "resync",
+		Usage:     "compare one slave with the backing dir and repair it, whatever its state",
+		UsageText: "tdfs-master resync NAME -m DIR [--journal DIR | --admin-socket PATH] [--quick]",
+		Description: "resync asks the tdfs-master running on DIR to resynchronise the slave NAME (its certificate\n" +
+			"name, or the HOST:PORT it is dialed at, as -c gave it): a comparison pass that repairs every\n" +
+			"difference while writes keep flowing, the same a slave gets when its tree is of unknown state.\n" +
+			"Every file's contents are compared (hashed on both sides; only differing blocks are sent) unless\n" +
+			"--quick, which trusts size and mtime as rsync does. It returns once the pass is requested: it runs\n" +
+			"at once if the slave is connected, else when it connects; tdfs-master status shows it (resyncing).\n" +
+			"Exit 0 when requested, 1 for an unknown slave or no master answering.",
+		ArgsUsage:    "NAME",
+		OnUsageError: daemon.OnUsageError,
+		Flags: append(adminFlags(),
+			&cli.BoolFlag{Name: "quick", Usage: "compare the contents only of files whose size or mtime differ"},
+		),
+		Action: runResync,
+	}
+}
+
+func runResync(c *cli.Context) error {
+	name := "tdfs-master resync"
+	if c.NArg() != 1 {
+		return cli.Exit(name+": give the slave's name (or HOST:PORT), once", daemon.ExitUsage)
+	}
+	sock, err := adminSocketPath(c)
+	if err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running, with this --journal?): %v",
+			name, sock, err), daemon.ExitUsage)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := json.NewEncoder(conn).Encode(adminRequest{Op: "resync", Slave: c.Args().First(), Quick: c.Bool("quick")}); err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
+	}
+	var l adminLine
+	if err := json.NewDecoder(conn).Decode(&l); err != nil {
+		return cli.Exit(name+": no answer from the master: "+err.Error(), daemon.ExitRuntime)
+	}
+	if l.Error != "" {
+		return cli.Exit(name+": "+l.Error, daemon.ExitUsage)
+	}
+	fmt.Fprintf(c.App.Writer, "%s: resync requested: it is compared with the backing dir and repaired "+
+		"(tdfs-master status shows it resyncing until done)\n", l.Resync)
+	return nil
 }
 
 // adminFlags find a running master's admin socket.

@@ -99,7 +99,7 @@ func newApp(stderr io.Writer) *cli.App {
 		}, daemon.LogFlags()...)),
 		Before:   daemon.LoadConfigFile,
 		Action:   daemon.Action(configure, serve),
-		Commands: []*cli.Command{verifyCommand(), statusCommand(), daemon.CompletionCommand("tdfs-master"), daemon.ManCommand()},
+		Commands: []*cli.Command{verifyCommand(), resyncCommand(), statusCommand(), daemon.CompletionCommand("tdfs-master"), daemon.ManCommand()},
 
 		// <TAB> completion of commands and flags: see tdfs-master completion.
 		EnableBashCompletion: true,

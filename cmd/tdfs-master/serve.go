@@ -86,7 +86,7 @@ func serve(sigctx context.Context, cfg *config) error {
 		log.Info("metrics", "url", "http://"+addr+"/metrics")
 	}
 	cfg.fuse.Sink = m
-	cfg.fuse.Run, cfg.fuse.Head = tc.Run, tc.Head
+	cfg.fuse.Run, cfg.fuse.Head, cfg.fuse.Unclean = tc.Run, tc.Head, tc.CheckAll
 	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.mount, err)

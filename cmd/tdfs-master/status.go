@@ -44,10 +44,13 @@ type slaveStatus struct {
 	// Lanes: the connections carrying data now (0 when not connected);
 	// WireBytesSent: bytes sent on every QUIC connection to the slave
 	// since the master started (retransmissions included).
-	Lanes         int        `json:"lanes"`
-	WireBytesSent uint64     `json:"wire_bytes_sent"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
+	Lanes         int    `json:"lanes"`
+	WireBytesSent uint64 `json:"wire_bytes_sent"`
+	// Cause: why the slave cannot follow now, when it is not for want of
+	// a connection ("disk full: ..."); the table shows it first.
+	Cause       string     `json:"cause,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
 
 // statusOf gathers the master's status.
@@ -59,7 +62,7 @@ func statusOf(cfg *config, m *quictransport.Master) masterStatus {
 		s := slaveStatus{Addr: p.Addr, Name: p.Name, State: p.State, Applied: p.Applied, Durable: p.Durable,
 			LagOps: p.LagOps, LagBytes: p.LagBytes, LagSeconds: p.LagSeconds, Rate: p.Rate,
 			RTTSeconds: p.RTT.Seconds(), PacketsSent: p.PacketsSent, PacketsLost: p.PacketsLost, Lanes: p.Lanes,
-			WireBytesSent: p.WireBytesSent, LastError: p.LastError}
+			WireBytesSent: p.WireBytesSent, Cause: p.Cause, LastError: p.LastError}
 		if !p.LastErrorAt.IsZero() {
 			at := p.LastErrorAt.UTC().Round(time.Millisecond)
 			s.LastErrorAt = &at
@@ -174,7 +177,13 @@ func printStatus(w io.Writer, st masterStatus, now time.Time) {
 	fmt.Fprintln(tw, "SLAVE\tNAME\tSTATE\tAPPLIED\tDURABLE\tLAG OPS\tLAG BYTES\tLAG\tRATE\tRTT\tLOSS\tLANES\tSENT\tLAST ERROR")
 	for _, s := range st.Slaves {
 		lastErr := "-"
-		if s.LastError != "" {
+		switch {
+		case s.Cause != "":
+			lastErr = s.Cause
+			if len(lastErr) > 120 {
+				lastErr = lastErr[:117] + "..."
+			}
+		case s.LastError != "":
 			lastErr = s.LastError
 			if s.LastErrorAt != nil {
 				lastErr = fmt.Sprintf("%s ago: %s", now.Sub(*s.LastErrorAt).Round(time.Second), s.LastError)

@@ -38,9 +38,15 @@ type handler struct {
 	applied   uint64
 	dirty     bool // dirtyFile exists
 	resyncing bool // the tree is of unknown state until a pass ends
-	// reapply is the op a dead predecessor may have left half done: it is
-	// applied idempotently.
+	// reapply is the op a dead predecessor, or a failed attempt, may have
+	// left half done: it is applied idempotently.
 	reapply uint64
+	// skipped is the replayer's count of ops tolerant mode skipped, as
+	// last seen: one more means the tree left the op stream's prefix.
+	skipped uint64
+	// verifying: the pass in progress is a Verify pass (its end does not
+	// end a resync).
+	verifying bool
 	// For status and metrics: when the last op was applied, and the ops
 	// applied by this process, by type.
 	lastOp time.Time
@@ -160,11 +166,16 @@ func (h *handler) markDirty() error {
 	return nil
 }
 
+// Apply applies op seq and sorts what fails (replayer.Classify): a
+// missing resource is retried in place by the transport (the op again
+// through Reapply: it may have been applied in part), a refusal closes the
+// connection, and proof that the replica is not what the master believes
+// makes this slave ask for a resync at once, recorded durably first.
 func (h *handler) Apply(seq uint64, op wire.Op) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.markDirty(); err != nil {
-		return err
+		return resourceError(err)
 	}
 	if rs, ok := op.(*wire.RunStart); ok {
 		h.run = rs.Run
@@ -177,15 +188,29 @@ func (h *handler) Apply(seq uint64, op wire.Op) error {
 		err = h.r.Apply(op)
 	}
 	h.reapply = 0
-	if errors.Is(err, replayer.ErrUnknownHandle) || errors.Is(err, replayer.ErrUncertain) {
-		// The file was opened before this replica knew it (its state was
-		// lost), or the op a dead predecessor left half done cannot be
-		// told done or not: compare trees instead.
-		h.resyncing = true
-		return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
-	}
-	if err != nil {
+	switch replayer.Classify(err) {
+	case replayer.ClassResource:
+		h.reapply = seq
+		return resourceError(err)
+	case replayer.ClassRefused:
 		return transportError(err)
+	case replayer.ClassDiverged:
+		return h.diverged(seq, err)
+	}
+	_, unclean := op.(*wire.Unclean)
+	if n := h.r.Skipped(); n != h.skipped || unclean {
+		// The tree is no longer what ops 1..seq make: an op met a
+		// difference and was skipped, or the master's previous run
+		// crashed with changes no slave received. Until a pass ends, a
+		// restart must not resume as if it were.
+		h.skipped = n
+		if err := h.markResyncing(); err != nil {
+			return resourceError(fmt.Errorf("state dir: %w", err))
+		}
+		if unclean {
+			h.log.Warn("the master's previous run ended without a clean stop: this replica is compared with its tree, "+
+				"and ops that meet a difference until then are left to the comparison", "seq", seq)
+		}
 	}
 	h.applied = seq
 	h.lastOp = time.Now()
@@ -199,9 +224,53 @@ func (h *handler) Apply(seq uint64, op wire.Op) error {
 	return nil
 }
 
+// diverged records that the tree is of unknown state and asks for a
+// resync: err (of op seq) proves the replica is not what the master
+// believes. One log line names the op and the path.
+func (h *handler) diverged(seq uint64, err error) error {
+	if serr := h.markResyncing(); serr != nil {
+		// Not recorded: a restart resumes, meets the difference again
+		// and asks again.
+		h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
+	}
+	h.log.Warn(fmt.Sprintf("the replica differs from the master at op %d: %v; it will be compared with the master's "+
+		"tree and repaired", seq, err), "seq", seq)
+	return fmt.Errorf("%w: op %d: %w", quictransport.ErrNeedsResync, seq, err)
+}
+
+// markResyncing records, durably, that the tree is of unknown state until
+// a pass ends: a restart then asks for a resync instead of resuming.
+func (h *handler) markResyncing() error {
+	h.resyncing = true
+	if h.state.Resyncing {
+		return nil
+	}
+	st := h.state
+	st.Resyncing = true
+	if err := replayer.SaveState(h.stateDir, st); err != nil {
+		return err
+	}
+	h.state = st
+	return nil
+}
+
+// Sync makes every op up to seq durable. A failed sync may have lost
+// data the kernel had accepted (pages written back with an error are
+// dropped or marked clean): the tree is of unknown state, every file's
+// contents suspect, and the slave asks for a resync.
 func (h *handler) Sync(seq uint64) error {
 	if err := h.r.Sync(); err != nil {
-		return err
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if serr := h.r.SuspectAll(); serr != nil {
+			h.log.Warn("suspect log", "err", serr)
+		}
+		if serr := h.markResyncing(); serr != nil {
+			h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
+		}
+		h.log.Warn("making the replica durable failed: what it held may be lost; it will be compared with the "+
+			"master's tree, every file's contents included", "err", err)
+		return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -247,6 +316,7 @@ func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 	end := false
 	switch it := it.(type) {
 	case *wire.ResyncBegin:
+		h.verifying = it.Verify
 		if !it.Verify {
 			if err := h.markDirty(); err != nil {
 				return err
@@ -273,12 +343,20 @@ func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		if errors.Is(err, replayer.ErrBadResync) {
 			return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
 		}
+		if _, ok := it.(*wire.ResyncBegin); !ok && !h.verifying {
+			// Cut short: the next pass starts over, from a tree of
+			// unknown state.
+			if serr := h.markResyncing(); serr != nil {
+				h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
+			}
+		}
 		return transportError(err)
 	}
-	if end {
+	if end && !h.verifying {
 		// The tree equals the master's as of this item; the Sync the
 		// transport makes right after records it.
 		h.resyncing = false
+		h.skipped = h.r.Skipped()
 	}
 	return nil
 }
@@ -295,6 +373,16 @@ func transportError(err error) error {
 		return fmt.Errorf("%w: %w", quictransport.ErrRefused, err)
 	}
 	return err
+}
+
+// resourceError tells the transport that err, of an op, is the want of a
+// resource (disk full, read-only...): it keeps the op and retries it.
+func resourceError(err error) error {
+	cause := replayer.ResourceCause(err)
+	if cause == "" {
+		cause = "cannot apply"
+	}
+	return &quictransport.ResourceError{Cause: cause, Err: err}
 }
 
 // checkFdLimit warns when the open-file limit cannot hold maxHandles

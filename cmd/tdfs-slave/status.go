@@ -30,16 +30,20 @@ const adminSocket = "admin.sock"
 
 // slaveStatus is the answer of status, /seq and `status --json`.
 type slaveStatus struct {
-	Dir       string            `json:"dir"`
-	Addr      string            `json:"addr"`
-	Master    string            `json:"master,omitempty"` // connected now: address and certificate name
-	Epoch     string            `json:"epoch"`            // the master epoch it follows ("" if none yet)
-	Applied   uint64            `json:"applied_seq"`
-	Durable   uint64            `json:"durable_seq"`
-	Resyncing bool              `json:"resyncing"`
-	LastOp    *time.Time        `json:"last_op,omitempty"`
-	Ops       map[string]uint64 `json:"ops,omitempty"`      // applied since the start, by type
-	Refusals  map[string]uint64 `json:"refusals,omitempty"` // master connections closed, by reason
+	Dir       string `json:"dir"`
+	Addr      string `json:"addr"`
+	Master    string `json:"master,omitempty"` // connected now: address and certificate name
+	Epoch     string `json:"epoch"`            // the master epoch it follows ("" if none yet)
+	Applied   uint64 `json:"applied_seq"`
+	Durable   uint64 `json:"durable_seq"`
+	Resyncing bool   `json:"resyncing"`
+	// Stalled: why it cannot apply the next op (disk full...), since
+	// StalledSince; "" when it can.
+	Stalled      string            `json:"stalled,omitempty"`
+	StalledSince *time.Time        `json:"stalled_since,omitempty"`
+	LastOp       *time.Time        `json:"last_op,omitempty"`
+	Ops          map[string]uint64 `json:"ops,omitempty"`      // applied since the start, by type
+	Refusals     map[string]uint64 `json:"refusals,omitempty"` // master connections closed, by reason
 }
 
 // live gathers the running slave's status.
@@ -55,6 +59,10 @@ func (l *live) status() slaveStatus {
 		Durable: st.Durable, Resyncing: st.Resyncing, Refusals: l.srv.Refusals()}
 	if st.Epoch != ([16]byte{}) {
 		out.Epoch = hex.EncodeToString(st.Epoch[:])
+	}
+	if msg, since := l.srv.Stalled(); msg != "" {
+		t := since.UTC().Round(time.Millisecond)
+		out.Stalled, out.StalledSince = msg, &t
 	}
 	last, ops := l.h.activity()
 	if !last.IsZero() {
@@ -219,6 +227,10 @@ func runStatus(c *cli.Context) error {
 	last := "none since the start"
 	if st.LastOp != nil {
 		last = fmt.Sprintf("%s (%s ago)", st.LastOp.Local().Format(time.DateTime), time.Since(*st.LastOp).Round(time.Second))
+	}
+	if st.Stalled != "" {
+		// The cause first: it is what the operator must act on.
+		fmt.Fprintf(tw, "STALLED\t%s (for %s)\n", st.Stalled, time.Since(*st.StalledSince).Round(time.Second))
 	}
 	fmt.Fprintf(tw, "replica\t%s\nlistening\t%s\nmaster\t%s\nepoch\t%s\napplied seq\t%d\ndurable seq\t%d\nresyncing\t%v\nlast op\t%s\n",
 		st.Dir, st.Addr, master, epoch, st.Applied, st.Durable, st.Resyncing, last)

@@ -276,6 +276,34 @@ func ParseAck(body []byte) (Ack, error) {
 	return a, d.end()
 }
 
+// Stall tells the master that the slave cannot apply op Seq for want of a
+// resource (its disk full, its filesystem read-only or failing): it keeps
+// that op and every op received after it, retries with backoff, and
+// acknowledges again once it applied it. The connection stays up, so
+// nothing is sent twice. Msg says why, the cause first ("disk full: ...").
+// A slave sends one when a stall begins and when its reason changes.
+type Stall struct {
+	Seq uint64
+	Msg string
+}
+
+// Append encodes: seq, message (cut to 4096 bytes).
+func (s *Stall) Append(b []byte) []byte {
+	b = appendUvarint(b, s.Seq)
+	msg := s.Msg
+	if len(msg) > maxMsgLen {
+		msg = msg[:maxMsgLen]
+	}
+	return appendString(b, msg)
+}
+
+// ParseStall parses the body of a FrameStall.
+func ParseStall(body []byte) (Stall, error) {
+	d := &decoder{b: body}
+	s := Stall{Seq: d.uvarint(), Msg: d.string("stall message", maxMsgLen)}
+	return s, d.end()
+}
+
 // ErrorCode says why a peer gives up on a connection.
 type ErrorCode uint32
 

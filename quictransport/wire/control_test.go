@@ -54,6 +54,9 @@ func controlCases() []controlCase {
 	add("error", FrameError, &Error{Code: CodeApply, Seq: 12, Msg: "apply rename \"a\": file exists"})
 	add("error empty", FrameError, &Error{})
 	add("error max", FrameError, &Error{Code: math.MaxUint32, Seq: math.MaxUint64, Msg: strings.Repeat("m", maxMsgLen)})
+	add("stall", FrameStall, &Stall{Seq: 12, Msg: "disk full: apply write handle 3: no space left on device"})
+	add("stall empty", FrameStall, &Stall{})
+	add("stall max", FrameStall, &Stall{Seq: math.MaxUint64, Msg: strings.Repeat("s", maxMsgLen)})
 	return cs
 }
 
@@ -68,6 +71,8 @@ func parseControl(kind FrameKind, body []byte) (any, error) {
 		return ParseAck(body)
 	case FrameLaneHello:
 		return ParseLaneHello(body)
+	case FrameStall:
+		return ParseStall(body)
 	case FrameError:
 		e, err := ParseError(body)
 		if e == nil {
@@ -90,6 +95,8 @@ func appendControl(v any) []byte {
 	case LaneHello:
 		return v.Append(nil)
 	case Error:
+		return v.Append(nil)
+	case Stall:
 		return v.Append(nil)
 	}
 	return nil

@@ -23,9 +23,10 @@ const (
 	FrameResyncReply FrameKind = 8  // slave -> master: one resync reply (AppendResyncReply)
 	FrameLaneHello   FrameKind = 9  // master -> slave, first on a lane's stream: LaneHello
 	FrameLaneAck     FrameKind = 10 // slave -> master: the lane is bound to its session (empty body)
+	FrameStall       FrameKind = 11 // slave -> master: it cannot apply an op for want of a resource: Stall
 
 	// frameKindLast is the highest kind a FrameReader accepts.
-	frameKindLast = FrameLaneAck
+	frameKindLast = FrameStall
 )
 
 func (k FrameKind) String() string {
@@ -50,6 +51,8 @@ func (k FrameKind) String() string {
 		return "lane-hello"
 	case FrameLaneAck:
 		return "lane-ack"
+	case FrameStall:
+		return "stall"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(k))
 }

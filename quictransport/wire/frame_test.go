@@ -34,7 +34,8 @@ func sampleFrames() []frame {
 		frame{FrameResync, AppendResyncItem(nil, 6, &ResyncDir{Pass: 1, Final: true, Entries: []Entry{{Name: "f", Kind: KindFile, FileID: 1}}})},
 		frame{FrameResyncReply, AppendResyncReply(nil, &ResyncDirDone{Pass: 1, Diffs: []Difference{{Path: "f", What: "missing"}}})},
 	)
-	return append(fs, frame{FrameBye, nil}, frame{FrameLaneAck, nil})
+	return append(fs, frame{FrameBye, nil}, frame{FrameLaneAck, nil},
+		frame{FrameStall, (&Stall{Seq: 3, Msg: "disk full"}).Append(nil)})
 }
 
 func appendFrames(b []byte, fs []frame, c *Compressor) []byte {
@@ -98,7 +99,7 @@ func TestFrameLayout(t *testing.T) {
 		t.Errorf("AppendFrame = % x, want % x", got, want)
 	}
 	kinds := map[FrameKind]uint8{FrameHello: 1, FrameHelloAck: 2, FrameOp: 3, FrameAck: 4, FrameError: 5, FrameBye: 6,
-		FrameResync: 7, FrameResyncReply: 8, FrameLaneHello: 9, FrameLaneAck: 10}
+		FrameResync: 7, FrameResyncReply: 8, FrameLaneHello: 9, FrameLaneAck: 10, FrameStall: 11}
 	if len(kinds) != int(frameKindLast) {
 		t.Errorf("%d frame kinds checked, want all %d", len(kinds), frameKindLast)
 	}

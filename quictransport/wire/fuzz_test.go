@@ -50,10 +50,10 @@ func FuzzParseOp(f *testing.F) {
 	})
 }
 
-// FuzzControl: the same for Hello, HelloAck, Ack, Error and LaneHello
+// FuzzControl: the same for Hello, HelloAck, Ack, Error, LaneHello and Stall
 // bodies. The first byte picks the parser.
 func FuzzControl(f *testing.F) {
-	kinds := []FrameKind{FrameHello, FrameHelloAck, FrameAck, FrameError, FrameLaneHello}
+	kinds := []FrameKind{FrameHello, FrameHelloAck, FrameAck, FrameError, FrameLaneHello, FrameStall}
 	for _, tc := range controlCases() {
 		if len(tc.body) <= fuzzSeedLimit {
 			i := slices.Index(kinds, tc.kind)

@@ -26,6 +26,7 @@ const (
 	OpSync        OpType = 16 // make every op up to this one durable
 	OpRunStart    OpType = 17 // a master process starts: handles of earlier runs are gone
 	OpCopyRange   OpType = 18 // copy_file_range into a handle from the slave's own copy of the source
+	OpUnclean     OpType = 19 // right after a RunStart: the previous run ended without a clean stop
 )
 
 func (t OpType) String() string {
@@ -66,6 +67,8 @@ func (t OpType) String() string {
 		return "run-start"
 	case OpCopyRange:
 		return "copy-range"
+	case OpUnclean:
+		return "unclean-start"
 	}
 	return fmt.Sprintf("op(%d)", uint8(t))
 }
@@ -285,7 +288,23 @@ type CopyRange struct {
 // master it can tell whether it holds ops of a run the master lost.
 type RunStart struct {
 	Run RunID
+	// Unclean: the previous run of this master ended without a clean
+	// stop (a crash, kill -9), so its last ops may have changed the
+	// backing dir without being journaled. The ops of this run may then
+	// depend on state no slave ever received: a slave applies them
+	// tolerantly (skipping what meets a tree that differs) until a
+	// comparison pass has ended, and counts itself as resyncing.
+	Unclean bool
 }
+
+// Unclean follows the RunStart of a run whose predecessor ended without a
+// clean stop (a crash, kill -9): the predecessor's last ops may have
+// changed the backing dir without being journaled, so no slave received
+// them, and the ops of this run may depend on what they did. A slave
+// applies the ops after an Unclean tolerantly (skipping what meets a tree
+// that differs) and counts itself as resyncing until a comparison pass
+// has ended (the master runs one with every slave after such a start).
+type Unclean struct{}
 
 // Sync asks the slave to make every op up to and including this one
 // durable (fsync/fdatasync on the master).
@@ -309,3 +328,4 @@ func (*Fallocate) Type() OpType   { return OpFallocate }
 func (*Sync) Type() OpType        { return OpSync }
 func (*RunStart) Type() OpType    { return OpRunStart }
 func (*CopyRange) Type() OpType   { return OpCopyRange }
+func (*Unclean) Type() OpType     { return OpUnclean }

@@ -49,6 +49,11 @@ func parseSync(d *decoder) (*Sync, error) { return &Sync{}, d.end() }
 // Append encodes: run.
 func (o *RunStart) Append(b []byte) []byte { return append(b, o.Run[:]...) }
 
+// Append encodes nothing: Unclean has no fields.
+func (o *Unclean) Append(b []byte) []byte { return b }
+
+func parseUnclean(d *decoder) (*Unclean, error) { return &Unclean{}, d.end() }
+
 func parseRunStart(d *decoder) (*RunStart, error) {
 	o := &RunStart{Run: d.run()}
 	return o, d.end()

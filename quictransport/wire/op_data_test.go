@@ -20,6 +20,7 @@ func dataOpCases() []opCase {
 		{"sync max seq", math.MaxUint64, &Sync{}},
 		{"run start", 1, &RunStart{Run: RunID{1, 2, 3, 0xff}}},
 		{"run start zero", 5, &RunStart{}},
+		{"unclean", 6, &Unclean{}},
 	}, copyOpCases()...)
 }
 

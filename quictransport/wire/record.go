@@ -55,6 +55,8 @@ func ParseOp(body []byte) (seq uint64, op Op, err error) {
 		op, err = parseRunStart(d)
 	case OpCopyRange:
 		op, err = parseCopyRange(d)
+	case OpUnclean:
+		op, err = parseUnclean(d)
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown op type %d", ErrMalformed, t)
 	}

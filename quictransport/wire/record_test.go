@@ -13,7 +13,7 @@ func TestOpCasesCoverEveryOpType(t *testing.T) {
 	for _, tc := range allOpCases() {
 		seen[tc.op.Type()] = true
 	}
-	for typ := OpCreate; typ <= OpCopyRange; typ++ {
+	for typ := OpCreate; typ <= OpUnclean; typ++ {
 		if !seen[typ] {
 			t.Errorf("no sample op of type %v", typ)
 		}
@@ -21,8 +21,8 @@ func TestOpCasesCoverEveryOpType(t *testing.T) {
 			t.Errorf("op type %d has no name", typ)
 		}
 	}
-	if len(seen) != 18 {
-		t.Errorf("sample ops cover %d op types, want 18", len(seen))
+	if len(seen) != 19 {
+		t.Errorf("sample ops cover %d op types, want 19", len(seen))
 	}
 	if got := OpType(99).String(); got != "op(99)" {
 		t.Errorf("OpType(99).String() = %q", got)
@@ -34,7 +34,7 @@ func TestOpTypeNumbersArePinned(t *testing.T) {
 	want := map[OpType]uint8{
 		OpCreate: 1, OpMkdir: 2, OpMknod: 3, OpSymlink: 4, OpLink: 5, OpUnlink: 6, OpRmdir: 7, OpRename: 8,
 		OpOpen: 9, OpRelease: 10, OpWrite: 11, OpSetattr: 12, OpSetxattr: 13, OpRemovexattr: 14, OpFallocate: 15, OpSync: 16, OpRunStart: 17,
-		OpCopyRange: 18,
+		OpCopyRange: 18, OpUnclean: 19,
 	}
 	for typ, n := range want {
 		if uint8(typ) != n {
@@ -66,7 +66,7 @@ func TestParseOpTrailingBytes(t *testing.T) {
 }
 
 func TestParseOpUnknownType(t *testing.T) {
-	for _, typ := range []byte{0, 19, 100, 255} {
+	for _, typ := range []byte{0, 20, 100, 255} {
 		err := parseOpErr([]byte{1, typ})
 		checkMalformed(t, "op type "+OpType(typ).String(), []byte{1, typ}, parseOpErr)
 		if err != nil && !strings.Contains(err.Error(), "unknown op type") {
