@@ -213,7 +213,7 @@ type SlaveState struct {
 }
 
 // Handler applies ops on the slave. It is declared here, where it is
-// consumed; cmd/tdfs-slave adapts the replayer and its state dir to it.
+// consumed; package slave adapts the replayer and its state dir to it.
 // The transport calls it from one goroutine at a time.
 type Handler interface {
 	// State returns where the slave stands.

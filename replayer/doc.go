@@ -74,7 +74,7 @@
 //
 // It does not order ops (the transport hands them over in sequence order
 // and decides barriers), talk to the network, or keep state inside the
-// replica: LoadState and SaveState keep the slave's position in a directory
+// replica: package slave keeps the slave's position in a state directory
 // of its own. It does not strip setuid/setgid bits (it refuses them) or
 // map owners; mount the replica nosuid,nodev if the master is not fully
 // trusted. It needs Linux

@@ -18,7 +18,7 @@ import (
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/journal"
 	"github.com/tdfs/tdfs/quictransport/wire"
-	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/slave"
 )
 
 func serve(sigctx context.Context, cfg *config) error {
@@ -167,7 +167,7 @@ func openEpoch(cfg *config) (masterState, error) {
 			return st, fmt.Errorf("promoting the slave of %s: %w (stop tdfs-slave first)", cfg.dir, err)
 		}
 		rel()
-		ss, err := replayer.LoadState(cfg.slaveState)
+		ss, err := slave.LoadState(cfg.slaveState)
 		if err != nil {
 			return st, fmt.Errorf("promoting the slave of %s: --slave-state %s: %w", cfg.dir, cfg.slaveState, err)
 		}

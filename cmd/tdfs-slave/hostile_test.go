@@ -24,6 +24,7 @@ import (
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/slave"
 )
 
 // A hostile master: it holds a valid master certificate and speaks the
@@ -120,7 +121,7 @@ func startHostileSlave(t *testing.T, o replayer.Options) *hostileSlave {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newHandler(r, root, t.TempDir(), log)
+	h, err := slave.New(r, root, t.TempDir(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func startHostileSlave(t *testing.T, o replayer.Options) *hostileSlave {
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		h.close()
+		h.Close()
 		r.Close()
 		if t.Failed() {
 			t.Logf("slave log:\n%s", logs.String())

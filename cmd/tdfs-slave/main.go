@@ -6,17 +6,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/slave"
 )
 
 const defaultStateRoot = "/var/lib/tdfs/slave"
@@ -197,7 +200,7 @@ func serve(ctx context.Context, cfg *config) error {
 	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	suspects, inos, all, err := openSuspects(cfg.stateDir)
+	suspects, inos, all, err := slave.OpenSuspects(cfg.stateDir)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -214,17 +217,17 @@ func serve(ctx context.Context, cfg *config) error {
 		log.Warn("not running as root: owners are not replicated, and trusted.* xattrs and POSIX ACLs are refused")
 	}
 	checkFdLimit(log, ro.MaxHandles)
-	h, err := newHandler(r, cfg.dir, cfg.stateDir, log)
+	h, err := slave.New(r, cfg.dir, cfg.stateDir, log)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	defer h.close()
+	defer h.Close()
 	st := h.State()
 	if st.Resyncing {
 		log.Warn("this replica's tree is of unknown state: the master will compare it with its own and repair it",
 			"durable_seq", st.Durable)
 	}
-	if cfg.server.ResetKey, err = loadResetKey(cfg.stateDir); err != nil {
+	if cfg.server.ResetKey, err = slave.LoadResetKey(cfg.stateDir); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	cfg.server.Handler = h
@@ -263,6 +266,21 @@ func serve(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	log.Info("stopped", "durable_seq", h.durable())
+	log.Info("stopped", "durable_seq", h.DurableSeq())
 	return nil
+}
+
+// checkFdLimit warns when the open-file limit cannot hold maxHandles
+// files plus what the slave needs besides (a resync pass holds up to
+// 1024, and sockets, logs, the state dir).
+func checkFdLimit(log *slog.Logger, maxHandles int) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(maxHandles) + 2048; rl.Cur < need {
+		log.Warn("the open-file limit is below --max-handles plus what a resync pass holds: a master holding "+
+			"that many files open gets \"too many open files\" instead of a clear limit; raise LimitNOFILE or lower --max-handles",
+			"nofile", rl.Cur, "max_handles", maxHandles)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/slave"
 )
 
 func writePair(t *testing.T, dir, name string, c tls.Certificate) (string, string) {
@@ -56,9 +57,9 @@ func TestRevokedMasterSpareConnection(t *testing.T) {
 	}
 	master := issue(certs.IssueOptions{Name: "stolen-master", Role: certs.RoleMaster})
 	other := issue(certs.IssueOptions{Name: "other", Role: certs.RoleMaster})
-	slave := issue(certs.IssueOptions{Name: "slave", Hosts: []string{"127.0.0.1"}, Role: certs.RoleSlave})
+	slaveCert := issue(certs.IssueOptions{Name: "slave", Hosts: []string{"127.0.0.1"}, Role: certs.RoleSlave})
 	dir := t.TempDir()
-	crt, key := writePair(t, dir, "slave", slave)
+	crt, key := writePair(t, dir, "slave", slaveCert)
 	caf := filepath.Join(dir, "ca.crt")
 	if err := os.WriteFile(caf, certs.CertPEM(ca.Cert), 0o644); err != nil {
 		t.Fatal(err)
@@ -82,11 +83,11 @@ func TestRevokedMasterSpareConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	h, err := newHandler(r, root, t.TempDir(), log)
+	h, err := slave.New(r, root, t.TempDir(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.close()
+	defer h.Close()
 	srv, err := quictransport.NewServer(quictransport.ServerConfig{Listen: "127.0.0.1:0",
 		TLS: store.ServerConfig([]string{"stolen-master"}), CheckPeer: store.CheckPeer, Handler: h, Logger: log})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/cmd/internal/metrics"
 	"github.com/tdfs/tdfs/quictransport"
+	"github.com/tdfs/tdfs/slave"
 )
 
 // Where the slave stands, for people (tdfs-slave status, through a unix
@@ -49,7 +50,7 @@ type slaveStatus struct {
 // live gathers the running slave's status.
 type live struct {
 	dir string
-	h   *handler
+	h   *slave.Replica
 	srv *quictransport.Server
 }
 
@@ -64,7 +65,7 @@ func (l *live) status() slaveStatus {
 		t := since.UTC().Round(time.Millisecond)
 		out.Stalled, out.StalledSince = msg, &t
 	}
-	last, ops := l.h.activity()
+	last, ops := l.h.Activity()
 	if !last.IsZero() {
 		t := last.UTC().Round(time.Millisecond)
 		out.LastOp = &t

@@ -1,4 +1,4 @@
-package replayer
+package slave
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ type State struct {
 
 // ErrBadState is wrapped by LoadState's error when the state file exists
 // but is not a state file this version wrote.
-var ErrBadState = errors.New("replayer: bad state file")
+var ErrBadState = errors.New("slave: bad state file")
 
 // stateFile is the file's name in the state directory.
 const stateFile = "state"

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"os"
@@ -8,11 +8,11 @@ import (
 
 func TestResetKey(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	k1, err := loadResetKey(dir)
+	k1, err := LoadResetKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, err := loadResetKey(dir)
+	k2, err := LoadResetKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestResetKey(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, resetKeyFile), []byte("short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadResetKey(dir); err == nil {
+	if _, err := LoadResetKey(dir); err == nil {
 		t.Fatal("a damaged key file was accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"crypto/rand"
@@ -12,9 +12,9 @@ import (
 // to reconnect at once.
 const resetKeyFile = "reset.key"
 
-// loadResetKey reads the key from the state dir, or makes and saves a new
+// LoadResetKey reads the key from the state dir, or makes and saves a new
 // one.
-func loadResetKey(stateDir string) (*[32]byte, error) {
+func LoadResetKey(stateDir string) (*[32]byte, error) {
 	p := filepath.Join(stateDir, resetKeyFile)
 	var k [32]byte
 	data, err := os.ReadFile(p)

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"encoding/binary"
@@ -18,7 +18,7 @@ import (
 // appended with one write(2) each (O_APPEND) and never fsynced: like the
 // progress log, the file shares the page cache with the tree, so both
 // survive a kill of the process, and a crash of the host makes every file
-// suspect instead (handler.recover). A record of all ones says every file
+// suspect instead (Replica.recover). A record of all ones says every file
 // is suspect. A torn last record (a kill mid-write) is ignored: the op it
 // announced had not started.
 
@@ -32,13 +32,13 @@ const (
 
 var allSuspect = [2]uint64{^uint64(0), ^uint64(0)}
 
-type suspectLog struct{ f *os.File }
+type SuspectFile struct{ f *os.File }
 
-var _ replayer.SuspectLog = (*suspectLog)(nil)
+var _ replayer.SuspectLog = (*SuspectFile)(nil)
 
-// openSuspects opens the suspect log in stateDir and returns what it
+// OpenSuspects opens the suspect log in stateDir and returns what it
 // holds.
-func openSuspects(stateDir string) (*suspectLog, [][2]uint64, bool, error) {
+func OpenSuspects(stateDir string) (*SuspectFile, [][2]uint64, bool, error) {
 	f, err := os.OpenFile(filepath.Join(stateDir, suspectsFile), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, false, err
@@ -68,10 +68,10 @@ func openSuspects(stateDir string) (*suspectLog, [][2]uint64, bool, error) {
 	if all {
 		inos = nil
 	}
-	return &suspectLog{f: f}, inos, all, nil
+	return &SuspectFile{f: f}, inos, all, nil
 }
 
-func (l *suspectLog) write(ino [2]uint64) error {
+func (l *SuspectFile) write(ino [2]uint64) error {
 	var b [suspectLen]byte
 	binary.LittleEndian.PutUint64(b[:], ino[0])
 	binary.LittleEndian.PutUint64(b[8:], ino[1])
@@ -81,15 +81,15 @@ func (l *suspectLog) write(ino [2]uint64) error {
 	return nil
 }
 
-func (l *suspectLog) Add(ino [2]uint64) error { return l.write(ino) }
+func (l *SuspectFile) Add(ino [2]uint64) error { return l.write(ino) }
 
-func (l *suspectLog) All() error { return l.write(allSuspect) }
+func (l *SuspectFile) All() error { return l.write(allSuspect) }
 
-func (l *suspectLog) Clear() error {
+func (l *SuspectFile) Clear() error {
 	if err := l.f.Truncate(0); err != nil {
 		return fmt.Errorf("suspect log: %w", err)
 	}
 	return nil
 }
 
-func (l *suspectLog) Close() error { return l.f.Close() }
+func (l *SuspectFile) Close() error { return l.f.Close() }

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"os"
@@ -9,7 +9,7 @@ import (
 
 func TestSuspectLog(t *testing.T) {
 	dir := t.TempDir()
-	l, inos, all, err := openSuspects(dir)
+	l, inos, all, err := OpenSuspects(dir)
 	if err != nil || len(inos) != 0 || all {
 		t.Fatalf("new log: %v %v %v", inos, all, err)
 	}
@@ -24,7 +24,7 @@ func TestSuspectLog(t *testing.T) {
 	f, _ := os.OpenFile(filepath.Join(dir, suspectsFile), os.O_WRONLY|os.O_APPEND, 0)
 	f.Write([]byte{9, 9, 9})
 	f.Close()
-	l, inos, all, err = openSuspects(dir)
+	l, inos, all, err = OpenSuspects(dir)
 	if err != nil || !slices.Equal(inos, want) || all {
 		t.Fatalf("reloaded: %v %v %v, want %v", inos, all, err, want)
 	}
@@ -32,7 +32,7 @@ func TestSuspectLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	l, inos, all, err = openSuspects(dir)
+	l, inos, all, err = OpenSuspects(dir)
 	if err != nil || !all || inos != nil {
 		t.Fatalf("after All: %v %v %v", inos, all, err)
 	}
@@ -43,7 +43,7 @@ func TestSuspectLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	if _, inos, all, err = openSuspects(dir); err != nil || all || !slices.Equal(inos, [][2]uint64{{5, 6}}) {
+	if _, inos, all, err = OpenSuspects(dir); err != nil || all || !slices.Equal(inos, [][2]uint64{{5, 6}}) {
 		t.Fatalf("after Clear and Add: %v %v %v", inos, all, err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"errors"
@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
@@ -25,16 +23,17 @@ import (
 // unknown part of those ops: the slave asks for a resync.
 const dirtyFile = "dirty"
 
-// handler adapts the replayer and the state dir to the transport.
-type handler struct {
+// Replica adapts the replayer and the state dir to the transport: it alone
+// knows where the replica stands (package doc).
+type Replica struct {
 	r        *replayer.Replayer
 	stateDir string
 	log      *slog.Logger
 	prog     *progress
 
 	mu        sync.Mutex
-	state     replayer.State // as last saved
-	run       wire.RunID     // the run of the last RunStart applied
+	state     State      // as last saved
+	run       wire.RunID // the run of the last RunStart applied
 	applied   uint64
 	dirty     bool // dirtyFile exists
 	resyncing bool // the tree is of unknown state until a pass ends
@@ -55,14 +54,14 @@ type handler struct {
 	handles map[uint64]replayer.HandleRecord
 }
 
-var _ quictransport.Handler = (*handler)(nil)
+var _ quictransport.Handler = (*Replica)(nil)
 
 // newHandler reads the state dir and works out where the replica stands.
-func newHandler(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*handler, error) {
+func New(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*Replica, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := replayer.LoadState(stateDir)
+	st, err := LoadState(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +69,7 @@ func newHandler(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{r: r, stateDir: stateDir, log: log, prog: prog, state: st, run: st.Run, applied: st.Durable,
+	h := &Replica{r: r, stateDir: stateDir, log: log, prog: prog, state: st, run: st.Run, applied: st.Durable,
 		resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{}}
 	switch _, err := os.Stat(filepath.Join(stateDir, dirtyFile)); {
 	case err == nil:
@@ -89,7 +88,7 @@ func newHandler(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*
 }
 
 // recover resumes after a stop without sync (kill -9, crash).
-func (h *handler) recover(rec progressState) {
+func (h *Replica) recover(rec progressState) {
 	st := h.state
 	switch {
 	case !rec.Valid || !rec.SameBoot:
@@ -120,7 +119,7 @@ func (h *handler) recover(rec progressState) {
 // reopen reopens the files the master held open when this slave
 // stopped (their handles are in the progress log). It reports whether it
 // could; if not, writes through them cannot be placed.
-func (h *handler) reopen(rec progressState) bool {
+func (h *Replica) reopen(rec progressState) bool {
 	if len(rec.Handles) == 0 {
 		return true
 	}
@@ -139,7 +138,7 @@ func (h *handler) reopen(rec progressState) bool {
 
 // onHandle records handle changes in the progress log, so a restart can
 // reopen the files the master holds open.
-func (h *handler) onHandle(handle uint64, rec *replayer.HandleRecord) {
+func (h *Replica) onHandle(handle uint64, rec *replayer.HandleRecord) {
 	if rec == nil {
 		delete(h.handles, handle)
 		if err := h.prog.handleReleased(handle); err != nil {
@@ -155,7 +154,7 @@ func (h *handler) onHandle(handle uint64, rec *replayer.HandleRecord) {
 
 // markDirty makes dirtyFile durable before the tree changes beyond what
 // the state file says.
-func (h *handler) markDirty() error {
+func (h *Replica) markDirty() error {
 	if h.dirty {
 		return nil
 	}
@@ -171,7 +170,7 @@ func (h *handler) markDirty() error {
 // through Reapply: it may have been applied in part), a refusal closes the
 // connection, and proof that the replica is not what the master believes
 // makes this slave ask for a resync at once, recorded durably first.
-func (h *handler) Apply(seq uint64, op wire.Op) error {
+func (h *Replica) Apply(seq uint64, op wire.Op) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.markDirty(); err != nil {
@@ -227,7 +226,7 @@ func (h *handler) Apply(seq uint64, op wire.Op) error {
 // diverged records that the tree is of unknown state and asks for a
 // resync: err (of op seq) proves the replica is not what the master
 // believes. One log line names the op and the path.
-func (h *handler) diverged(seq uint64, err error) error {
+func (h *Replica) diverged(seq uint64, err error) error {
 	if serr := h.markResyncing(); serr != nil {
 		// Not recorded: a restart resumes, meets the difference again
 		// and asks again.
@@ -240,14 +239,14 @@ func (h *handler) diverged(seq uint64, err error) error {
 
 // markResyncing records, durably, that the tree is of unknown state until
 // a pass ends: a restart then asks for a resync instead of resuming.
-func (h *handler) markResyncing() error {
+func (h *Replica) markResyncing() error {
 	h.resyncing = true
 	if h.state.Resyncing {
 		return nil
 	}
 	st := h.state
 	st.Resyncing = true
-	if err := replayer.SaveState(h.stateDir, st); err != nil {
+	if err := SaveState(h.stateDir, st); err != nil {
 		return err
 	}
 	h.state = st
@@ -258,7 +257,7 @@ func (h *handler) markResyncing() error {
 // data the kernel had accepted (pages written back with an error are
 // dropped or marked clean): the tree is of unknown state, every file's
 // contents suspect, and the slave asks for a resync.
-func (h *handler) Sync(seq uint64) error {
+func (h *Replica) Sync(seq uint64) error {
 	if err := h.r.Sync(); err != nil {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -276,7 +275,7 @@ func (h *handler) Sync(seq uint64) error {
 	defer h.mu.Unlock()
 	st := h.state
 	st.Run, st.Durable, st.Resyncing = h.run, seq, h.resyncing
-	if err := replayer.SaveState(h.stateDir, st); err != nil {
+	if err := SaveState(h.stateDir, st); err != nil {
 		return err
 	}
 	h.state = st
@@ -299,18 +298,18 @@ func (h *handler) Sync(seq uint64) error {
 	return nil
 }
 
-func (h *handler) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
+func (h *Replica) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := replayer.State{Epoch: epoch, Lineage: lineage, Resyncing: true}
-	if err := replayer.SaveState(h.stateDir, st); err != nil {
+	st := State{Epoch: epoch, Lineage: lineage, Resyncing: true}
+	if err := SaveState(h.stateDir, st); err != nil {
 		return err
 	}
 	h.state, h.run, h.resyncing, h.reapply = st, wire.RunID{}, true, 0
 	return nil
 }
 
-func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	end := false
@@ -327,7 +326,7 @@ func (h *handler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 			// the pass starts a new one.
 			st := h.state
 			st.Resyncing = true
-			if err := replayer.SaveState(h.stateDir, st); err != nil {
+			if err := SaveState(h.stateDir, st); err != nil {
 				return err
 			}
 			h.state = st
@@ -385,22 +384,7 @@ func resourceError(err error) error {
 	return &quictransport.ResourceError{Cause: cause, Err: err}
 }
 
-// checkFdLimit warns when the open-file limit cannot hold maxHandles
-// files plus what the slave needs besides (a resync pass holds up to
-// 1024, and sockets, logs, the state dir).
-func checkFdLimit(log *slog.Logger, maxHandles int) {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return
-	}
-	if need := uint64(maxHandles) + 2048; rl.Cur < need {
-		log.Warn("the open-file limit is below --max-handles plus what a resync pass holds: a master holding "+
-			"that many files open gets \"too many open files\" instead of a clear limit; raise LimitNOFILE or lower --max-handles",
-			"nofile", rl.Cur, "max_handles", maxHandles)
-	}
-}
-
-func (h *handler) State() quictransport.SlaveState {
+func (h *Replica) State() quictransport.SlaveState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return quictransport.SlaveState{Epoch: h.state.Epoch, Lineage: h.state.Lineage, Run: h.run, Applied: h.applied,
@@ -409,7 +393,7 @@ func (h *handler) State() quictransport.SlaveState {
 
 // activity returns when the last op was applied (zero if none since the
 // start) and the ops applied since the start, by type.
-func (h *handler) activity() (time.Time, map[string]uint64) {
+func (h *Replica) Activity() (time.Time, map[string]uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ops := make(map[string]uint64, len(h.ops))
@@ -419,13 +403,13 @@ func (h *handler) activity() (time.Time, map[string]uint64) {
 	return h.lastOp, ops
 }
 
-func (h *handler) durable() uint64 {
+func (h *Replica) DurableSeq() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.state.Durable
 }
 
-func (h *handler) close() error { return h.prog.close() }
+func (h *Replica) Close() error { return h.prog.close() }
 
 // writeDurable writes a small file and makes it and its name durable.
 func writeDurable(p string, data []byte) error {

@@ -1,4 +1,4 @@
-package main
+package slave
 
 import (
 	"bytes"
@@ -18,13 +18,13 @@ var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: 
 // newTestHandler opens a handler on dir and state as tdfs-slave does. The
 // replayer is not closed by Cleanup: tests that simulate kill -9 abandon
 // it with its files open, as a dead process would (its fds close at exit).
-func newTestHandler(t *testing.T, dir, state string) *handler {
+func newTestHandler(t *testing.T, dir, state string) *Replica {
 	t.Helper()
 	r, err := replayer.New(dir, replayer.Options{Chown: os.Geteuid() == 0})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newHandler(r, dir, state, quiet)
+	h, err := New(r, dir, state, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestHostCrash(t *testing.T) {
 	if err := h.Apply(1, &wire.Mkdir{Path: "a", Mode: 0o755, Mtime: omit, DirMtime: omit}); err != nil {
 		t.Fatal(err)
 	}
-	h.close()
+	h.Close()
 	// Rewrite the progress log as if written before a reboot.
 	p, _, err := openProgressAt(state, "00000000-0000-0000-0000-000000000000")
 	if err != nil {
