@@ -159,23 +159,6 @@ func (m *Master) kickFlush() {
 	}
 }
 
-// firstHeldLocked is the lowest seq the master can send: from memory, or
-// from the journal when it joins the memory backlog without a gap.
-func (m *Master) firstHeldLocked() uint64 {
-	first := m.bl.first()
-	if j := m.cfg.Journal; j != nil && j.Last() > 0 && j.Last()+1 >= first && j.First() < first {
-		first = j.First()
-	}
-	return first
-}
-
-// memFirst is the lowest seq held in memory.
-func (m *Master) memFirst() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.bl.first()
-}
-
 // Run dials every peer, redialing with backoff, and streams ops to each. It
 // returns once ctx is done and every goroutine it started has stopped. Call
 // it once.
@@ -547,14 +530,6 @@ func (m *Master) JournalBytes() int64 {
 		return j.Size()
 	}
 	return 0
-}
-
-// heldLocked describes the seqs the backlog holds, for messages.
-func (m *Master) heldLocked() string {
-	if len(m.bl.entries) == 0 {
-		return fmt.Sprintf("no ops (head at %d)", m.bl.head)
-	}
-	return fmt.Sprintf("%d..%d", m.bl.first(), m.bl.head)
 }
 
 func (m *Master) broadcastLocked() {

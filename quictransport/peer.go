@@ -100,9 +100,12 @@ type peer struct {
 	// refused until it applies ops again.
 	cannotApply bool
 	refusesOp   bool
-	// stall is why the slave cannot apply the next op (a wire.Stall: its
-	// disk full, say), "" when it can: the cause status shows first.
-	stall string
+	// stall is why the slave cannot apply op stallSeq (a wire.Stall: its
+	// disk full, say), "" when it can: the cause status shows first. It
+	// lasts until an ack covers stallSeq (an ack of earlier ops may
+	// arrive after the Stall), or a rebase restarts the op stream.
+	stall    string
+	stallSeq uint64
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
@@ -201,24 +204,6 @@ func (p *peer) setStateLocked(s peerState) {
 	p.log.Info("slave state: "+s.String(), "was", p.state.String())
 	p.state = s
 	p.m.broadcastLocked()
-}
-
-// needsResyncLocked gives up on the slave, which is at seq at and cannot
-// be brought further from here: the master no longer holds op at+1 (the
-// reason ""), or reason says why. Logged once per slave.
-func (p *peer) needsResyncLocked(at uint64, reason string) {
-	msg := fmt.Sprintf("slave %s needs resync: it is at seq %d, the master holds %s", p.addr, at, p.m.heldLocked())
-	if reason != "" {
-		msg = fmt.Sprintf("slave %s needs resync at seq %d: %s", p.addr, at, reason)
-	}
-	p.setErrLocked(msg)
-	p.degraded = false
-	if !p.resyncLogged {
-		p.resyncLogged = true
-		p.log.Error(msg)
-	}
-	p.setStateLocked(stateNeedsResync)
-	p.poke()
 }
 
 // loop dials the slave until ctx is done, the drain is over for it, or it
@@ -600,38 +585,6 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	return ctrl, fr, nil
 }
 
-// rebaseReasonLocked says why the slave that answered ack cannot resume
-// from its applied op, or "" if it can.
-func (m *Master) rebaseReasonLocked(ack wire.HelloAck) string {
-	cfg := m.cfg
-	switch {
-	case ack.Epoch != cfg.Epoch:
-		return "it follows another master epoch"
-	case ack.Resyncing:
-		return "its tree is of unknown state (a new replica, an interrupted resync, or a crash of its host)"
-	case ack.Applied > m.bl.head:
-		return fmt.Sprintf("it applied op %d, beyond the last this master numbered (%d)", ack.Applied, m.bl.head)
-	}
-	if ack.Run != cfg.Run {
-		var rec *RunRecord
-		for i := range cfg.Runs {
-			if cfg.Runs[i].Run == ack.Run {
-				rec = &cfg.Runs[i]
-			}
-		}
-		switch {
-		case rec == nil && ack.Applied > 0:
-			return "its last master run is unknown to this master"
-		case rec != nil && ack.Applied > rec.End:
-			return fmt.Sprintf("it holds ops %d..%d of a master run that crashed before journaling them", rec.End+1, ack.Applied)
-		}
-	}
-	if first := m.firstHeldLocked(); ack.Applied+1 < first {
-		return fmt.Sprintf("it is at op %d and the master holds ops from %d on (the journal did not cover its absence)", ack.Applied, first)
-	}
-	return ""
-}
-
 type action int
 
 const (
@@ -891,8 +844,14 @@ func (p *peer) onAck(a wire.Ack) error {
 		n++
 	}
 	p.inflight = p.inflight[n:]
-	if (p.cannotApply || p.refusesOp) && a.Applied > p.applied {
-		p.cannotApply, p.refusesOp, p.stall = false, false, ""
+	switch {
+	case p.stall != "":
+		if a.Applied >= p.stallSeq {
+			p.cannotApply, p.refusesOp, p.stall = false, false, ""
+			p.log.Info("slave applies ops again", "applied", a.Applied)
+		}
+	case (p.cannotApply || p.refusesOp) && a.Applied > p.applied:
+		p.cannotApply, p.refusesOp = false, false
 		p.log.Info("slave applies ops again", "applied", a.Applied)
 	}
 	p.applied = max(p.applied, a.Applied)
@@ -916,7 +875,12 @@ func (p *peer) onStall(st wire.Stall) {
 		p.log.Warn(fmt.Sprintf("slave degraded: it cannot apply ops: op %d: %s; it keeps what it received and "+
 			"retries, nothing is sent again", st.Seq, st.Msg), "state", "degraded")
 	}
-	p.stall, p.cannotApply = st.Msg, true
+	p.stall, p.stallSeq, p.cannotApply = st.Msg, st.Seq, true
+	if m.cfg.Mode != wire.ModeAsync {
+		// Writers stop waiting for it now, not after --sync-timeout, and
+		// until it has caught up with what they waited for meanwhile.
+		p.degraded = true
+	}
 	p.setErrLocked(st.Msg)
 	m.broadcastLocked()
 }
@@ -925,24 +889,10 @@ func (p *peer) onStall(st wire.Stall) {
 // waited for and is not being resynchronised: at an ack, and when a pass
 // ends (on an idle tree no ack may follow).
 func (p *peer) recheckDegradedLocked() {
-	if p.degraded && p.durable >= p.m.maxWaited && !p.rebase {
+	if p.degraded && p.durable >= p.m.maxWaited && !p.rebase && p.stall == "" {
 		p.degraded = false
 		p.log.Info("slave healthy again: it caught up with what writers waited for", "durable", p.durable)
 	}
-}
-
-// slaveNeedsResync reports whether err is the slave saying it needs a
-// resync, by a FrameError or by the code of its QUIC close (whichever
-// arrived first), and its reason.
-func slaveNeedsResync(err error) (string, bool) {
-	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeNeedsResync {
-		return pe.Msg, true
-	}
-	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
-		wire.ErrorCode(ae.ErrorCode) == wire.CodeNeedsResync {
-		return ae.ErrorMessage, true
-	}
-	return "", false
 }
 
 // slaveCannotApply reports whether err is the slave saying it could not

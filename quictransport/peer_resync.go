@@ -336,6 +336,8 @@ func (s *passSink) Emit(it wire.ResyncItem, n int64) {
 		p.inflight, p.inflightBytes = nil, 0
 		p.jr.pending = nil
 		p.waitBegin = false
+		// A stall was on an op of the old stream.
+		p.stall, p.cannotApply = "", false
 	}
 	p.items = append(p.items, queuedItem{after: after, body: wire.AppendResyncItem(nil, after, it), size: n})
 	p.poke()
