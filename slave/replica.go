@@ -52,11 +52,46 @@ type Replica struct {
 	ops    map[wire.OpType]uint64
 	// handles open now (for the progress log's compaction at each sync).
 	handles map[uint64]replayer.HandleRecord
+	// What Open opened, for Close (nil when made by New).
+	suspects *SuspectFile
 }
 
 var _ quictransport.Handler = (*Replica)(nil)
 
-// newHandler reads the state dir and works out where the replica stands.
+// Open opens the replica dir and its state dir (made if need be): the
+// suspect log, a Replayer with options o (its Suspects set here), and
+// where the replica stands. Close closes them all.
+func Open(dir, stateDir string, o replayer.Options) (*Replica, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	suspects, inos, all, err := OpenSuspects(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	o.Suspects = suspects
+	r, err := replayer.New(dir, o)
+	if err != nil {
+		suspects.Close()
+		return nil, err
+	}
+	r.SetSuspects(inos, all)
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	h, err := New(r, dir, stateDir, log)
+	if err != nil {
+		r.Close()
+		suspects.Close()
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	h.suspects = suspects
+	return h, nil
+}
+
+// New reads the state dir and works out where the replica r stands;
+// Close leaves r to the caller.
 func New(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*Replica, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
@@ -409,7 +444,15 @@ func (h *Replica) DurableSeq() uint64 {
 	return h.state.Durable
 }
 
-func (h *Replica) Close() error { return h.prog.close() }
+// Close closes the progress log and, when Open made them, the replayer
+// and the suspect log. It does not sync: the transport's last Sync did.
+func (h *Replica) Close() error {
+	err := h.prog.close()
+	if h.suspects != nil {
+		err = errors.Join(err, h.r.Close(), h.suspects.Close())
+	}
+	return err
+}
 
 // writeDurable writes a small file and makes it and its name durable.
 func writeDurable(p string, data []byte) error {

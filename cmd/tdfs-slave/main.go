@@ -197,31 +197,17 @@ func serve(ctx context.Context, cfg *config) error {
 			}
 		}
 	})()
-	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	suspects, inos, all, err := slave.OpenSuspects(cfg.stateDir)
-	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	defer suspects.Close()
 	ro := cfg.replay
-	ro.Chown, ro.Logger, ro.Suspects = os.Geteuid() == 0, log, suspects
-	r, err := replayer.New(cfg.dir, ro)
+	ro.Chown, ro.Logger = os.Geteuid() == 0, log
+	h, err := slave.Open(cfg.dir, cfg.stateDir, ro)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	r.SetSuspects(inos, all)
+	defer h.Close()
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: owners are not replicated, and trusted.* xattrs and POSIX ACLs are refused")
 	}
 	checkFdLimit(log, ro.MaxHandles)
-	h, err := slave.New(r, cfg.dir, cfg.stateDir, log)
-	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	defer h.Close()
 	st := h.State()
 	if st.Resyncing {
 		log.Warn("this replica's tree is of unknown state: the master will compare it with its own and repair it",
