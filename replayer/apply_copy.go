@@ -63,8 +63,10 @@ func (r *Replayer) applyCopyRange(o *wire.CopyRange) error {
 	}
 	if ist.Dev == ost.Dev && ist.Ino == ost.Ino && o.SrcOff < o.Off+o.Len && o.Off < o.SrcOff+o.Len {
 		// copy_file_range refuses it (EINVAL), and so did the master's:
-		// a master never sends it.
-		return fmt.Errorf("%w: overlapping ranges [%d,+%d) and [%d,+%d) within one file", ErrRefused, o.SrcOff, o.Len, o.Off, o.Len)
+		// a master never sends it. Source and destination are one file
+		// here and two on the master (a link or rename the master does
+		// not have): the trees differ.
+		return wrongType("overlapping ranges [%d,+%d) and [%d,+%d) within one file", o.SrcOff, o.Len, o.Off, o.Len)
 	}
 	if err := copyExactly(in, o.SrcOff, out, o.Off, o.Len); err != nil {
 		return fmt.Errorf("copy %d bytes from %d to %d: %w", o.Len, o.SrcOff, o.Off, err)
