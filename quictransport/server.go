@@ -26,13 +26,10 @@ type Server struct {
 	ln  *quic.Listener
 	dec *wire.Decompressor
 
-	// mu guards where the slave stands, shared by successive connections
-	// (a live slave reports its in-memory Applied on reconnect), and the
-	// current session.
-	mu      sync.Mutex
-	applied uint64
-	durable uint64
-	cur     *session
+	// mu guards the current session and the stall. Where the slave
+	// stands is the Handler's alone (Handler.State).
+	mu  sync.Mutex
+	cur *session
 	// stall says why the applier cannot apply the next op ("" if it
 	// can), since stallAt.
 	stall   string
@@ -162,8 +159,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal),
 		helloSlots: make(chan struct{}, maxAwaitingHello)}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
-	st := cfg.Handler.State()
-	s.applied, s.durable = st.Applied, st.Durable
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
 	// and batched reads (research A.3).
 	s.tr = &quic.Transport{Conn: udp, ConnContext: s.connContext}
@@ -214,17 +209,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.sessions.Wait()
 	// A session stopped before it could sync (replaced while shutting
 	// down) leaves unsynced ops: no session runs now, so sync here.
-	s.mu.Lock()
-	applied, durable := s.applied, s.durable
-	s.mu.Unlock()
-	if applied > durable {
+	st := s.cfg.Handler.State()
+	applied := st.Applied
+	if applied > st.Durable {
 		if serr := s.cfg.Handler.Sync(applied); serr != nil {
 			s.log.Error("final sync failed", "applied", applied, "error", serr)
 			err = errors.Join(err, fmt.Errorf("final sync through op %d: %w", applied, serr))
-		} else {
-			s.mu.Lock()
-			s.durable = max(s.durable, applied)
-			s.mu.Unlock()
 		}
 	}
 	s.Close()

@@ -273,9 +273,7 @@ func (s *session) handshake() error {
 		}
 		st = srv.cfg.Handler.State()
 	}
-	srv.mu.Lock()
-	applied, durable := srv.applied, srv.durable
-	srv.mu.Unlock()
+	applied, durable := st.Applied, st.Durable
 	ack := wire.HelloAck{Epoch: st.Epoch, Run: st.Run, Applied: applied, Durable: durable,
 		MaxPending: uint64(srv.cfg.MaxPending), Resyncing: st.Resyncing}
 	granted, err := s.grantLanes(&ack)
@@ -589,10 +587,9 @@ func (s *session) applyLoop() {
 			continue
 		}
 		if _, isSync := op.(*wire.Sync); isSync {
-			// Durability lives in the transport: a Sync op counts as
-			// applied and makes everything up to it durable.
-			s.setApplied(seq)
-			if err := s.syncIfBehind(); err != nil {
+			// Durability lives here: a Sync op counts as applied and
+			// makes everything up to it durable (Handler.Sync).
+			if err := s.syncThrough(seq); err != nil {
 				s.fail(err)
 				return
 			}
@@ -611,7 +608,7 @@ func (s *session) applyLoop() {
 				return
 			}
 		}
-		s.setApplied(seq)
+		s.srv.setStall("")
 		if sinceAck += size; sinceAck >= ackEvery {
 			s.signalAck()
 			sinceAck = 0
@@ -682,26 +679,18 @@ func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
 // ResyncBegin moves the slave's op stream to its position.
 func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
 	srv := s.srv
-	if b, ok := it.(*wire.ResyncBegin); ok && b.Rebase {
-		srv.mu.Lock()
-		srv.applied, srv.durable = at, at
-		srv.mu.Unlock()
-	}
+	// A rebasing ResyncBegin moves the Handler's applied and durable to
+	// at (Handler.Resync).
 	if err := srv.cfg.Handler.Resync(at, it, s.reply); err != nil {
 		return handlerError(fmt.Sprintf("resync item after op %d (%T)", at, it), err)
 	}
 	if _, end := it.(*wire.ResyncEnd); end {
 		// The tree equals the master's as of this position: make that
 		// durable, so a crash does not start the comparison over.
-		srv.mu.Lock()
-		applied := srv.applied
-		srv.mu.Unlock()
+		applied := srv.cfg.Handler.State().Applied
 		if err := srv.cfg.Handler.Sync(applied); err != nil {
 			return fmt.Errorf("%w: sync after the resync: %w", ErrApply, err)
 		}
-		srv.mu.Lock()
-		srv.durable = max(srv.durable, applied)
-		srv.mu.Unlock()
 	}
 	s.items.Add(1)
 	s.signalAck()
@@ -713,35 +702,29 @@ func (s *session) reply(r wire.ResyncReply) error {
 	return s.writeFrame(wire.FrameResyncReply, wire.AppendResyncReply(nil, r))
 }
 
-func (s *session) setApplied(seq uint64) {
-	s.srv.mu.Lock()
-	s.srv.applied = seq
-	s.srv.stall = ""
-	s.srv.mu.Unlock()
-}
-
 // syncIfBehind makes every applied op durable if some are not yet.
 func (s *session) syncIfBehind() error {
-	srv := s.srv
-	srv.mu.Lock()
-	applied, durable := srv.applied, srv.durable
-	srv.mu.Unlock()
-	if applied <= durable {
+	st := s.srv.cfg.Handler.State()
+	if st.Applied <= st.Durable {
 		return nil
 	}
-	if err := srv.cfg.Handler.Sync(applied); err != nil {
-		return fmt.Errorf("%w: sync through op %d: %w", ErrApply, applied, err)
+	return s.syncThrough(st.Applied)
+}
+
+// syncThrough makes every op up to seq durable, seq counting as applied
+// (a Sync op is never passed to Apply).
+func (s *session) syncThrough(seq uint64) error {
+	if err := s.srv.cfg.Handler.Sync(seq); err != nil {
+		return fmt.Errorf("%w: sync through op %d: %w", ErrApply, seq, err)
 	}
-	srv.mu.Lock()
-	srv.durable = max(srv.durable, applied)
-	srv.mu.Unlock()
 	return nil
 }
 
+// currentAck is where the slave stands, as its Handler says: the
+// transport keeps no position of its own.
 func (s *session) currentAck() wire.Ack {
-	s.srv.mu.Lock()
-	defer s.srv.mu.Unlock()
-	return wire.Ack{Applied: s.srv.applied, Durable: s.srv.durable, Items: s.items.Load()}
+	st := s.srv.cfg.Handler.State()
+	return wire.Ack{Applied: st.Applied, Durable: st.Durable, Items: s.items.Load()}
 }
 
 func (s *session) signalAck() {

@@ -54,6 +54,16 @@ type Replica struct {
 	handles map[uint64]replayer.HandleRecord
 	// What Open opened, for Close (nil when made by New).
 	suspects *SuspectFile
+	// durable is the durable seq reported: the state file's, but the
+	// position of a rebase from its ResyncBegin on (ops before it are
+	// not wanted any more; resyncing says the tree is of unknown state).
+	durable uint64
+
+	// pub is where the replica stands, published at the end of every
+	// call that moves it, so that State (the transport's acks, status)
+	// never waits for an op being applied.
+	pubMu sync.Mutex
+	pub   quictransport.SlaveState
 }
 
 var _ quictransport.Handler = (*Replica)(nil)
@@ -105,7 +115,8 @@ func New(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*Replica
 		return nil, err
 	}
 	h := &Replica{r: r, stateDir: stateDir, log: log, prog: prog, state: st, run: st.Run, applied: st.Durable,
-		resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{}}
+		durable: st.Durable, resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{}}
+	defer h.publishLocked()
 	switch _, err := os.Stat(filepath.Join(stateDir, dirtyFile)); {
 	case err == nil:
 		h.dirty = true
@@ -208,6 +219,7 @@ func (h *Replica) markDirty() error {
 func (h *Replica) Apply(seq uint64, op wire.Op) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	if err := h.markDirty(); err != nil {
 		return resourceError(err)
 	}
@@ -296,6 +308,7 @@ func (h *Replica) Sync(seq uint64) error {
 	if err := h.r.Sync(); err != nil {
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		defer h.publishLocked()
 		if serr := h.r.SuspectAll(); serr != nil {
 			h.log.Warn("suspect log", "err", serr)
 		}
@@ -308,12 +321,13 @@ func (h *Replica) Sync(seq uint64) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	st := h.state
 	st.Run, st.Durable, st.Resyncing = h.run, seq, h.resyncing
 	if err := SaveState(h.stateDir, st); err != nil {
 		return err
 	}
-	h.state = st
+	h.state, h.durable = st, seq
 	h.applied = max(h.applied, seq)
 	var recs []replayer.HandleRecord
 	for _, r := range h.handles {
@@ -336,17 +350,19 @@ func (h *Replica) Sync(seq uint64) error {
 func (h *Replica) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	st := State{Epoch: epoch, Lineage: lineage, Resyncing: true}
 	if err := SaveState(h.stateDir, st); err != nil {
 		return err
 	}
-	h.state, h.run, h.resyncing, h.reapply = st, wire.RunID{}, true, 0
+	h.state, h.run, h.resyncing, h.reapply, h.durable = st, wire.RunID{}, true, 0, 0
 	return nil
 }
 
 func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	end := false
 	switch it := it.(type) {
 	case *wire.ResyncBegin:
@@ -368,7 +384,7 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		}
 		if it.Rebase {
 			h.resyncing = true
-			h.applied, h.reapply, h.run = at, 0, it.Run
+			h.applied, h.durable, h.reapply, h.run = at, at, 0, it.Run
 		}
 	case *wire.ResyncEnd:
 		end = true
@@ -419,11 +435,22 @@ func resourceError(err error) error {
 	return &quictransport.ResourceError{Cause: cause, Err: err}
 }
 
+// State is where the replica stands, as published by the last call that
+// moved it: it does not wait for an op being applied.
 func (h *Replica) State() quictransport.SlaveState {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return quictransport.SlaveState{Epoch: h.state.Epoch, Lineage: h.state.Lineage, Run: h.run, Applied: h.applied,
-		Durable: h.state.Durable, Resyncing: h.resyncing}
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	return h.pub
+}
+
+// publishLocked publishes where the replica stands for State. h.mu is
+// held.
+func (h *Replica) publishLocked() {
+	st := quictransport.SlaveState{Epoch: h.state.Epoch, Lineage: h.state.Lineage, Run: h.run, Applied: h.applied,
+		Durable: min(h.durable, h.applied), Resyncing: h.resyncing}
+	h.pubMu.Lock()
+	h.pub = st
+	h.pubMu.Unlock()
 }
 
 // activity returns when the last op was applied (zero if none since the
