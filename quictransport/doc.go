@@ -107,6 +107,19 @@
 // durable at the seq, for at most SyncTimeout: a slower slave is marked
 // degraded and stops holding writers back until it catches up.
 //
+// # When the slave cannot apply an op
+//
+// A Handler's error says which of three things happened. A
+// *ResourceError (disk full, read-only...) stalls the session: the slave
+// sends a wire.Stall, keeps the op and everything after it, and calls
+// Apply again with backoff; the master shows it degraded with the cause,
+// stops waiting for it at once, and clears both when an ack covers the
+// op. ErrNeedsResync closes the connection with CodeNeedsResync: the
+// master redials at once and runs a rebase pass (catchup.go). ErrRefused
+// and ErrLimit close it with their codes: the slave's policy. Where the
+// slave stands (Applied, Durable) is the Handler's alone: acks read
+// Handler.State.
+//
 // # What it does not do
 //
 // It does not apply ops (the Handler does), number them (mirrorfs does),

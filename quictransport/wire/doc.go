@@ -32,7 +32,14 @@
 // HelloAck with flag bit 1 set ends with the lanes granted and a 16-byte
 // LaneToken. A lane opens with FrameLaneHello (version, token, lane
 // number) and the slave answers FrameLaneAck (empty) or FrameError with
-// CodeLane.
+// CodeLane. A slave that cannot apply an op for want of a resource (its
+// disk full) sends FrameStall (the op's seq and why) and keeps the
+// connection, retrying; an older master refuses the frame as unexpected.
+//
+// The first op of a master run is a RunStart; an Unclean follows it when
+// the previous run ended without a clean stop, telling slaves that the
+// new run's ops may act on changes they never received (they apply
+// tolerantly until compared).
 //
 // Data the slave already holds is not sent again: a Write carries its
 // bytes, but a CopyRange (copy_file_range on the master's mount) names a
