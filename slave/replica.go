@@ -249,10 +249,12 @@ func (h *Replica) Apply(seq uint64, op wire.Op) error {
 		// difference and was skipped, or the master's previous run
 		// crashed with changes no slave received. Until a pass ends, a
 		// restart must not resume as if it were.
-		h.skipped = n
 		if err := h.markResyncing(); err != nil {
+			// Retried: the op again (Reapply, skipped again), then this.
+			h.reapply = seq
 			return resourceError(fmt.Errorf("state dir: %w", err))
 		}
+		h.skipped = n
 		if unclean {
 			h.log.Warn("the master's previous run ended without a clean stop: this replica is compared with its tree, "+
 				"and ops that meet a difference until then are left to the comparison", "seq", seq)

@@ -178,3 +178,58 @@ func TestUnknownHandleAsksForResync(t *testing.T) {
 		t.Fatalf("write to an unknown handle: %v, state %+v", err, h.State())
 	}
 }
+
+// TestDivergenceIsRecordedFirst: an op that proves the replica differs
+// (a parent the slave lacks) asks for a resync, and the state file says
+// resyncing before the error returns, so a slave killed right then does
+// not resume as if its tree were the op stream's prefix. After the
+// master's unclean restart (wire.Unclean) the slave applies tolerantly and
+// counts itself resyncing likewise, until a repairing pass ends.
+func TestDivergenceIsRecordedFirst(t *testing.T) {
+	dir, state := dirs(t)
+	h := newTestHandler(t, dir, state)
+	if err := h.Apply(1, &wire.RunStart{Run: wire.RunID{1}}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.Apply(2, &wire.Create{Path: "gone/f", Mode: 0o644, Mtime: omit, DirMtime: omit})
+	if !errors.Is(err, quictransport.ErrNeedsResync) {
+		t.Fatalf("create under a missing dir: %v, want ErrNeedsResync", err)
+	}
+	if st, err := LoadState(state); err != nil || !st.Resyncing {
+		t.Fatalf("state file after the divergence: %+v, %v: want resyncing", st, err)
+	}
+	if st := h.State(); !st.Resyncing || st.Applied != 1 {
+		t.Errorf("State after the divergence: %+v, want resyncing at 1", st)
+	}
+
+	dir, state = dirs(t)
+	h = newTestHandler(t, dir, state)
+	ops := []wire.Op{&wire.RunStart{Run: wire.RunID{2}}, &wire.Unclean{},
+		&wire.Open{Path: "lost", Handle: 3, Mtime: omit}, // made by the crashed run, never sent
+		&wire.Write{Handle: 3, Data: []byte("x"), Mtime: omit}}
+	for i, op := range ops {
+		if err := h.Apply(uint64(i+1), op); err != nil {
+			t.Fatalf("op %d (%v) after an unclean start: %v", i+1, op.Type(), err)
+		}
+	}
+	if st, err := LoadState(state); err != nil || !st.Resyncing {
+		t.Fatalf("state file after an unclean start: %+v, %v: want resyncing", st, err)
+	}
+	// A repairing pass ends: resyncing clears (the transport syncs next).
+	reply := func(wire.ResyncReply) error { return nil }
+	for _, it := range []wire.ResyncItem{&wire.ResyncBegin{Pass: 1}, &wire.ResyncEnd{Pass: 1}} {
+		if err := h.Resync(4, it, reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Sync(4); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := LoadState(state); err != nil || st.Resyncing || st.Durable != 4 {
+		t.Fatalf("state file after the pass: %+v, %v: want durable 4, not resyncing", st, err)
+	}
+	// Strict again: a difference now asks for a resync.
+	if err := h.Apply(5, &wire.Mkdir{Path: "gone/d", Mode: 0o755, Mtime: omit, DirMtime: omit}); !errors.Is(err, quictransport.ErrNeedsResync) {
+		t.Errorf("mkdir under a missing dir after the pass: %v, want ErrNeedsResync", err)
+	}
+}
