@@ -45,7 +45,7 @@ lint:
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped"; fi
 	@# House rules: no naked panic in library code, no InsecureSkipVerify outside tests.
-	@if grep -rn --include='*.go' --exclude='*_test.go' -E '\bpanic\(' certs mirrorfs quictransport replayer; then echo "naked panic in library code"; exit 1; fi
+	@if grep -rn --include='*.go' --exclude='*_test.go' -E '\bpanic\(' certs mirrorfs quictransport replayer slave; then echo "naked panic in library code"; exit 1; fi
 	@if grep -rn --include='*.go' --exclude='*_test.go' InsecureSkipVerify .; then echo "InsecureSkipVerify outside tests"; exit 1; fi
 
 # Dependencies point one way (STYLE.md): go list -deps shows what each
@@ -57,6 +57,8 @@ check-deps:
 		if [ -n "$$bad" ]; then echo "mirrorfs imports forbidden packages: $$bad"; exit 1; fi
 	@bad=$$($(GO) list -deps ./quictransport/... | grep -E 'hanwen/go-fuse|/mirrorfs|/replayer|$(PKG)/certs$$'); \
 		if [ -n "$$bad" ]; then echo "quictransport imports forbidden packages: $$bad"; exit 1; fi
+	@bad=$$($(GO) list -deps ./slave/... | grep -E 'hanwen/go-fuse|/mirrorfs|$(PKG)/certs$$'); \
+		if [ -n "$$bad" ]; then echo "slave imports forbidden packages: $$bad"; exit 1; fi
 	@bad=$$($(GO) list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./quictransport/wire ./certs | grep -vE '^$$|/quictransport/wire$$|/certs$$|klauspost/compress'); \
 		if [ -n "$$bad" ]; then echo "wire/certs import non-standard packages: $$bad"; exit 1; fi
 	@echo "check-deps: ok"
