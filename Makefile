@@ -11,7 +11,7 @@ TESTFUZZ  ?= 100000x
 PKG       := github.com/tdfs/tdfs
 FUZZ_TARGETS := FuzzParseOp FuzzFrameReader FuzzControl FuzzParseResyncItem FuzzParseResyncReply
 
-.PHONY: all build test unit e2e fuzz fuzz-smoke lint check-deps demo bench clean
+.PHONY: all build test unit e2e chaos fuzz fuzz-smoke lint check-deps demo bench clean
 
 all: build
 
@@ -27,6 +27,17 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout 15m -v ./cmd/e2e/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+# Fault injection (cmd/e2e/chaos_test.go): TestChaos kills, freezes,
+# partitions, starves and wipes the master and two slaves for CHAOS_TIME (a
+# Go duration) while checking its invariants. CHAOS_SEED (default: from the
+# clock; every run prints the one it used) reruns a run's random decisions.
+# The test's own timeout is CHAOS_TIME plus 15 minutes: Go adds up the
+# durations of a concatenation ("10m15m" is 25m).
+CHAOS_TIME ?= 10m
+CHAOS_SEED ?=
+chaos:
+	CHAOS_TIME=$(CHAOS_TIME) CHAOS_SEED=$(CHAOS_SEED) $(GO) test -count=1 -run '^TestChaos$$' -timeout $(CHAOS_TIME)15m -v ./cmd/e2e/
 
 fuzz-smoke:
 	@for t in $(FUZZ_TARGETS); do \
