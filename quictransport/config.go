@@ -239,7 +239,9 @@ type Handler interface {
 	// counts Sync ops, never passed to Apply).
 	Sync(seq uint64) error
 	// Resync applies a resync item, positioned after op number at; reply
-	// sends a reply to the master (from the calling goroutine).
+	// sends a reply to the master (from the calling goroutine). A
+	// *ResourceError stalls the session as for Apply, and the item is
+	// applied again: return one only for an item that may be (its data).
 	Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error
 }
 

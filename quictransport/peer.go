@@ -104,8 +104,9 @@ type peer struct {
 	// disk full, say), "" when it can: the cause status shows first. It
 	// lasts until an ack covers stallSeq (an ack of earlier ops may
 	// arrive after the Stall), or a rebase restarts the op stream.
-	stall    string
-	stallSeq uint64
+	stall     string
+	stallSeq  uint64
+	stallItem uint64 // a stall on a resync item: its number (Ack.Items counts them)
 
 	// Resync (peer_resync.go).
 	rebase    bool  // the slave's tree is of unknown state: it needs a rebase pass
@@ -549,6 +550,10 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 	}
 	p.inflight, p.inflightBytes, p.byeSent = nil, 0, false
 	p.items, p.itemsSent, p.itemsAcked, p.itemFlight, p.itemsReserved = nil, 0, 0, nil, 0
+	if p.stallItem > 0 {
+		// Items count per connection, and the pass starts over.
+		p.stall, p.stallItem, p.cannotApply = "", 0, false
+	}
 	p.loggedErr, p.resyncLogged, p.told = "", false, false
 	p.jr.close()
 	p.known = true
@@ -824,6 +829,7 @@ func (p *peer) onAck(a wire.Ack) error {
 	if a.Items > p.itemsSent || a.Items < p.itemsAcked {
 		return fmt.Errorf("%w: ack for %d resync items, %d sent and %d acknowledged before", ErrProtocol, a.Items, p.itemsSent, p.itemsAcked)
 	}
+	itemsApplied := a.Items > p.itemsAcked
 	for ; p.itemsAcked < a.Items; p.itemsAcked++ {
 		p.itemsReserved -= p.itemFlight[0]
 		p.itemFlight = p.itemFlight[1:]
@@ -846,11 +852,13 @@ func (p *peer) onAck(a wire.Ack) error {
 	p.inflight = p.inflight[n:]
 	switch {
 	case p.stall != "":
-		if a.Applied >= p.stallSeq {
+		if p.stallItem > 0 && a.Items >= p.stallItem || p.stallItem == 0 && a.Applied >= p.stallSeq {
 			p.cannotApply, p.refusesOp, p.stall = false, false, ""
 			p.log.Info("slave applies ops again", "applied", a.Applied)
 		}
-	case (p.cannotApply || p.refusesOp) && a.Applied > p.applied:
+	case (p.cannotApply || p.refusesOp) && (a.Applied > p.applied || itemsApplied):
+		// It applies again: ops, or the items of a pass (an idle tree
+		// has no op to say so).
 		p.cannotApply, p.refusesOp = false, false
 		p.log.Info("slave applies ops again", "applied", a.Applied)
 	}
@@ -872,10 +880,14 @@ func (p *peer) onStall(st wire.Stall) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p.stall == "" {
-		p.log.Warn(fmt.Sprintf("slave degraded: it cannot apply ops: op %d: %s; it keeps what it received and "+
-			"retries, nothing is sent again", st.Seq, st.Msg), "state", "degraded")
+		what := fmt.Sprintf("op %d", st.Seq)
+		if st.Item > 0 {
+			what = fmt.Sprintf("resync item %d after op %d", st.Item, st.Seq)
+		}
+		p.log.Warn(fmt.Sprintf("slave degraded: it cannot apply ops: %s: %s; it keeps what it received and "+
+			"retries, nothing is sent again", what, st.Msg), "state", "degraded")
 	}
-	p.stall, p.stallSeq, p.cannotApply = st.Msg, st.Seq, true
+	p.stall, p.stallSeq, p.stallItem, p.cannotApply = st.Msg, st.Seq, st.Item, true
 	if m.cfg.Mode != wire.ModeAsync {
 		// Writers stop waiting for it now, not after --sync-timeout, and
 		// until it has caught up with what they waited for meanwhile.

@@ -182,13 +182,6 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 			if o.Rebase {
 				p.rebase = false
 			}
-			if p.cannotApply && p.stall == "" && !o.Verify {
-				// The pass applied every item: whatever the slave could
-				// not apply before (an item, its disk full) it can now,
-				// and on an idle tree no op would say so.
-				p.cannotApply = false
-				p.log.Info("slave applies ops again", "applied", p.applied)
-			}
 			p.recheckDegradedLocked()
 			if !o.Verify {
 				p.check, p.checked = false, true

@@ -550,7 +550,9 @@ func (s *session) applyLoop() {
 		}
 		if at, it, _, ok := s.rb.popItem(); ok {
 			if err := s.applyItem(at, it); err != nil {
-				s.fail(err)
+				if !errors.Is(err, errStopped) {
+					s.fail(err)
+				}
 				return
 			}
 			continue
@@ -636,6 +638,13 @@ var errStopped = errors.New("session stopped")
 // (at most MaxPending), and nothing is sent twice. Logged when it begins
 // and ends, not at every attempt.
 func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
+	what := fmt.Sprintf("op %d", seq)
+	return s.stallOn(wire.Stall{Seq: seq}, what, re, func() error { return s.srv.cfg.Handler.Apply(seq, op) })
+}
+
+// stallOn is stall for op or resync item st (its Seq, or its Item and
+// position), named what, retried by retry.
+func (s *session) stallOn(st wire.Stall, what string, re *ResourceError, retry func() error) error {
 	srv := s.srv
 	start := time.Now()
 	told := ""
@@ -643,10 +652,10 @@ func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
 	for {
 		if re.Cause != told {
 			told = re.Cause
-			s.log.Warn(fmt.Sprintf("cannot apply op %d: %v; keeping it and the ops after it, retrying until it applies",
-				seq, re), "seq", seq)
+			s.log.Warn(fmt.Sprintf("cannot apply %s: %v; keeping it and what follows, retrying until it applies",
+				what, re), "seq", st.Seq)
 			srv.setStall(re.Error())
-			st := wire.Stall{Seq: seq, Msg: re.Error()}
+			st.Msg = re.Error()
 			if err := s.writeFrame(wire.FrameStall, st.Append(nil)); err != nil && s.ctx.Err() == nil {
 				return fmt.Errorf("sending stall: %w", err)
 			}
@@ -662,14 +671,14 @@ func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
 			return errStopped
 		}
 		backoff = min(2*backoff, stallMaxBackoff)
-		err := srv.cfg.Handler.Apply(seq, op)
+		err := retry()
 		var ok bool
 		if re, ok = errors.AsType[*ResourceError](err); ok {
 			continue
 		}
 		srv.setStall("")
 		if err == nil {
-			s.log.Info("applies ops again", "seq", seq, "stalled", time.Since(start).Round(time.Millisecond))
+			s.log.Info("applies ops again", "seq", st.Seq, "stalled", time.Since(start).Round(time.Millisecond))
 		}
 		return err
 	}
@@ -681,7 +690,17 @@ func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
 	srv := s.srv
 	// A rebasing ResyncBegin moves the Handler's applied and durable to
 	// at (Handler.Resync).
-	if err := srv.cfg.Handler.Resync(at, it, s.reply); err != nil {
+	err := srv.cfg.Handler.Resync(at, it, s.reply)
+	if re, ok := errors.AsType[*ResourceError](err); ok {
+		// The Handler says the item may be applied again (its data).
+		st := wire.Stall{Seq: at, Item: s.items.Load() + 1}
+		err = s.stallOn(st, fmt.Sprintf("resync item %d after op %d", st.Item, at), re,
+			func() error { return srv.cfg.Handler.Resync(at, it, s.reply) })
+	}
+	if errors.Is(err, errStopped) {
+		return err
+	}
+	if err != nil {
 		return handlerError(fmt.Sprintf("resync item after op %d (%T)", at, it), err)
 	}
 	if _, end := it.(*wire.ResyncEnd); end {

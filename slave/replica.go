@@ -395,6 +395,11 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		if errors.Is(err, replayer.ErrBadResync) {
 			return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
 		}
+		if _, data := it.(*wire.ResyncData); data && replayer.Classify(err) == replayer.ClassResource {
+			// Bytes at an offset (or a hole): applying them again is
+			// harmless, so the transport keeps the item and retries it.
+			return resourceError(err)
+		}
 		if _, ok := it.(*wire.ResyncBegin); !ok && !h.verifying {
 			// Cut short: the next pass starts over, from a tree of
 			// unknown state.

@@ -247,3 +247,64 @@ func stalledFor(t *testing.T, s *slave) time.Duration {
 	}
 	return time.Since(*st.StalledSince)
 }
+
+// TestDiskFullDuringResync: a new slave too small for the tree stalls in
+// the middle of its resync pass, keeps the data it received, and sends
+// nothing twice (before, each failure ended the connection and the next
+// pass sent the same files again); once there is room the pass ends and,
+// with nothing written, the slave is healthy.
+func TestDiskFullDuringResync(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	k := newPKI(t, "s1")
+	base := t.TempDir()
+	backing := filepath.Join(base, "backing")
+	if err := os.Mkdir(backing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.NewChaCha8([32]byte{2})
+	for i := range 6 {
+		data := make([]byte, 1<<20)
+		rng.Read(data)
+		if err := os.WriteFile(filepath.Join(backing, fmt.Sprintf("f%d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "replica")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tdfs-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	s := startSlaveIn(t, k, "s1", dir)
+	m := startMasterOn(t, k, backing, filepath.Join(base, "journal"), []string{s.addr}, "-z", "1")
+	m.waitLine(`slave degraded: it cannot apply ops: resync item`+ofSlave(s.addr), 60*time.Second)
+	waitStatus1(t, m, "degraded with its cause", 30*time.Second, func(p slaveRow) bool {
+		return p.State == "degraded" && strings.HasPrefix(p.Cause, "disk full: ")
+	})
+	before := statusOf(t, m).Slaves[0].WireBytes
+	waitStatus1(t, m, "stalled for 6 s", 30*time.Second, func(slaveRow) bool { return stalledFor(t, s) >= 6*time.Second })
+	if grew := statusOf(t, m).Slaves[0].WireBytes - before; grew > 512<<10 {
+		t.Errorf("%d bytes sent while the slave waited for room: data sent again", grew)
+	}
+	if l := m.linesFrom(0, `resync pass failed`); len(l) > 0 {
+		t.Errorf("the pass was started over:\n%s", strings.Join(l, "\n"))
+	}
+	mark := m.mark()
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("grow tmpfs: %v\n%s", err, out)
+	}
+	m.waitLineFrom(mark, `slave applies ops again`+ofSlave(s.addr), 60*time.Second)
+	converge(t, m, []*slave{s}, 60*time.Second)
+	waitStatus1(t, m, "streaming on an idle tree", 30*time.Second, func(p slaveRow) bool {
+		return p.State == "streaming" && p.Cause == ""
+	})
+	if total := statusOf(t, m).Slaves[0].WireBytes; total > 9<<20 {
+		t.Errorf("%d bytes on the wire for 6 MiB: data was sent again", total)
+	}
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	s.stop(syscall.SIGTERM, 30*time.Second)
+}

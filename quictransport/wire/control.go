@@ -281,15 +281,21 @@ func ParseAck(body []byte) (Ack, error) {
 // that op and every op received after it, retries with backoff, and
 // acknowledges again once it applied it. The connection stays up, so
 // nothing is sent twice. Msg says why, the cause first ("disk full: ...").
-// A slave sends one when a stall begins and when its reason changes.
+// A slave sends one when a stall begins and when its reason changes. A
+// stall on a resync item (its data) has Item set: the item's number on
+// this connection (Ack.Items counts the items applied, so an ack with
+// Items >= Item says it is over); Seq is then the op it is positioned
+// after.
 type Stall struct {
-	Seq uint64
-	Msg string
+	Seq  uint64
+	Item uint64
+	Msg  string
 }
 
-// Append encodes: seq, message (cut to 4096 bytes).
+// Append encodes: seq, item, message (cut to 4096 bytes).
 func (s *Stall) Append(b []byte) []byte {
 	b = appendUvarint(b, s.Seq)
+	b = appendUvarint(b, s.Item)
 	msg := s.Msg
 	if len(msg) > maxMsgLen {
 		msg = msg[:maxMsgLen]
@@ -300,7 +306,7 @@ func (s *Stall) Append(b []byte) []byte {
 // ParseStall parses the body of a FrameStall.
 func ParseStall(body []byte) (Stall, error) {
 	d := &decoder{b: body}
-	s := Stall{Seq: d.uvarint(), Msg: d.string("stall message", maxMsgLen)}
+	s := Stall{Seq: d.uvarint(), Item: d.uvarint(), Msg: d.string("stall message", maxMsgLen)}
 	return s, d.end()
 }
 

@@ -56,7 +56,8 @@ func controlCases() []controlCase {
 	add("error max", FrameError, &Error{Code: math.MaxUint32, Seq: math.MaxUint64, Msg: strings.Repeat("m", maxMsgLen)})
 	add("stall", FrameStall, &Stall{Seq: 12, Msg: "disk full: apply write handle 3: no space left on device"})
 	add("stall empty", FrameStall, &Stall{})
-	add("stall max", FrameStall, &Stall{Seq: math.MaxUint64, Msg: strings.Repeat("s", maxMsgLen)})
+	add("stall max", FrameStall, &Stall{Seq: math.MaxUint64, Item: math.MaxUint64, Msg: strings.Repeat("s", maxMsgLen)})
+	add("stall item", FrameStall, &Stall{Seq: 40, Item: 3, Msg: "disk full: resync data file 2 at 0"})
 	return cs
 }
 
