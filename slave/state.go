@@ -16,7 +16,7 @@ import (
 )
 
 // State is the slave's persistent position, kept in a state directory
-// outside the replica (DESIGN.md item 6: neither side keeps state inside
+// outside the replica (neither side keeps state inside
 // the replicated tree).
 type State struct {
 	Epoch   wire.Epoch   // the master epoch followed; zero: none yet
