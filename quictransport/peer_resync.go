@@ -391,7 +391,9 @@ type VerifyResult struct {
 
 // Verify compares the backing dir with every connected slave (repair:
 // and fixes what differs), while ops keep flowing. It returns one result
-// per configured slave; a slave that is not streaming gets an error.
+// per configured slave; a slave that is not streaming, or that cannot
+// apply ops (its disk full), gets an error at once. A slave being
+// resynchronised is verified once its resync pass has ended.
 func (m *Master) Verify(ctx context.Context, repair bool) []VerifyResult {
 	m.mu.Lock()
 	reqs := make([]*verifyReq, len(m.peers))
@@ -403,8 +405,6 @@ func (m *Master) Verify(ctx context.Context, repair bool) []VerifyResult {
 			out[i].Err = errors.New("the master has no tree to compare")
 		case p.state != stateStreaming:
 			out[i].Err = fmt.Errorf("slave is %s: not connected", p.stateName())
-		case p.rebase:
-			out[i].Err = errors.New("slave is resyncing (being compared and repaired): verify it once that is done")
 		case p.stall != "":
 			// Its pass would wait behind the op it cannot apply.
 			out[i].Err = fmt.Errorf("slave cannot apply ops (%s): verify it once it can", p.stall)

@@ -7,7 +7,7 @@ package e2e
 // returned for survives a kill of the master, that every slave converges
 // once the faults stop, and that nothing is written outside the replicas.
 //
-// CHAOS_TIME (a Go duration, default 45s) is how long faults are
+// CHAOS_TIME (a Go duration, default 30s) is how long faults are
 // injected; CHAOS_SEED (default: from the clock) makes every random
 // decision, and is printed to reproduce a run (timing still varies);
 // CHAOS_SYNC (async or fsync) overrides the durability mode the seed
@@ -592,7 +592,7 @@ func names(t *testing.T, dir string) []string {
 // history writes through the mount, and checks the invariants above.
 func TestChaos(t *testing.T) {
 	seed := chaosSeed(t)
-	run := 45 * time.Second
+	run := 30 * time.Second
 	if s := os.Getenv("CHAOS_TIME"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -913,7 +913,7 @@ func TestChaosMasterKillDuringCreates(t *testing.T) {
 		t.Helper()
 		t.Errorf("chaos seed=%d: %s\nkills (CHAOS_SEED=%d):\n  %s", seed, fmt.Sprintf(format, args...), seed, strings.Join(seq, "\n  "))
 	}
-	kills := 5 + rnd.IntN(4)
+	kills := 4 + rnd.IntN(3)
 	for i := range kills {
 		time.Sleep(time.Duration(2000+rnd.IntN(2000)) * time.Millisecond) // seeded spacing between kills
 		w.setDown()

@@ -202,8 +202,8 @@ func TestDiskFullSendsNothingTwice(t *testing.T) {
 	// Long enough for several retries of the slave (and, before, several
 	// reconnections of the master, each sending the file again).
 	s.waitLine(`cannot apply op \d+: disk full`, 10*time.Second)
-	waitStatus1(t, m, "stalled for 6 s", 30*time.Second, func(p slaveRow) bool {
-		return p.State == "degraded" && len(s.linesFrom(0, `cannot apply op`)) > 0 && stalledFor(t, s) >= 6*time.Second
+	waitStatus1(t, m, "stalled for 4 s", 30*time.Second, func(p slaveRow) bool {
+		return p.State == "degraded" && len(s.linesFrom(0, `cannot apply op`)) > 0 && stalledFor(t, s) >= 4*time.Second
 	})
 	after := statusOf(t, m).Slaves[0].WireBytes
 	if grew := after - before; grew > 512<<10 {
@@ -286,7 +286,7 @@ func TestDiskFullDuringResync(t *testing.T) {
 		return p.State == "degraded" && strings.HasPrefix(p.Cause, "disk full: ")
 	})
 	before := statusOf(t, m).Slaves[0].WireBytes
-	waitStatus1(t, m, "stalled for 6 s", 30*time.Second, func(slaveRow) bool { return stalledFor(t, s) >= 6*time.Second })
+	waitStatus1(t, m, "stalled for 4 s", 30*time.Second, func(slaveRow) bool { return stalledFor(t, s) >= 4*time.Second })
 	if grew := statusOf(t, m).Slaves[0].WireBytes - before; grew > 512<<10 {
 		t.Errorf("%d bytes sent while the slave waited for room: data sent again", grew)
 	}
