@@ -244,7 +244,7 @@ func resyncCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "resync",
 		Usage:     "compare one slave with the backing dir and repair it, whatever its state",
-		UsageText: "tdfs-master resync NAME -m DIR [--journal DIR | --admin-socket PATH] [--quick]",
+		UsageText: "tdfs-master resync -m DIR [--journal DIR | --admin-socket PATH] [--quick] NAME",
 		Description: "resync asks the tdfs-master running on DIR to resynchronise the slave NAME (its certificate\n" +
 			"name, or the HOST:PORT it is dialed at, as -c gave it): a comparison pass that repairs every\n" +
 			"difference while writes keep flowing, the same a slave gets when its tree is of unknown state.\n" +
