@@ -20,14 +20,7 @@ func TestSlaveDiskFull(t *testing.T) {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	k := newPKI(t, "s1")
-	dir := filepath.Join(t.TempDir(), "replica")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tdfs-test", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tmpfsReplica(t, "4m")
 	s := startSlaveIn(t, k, "s1", dir)
 	m := startMaster(t, k, []*slave{s})
 	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second)

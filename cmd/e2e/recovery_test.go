@@ -176,14 +176,7 @@ func TestDiskFullSendsNothingTwice(t *testing.T) {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	k := newPKI(t, "s1")
-	dir := filepath.Join(t.TempDir(), "replica")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tdfs-test", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tmpfsReplica(t, "4m")
 	s := startSlaveIn(t, k, "s1", dir)
 	m := startMaster(t, k, []*slave{s}, "--sync", "fsync", "--sync-timeout", "2s")
 	m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second)
@@ -271,14 +264,7 @@ func TestDiskFullDuringResync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dir := filepath.Join(t.TempDir(), "replica")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tdfs-test", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tmpfsReplica(t, "3m")
 	s := startSlaveIn(t, k, "s1", dir)
 	m := startMasterOn(t, k, backing, filepath.Join(base, "journal"), []string{s.addr}, "-z", "1")
 	m.waitLine(`slave degraded: it cannot apply ops: resync item`+ofSlave(s.addr), 60*time.Second)
@@ -307,4 +293,19 @@ func TestDiskFullDuringResync(t *testing.T) {
 	}
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s.stop(syscall.SIGTERM, 30*time.Second)
+}
+
+// tmpfsReplica makes a replica dir on a tmpfs of size (mount's size=),
+// unmounted when the test ends: a disk that fills up.
+func tmpfsReplica(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "replica")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tdfs-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }

@@ -266,14 +266,9 @@ func runResync(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit(name+": give the slave's name (or HOST:PORT), once", daemon.ExitUsage)
 	}
-	sock, err := adminSocketPath(c)
+	conn, err := dialAdmin(c, name)
 	if err != nil {
-		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running, with this --journal?): %v",
-			name, sock, err), daemon.ExitUsage)
+		return err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
@@ -304,6 +299,21 @@ func adminFlags() []cli.Flag {
 	}
 }
 
+// dialAdmin connects to the admin socket the flags name; its error is
+// the command's (cli.Exit, ExitUsage).
+func dialAdmin(c *cli.Context, name string) (net.Conn, error) {
+	sock, err := adminSocketPath(c)
+	if err != nil {
+		return nil, cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running, with this --journal?): %v",
+			name, sock, err), daemon.ExitUsage)
+	}
+	return conn, nil
+}
+
 // adminSocketPath is the socket the admin flags name.
 func adminSocketPath(c *cli.Context) (string, error) {
 	if p := c.String("admin-socket"); p != "" {
@@ -322,14 +332,9 @@ func adminSocketPath(c *cli.Context) (string, error) {
 
 func runVerify(c *cli.Context) error {
 	name := "tdfs-master verify"
-	sock, err := adminSocketPath(c)
+	conn, err := dialAdmin(c, name)
 	if err != nil {
-		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("%s: no master answers on %s (is tdfs-master running, with this --journal?): %v",
-			name, sock, err), daemon.ExitUsage)
+		return err
 	}
 	defer conn.Close()
 	if t := c.Duration("timeout"); t > 0 {

@@ -296,7 +296,11 @@ type Stall struct {
 func (s *Stall) Append(b []byte) []byte {
 	b = appendUvarint(b, s.Seq)
 	b = appendUvarint(b, s.Item)
-	msg := s.Msg
+	return appendMsg(b, s.Msg)
+}
+
+// appendMsg appends a message cut to maxMsgLen bytes.
+func appendMsg(b []byte, msg string) []byte {
 	if len(msg) > maxMsgLen {
 		msg = msg[:maxMsgLen]
 	}
@@ -368,11 +372,7 @@ func (e *Error) Error() string {
 func (e *Error) Append(b []byte) []byte {
 	b = appendUvarint(b, uint64(e.Code))
 	b = appendUvarint(b, e.Seq)
-	msg := e.Msg
-	if len(msg) > maxMsgLen {
-		msg = msg[:maxMsgLen]
-	}
-	return appendString(b, msg)
+	return appendMsg(b, e.Msg)
 }
 
 // ParseError parses the body of a FrameError.
