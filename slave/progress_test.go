@@ -65,22 +65,9 @@ func TestProgressRoundTrip(t *testing.T) {
 		}
 		mustProg(t, p.close())
 	}
-	if names := progDirNames(t, dir); !reflect.DeepEqual(names, []string{progressFile}) {
+	if names := dirNames(t, dir); !reflect.DeepEqual(names, []string{progressFile}) {
 		t.Errorf("state dir holds %v", names)
 	}
-}
-
-func progDirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 // A log of another boot is reported, not believed, and not carried over.
