@@ -34,6 +34,7 @@ type Server struct {
 	// can), since stallAt.
 	stall   string
 	stallAt time.Time
+	stalled atomic.Bool // stall != "": the applier's check costs no lock
 
 	sessions sync.WaitGroup
 	closing  atomic.Bool
@@ -83,6 +84,7 @@ func (s *Server) setStall(msg string) {
 		s.stallAt = time.Now()
 	}
 	s.stall = msg
+	s.stalled.Store(msg != "")
 }
 
 // Recheck closes the current master connection if ServerConfig.CheckPeer

@@ -610,7 +610,9 @@ func (s *session) applyLoop() {
 				return
 			}
 		}
-		s.srv.setStall("")
+		if srv.stalled.Load() {
+			srv.setStall("") // applied by a new session after a stall
+		}
 		if sinceAck += size; sinceAck >= ackEvery {
 			s.signalAck()
 			sinceAck = 0
