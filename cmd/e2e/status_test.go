@@ -239,6 +239,9 @@ func TestSlaveStatus(t *testing.T) {
 	if v := slaveMetric(t, url+"/metrics", "tdfs_slave_master_connected", ""); v != 1 {
 		t.Errorf("tdfs_slave_master_connected %v", v)
 	}
+	if v := slaveMetric(t, url+"/metrics", "tdfs_slave_stalled", ""); v != 0 {
+		t.Errorf("tdfs_slave_stalled %v on a slave that applies", v)
+	}
 	m.stop(syscall.SIGTERM, 60*time.Second)
 	s.stop(syscall.SIGTERM, 30*time.Second)
 }

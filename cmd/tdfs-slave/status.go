@@ -118,6 +118,7 @@ type slaveCollector struct {
 	l                                   *live
 	applied, durable, lastOp, resyncing *prometheus.Desc
 	connected, opsTotal, refusalsTotal  *prometheus.Desc
+	stalled                             *prometheus.Desc
 }
 
 func newSlaveCollector(l *live) *slaveCollector {
@@ -130,13 +131,14 @@ func newSlaveCollector(l *live) *slaveCollector {
 		lastOp:        d("last_op_timestamp_seconds", "When the last operation was applied (0: none since the start)."),
 		resyncing:     d("resyncing", "1 while the tree is of unknown state, until a resync pass ends."),
 		connected:     d("master_connected", "1 while a master is connected."),
+		stalled:       d("stalled", "1 while the slave cannot apply the next op for want of a resource (disk full...)."),
 		opsTotal:      d("ops_applied_total", "Operations applied since the start, by type.", "type"),
 		refusalsTotal: d("refusals_total", "Master connections this slave closed, by reason.", "reason"),
 	}
 }
 
 func (c *slaveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.applied, c.durable, c.lastOp, c.resyncing, c.connected, c.opsTotal, c.refusalsTotal} {
+	for _, d := range []*prometheus.Desc{c.applied, c.durable, c.lastOp, c.resyncing, c.connected, c.opsTotal, c.refusalsTotal, c.stalled} {
 		ch <- d
 	}
 }
@@ -153,6 +155,7 @@ func (c *slaveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.lastOp, g, last)
 	ch <- prometheus.MustNewConstMetric(c.resyncing, g, b2f(st.Resyncing))
 	ch <- prometheus.MustNewConstMetric(c.connected, g, b2f(st.Master != ""))
+	ch <- prometheus.MustNewConstMetric(c.stalled, g, b2f(st.Stalled != ""))
 	for t, n := range st.Ops {
 		ch <- prometheus.MustNewConstMetric(c.opsTotal, prometheus.CounterValue, float64(n), t)
 	}
