@@ -115,6 +115,11 @@ func explain(err error) string {
 			// CA is not even sent.
 			return "the slave refused us: it requires a master certificate issued by the CA it trusts, and ours is missing or from another CA: " + err.Error()
 		}
+		if te.ErrorCode == 0x100+120 {
+			// no_application_protocol: the ALPN names the protocol
+			// version (certs.ALPN).
+			return "the slave speaks another tdfs protocol version than this master (upgrade master and slaves together): " + err.Error()
+		}
 		if te.Remote {
 			// With QUIC mTLS the client's Dial succeeds before the server
 			// has checked the client certificate; a refusal shows up on the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -62,4 +63,17 @@ func TestPeerError(t *testing.T) {
 	if err := peerError([]byte{0xff}); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("garbage error frame: %v", err)
 	}
+}
+
+// A master and a slave of different protocol versions (the ALPN carries
+// it) refuse each other at the handshake, and the master says why.
+func TestProtocolVersionMismatch(t *testing.T) {
+	p := newPKI(t, "version")
+	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: newFakeHandler()})
+	old := p.clientTLS()
+	old.NextProtos = []string{"tdfs/1"}
+	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: old}}, Epoch: testEpoch, Run: newRun(t)})
+	eventually(t, 30*time.Second, "the version named", func() bool {
+		return strings.Contains(m.status(0).LastError, "another tdfs protocol version")
+	})
 }

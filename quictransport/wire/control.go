@@ -4,9 +4,9 @@ import (
 	"fmt"
 )
 
-// Version is the protocol version. ALPN carries it too ("tdfs/1"), so peers
+// Version is the protocol version. ALPN carries it too ("tdfs/2"), so peers
 // speaking different versions fail the TLS handshake with a clear error.
-const Version = 1
+const Version = 2
 
 // RunID names one run of a master: a random value minted each time
 // tdfs-master starts. A run's first op is a RunStart naming it.
