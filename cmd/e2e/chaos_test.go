@@ -591,6 +591,7 @@ func names(t *testing.T, dir string) []string {
 // TestChaos injects faults for CHAOS_TIME while a writer with a known
 // history writes through the mount, and checks the invariants above.
 func TestChaos(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	seed := chaosSeed(t)
 	run := 30 * time.Second
 	if s := os.Getenv("CHAOS_TIME"); s != "" {
@@ -884,6 +885,7 @@ func lastN(l []string, n int) []string {
 // 2-4 s and restarted on the same dirs; the slave must then converge
 // without an operator's help.
 func TestChaosMasterKillDuringCreates(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	seed := chaosSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0x6b696c6c))
 	k := newPKI(t, "s1")

@@ -30,6 +30,7 @@ import (
 // failed ... no such file or directory" at every reconnection, for ever,
 // its comparison pass never reaching the file).
 func TestUncleanRestartNewOpsOnLostState(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	k := newPKI(t, "s1")
 	s := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s}, "--sync", "async", "-z", "1")
@@ -102,6 +103,7 @@ func TestUncleanRestartNewOpsOnLostState(t *testing.T) {
 // compared and repaired at once, without an operator; the master logs it
 // once, naming the op and the path.
 func TestReplicaWiped(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	k := newPKI(t, "s1")
 	s := startSlave(t, k, "s1")
 	m := startMaster(t, k, []*slave{s})
@@ -172,6 +174,7 @@ func TestReplicaWiped(t *testing.T) {
 // first; once there is room it catches up, and, with nothing written
 // meanwhile, its state returns to streaming on an idle tree.
 func TestDiskFullSendsNothingTwice(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
@@ -247,6 +250,7 @@ func stalledFor(t *testing.T, s *slave) time.Duration {
 // pass sent the same files again); once there is room the pass ends and,
 // with nothing written, the slave is healthy.
 func TestDiskFullDuringResync(t *testing.T) {
+	t.Parallel() // its own daemons, dirs and ports; the suite is long
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
