@@ -67,6 +67,9 @@ const (
 	// minBackoff and maxBackoff bound the master's redial delay.
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 5 * time.Second
+	// divergedRedial: a slave reporting divergence is redialed at once
+	// unless it did so less than this long ago.
+	divergedRedial = time.Minute
 )
 
 // Peer is one slave the master feeds.

@@ -211,6 +211,7 @@ func (p *peer) setStateLocked(s peerState) {
 // was told it needs a resync.
 func (p *peer) loop(ctx context.Context) {
 	backoff := minBackoff
+	var lastDiverged time.Time
 	for !p.finished(ctx) {
 		p.m.mu.Lock()
 		before := p.applied
@@ -253,7 +254,14 @@ func (p *peer) loop(ctx context.Context) {
 			p.log.Warn("the slave's tree differs from this master's: resynchronising it (comparing trees while live "+
 				"ops flow): "+msg, "state", "resyncing")
 			p.m.mu.Unlock()
-			backoff = minBackoff
+			if time.Since(lastDiverged) > divergedRedial {
+				// Compared at once. A slave that keeps diverging
+				// (every pass ends, and an op fails again) backs off
+				// like any other failure instead of being compared in
+				// a tight loop.
+				backoff = minBackoff
+			}
+			lastDiverged = time.Now()
 		}
 		if msg, ok := slaveFenced(err); ok {
 			// Another master's slave, or one that follows a newer epoch
