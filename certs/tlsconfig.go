@@ -11,7 +11,7 @@ import (
 // ALPN is the application protocol both sides offer; its suffix is the
 // protocol version, so mismatched versions fail the handshake with
 // "no application protocol".
-const ALPN = "tdfs/2"
+const ALPN = "tdfs/3"
 
 // ServerConfig returns the slave's TLS configuration: TLS 1.3, the peer
 // must present a certificate that chains to pool and carries the clientAuth

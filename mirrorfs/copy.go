@@ -96,6 +96,9 @@ func (m *mirror) copyRange(fin *file, offIn int64, fout *file, offOut int64, len
 	if uint64(offIn) > math.MaxInt64-length || uint64(offOut) > math.MaxInt64-length {
 		return 0, fmt.Errorf("copy_file_range of %d bytes at %d to %d: %w", length, offIn, offOut, syscall.EOVERFLOW)
 	}
+	if err := m.checkEnd("copy_file_range", fout.node, uint64(offOut), length); err != nil {
+		return 0, err
+	}
 	unlock := lockWritePair(fin.node, fout.node)
 	defer unlock()
 

@@ -70,6 +70,13 @@ func (f *file) write(data []byte, iov [][]byte, off int64) (uint32, error) {
 	if f.handle == 0 {
 		return 0, fmt.Errorf("write through a handle opened without write access: %w", syscall.EBADF)
 	}
+	size := len(data)
+	for _, s := range iov {
+		size += len(s)
+	}
+	if err := f.node.m.checkEnd("write", f.node, uint64(off), uint64(size)); err != nil {
+		return 0, err
+	}
 	f.node.wmu.Lock()
 	defer f.node.wmu.Unlock()
 	var n int
@@ -128,6 +135,9 @@ func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 func (f *file) allocate(off, size uint64, mode uint32) error {
 	if f.handle == 0 {
 		return fmt.Errorf("fallocate through a handle opened without write access: %w", syscall.EBADF)
+	}
+	if err := f.node.m.checkEnd("fallocate", f.node, off, size); err != nil {
+		return err
 	}
 	f.node.wmu.Lock()
 	defer f.node.wmu.Unlock()

@@ -36,7 +36,11 @@ type Options struct {
 	Head uint64
 	// Unclean: the previous run ended without a clean stop; a
 	// wire.Unclean op follows the RunStart.
-	Unclean    bool
+	Unclean bool
+	// Policy is what the mount allows beyond ordinary entries: the
+	// strictest of the master's configuration and its slaves' (policy.go;
+	// Server.SetPolicy changes it). nil: everything the protocol carries.
+	Policy     *wire.Policy
 	AllowOther bool         // allow_other (default_permissions is always on)
 	Debug      bool         // go-fuse request logging
 	Logger     *slog.Logger // nil: slog.Default()
@@ -85,6 +89,11 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
 	m.seq.sink = o.Sink
+	pol := wire.PermissivePolicy
+	if o.Policy != nil {
+		pol = *o.Policy
+	}
+	m.gate.p.Store(&pol)
 	m.seq.last.Store(o.Head)
 	// The first op of every run says a new run begins (the slave drops
 	// the handles of earlier runs), followed by an Unclean if the

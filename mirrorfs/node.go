@@ -22,6 +22,7 @@ type mirror struct {
 	root    bool          // the daemon runs as root: new nodes are given to the caller
 	handles atomic.Uint64 // last handle id handed out; ids start at 1
 	run     wire.RunID    // this run of the master (Options.Run)
+	gate    policyGate    // what a slave would refuse (policy.go)
 
 	// Resync passes (resync*.go): the inodes open for writing, and the
 	// watches of the running passes (nil when none runs, so emit pays one

@@ -32,6 +32,13 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := n.m.checkMode("create", rel, syscall.S_IFREG, mode); err != nil {
+		// The mode only matters if the file is made: opening an
+		// existing one with O_CREAT (no O_EXCL) ignores it.
+		if _, serr := lstat(n.m.abs(rel)); serr != nil || flags&syscall.O_EXCL != 0 {
+			return nil, nil, err
+		}
+	}
 	p := n.m.abs(rel)
 	// The kernel sends every write with its offset (it computes the end
 	// of file for O_APPEND itself), so O_APPEND is dropped as

@@ -45,20 +45,30 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	return ch, 0
 }
 
-// Mknod makes a fifo, socket or empty regular file and emits wire.Mknod.
-// Character and block devices are refused with EPERM: slaves never create
-// them (a device node in a replicated tree is an escape vector).
+// Mknod makes a fifo, socket, empty regular file or device node and emits
+// wire.Mknod. Device nodes and set-id modes only where every slave holds
+// them (policy.go), else EPERM.
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if typ := mode & syscall.S_IFMT; typ == syscall.S_IFCHR || typ == syscall.S_IFBLK {
-		return nil, syscall.EPERM
-	}
 	dir, rel, err := n.childRel(name)
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
+	typ := mode & syscall.S_IFMT
+	if typ == 0 {
+		typ = syscall.S_IFREG
+	}
+	if err := n.m.checkDevice(rel, mode); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	if err := n.m.checkMode("mknod", rel, typ, mode); err != nil {
+		return nil, fs.ToErrno(err)
+	}
 	p := n.m.abs(rel)
-	// rdev only means something for devices, refused above.
-	if err := syscall.Mknod(p, mode, 0); err != nil {
+	dev := 0
+	if typ == syscall.S_IFCHR || typ == syscall.S_IFBLK {
+		dev = int(rdev)
+	}
+	if err := syscall.Mknod(p, mode, dev); err != nil {
 		return nil, fs.ToErrno(err)
 	}
 	ch, dirMtime, err := n.adopt(ctx, dir, name, p, mode, out)
@@ -67,7 +77,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 		return nil, fs.ToErrno(err)
 	}
 	n.m.emit(&wire.Mknod{
-		Path: rel, Mode: out.Attr.Mode, Uid: out.Attr.Uid, Gid: out.Attr.Gid,
+		Path: rel, Mode: out.Attr.Mode, Rdev: uint64(out.Attr.Rdev), Uid: out.Attr.Uid, Gid: out.Attr.Gid,
 		Mtime: attrMtime(&out.Attr), DirMtime: dirMtime,
 	})
 	return ch, 0

@@ -28,6 +28,16 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
 	f, _ := fh.(*file)
 	rel, inTree := relPath(n.inode())
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		if err := n.m.checkMode("chmod", rel, n.inode().StableAttr().Mode&syscall.S_IFMT, in.Mode); err != nil {
+			return err
+		}
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		if err := n.m.checkEnd("truncate", n, in.Size, 0); err != nil {
+			return err
+		}
+	}
 	var st syscall.Stat_t
 	var err error
 	switch {

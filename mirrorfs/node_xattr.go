@@ -34,6 +34,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := checkPath(rel); err != nil {
 		return fs.ToErrno(err)
 	}
+	if err := n.m.checkXattr(rel, attr); err != nil {
+		return fs.ToErrno(err)
+	}
 	if errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags); errno != 0 {
 		return errno
 	}

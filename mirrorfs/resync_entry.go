@@ -72,10 +72,14 @@ func (p *pass) readEntry(dirfd int, dir, name string) (r entryRead, skip bool, e
 		r.e.Kind = wire.KindFifo
 	case unix.S_IFSOCK:
 		r.e.Kind = wire.KindSocket
+	case unix.S_IFCHR:
+		// Sent whatever the policy: a slave that does not hold devices
+		// leaves them out and reports them.
+		r.e.Kind, r.e.Rdev = wire.KindCharDev, r.st.Rdev
+	case unix.S_IFBLK:
+		r.e.Kind, r.e.Rdev = wire.KindBlkDev, r.st.Rdev
 	default:
-		// Character and block devices: the mount refuses to make them and
-		// slaves never do (a device in a replica is an escape vector).
-		p.warnOnce("devices", "mirrorfs: resync: device nodes are not replicated", "first", path)
+		p.warnOnce("type:"+path, "mirrorfs: resync: unknown file type, skipped", "path", path, "mode", r.st.Mode)
 		return r, true, nil
 	}
 	// The l*xattr calls through /proc/self/fd resolve the directory by

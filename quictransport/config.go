@@ -137,6 +137,12 @@ type MasterConfig struct {
 	// OnWait, when set, learns how long each Wait (an fsync in fsync
 	// mode, every op in sync mode) waited for the slaves.
 	OnWait func(time.Duration)
+	// OnPolicy, when set, learns the policy a slave announces in its
+	// HelloAck (what it holds beyond ordinary entries), at its first
+	// connection and whenever it changes: the master's mount refuses what
+	// the strictest slave would. Called with the Master's lock held: it
+	// must not block or call into the Master.
+	OnPolicy func(peer string, p wire.Policy)
 	// CheckPeer, when set, checks a slave's certificate once more when
 	// its HelloAck arrives, just before the connection streams, and in
 	// Recheck (see ServerConfig.CheckPeer).
@@ -260,6 +266,11 @@ type ServerConfig struct {
 	// connection may wait for its Hello for a while). Recheck uses the
 	// same function on the connection served.
 	CheckPeer func(*x509.Certificate) error
+	// Policy is what the slave holds beyond ordinary entries (its
+	// replayer's), announced to the master in the HelloAck so that its
+	// mount refuses the rest before it reaches any slave; nil: everything
+	// the protocol carries.
+	Policy *wire.Policy
 	// MaxPending bounds the bytes of received-but-unapplied ops buffered;
 	// at least 2*wire.MaxFrameLen.
 	MaxPending int64

@@ -107,7 +107,10 @@ type PeerStatus struct {
 	// Cause says why the slave is not following now, when it is not for
 	// want of a connection: it cannot apply the next op ("disk full:
 	// ..."). "" otherwise.
-	Cause       string
+	Cause string
+	// Policy is what the slave announced it holds beyond ordinary
+	// entries (wire.Policy.String), "" before its first connection.
+	Policy      string
 	LastError   string
 	LastErrorAt time.Time // zero if none
 }
@@ -495,6 +498,7 @@ func (m *Master) Status() []PeerStatus {
 			Sent:        p.sent,
 			Rate:        p.rate.rate(now),
 			Cause:       p.stall,
+			Policy:      p.policyString(),
 			LastError:   p.lastErr,
 			LastErrorAt: p.lastErrAt,
 		}

@@ -67,6 +67,9 @@ type peer struct {
 	sent    uint64 // highest seq handed to QUIC on this connection
 	next    uint64 // next seq to send on this connection
 	limit   int64  // bytes allowed in flight (beyond the acked applied seq)
+	// policy is what the slave last announced it holds (policyKnown).
+	policy      wire.Policy
+	policyKnown bool
 	// inflight lists the ops sent and not yet acknowledged as applied.
 	inflight      []flight
 	inflightBytes int64
@@ -548,6 +551,12 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 		return ctrl, nil, &resyncError{msg}
 	}
 	p.limit = limit
+	if !p.policyKnown || p.policy != ack.Policy {
+		p.policy, p.policyKnown = ack.Policy, true
+		if m.cfg.OnPolicy != nil {
+			m.cfg.OnPolicy(p.addr, ack.Policy)
+		}
+	}
 	p.laneGrant, p.laneToken = max(1, int(ack.Lanes)), ack.LaneToken
 	if p.laneGrant > m.cfg.Lanes {
 		m.mu.Unlock()
@@ -983,4 +992,13 @@ func peerCN(conn *quic.Conn) string {
 		return pc[0].Subject.CommonName
 	}
 	return "?"
+}
+
+// policyString is the slave's announced policy, "" before it announced
+// one. m.mu is held.
+func (p *peer) policyString() string {
+	if !p.policyKnown {
+		return ""
+	}
+	return p.policy.String()
 }

@@ -275,7 +275,10 @@ func (s *session) handshake() error {
 	}
 	applied, durable := st.Applied, st.Durable
 	ack := wire.HelloAck{Epoch: st.Epoch, Run: st.Run, Applied: applied, Durable: durable,
-		MaxPending: uint64(srv.cfg.MaxPending), Resyncing: st.Resyncing}
+		MaxPending: uint64(srv.cfg.MaxPending), Resyncing: st.Resyncing, Policy: wire.PermissivePolicy}
+	if srv.cfg.Policy != nil {
+		ack.Policy = *srv.cfg.Policy
+	}
 	granted, err := s.grantLanes(&ack)
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ func (r *Replayer) applyCopyRange(o *wire.CopyRange) error {
 	// copied here come from elsewhere in the tree.
 	if !r.allowSetuid && ost.Mode&setidBits != 0 {
 		return fmt.Errorf("%w: copy into a file with mode %#o: a set-id file (this slave does not replicate set-id files: see --allow-setuid)",
-			ErrRefused, ost.Mode&0o7777)
+			ErrPolicy, ost.Mode&0o7777)
 	}
 	in, err := r.openCopySource(o)
 	if err != nil {

@@ -77,25 +77,23 @@ func (r *Replayer) applyMkdir(o *wire.Mkdir) error {
 }
 
 func (r *Replayer) applyMknod(o *wire.Mknod) error {
-	typ := o.Mode & unix.S_IFMT
-	switch typ {
-	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
-	case 0:
-		typ = unix.S_IFREG // mknod(2): zero means a regular file
-	default:
-		// A device node would let a later op read or write any device
-		// on the slave.
-		return fmt.Errorf("%w: mknod of a %s", ErrRefused, typeName(o.Mode))
+	typ, err := r.mknodType(o.Mode)
+	if err != nil {
+		return err
 	}
 	d, name, err := r.lookup(o.Path, false)
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	// Rdev is meaningless for the types allowed: always 0.
-	if err := unix.Mknodat(d.fd, name, typ|o.Mode&0o7777, 0); err != nil {
+	// Rdev names the device of a device node; it is 0 for the others.
+	var rdev uint64
+	if typ == unix.S_IFCHR || typ == unix.S_IFBLK {
+		rdev = o.Rdev
+	}
+	if err := unix.Mknodat(d.fd, name, typ|o.Mode&0o7777, int(rdev)); err != nil {
 		st, serr := lstatAt(d, name)
-		if !errors.Is(err, unix.EEXIST) || serr != nil || st.Mode&unix.S_IFMT != typ {
+		if !errors.Is(err, unix.EEXIST) || serr != nil || st.Mode&unix.S_IFMT != typ || st.Rdev != rdev {
 			return err
 		}
 	}

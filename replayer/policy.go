@@ -3,6 +3,7 @@ package replayer
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -27,10 +28,17 @@ import (
 // would set such a mode is refused the same way; a Verify pass, which
 // changes nothing, reports the difference instead.
 
+// ErrPolicy is wrapped by the error of an op or item the slave refuses by
+// its own policy (a set-id bit, a device, an xattr namespace, a size past
+// its bound), as opposed to one no slave would apply (a path leaving the
+// root): what it touches is left out of the replica, and tolerant mode
+// skips it. It wraps ErrRefused.
+var ErrPolicy = fmt.Errorf("%w by this slave's policy", ErrRefused)
+
 // ErrLimit is wrapped by the error of an op or item that would bring the
 // slave's resources beyond a configured bound (Options.MaxHandles).
 // Nothing was changed. (A size beyond Options.MaxFileSize is a refusal of
-// the op itself: ErrRefused.)
+// the op itself: ErrPolicy.)
 var ErrLimit = errors.New("replayer: limit exceeded")
 
 // Defaults of the bounds in Options.
@@ -48,19 +56,32 @@ const (
 // setidBits are the mode bits a slave refuses unless AllowSetuid.
 const setidBits = unix.S_ISUID | unix.S_ISGID
 
-// checkMode refuses a mode with setuid or setgid on an object of type typ
-// (S_IF* bits), unless the slave allows them. Setgid on a directory only
-// makes new entries inherit its group (and subdirectories the bit): it
-// grants no privilege and is common (shared group directories), so it is
-// always allowed.
-func (r *Replayer) checkMode(typ, mode uint32) error {
+// Policy is what this replayer holds beyond ordinary entries, as the
+// slave announces it to the master (whose mount then refuses the rest).
+func (r *Replayer) Policy() wire.Policy {
+	p := wire.Policy{MaxFileSize: r.maxFileSize}
 	if r.allowSetuid {
+		p.Flags |= wire.PolicySetid
+	}
+	if r.allowDevices {
+		p.Flags |= wire.PolicyDevices
+	}
+	if r.chown {
+		p.Flags |= wire.PolicyPrivXattrs
+	}
+	return p
+}
+
+// checkMode refuses a mode with setuid or setgid on an object of type typ
+// (S_IF* bits), unless the slave allows them. On a directory the bits grant
+// no privilege (setgid only makes new entries inherit its group, and is
+// common in shared group directories; Linux ignores setuid there), so they
+// are always allowed.
+func (r *Replayer) checkMode(typ, mode uint32) error {
+	if r.allowSetuid || typ == unix.S_IFDIR {
 		return nil
 	}
 	bits := mode & setidBits
-	if typ == unix.S_IFDIR {
-		bits &^= unix.S_ISGID
-	}
 	if bits == 0 {
 		return nil
 	}
@@ -72,7 +93,7 @@ func (r *Replayer) checkMode(typ, mode uint32) error {
 		which = "setuid and setgid"
 	}
 	return fmt.Errorf("%w: mode %#o on a %s has the %s bit (this slave does not replicate set-id files: see --allow-setuid)",
-		ErrRefused, mode&0o7777, typeName(typ), which)
+		ErrPolicy, mode&0o7777, typeName(typ), which)
 }
 
 // checkXattr refuses an xattr the slave does not hold. user.* and
@@ -87,7 +108,7 @@ func (r *Replayer) checkXattr(name string) error {
 		if r.allowSetuid {
 			return nil
 		}
-		return fmt.Errorf("%w: xattr %q grants file capabilities (this slave does not replicate them: see --allow-setuid)", ErrRefused, name)
+		return fmt.Errorf("%w: xattr %q grants file capabilities (this slave does not replicate them: see --allow-setuid)", ErrPolicy, name)
 	case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."):
 		return nil
 	case strings.HasPrefix(name, "trusted."),
@@ -95,9 +116,9 @@ func (r *Replayer) checkXattr(name string) error {
 		if r.chown {
 			return nil
 		}
-		return fmt.Errorf("%w: xattr %q: only a slave running as root holds trusted.* xattrs and POSIX ACLs", ErrRefused, name)
+		return fmt.Errorf("%w: xattr %q: only a slave running as root holds trusted.* xattrs and POSIX ACLs", ErrPolicy, name)
 	}
-	return fmt.Errorf("%w: xattr %q: namespace not replicated (user.*, security.*, and as root trusted.* and POSIX ACLs)", ErrRefused, name)
+	return fmt.Errorf("%w: xattr %q: namespace not replicated (user.*, security.*, and as root trusted.* and POSIX ACLs)", ErrPolicy, name)
 }
 
 // checkEnd refuses a size, or the end of a range at off of n bytes,
@@ -106,7 +127,7 @@ func (r *Replayer) checkXattr(name string) error {
 func (r *Replayer) checkEnd(what string, off, n uint64) error {
 	if off > r.maxFileSize || n > r.maxFileSize-off {
 		return fmt.Errorf("%w: %s ends at %d, beyond the largest file this slave accepts (%d bytes: see --max-file-size)",
-			ErrRefused, what, off+n, r.maxFileSize)
+			ErrPolicy, what, off+n, r.maxFileSize)
 	}
 	return nil
 }
@@ -145,15 +166,9 @@ func (r *Replayer) checkOp(op wire.Op) error {
 	case *wire.Mkdir:
 		return r.checkMode(unix.S_IFDIR, o.Mode)
 	case *wire.Mknod:
-		typ := o.Mode & unix.S_IFMT
-		switch typ {
-		case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
-		case 0:
-			typ = unix.S_IFREG
-		default:
-			// A device node would let a later op read or write any
-			// device on the slave.
-			return fmt.Errorf("%w: mknod of a %s (device nodes are never replicated)", ErrRefused, typeName(o.Mode))
+		typ, err := r.mknodType(o.Mode)
+		if err != nil {
+			return err
 		}
 		return r.checkMode(typ, o.Mode)
 	case *wire.Write:
@@ -168,10 +183,28 @@ func (r *Replayer) checkOp(op wire.Op) error {
 		}
 	case *wire.Setxattr:
 		return r.checkXattr(o.Name)
-	case *wire.Removexattr:
-		return r.checkXattr(o.Name)
 	}
 	return nil
+}
+
+// mknodType returns the file type Mknod makes for mode (zero means a
+// regular file, as in mknod(2)), refusing a device node unless the slave
+// allows them: a device in the replica would let anyone who can open it
+// read or write that device on the slave's host, unless the replica is
+// mounted nodev.
+func (r *Replayer) mknodType(mode uint32) (uint32, error) {
+	switch typ := mode & unix.S_IFMT; typ {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
+		return typ, nil
+	case 0:
+		return unix.S_IFREG, nil
+	case unix.S_IFCHR, unix.S_IFBLK:
+		if r.allowDevices {
+			return typ, nil
+		}
+		return 0, fmt.Errorf("%w: mknod of a %s (this slave does not replicate device nodes: see --allow-devices)", ErrPolicy, typeName(mode))
+	}
+	return 0, fmt.Errorf("%w: mknod of a %s", ErrRefused, typeName(mode))
 }
 
 // checkNotSetid refuses to open for writing (or create over) a regular
@@ -196,7 +229,7 @@ func (r *Replayer) checkNotSetid(what, path string) error {
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Mode&setidBits != 0 {
 		return fmt.Errorf("%w: %s %q, which has mode %#o: a set-id file (this slave does not replicate set-id files: see --allow-setuid)",
-			ErrRefused, what, path, st.Mode&0o7777)
+			ErrPolicy, what, path, st.Mode&0o7777)
 	}
 	return nil
 }
@@ -215,11 +248,79 @@ func (r *Replayer) checkSetattrMode(t target, mode uint32) error {
 	return r.checkMode(st.Mode&unix.S_IFMT, mode)
 }
 
+// withhold applies the slave's policy to a pass's item: an entry the slave
+// does not hold at all (a device, a set-id file, a file past the size
+// bound) is left out, so the pass removes what the slave had under its
+// name; an xattr it does not hold is left out of the entry's (or the
+// directory's) own. Each is reported as a difference, in a Verify pass
+// too. It returns nil when x is held in full, else a copy without what is
+// left out.
+func (r *Replayer) withhold(x *wire.ResyncDir, d *diffs) *wire.ResyncDir {
+	var out *wire.ResyncDir
+	copied := func() *wire.ResyncDir {
+		if out == nil {
+			c := *x
+			out = &c
+		}
+		return out
+	}
+	for i, e := range x.Entries {
+		path := joinPath(x.Path, e.Name)
+		if err := r.checkEntryPolicy(path, e.Kind, e.Attr, nil); err != nil {
+			d.add(path, "left out by this slave's policy: %v", err)
+			if out == nil {
+				copied().Entries = slices.Clone(x.Entries[:i])
+			}
+			continue
+		}
+		if xs, ok := r.heldXattrs(path, e.Xattrs, d); !ok {
+			e.Xattrs = xs
+			if out == nil {
+				copied().Entries = slices.Clone(x.Entries[:i])
+			}
+		}
+		if out != nil {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	if x.Final {
+		if xs, ok := r.heldXattrs(x.Path, x.Xattrs, d); !ok {
+			copied().Xattrs = xs
+		}
+	}
+	return out
+}
+
+// heldXattrs returns the xattrs of xs the slave holds, reporting the
+// others; ok says all are held (xs is then returned as it is).
+func (r *Replayer) heldXattrs(path string, xs []wire.Xattr, d *diffs) ([]wire.Xattr, bool) {
+	var held []wire.Xattr
+	for i, x := range xs {
+		if err := r.checkXattr(x.Name); err != nil {
+			if held == nil {
+				held = slices.Clone(xs[:i])
+			}
+			d.add(path, "left out by this slave's policy: %v", err)
+			continue
+		}
+		if held != nil {
+			held = append(held, x)
+		}
+	}
+	if held == nil {
+		return xs, true
+	}
+	return held, false
+}
+
 // checkEntryPolicy refuses, in a pass that changes the tree, an entry (or
 // a directory's own attributes, kind KindDir) whose mode, xattrs or size
 // the slave does not hold.
 func (r *Replayer) checkEntryPolicy(name string, kind uint8, a wire.Attr, xattrs []wire.Xattr) error {
 	typ, _ := kindType(kind)
+	if wire.IsDevice(kind) && !r.allowDevices {
+		return fmt.Errorf("%q: %w: a %s (this slave does not replicate device nodes: see --allow-devices)", name, ErrPolicy, typeName(typ))
+	}
 	if kind != wire.KindSymlink {
 		if err := r.checkMode(typ, a.Mode); err != nil {
 			return fmt.Errorf("%q: %w", name, err)

@@ -48,7 +48,6 @@ func TestPolicyRefusals(t *testing.T) {
 		{"block device", &wire.Mknod{Path: "b", Mode: unix.S_IFBLK | 0o666, Rdev: unix.Mkdev(8, 0), Mtime: tm, DirMtime: tm}, ErrRefused, "block device"},
 		{"setuid create", &wire.Create{Path: "s", Mode: 0o4755, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
 		{"setgid create", &wire.Create{Path: "s", Mode: 0o2755, Mtime: tm, DirMtime: tm}, ErrRefused, "setgid bit"},
-		{"setuid mkdir", &wire.Mkdir{Path: "sd", Mode: 0o4755, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
 		{"setuid fifo", &wire.Mknod{Path: "p", Mode: unix.S_IFIFO | 0o4644, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
 		{"setuid chmod with chown", &wire.Setattr{Path: "d/g", Valid: wire.SetMode | wire.SetUid | wire.SetGid,
 			Mode: 0o4755, Uid: 4321, Gid: 4321, Mtime: tm}, ErrRefused, "setuid bit"},
@@ -58,7 +57,6 @@ func TestPolicyRefusals(t *testing.T) {
 		{"other system xattr", &wire.Setxattr{Path: "f", Name: "system.nfs4_acl", Value: []byte("v")}, ErrRefused, "namespace not replicated"},
 		{"unknown namespace", &wire.Setxattr{Path: "f", Name: "btrfs.compression", Value: []byte("zstd")}, ErrRefused, "namespace not replicated"},
 		{"file capabilities", &wire.Setxattr{Path: "f", Name: "security.capability", Value: []byte("v")}, ErrRefused, "file capabilities"},
-		{"remove trusted xattr", &wire.Removexattr{Path: "f", Name: "trusted.x"}, ErrRefused, "only a slave running as root"},
 		{"write past the bound", &wire.Write{Handle: 1, Off: 1 << 20, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
 		{"write at a huge offset", &wire.Write{Handle: 1, Off: 1<<63 - 1, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
 		{"fallocate past the bound", &wire.Fallocate{Handle: 1, Off: 1 << 19, Len: 1<<19 + 1, Mtime: tm}, ErrRefused, "beyond the largest file"},
@@ -80,8 +78,15 @@ func TestPolicyRefusals(t *testing.T) {
 				}
 				r.SetTolerant(tolerant)
 				before := snapshot(t, root)
+				skipped := r.Skipped()
 				err := r.Apply(tc.op)
-				if !errors.Is(err, tc.want) || !strings.Contains(fmtErr(err), tc.why) {
+				if tolerant {
+					// Skipped like an op meeting a difference: the
+					// running pass leaves out what the op touched.
+					if err != nil || r.Skipped() != skipped+1 {
+						t.Fatalf("tolerant: got %v, %d skipped; want nil, 1 skipped", err, r.Skipped()-skipped)
+					}
+				} else if !errors.Is(err, tc.want) || !strings.Contains(fmtErr(err), tc.why) {
 					t.Fatalf("got %v, want %v naming %q", err, tc.want, tc.why)
 				}
 				if d := diffTrees(before, snapshot(t, root)); len(d) > 0 {
@@ -107,8 +112,11 @@ func TestPolicyAllows(t *testing.T) {
 	tm := wire.Time{Sec: 1_000_000}
 	r, root := policyFixture(t, Options{MaxFileSize: 1 << 20, MaxHandles: 1})
 	for _, op := range []wire.Op{
-		// Setgid on a directory grants nothing: always allowed.
+		// Set-id bits on a directory grant nothing: always allowed.
 		&wire.Mkdir{Path: "shared", Mode: 0o2775, Mtime: tm, DirMtime: tm},
+		&wire.Mkdir{Path: "sd", Mode: 0o6755, Mtime: tm, DirMtime: tm},
+		// Removing an xattr is always safe, whatever its namespace.
+		&wire.Removexattr{Path: "f", Name: "trusted.x"},
 		&wire.Setattr{Path: "d", Valid: wire.SetMode, Mode: 0o2750, Mtime: tm},
 		// Sticky is not set-id.
 		&wire.Mkdir{Path: "tmp", Mode: 0o1777, Mtime: tm, DirMtime: tm},
@@ -193,57 +201,91 @@ func TestPolicyOwnersWarnOnce(t *testing.T) {
 	}
 }
 
-// TestPolicyResync: a repair pass carrying a refused mode, xattr or size
-// is refused before it changes anything; a Verify pass reports instead.
+// TestPolicyResync: a pass leaves out what the slave's policy forbids and
+// reports it, instead of failing: an entry it does not hold at all is
+// removed from the replica (the slave's older copy included), an xattr it
+// does not hold is left out of the entry. A Verify pass reports the same.
 func TestPolicyResync(t *testing.T) {
 	tm := wire.Time{Sec: 1_000_000}
-	reply := func(wire.ResyncReply) error { return nil }
+	dirAttr := wire.Attr{Mode: 0o755, Mtime: tm}
 	cases := []struct {
 		name  string
 		entry wire.Entry
 		why   string
+		kept  bool // the entry is held, without what is left out
 	}{
-		{"setuid file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o4755, Mtime: tm}}, "setuid bit"},
-		{"setgid fifo", wire.Entry{Name: "a", Kind: wire.KindFifo, Attr: wire.Attr{Mode: 0o2644, Mtime: tm}}, "setgid bit"},
-		{"trusted xattr", wire.Entry{Name: "a", Kind: wire.KindDir, Attr: wire.Attr{Mode: 0o755, Mtime: tm},
-			Xattrs: []wire.Xattr{{Name: "trusted.t", Value: []byte("v")}}}, "only a slave running as root"},
-		{"huge file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o644, Size: 1<<20 + 1, Mtime: tm}}, "beyond the largest file"},
+		{"setuid file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o4755, Mtime: tm}}, "setuid bit", false},
+		{"setgid fifo", wire.Entry{Name: "a", Kind: wire.KindFifo, Attr: wire.Attr{Mode: 0o2644, Mtime: tm}}, "setgid bit", false},
+		{"char device", wire.Entry{Name: "a", Kind: wire.KindCharDev, Rdev: unix.Mkdev(1, 3), Attr: wire.Attr{Mode: 0o644, Mtime: tm}}, "device nodes", false},
+		{"huge file", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o644, Size: 1<<20 + 1, Mtime: tm}}, "beyond the largest file", false},
+		{"trusted xattr", wire.Entry{Name: "a", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Mode: 0o644, Mtime: tm},
+			Xattrs: []wire.Xattr{{Name: "trusted.t", Value: []byte("v")}, {Name: "user.u", Value: []byte("v")}}}, "only a slave running as root", true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, root := policyFixture(t, Options{})
-			r := newTestReplayer(t, root, Options{MaxFileSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
-			before := snapshot(t, root)
-			if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
-				t.Fatal(err)
+		for _, verify := range []bool{false, true} {
+			name := tc.name
+			if verify {
+				name += " verify"
 			}
-			err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "", Entries: []wire.Entry{tc.entry}}, reply)
-			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.why) {
-				t.Fatalf("got %v, want ErrRefused naming %q", err, tc.why)
-			}
-			if d := diffTrees(before, snapshot(t, root)); len(d) > 0 {
-				t.Errorf("the refused item changed the tree: %v", d)
-			}
-			// Verify only compares: the same entry is reported, not refused.
-			if err := r.Resync(&wire.ResyncBegin{Pass: 2, Verify: true}, reply); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.Resync(&wire.ResyncDir{Pass: 2, DirID: 1, Path: "", Entries: []wire.Entry{tc.entry}}, reply); err != nil {
-				t.Errorf("verify: %v", err)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				_, root := policyFixture(t, Options{})
+				r := newTestReplayer(t, root, Options{MaxFileSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+				if err := os.Mkdir(filepath.Join(root, "w"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				// The slave's older copy under the same name.
+				if err := unix.Mkfifo(filepath.Join(root, "w", "a"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				var diffs []wire.Difference
+				reply := func(rep wire.ResyncReply) error {
+					if d, ok := rep.(*wire.ResyncDirDone); ok {
+						diffs = append(diffs, d.Diffs...)
+					}
+					return nil
+				}
+				if err := r.Resync(&wire.ResyncBegin{Pass: 1, Verify: verify}, reply); err != nil {
+					t.Fatal(err)
+				}
+				err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "w", Final: true, Attr: dirAttr, Entries: []wire.Entry{tc.entry}}, reply)
+				if err != nil {
+					t.Fatalf("pass item: %v", err)
+				}
+				found := false
+				for _, d := range diffs {
+					if d.Path == "w/a" && strings.Contains(d.What, "left out by this slave's policy") && strings.Contains(d.What, tc.why) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("differences %+v, want w/a left out naming %q", diffs, tc.why)
+				}
+				var st unix.Stat_t
+				err = unix.Lstat(filepath.Join(root, "w", "a"), &st)
+				switch {
+				case verify:
+					if err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+						t.Errorf("w/a: %v, mode %#o; want the fifo kept", err, st.Mode)
+					}
+				case tc.kept:
+					if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+						t.Errorf("w/a: %v, mode %#o; want the master's file", err, st.Mode)
+					}
+				case !errors.Is(err, unix.ENOENT):
+					t.Errorf("w/a after a repair pass: %v, want it removed", err)
+				}
+				if tc.kept && !verify {
+					buf := make([]byte, 64)
+					if _, err := unix.Lgetxattr(filepath.Join(root, "w", "a"), "trusted.t", buf); !errors.Is(err, unix.ENODATA) {
+						t.Errorf("trusted.t: %v, want ENODATA", err)
+					}
+					if n, err := unix.Lgetxattr(filepath.Join(root, "w", "a"), "user.u", buf); err != nil || string(buf[:n]) != "v" {
+						t.Errorf("user.u: %q, %v", buf[:max(n, 0)], err)
+					}
+				}
+			})
+		}
 	}
-	t.Run("dir's own setuid", func(t *testing.T) {
-		_, root := policyFixture(t, Options{})
-		r := newTestReplayer(t, root, Options{Logger: slog.New(slog.DiscardHandler)})
-		if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
-			t.Fatal(err)
-		}
-		err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "d", Final: true, Attr: wire.Attr{Mode: 0o4755, Mtime: tm}}, reply)
-		if !errors.Is(err, ErrRefused) {
-			t.Fatalf("got %v, want ErrRefused", err)
-		}
-	})
 }
 
 // A set-id file already in the replica (seeded, or left by a run with
@@ -278,5 +320,73 @@ func TestExistingSetidFileNotRewritten(t *testing.T) {
 		if string(got) != "original" {
 			t.Errorf("a refused op changed the set-id file: %q", got)
 		}
+	}
+}
+
+// TestPolicyDevices: with AllowDevices, device nodes replicate with their
+// number, by op and by pass; the policy announced says so.
+func TestPolicyDevices(t *testing.T) {
+	tm := wire.Time{Sec: 1_000_000}
+	root := t.TempDir()
+	r := newTestReplayer(t, root, Options{AllowDevices: true, Chown: true})
+	if p := r.Policy(); !p.Allows(wire.PolicyDevices|wire.PolicyPrivXattrs) || p.Allows(wire.PolicySetid) {
+		t.Errorf("Policy() = %v", p)
+	}
+	rdev := unix.Mkdev(1, 3)
+	if err := r.Apply(&wire.Mknod{Path: "c", Mode: unix.S_IFCHR | 0o620, Rdev: rdev, Mtime: tm, DirMtime: tm}); err != nil {
+		t.Fatal(err)
+	}
+	// Applied again (a replay): the same device is what the op asked for.
+	if err := r.Apply(&wire.Mknod{Path: "c", Mode: unix.S_IFCHR | 0o620, Rdev: rdev, Mtime: tm, DirMtime: tm}); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, "c"), &st); err != nil || st.Mode != unix.S_IFCHR|0o620 || st.Rdev != rdev {
+		t.Fatalf("c: mode %#o rdev %#x (%v)", st.Mode, st.Rdev, err)
+	}
+	reply := func(wire.ResyncReply) error { return nil }
+	if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
+		t.Fatal(err)
+	}
+	entries := []wire.Entry{
+		{Name: "b", Kind: wire.KindBlkDev, Rdev: unix.Mkdev(7, 1), Attr: wire.Attr{Mode: 0o600, Mtime: tm}},
+		{Name: "c", Kind: wire.KindCharDev, Rdev: unix.Mkdev(1, 5), Attr: wire.Attr{Mode: 0o666, Mtime: tm}},
+	}
+	if err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "", Final: true, Attr: wire.Attr{Mode: 0o755, Mtime: tm}, Entries: entries}, reply); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		typ, _ := kindType(e.Kind)
+		if err := unix.Lstat(filepath.Join(root, e.Name), &st); err != nil || st.Mode != typ|e.Attr.Mode || st.Rdev != e.Rdev {
+			t.Errorf("%s after the pass: mode %#o rdev %#x (%v), want %#o %#x", e.Name, st.Mode, st.Rdev, err, typ|e.Attr.Mode, e.Rdev)
+		}
+	}
+}
+
+// TestPolicyRefusedHandleIsGone: the writes through a handle whose Create
+// or Open was refused change nothing, and fail nothing: the file is left
+// out of the replica, and the refusal alone asks for a comparison.
+func TestPolicyRefusedHandleIsGone(t *testing.T) {
+	tm := wire.Time{Sec: 1_000_000}
+	root := t.TempDir()
+	r := newTestReplayer(t, root, Options{})
+	if err := r.Apply(&wire.Create{Path: "s", Handle: 7, Mode: 0o4755, Mtime: tm, DirMtime: tm}); !errors.Is(err, ErrPolicy) {
+		t.Fatalf("setuid create: %v, want ErrPolicy", err)
+	}
+	for _, op := range []wire.Op{
+		&wire.Write{Handle: 7, Off: 0, Data: []byte("x"), Mtime: tm},
+		&wire.Setattr{Handle: 7, Valid: wire.SetSize, Size: 10, Mtime: tm},
+		&wire.Release{Handle: 7},
+	} {
+		if err := r.Apply(op); err != nil {
+			t.Errorf("%s through the refused handle: %v", describe(op), err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(root, "s")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("s: %v, want it absent", err)
+	}
+	// Released: the id is unknown again.
+	if err := r.Apply(&wire.Write{Handle: 7, Off: 0, Data: []byte("x"), Mtime: tm}); !errors.Is(err, ErrUnknownHandle) {
+		t.Errorf("write after release: %v, want ErrUnknownHandle", err)
 	}
 }

@@ -34,6 +34,9 @@ type Options struct {
 	// (setgid on directories is always allowed) and security.capability;
 	// without it they are refused (policy.go).
 	AllowSetuid bool
+	// AllowDevices lets ops and resync passes make character and block
+	// device nodes; without it they are refused (policy.go).
+	AllowDevices bool
 	// MaxFileSize bounds file sizes and the end of every write, fallocate
 	// and truncate (0: DefaultMaxFileSize).
 	MaxFileSize uint64
@@ -63,9 +66,10 @@ type Replayer struct {
 	euid  int
 	egid  int
 	// What the slave refuses (policy.go).
-	allowSetuid bool
-	maxFileSize uint64
-	maxHandles  int
+	allowSetuid  bool
+	allowDevices bool
+	maxFileSize  uint64
+	maxHandles   int
 
 	// mu serialises everything that touches the tree or the handles.
 	mu      sync.Mutex
@@ -132,21 +136,22 @@ func New(root string, o Options) (*Replayer, error) {
 		o.MaxHandles = DefaultMaxHandles
 	}
 	return &Replayer{
-		root:        root,
-		chown:       o.Chown,
-		allowSetuid: o.AllowSetuid,
-		maxFileSize: o.MaxFileSize,
-		maxHandles:  o.MaxHandles,
-		log:         log,
-		euid:        os.Geteuid(),
-		egid:        os.Getegid(),
-		handles:     make(map[uint64]int),
-		onHandle:    o.OnHandle,
-		suspectLog:  o.Suspects,
-		rootDev:     st.Dev,
-		gone:        make(map[uint64]struct{}),
-		rootFd:      rootFd,
-		syncFd:      syncFd,
+		root:         root,
+		chown:        o.Chown,
+		allowSetuid:  o.AllowSetuid,
+		allowDevices: o.AllowDevices,
+		maxFileSize:  o.MaxFileSize,
+		maxHandles:   o.MaxHandles,
+		log:          log,
+		euid:         os.Geteuid(),
+		egid:         os.Getegid(),
+		handles:      make(map[uint64]int),
+		onHandle:     o.OnHandle,
+		suspectLog:   o.Suspects,
+		rootDev:      st.Dev,
+		gone:         make(map[uint64]struct{}),
+		rootFd:       rootFd,
+		syncFd:       syncFd,
 	}, nil
 }
 

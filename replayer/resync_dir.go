@@ -52,6 +52,10 @@ func kindType(kind uint8) (uint32, bool) {
 		return unix.S_IFIFO, true
 	case wire.KindSocket:
 		return unix.S_IFSOCK, true
+	case wire.KindCharDev:
+		return unix.S_IFCHR, true
+	case wire.KindBlkDev:
+		return unix.S_IFBLK, true
 	}
 	return 0, false
 }
@@ -107,19 +111,10 @@ func (r *Replayer) resyncDir(p *resyncPass, x *wire.ResyncDir, reply func(wire.R
 	if len(x.Xattrs) > wire.MaxResyncXattrs {
 		return fmt.Errorf("%w: %d xattrs", ErrBadResync, len(x.Xattrs))
 	}
-	if !p.verify {
-		// Refused before the item changes anything (policy.go); a
-		// Verify pass only reports what differs.
-		for _, e := range x.Entries {
-			if err := r.checkEntryPolicy(joinPath(x.Path, e.Name), e.Kind, e.Attr, e.Xattrs); err != nil {
-				return err
-			}
-		}
-		if x.Final {
-			if err := r.checkEntryPolicy(x.Path, wire.KindDir, x.Attr, x.Xattrs); err != nil {
-				return err
-			}
-		}
+	// What this slave does not hold is left out before the item changes
+	// anything, and reported (policy.go).
+	if w := r.withhold(x, &pd.diffs); w != nil {
+		x = w
 	}
 	p.dirs[x.DirID] = pd
 
@@ -252,6 +247,15 @@ func (r *Replayer) syncEntry(p *resyncPass, pd *passDir, d dir, e wire.Entry, re
 			return err
 		}
 		exists, pd.changed = false, true
+	case exists && wire.IsDevice(e.Kind) && st.Rdev != e.Rdev:
+		pd.diffs.add(path, "device number %#x (master %#x)", st.Rdev, e.Rdev)
+		if p.verify {
+			return nil
+		}
+		if err := r.removeAll(d.fd, e.Name, 0); err != nil {
+			return err
+		}
+		exists, pd.changed = false, true
 	case !exists:
 		pd.diffs.add(path, "missing")
 		if p.verify {
@@ -287,10 +291,10 @@ func (r *Replayer) syncEntry(p *resyncPass, pd *passDir, d dir, e wire.Entry, re
 				return fmt.Errorf("symlink: %w", err)
 			}
 		}
-	case wire.KindFifo, wire.KindSocket:
-		// Never a device: the protocol has no kind for one.
+	case wire.KindFifo, wire.KindSocket, wire.KindCharDev, wire.KindBlkDev:
+		// Devices only with AllowDevices (checkEntryPolicy).
 		if !exists {
-			if err := unix.Mknodat(d.fd, e.Name, want|0o600, 0); err != nil {
+			if err := unix.Mknodat(d.fd, e.Name, want|0o600, int(e.Rdev)); err != nil {
 				return fmt.Errorf("mknod: %w", err)
 			}
 		}

@@ -55,7 +55,7 @@ func TestResyncVerifyChangesNothingAndReportsAll(t *testing.T) {
 	ref, replica := t.TempDir(), t.TempDir()
 	want := plant(t, ref, replica, true)
 	before := snapshot(t, replica)
-	r := newTestReplayer(t, replica, Options{Chown: true})
+	r := newTestReplayer(t, replica, Options{Chown: true, AllowSetuid: true})
 	m := newPassMaster(t, ref, r, true, 3)
 	m.run(false)
 	if d := diffTrees(before, snapshot(t, replica)); len(d) != 0 {

@@ -59,10 +59,26 @@ func (r *Replayer) Skipped() uint64 { return r.skipped.Load() }
 // applyOp applies op (again: as Reapply does), with the handle
 // bookkeeping and tolerant mode around it. r.mu is held.
 func (r *Replayer) applyOp(op wire.Op, again bool) error {
-	// First, and never tolerated: what the slave refuses whatever its
-	// tree holds (policy.go).
+	// First: what the slave refuses whatever its tree holds (policy.go).
+	// Nothing changes; the writes through a handle it would have opened
+	// change nothing either (the file is left out of this replica, and a
+	// pass reports it). Tolerant mode skips it like a difference: the
+	// running pass describes what it touched again, and leaves it out.
 	if err := r.checkOp(op); err != nil {
-		return err
+		if h := openedHandle(op); h != 0 {
+			// An id still open belongs to a file the master released
+			// (keep).
+			if _, open := r.handles[h]; open {
+				_ = r.release(h)
+			}
+			r.gone[h] = struct{}{}
+		}
+		if !r.tolerant || !leftOut(err) {
+			return err
+		}
+		r.skipped.Add(1)
+		r.log.Debug("replayer: tolerant: op refused by this slave's policy", "op", describe(op), "err", err)
+		return nil
 	}
 	if r.goneHandleOp(op) {
 		return nil
@@ -82,7 +98,17 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 		r.noteHandle(op)
 		return nil
 	}
-	if !r.tolerant || !treeDiffers(err) {
+	if !r.tolerant {
+		return err
+	}
+	switch {
+	case leftOut(err):
+		// A refusal that needed the target first (a set-id chmod):
+		// skipped as in checkOp above.
+		r.skipped.Add(1)
+		r.log.Debug("replayer: tolerant: op refused by this slave's policy", "op", describe(op), "err", err)
+		return nil
+	case !treeDiffers(err):
 		return err
 	}
 	if forced, ferr := r.forceHandleOp(op); forced {
@@ -95,6 +121,10 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 	r.log.Debug("replayer: tolerant: op meets a tree that still differs", "op", describe(op), "err", err)
 	return nil
 }
+
+// leftOut reports whether err refuses an op by the slave's own policy or
+// bounds: what it touches is left out of the replica.
+func leftOut(err error) bool { return errors.Is(err, ErrPolicy) || errors.Is(err, ErrLimit) }
 
 // treeDiffers reports whether err, returned by op, means the slave's tree
 // differs from the master's where op acts, rather than that the slave is
@@ -155,6 +185,18 @@ func handleOf(op wire.Op) (h uint64, release bool) {
 		return o.Handle, true
 	}
 	return 0, false
+}
+
+// openedHandle returns the handle op opens (Create or Open under a
+// handle), 0 if none.
+func openedHandle(op wire.Op) uint64 {
+	switch o := op.(type) {
+	case *wire.Create:
+		return o.Handle
+	case *wire.Open:
+		return o.Handle
+	}
+	return 0
 }
 
 // goneHandleOp reports whether op goes through a handle whose file has no

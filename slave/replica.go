@@ -238,9 +238,7 @@ func (h *Replica) Apply(seq uint64, op wire.Op) error {
 	case replayer.ClassResource:
 		h.reapply = seq
 		return resourceError(err)
-	case replayer.ClassRefused:
-		return transportError(err)
-	case replayer.ClassDiverged:
+	case replayer.ClassRefused, replayer.ClassDiverged:
 		return h.diverged(seq, err)
 	}
 	_, unclean := op.(*wire.Unclean)
@@ -281,8 +279,13 @@ func (h *Replica) diverged(seq uint64, err error) error {
 		// and asks again.
 		h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
 	}
-	h.log.Warn(fmt.Sprintf("the replica differs from the master at op %d: %v; it will be compared with the master's "+
-		"tree and repaired", seq, err), "seq", seq)
+	if replayer.Classify(err) == replayer.ClassRefused {
+		h.log.Warn(fmt.Sprintf("op %d is refused by this slave: %v; what it touches is left out of this replica and "+
+			"reported, and the replica is compared with the master's tree", seq, err), "seq", seq)
+	} else {
+		h.log.Warn(fmt.Sprintf("the replica differs from the master at op %d: %v; it will be compared with the master's "+
+			"tree and repaired", seq, err), "seq", seq)
+	}
 	return fmt.Errorf("%w: op %d: %w", quictransport.ErrNeedsResync, seq, err)
 }
 
@@ -407,7 +410,13 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 				h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
 			}
 		}
-		return transportError(err)
+		if replayer.Classify(err) == replayer.ClassRefused {
+			// Not the slave's policy (the pass leaves out what that
+			// forbids) but its tree's shape, such as a mount beneath
+			// the root: the master tries a new pass after a backoff.
+			return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
+		}
+		return err
 	}
 	if end && !h.verifying {
 		// The tree equals the master's as of this item; the Sync the
@@ -416,20 +425,6 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 		h.skipped = h.r.Skipped()
 	}
 	return nil
-}
-
-// transportError tells the transport how to close the connection after
-// the replayer's err: an op or item the slave refuses (policy, or leaving
-// the root) closes it with CodeRefused, a bound exceeded with CodeLimit;
-// both changed nothing. Anything else is a failure to apply.
-func transportError(err error) error {
-	switch {
-	case errors.Is(err, replayer.ErrLimit):
-		return fmt.Errorf("%w: %w", quictransport.ErrLimit, err)
-	case errors.Is(err, replayer.ErrRefused):
-		return fmt.Errorf("%w: %w", quictransport.ErrRefused, err)
-	}
-	return err
 }
 
 // resourceError tells the transport that err, of an op, is the want of a
@@ -512,3 +507,7 @@ func writeDurable(p string, data []byte) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Policy is what this replica holds beyond ordinary entries, announced to
+// the master (replayer.Replayer.Policy).
+func (h *Replica) Policy() wire.Policy { return h.r.Policy() }

@@ -36,6 +36,7 @@ type config struct {
 	slaveState   string // a promoted slave's state dir ("" if none found)
 	transport    quictransport.MasterConfig
 	fuse         mirrorfs.Options
+	policy       wire.Policy // what this master allows beyond ordinary entries (policy.go)
 	drainTimeout time.Duration
 	epoch        string // set by serve, for status
 	metricsAddr  string // "" for none
@@ -154,6 +155,7 @@ func configure(c *cli.Context) (*config, error) {
 			Debug:      c.Bool("debug-fuse"),
 			Logger:     log,
 		},
+		policy:       ownPolicy(c.Bool("allow-setuid"), c.Bool("allow-devices")),
 		drainTimeout: c.Duration("drain-timeout"),
 		metricsAddr:  c.String("metrics-addr"),
 		identity:     identity,

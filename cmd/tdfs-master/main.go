@@ -88,6 +88,13 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "slave-state", EnvVars: []string{"TDFS_SLAVE_STATE"},
 				Usage: "when promoting a slave (a new journal on a slave's DIR): that slave's state `DIR`, so the new " +
 					"epoch fences the old master (default /var/lib/tdfs/slave/<DIR with / as _>, used if present)"},
+			&cli.BoolFlag{Name: "allow-setuid", EnvVars: []string{"TDFS_ALLOW_SETUID"},
+				Usage: "let applications make setuid and setgid files and set file capabilities (security.capability) " +
+					"through the mount; without it those fail with EPERM (set-id bits on directories are always allowed). " +
+					"Give every slave --allow-setuid too: the mount allows only what every connected slave holds"},
+			&cli.BoolFlag{Name: "allow-devices", EnvVars: []string{"TDFS_ALLOW_DEVICES"},
+				Usage: "let applications make character and block device nodes (mknod) through the mount; without it " +
+					"mknod of a device fails with EPERM. Give every slave --allow-devices too"},
 			&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"TDFS_ALLOW_OTHER"},
 				Usage: "let other users (a web server) use the mount; the kernel checks permissions, so the mount " +
 					"never grants more than DIR"},

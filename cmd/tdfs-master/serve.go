@@ -69,6 +69,8 @@ func serve(sigctx context.Context, cfg *config) error {
 		reg.MustRegister(wait)
 		tc.OnWait = func(d time.Duration) { wait.Observe(d.Seconds()) }
 	}
+	pol := &policies{log: log, own: cfg.policy}
+	tc.OnPolicy = pol.announce
 	m, err := quictransport.NewMaster(tc)
 	if err != nil {
 		return err
@@ -87,10 +89,12 @@ func serve(sigctx context.Context, cfg *config) error {
 	}
 	cfg.fuse.Sink = m
 	cfg.fuse.Run, cfg.fuse.Head, cfg.fuse.Unclean = tc.Run, tc.Head, tc.CheckAll
+	cfg.fuse.Policy = &cfg.policy
 	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.mount, err)
 	}
+	pol.attach(srv)
 	m.SetTree(tree{srv})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -72,10 +72,15 @@ func newApp(stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "max-pending", Value: "256M", EnvVars: []string{"TDFS_MAX_PENDING"},
 				Usage: "`SIZE` of received operations buffered ahead of those applied (K, M, G suffixes)"},
 			&cli.BoolFlag{Name: "allow-setuid", EnvVars: []string{"TDFS_ALLOW_SETUID"},
-				Usage: "replicate setuid and setgid bits (setgid on directories always is) and file capabilities " +
-					"(security.capability); without it a master that sends them is refused"},
+				Usage: "replicate setuid and setgid bits on files (directories' always are) and file capabilities " +
+					"(security.capability); without it the master's mount refuses them (EPERM), and what its tree " +
+					"already holds is left out of this replica and reported"},
+			&cli.BoolFlag{Name: "allow-devices", EnvVars: []string{"TDFS_ALLOW_DEVICES"},
+				Usage: "replicate character and block device nodes (mount the replica nodev); without it the master's " +
+					"mount refuses mknod of a device (EPERM), and devices its tree already holds are left out of this replica and reported"},
 			&cli.StringFlag{Name: "max-file-size", Value: "16T", EnvVars: []string{"TDFS_MAX_FILE_SIZE"},
-				Usage: "refuse a master's write, fallocate or truncate that would make a file larger than `SIZE` (K, M, G, T suffixes)"},
+				Usage: "largest file this replica holds (`SIZE`, K, M, G, T suffixes): the master's mount refuses a write, " +
+					"fallocate or truncate beyond it (EFBIG)"},
 			&cli.IntFlag{Name: "max-handles", Value: replayer.DefaultMaxHandles, EnvVars: []string{"TDFS_MAX_HANDLES"},
 				Usage: "files the slave keeps open for the master's open files, at most (`N`, one descriptor each)"},
 			&cli.IntFlag{Name: "max-streams", Value: quictransport.DefaultMaxStreams, EnvVars: []string{"TDFS_MAX_STREAMS"},
@@ -174,7 +179,7 @@ func configure(c *cli.Context) (*config, error) {
 			MaxLanes:   lanes,
 			Logger:     log,
 		},
-		replay: replayer.Options{AllowSetuid: c.Bool("allow-setuid"), MaxFileSize: uint64(maxFile),
+		replay: replayer.Options{AllowSetuid: c.Bool("allow-setuid"), AllowDevices: c.Bool("allow-devices"), MaxFileSize: uint64(maxFile),
 			MaxHandles: c.Int("max-handles")},
 	}, nil
 }
@@ -217,6 +222,8 @@ func serve(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	cfg.server.Handler = h
+	pol := h.Policy()
+	cfg.server.Policy = &pol
 	srv, err := quictransport.NewServer(cfg.server)
 	if err != nil {
 		return err

@@ -4,9 +4,9 @@ import (
 	"fmt"
 )
 
-// Version is the protocol version. ALPN carries it too ("tdfs/2"), so peers
+// Version is the protocol version. ALPN carries it too ("tdfs/3"), so peers
 // speaking different versions fail the TLS handshake with a clear error.
-const Version = 2
+const Version = 3
 
 // RunID names one run of a master: a random value minted each time
 // tdfs-master starts. A run's first op is a RunStart naming it.
@@ -154,6 +154,9 @@ type HelloAck struct {
 	// master never sees the field (flag bit 1); 0: no lanes.
 	Lanes     uint32
 	LaneToken LaneToken
+	// Policy is what the slave holds beyond ordinary entries: the
+	// master's mount refuses what the strictest of its slaves would.
+	Policy Policy
 }
 
 const (
@@ -161,15 +164,16 @@ const (
 	ackFlagLanes     = 1 << 1 // lanes and lane token follow the flags
 )
 
-// Append encodes: epoch, run, applied, durable, max pending, flags byte
-// (bit 0: resyncing, bit 1: lanes granted), then with bit 1 set: lanes,
-// lane token.
+// Append encodes: epoch, run, applied, durable, max pending, policy, flags
+// byte (bit 0: resyncing, bit 1: lanes granted), then with bit 1 set:
+// lanes, lane token.
 func (h *HelloAck) Append(b []byte) []byte {
 	b = append(b, h.Epoch[:]...)
 	b = append(b, h.Run[:]...)
 	b = appendUvarint(b, h.Applied)
 	b = appendUvarint(b, h.Durable)
 	b = appendUvarint(b, h.MaxPending)
+	b = appendPolicy(b, &h.Policy)
 	var flags byte
 	if h.Resyncing {
 		flags |= ackFlagResyncing
@@ -194,6 +198,7 @@ func ParseHelloAck(body []byte) (HelloAck, error) {
 	h.Applied = d.uvarint()
 	h.Durable = d.uvarint()
 	h.MaxPending = d.uvarint()
+	h.Policy = d.policy()
 	flags := d.byte()
 	h.Resyncing = flags&ackFlagResyncing != 0
 	if d.err == nil && flags&^(ackFlagResyncing|ackFlagLanes) != 0 {

@@ -44,6 +44,8 @@ func controlCases() []controlCase {
 	add("hello-ack lanes", FrameHelloAck, &HelloAck{Epoch: Epoch(run), Run: run, Applied: 3, Durable: 2, MaxPending: 1 << 30,
 		Lanes: 4, LaneToken: LaneToken(run)})
 	add("hello-ack max lanes", FrameHelloAck, &HelloAck{Resyncing: true, Lanes: MaxLanes, LaneToken: LaneToken(run)})
+	add("hello-ack policy", FrameHelloAck, &HelloAck{Policy: Policy{Flags: PolicySetid | PolicyDevices, MaxFileSize: 16 << 40}})
+	add("hello-ack permissive", FrameHelloAck, &HelloAck{Policy: PermissivePolicy})
 	add("lane-hello", FrameLaneHello, &LaneHello{Version: Version, Token: LaneToken(run), Lane: 1})
 	add("lane-hello max", FrameLaneHello, &LaneHello{Version: math.MaxUint32, Token: LaneToken(run), Lane: MaxLanes - 1})
 	add("ack", FrameAck, &Ack{Applied: 7, Durable: 3})
@@ -167,6 +169,8 @@ func TestControlMalformed(t *testing.T) {
 	ha := (&HelloAck{}).Append(nil)
 	ha[len(ha)-1] = 4
 	checkMalformed(t, "hello-ack with unknown flag 4", ha, helloAck)
+	pol := append(appendUvarint(append(append(make([]byte, 0, 64), run[:]...), run[:]...), 0), 0, 0)
+	checkMalformed(t, "hello-ack with unknown policy flag 8", append(appendUvarint(append(pol, 8), 0), 0), helloAck)
 	for _, n := range []uint64{0, 1, MaxLanes + 1, 1 << 40} {
 		ha = (&HelloAck{}).Append(nil)
 		ha[len(ha)-1] = ackFlagLanes
@@ -230,5 +234,23 @@ func TestControlStrings(t *testing.T) {
 	}
 	if ErrorCode(77).String() != "code(77)" || SyncMode(9).String() != "mode(9)" {
 		t.Errorf("unknown values are not shown by number")
+	}
+}
+
+func TestPolicyMeet(t *testing.T) {
+	a := Policy{Flags: PolicySetid | PolicyPrivXattrs, MaxFileSize: 100}
+	b := Policy{Flags: PolicyDevices | PolicyPrivXattrs, MaxFileSize: 50}
+	m := a.Meet(b)
+	if m.Flags != PolicyPrivXattrs || m.MaxFileSize != 50 {
+		t.Fatalf("meet = %+v", m)
+	}
+	if PermissivePolicy.Meet(a) != a {
+		t.Fatalf("permissive meet a = %+v, want %+v", PermissivePolicy.Meet(a), a)
+	}
+	if !a.Allows(PolicySetid) || a.Allows(PolicySetid|PolicyDevices) || !a.Allows(0) {
+		t.Fatal("Allows")
+	}
+	if s := m.String(); s != "no-setid,no-devices,trusted-xattrs max-file-size=50" {
+		t.Fatalf("String = %q", s)
 	}
 }

@@ -142,7 +142,12 @@ const (
 	KindSymlink uint8 = 3
 	KindFifo    uint8 = 4
 	KindSocket  uint8 = 5
+	KindCharDev uint8 = 6 // character device (Entry.Rdev)
+	KindBlkDev  uint8 = 7 // block device (Entry.Rdev)
 )
+
+// IsDevice reports whether kind is a device node's.
+func IsDevice(kind uint8) bool { return kind == KindCharDev || kind == KindBlkDev }
 
 // Xattr is one extended attribute.
 type Xattr struct {
@@ -164,6 +169,7 @@ type Entry struct {
 	Kind   uint8 // KindFile ...
 	Attr   Attr
 	Target string  // KindSymlink: the link's target
+	Rdev   uint64  // KindCharDev, KindBlkDev: the device number
 	Xattrs []Xattr // sorted by name
 	// FileID (KindFile) names the file for the rest of the pass: the
 	// slave's ResyncHashes and the master's ResyncData/ResyncClose use

@@ -340,14 +340,18 @@ func (d *decoder) xattrs() []Xattr {
 	return xs
 }
 
-// appendEntry encodes: name, kind, attr, target (symlinks only), xattrs,
-// file id, link id and flags (bit 0 compare) (files only).
+// appendEntry encodes: name, kind, attr, target (symlinks only), rdev
+// (devices only), xattrs, file id, link id and flags (bit 0 compare)
+// (files only).
 func appendEntry(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Name)
 	b = append(b, e.Kind)
 	b = appendAttr(b, &e.Attr)
 	if e.Kind == KindSymlink {
 		b = appendString(b, e.Target)
+	}
+	if IsDevice(e.Kind) {
+		b = appendUvarint(b, e.Rdev)
 	}
 	b = appendXattrs(b, e.Xattrs)
 	if e.Kind == KindFile {
@@ -360,13 +364,16 @@ func appendEntry(b []byte, e *Entry) []byte {
 
 func (d *decoder) entry() Entry {
 	e := Entry{Name: d.name("entry name"), Kind: d.byte()}
-	if d.err == nil && (e.Kind < KindFile || e.Kind > KindSocket) {
+	if d.err == nil && (e.Kind < KindFile || e.Kind > KindBlkDev) {
 		d.fail(fmt.Errorf("%w: entry %q of unknown kind %d", ErrMalformed, e.Name, e.Kind))
 	}
 	e.Attr = d.attr()
 	if e.Kind == KindSymlink {
 		// Opaque, as Symlink.Target: the slave never resolves through it.
 		e.Target = d.string("symlink target", MaxPathLen)
+	}
+	if IsDevice(e.Kind) {
+		e.Rdev = d.uvarint()
 	}
 	e.Xattrs = d.xattrs()
 	if e.Kind == KindFile {

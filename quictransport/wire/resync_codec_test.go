@@ -34,6 +34,8 @@ func oneOfEachKind() []Entry {
 		{Name: "c-link", Kind: KindSymlink, Attr: Attr{Mode: 0o777, Mtime: tMin}, Target: "../../etc/passwd"},
 		{Name: "d-fifo", Kind: KindFifo, Attr: Attr{Mode: 0o600, Mtime: tOmit}},
 		{Name: "e-sock", Kind: KindSocket, Attr: Attr{Mode: 0o755, Mtime: tNow}},
+		{Name: "e-tchr", Kind: KindCharDev, Rdev: 0x0103, Attr: Attr{Mode: 0o666, Mtime: tNow}},
+		{Name: "e-ublk", Kind: KindBlkDev, Rdev: 1<<63 | 7, Attr: Attr{Mode: 0o660, Mtime: tNow}},
 		{Name: "f-first", Kind: KindFile, Attr: Attr{Mode: 0o4755}, FileID: math.MaxUint64, LinkID: 7},
 		{Name: "g-second", Kind: KindFile, Attr: Attr{Mode: 0o4755}, LinkID: 7},
 		{Name: "h-xattrs", Kind: KindFile, FileID: 2, Xattrs: []Xattr{
@@ -435,7 +437,7 @@ func TestResyncMalformed(t *testing.T) {
 		entry(fmt.Sprintf("name %q", n), "entry name", Entry{Name: n, Kind: KindDir})
 	}
 	entry("name of MaxNameLen+1", "entry name of 256 bytes", Entry{Name: strings.Repeat("n", MaxNameLen+1), Kind: KindDir})
-	for _, k := range []uint8{0, KindSocket + 1, 0xff} {
+	for _, k := range []uint8{0, KindBlkDev + 1, 0xff} {
 		entry(fmt.Sprint("kind ", k), "unknown kind", Entry{Name: "e", Kind: k})
 	}
 	entry("file id 0 and link id 0", "neither a file id nor a link id", Entry{Name: "f", Kind: KindFile})
