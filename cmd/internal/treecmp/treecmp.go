@@ -1,9 +1,12 @@
 // Package treecmp compares two directory trees the way tdfs promises a
-// replica matches the master's backing dir (DESIGN.md, fidelity): names,
-// types, contents, sizes, modes, owners, mtimes (to the nanosecond, files,
+// replica matches the master's backing dir: names, types, contents, sizes,
+// modes, owners, device numbers, mtimes (to the nanosecond, files,
 // directories and symlinks alike), symlink targets, hard-link groups and
 // extended attributes. Access and change times are not compared: reading a
 // tree moves the first and no one can set the second.
+//
+// It walks each tree from directory descriptors (*at calls), so paths of
+// any length compare, whatever the length of the roots' own paths.
 //
 // It is a test helper for the end-to-end tests and the demo.
 package treecmp
@@ -12,7 +15,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +30,10 @@ type Options struct {
 	IgnoreOwners bool
 	// MaxDiffs stops after this many differences (0: 50).
 	MaxDiffs int
+	// Exclude names paths (relative, slash-separated) left out of the
+	// comparison in both trees, with everything beneath them: entries a
+	// slave leaves out of its replica by its policy.
+	Exclude []string
 }
 
 type entry struct {
@@ -42,11 +48,11 @@ func Diff(a, b string, o Options) (string, error) {
 	if o.MaxDiffs == 0 {
 		o.MaxDiffs = 50
 	}
-	ea, err := scan(a)
+	ea, err := scan(a, o.Exclude)
 	if err != nil {
 		return "", err
 	}
-	eb, err := scan(b)
+	eb, err := scan(b, o.Exclude)
 	if err != nil {
 		return "", err
 	}
@@ -87,6 +93,9 @@ func Diff(a, b string, o Options) (string, error) {
 		if x.st.Mode != y.st.Mode {
 			add("%s: mode %o vs %o", show(n), x.st.Mode, y.st.Mode)
 		}
+		if typ := x.st.Mode & unix.S_IFMT; (typ == unix.S_IFCHR || typ == unix.S_IFBLK) && x.st.Rdev != y.st.Rdev {
+			add("%s: device %#x vs %#x", show(n), x.st.Rdev, y.st.Rdev)
+		}
 		if !o.IgnoreOwners && (x.st.Uid != y.st.Uid || x.st.Gid != y.st.Gid) {
 			add("%s: owner %d:%d vs %d:%d", show(n), x.st.Uid, x.st.Gid, y.st.Uid, y.st.Gid)
 		}
@@ -96,7 +105,7 @@ func Diff(a, b string, o Options) (string, error) {
 		if x.st.Mode&unix.S_IFMT == unix.S_IFREG {
 			if x.st.Size != y.st.Size {
 				add("%s: size %d vs %d", show(n), x.st.Size, y.st.Size)
-			} else if same, err := sameContents(filepath.Join(a, n), filepath.Join(b, n)); err != nil {
+			} else if same, err := sameContents(a, b, n); err != nil {
 				return "", err
 			} else if !same {
 				add("%s: contents differ", show(n))
@@ -122,35 +131,104 @@ func show(n string) string {
 	return n
 }
 
-func scan(root string) (map[string]*entry, error) {
+func scan(root string, exclude []string) (map[string]*entry, error) {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(fd)
 	m := make(map[string]*entry)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	e := &entry{}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", root, err)
+	}
+	if e.xattrs, err = xattrs(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil {
+		return nil, fmt.Errorf("%s: %w", root, err)
+	}
+	m[""] = e
+	return m, scanDir(fd, "", root, m, exclude)
+}
+
+// scanDir adds the entries beneath the directory open as fd, at rel in
+// the tree rooted at root.
+func scanDir(fd int, rel, root string, m map[string]*entry, exclude []string) error {
+	names, err := readNames(fd)
+	if err != nil {
+		return fmt.Errorf("list %s/%s: %w", root, rel, err)
+	}
+	for _, name := range names {
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
 		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		if rel == "." {
-			rel = ""
+		if slices.Contains(exclude, p) {
+			continue
 		}
 		e := &entry{}
-		if err := unix.Lstat(p, &e.st); err != nil {
-			return fmt.Errorf("lstat %s: %w", p, err)
+		if err := unix.Fstatat(fd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("lstat %s/%s: %w", root, p, err)
 		}
 		if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			if e.target, err = os.Readlink(p); err != nil {
+			buf := make([]byte, 8192)
+			n, err := unix.Readlinkat(fd, name, buf)
+			if err != nil {
+				return fmt.Errorf("readlink %s/%s: %w", root, p, err)
+			}
+			e.target = string(buf[:n])
+		}
+		// The l*xattr calls through /proc/self/fd resolve the directory
+		// by its descriptor and do not follow the final name.
+		if e.xattrs, err = xattrs(fmt.Sprintf("/proc/self/fd/%d/%s", fd, name)); err != nil {
+			return fmt.Errorf("%s/%s: %w", root, p, err)
+		}
+		m[p] = e
+		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open %s/%s: %w", root, p, err)
+			}
+			err = scanDir(cfd, p, root, m, exclude)
+			unix.Close(cfd)
+			if err != nil {
 				return err
 			}
 		}
-		if e.xattrs, err = xattrs(p); err != nil {
-			return err
+	}
+	return nil
+}
+
+// readNames lists the directory open as fd, without "." and "..".
+func readNames(fd int) ([]string, error) {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// openRel opens the file at rel beneath root one component at a time, so
+// that no path argument grows with the depth.
+func openRel(root, rel string) (*os.File, error) {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(rel, "/")
+	for i, name := range parts {
+		flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i < len(parts)-1 {
+			flags |= unix.O_DIRECTORY
 		}
-		m[rel] = e
-		return nil
-	})
-	return m, err
+		next, err := unix.Openat(fd, name, flags, 0)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("open %s/%s: %w", root, rel, err)
+		}
+		fd = next
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
 }
 
 func xattrs(p string) (map[string]string, error) {
@@ -160,7 +238,7 @@ func xattrs(p string) (map[string]string, error) {
 		if err == unix.ENOTSUP {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("llistxattr %s: %w", p, err)
+		return nil, fmt.Errorf("llistxattr: %w", err)
 	}
 	var m map[string]string
 	for name := range strings.SplitSeq(string(buf[:n]), "\x00") {
@@ -170,7 +248,7 @@ func xattrs(p string) (map[string]string, error) {
 		v := make([]byte, 64<<10)
 		vn, err := unix.Lgetxattr(p, name, v)
 		if err != nil {
-			return nil, fmt.Errorf("lgetxattr %s %s: %w", p, name, err)
+			return nil, fmt.Errorf("lgetxattr %s: %w", name, err)
 		}
 		if m == nil {
 			m = make(map[string]string)
@@ -211,13 +289,13 @@ func linkGroups(m map[string]*entry) map[string][]string {
 	return g
 }
 
-func sameContents(a, b string) (bool, error) {
-	fa, err := os.Open(a)
+func sameContents(a, b, rel string) (bool, error) {
+	fa, err := openRel(a, rel)
 	if err != nil {
 		return false, err
 	}
 	defer fa.Close()
-	fb, err := os.Open(b)
+	fb, err := openRel(b, rel)
 	if err != nil {
 		return false, err
 	}

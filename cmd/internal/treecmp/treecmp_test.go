@@ -89,3 +89,51 @@ func TestDiff(t *testing.T) {
 		})
 	}
 }
+
+// TestDiffDeepAndDevices: paths far beyond PATH_MAX compare (the walk is
+// relative to directory descriptors), device numbers are compared, and
+// Exclude leaves a subtree out of both sides.
+func TestDiffDeepAndDevices(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	seg := strings.Repeat("x", 200)
+	for _, root := range []string{a, b} {
+		fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 30 { // 30 * 201 bytes: past 4096
+			if err := unix.Mkdirat(fd, seg, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			next, err := unix.Openat(fd, seg, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd = next
+		}
+		wfd, err := unix.Openat(fd, "f", unix.O_CREAT|unix.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(wfd, []byte("deep "+filepath.Base(root)))
+		unix.Close(wfd)
+		unix.Close(fd)
+		if err := unix.Mknod(filepath.Join(root, "dev"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			t.Skipf("mknod: %v", err)
+		}
+	}
+	d, err := Diff(a, b, Options{IgnoreOwners: true})
+	if err != nil || !strings.Contains(d, "/f: contents differ") || strings.Contains(d, "device") {
+		t.Fatalf("diff %.300q, err %v; want the deep file's contents, not the device", d, err)
+	}
+	if err := unix.Unlink(filepath.Join(b, "dev")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(b, "dev"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 5))); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Diff(a, b, Options{IgnoreOwners: true, Exclude: []string{seg}}); err != nil || !strings.Contains(d, "dev: device") || strings.Contains(d, "contents") {
+		t.Fatalf("diff %.300q, err %v; want the device number, nothing beneath the excluded dir", d, err)
+	}
+}
