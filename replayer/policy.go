@@ -266,8 +266,8 @@ func (r *Replayer) withhold(x *wire.ResyncDir, d *diffs) *wire.ResyncDir {
 	}
 	for i, e := range x.Entries {
 		path := joinPath(x.Path, e.Name)
-		if err := r.checkEntryPolicy(path, e.Kind, e.Attr, nil); err != nil {
-			d.add(path, "left out by this slave's policy: %v", err)
+		if err := r.checkEntryPolicy(e.Kind, e.Attr); err != nil {
+			d.add(path, "%s", leftOutReason(err))
 			if out == nil {
 				copied().Entries = slices.Clone(x.Entries[:i])
 			}
@@ -300,7 +300,7 @@ func (r *Replayer) heldXattrs(path string, xs []wire.Xattr, d *diffs) ([]wire.Xa
 			if held == nil {
 				held = slices.Clone(xs[:i])
 			}
-			d.add(path, "left out by this slave's policy: %v", err)
+			d.add(path, "%s", leftOutReason(err))
 			continue
 		}
 		if held != nil {
@@ -313,28 +313,26 @@ func (r *Replayer) heldXattrs(path string, xs []wire.Xattr, d *diffs) ([]wire.Xa
 	return held, false
 }
 
-// checkEntryPolicy refuses, in a pass that changes the tree, an entry (or
-// a directory's own attributes, kind KindDir) whose mode, xattrs or size
-// the slave does not hold.
-func (r *Replayer) checkEntryPolicy(name string, kind uint8, a wire.Attr, xattrs []wire.Xattr) error {
+// checkEntryPolicy refuses an entry of a pass the slave does not hold at
+// all: a device, a set-id mode on anything but a directory, a file past
+// the size bound. (Xattrs are left out one by one: heldXattrs.)
+func (r *Replayer) checkEntryPolicy(kind uint8, a wire.Attr) error {
 	typ, _ := kindType(kind)
 	if wire.IsDevice(kind) && !r.allowDevices {
-		return fmt.Errorf("%q: %w: a %s (this slave does not replicate device nodes: see --allow-devices)", name, ErrPolicy, typeName(typ))
+		return fmt.Errorf("%w: a %s (this slave does not replicate device nodes: see --allow-devices)", ErrPolicy, typeName(typ))
 	}
 	if kind != wire.KindSymlink {
 		if err := r.checkMode(typ, a.Mode); err != nil {
-			return fmt.Errorf("%q: %w", name, err)
+			return err
 		}
 	}
 	if kind == wire.KindFile {
-		if err := r.checkEnd("file size", a.Size, 0); err != nil {
-			return fmt.Errorf("%q: %w", name, err)
-		}
-	}
-	for _, x := range xattrs {
-		if err := r.checkXattr(x.Name); err != nil {
-			return fmt.Errorf("%q: %w", name, err)
-		}
+		return r.checkEnd("file size", a.Size, 0)
 	}
 	return nil
+}
+
+// leftOutReason is a policy refusal as a difference reports it.
+func leftOutReason(err error) string {
+	return "left out by this slave's policy: " + strings.TrimPrefix(err.Error(), ErrPolicy.Error()+": ")
 }

@@ -29,6 +29,7 @@ type slaveRow struct {
 	LagSeconds float64 `json:"lag_seconds"`
 	RTTSeconds float64 `json:"rtt_seconds"`
 	Cause      string  `json:"cause"`
+	Policy     string  `json:"policy"`
 	WireBytes  uint64  `json:"wire_bytes_sent"`
 }
 

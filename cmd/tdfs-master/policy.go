@@ -47,7 +47,7 @@ func (p *policies) announce(slave string, sp wire.Policy) {
 		p.slaves = make(map[string]wire.Policy)
 	}
 	p.slaves[slave] = sp
-	if p.own.Meet(sp) != p.own {
+	if p.own.Flags&sp.Flags != p.own.Flags {
 		p.log.Warn("this slave holds less than the master's configuration allows: the mount now refuses the rest, "+
 			"and what the tree already holds beyond it is left out of that replica and reported by verify",
 			"slave", slave, "slave_policy", sp.String(), "master_policy", p.own.String())

@@ -48,7 +48,11 @@ type slaveStatus struct {
 	WireBytesSent uint64 `json:"wire_bytes_sent"`
 	// Cause: why the slave cannot follow now, when it is not for want of
 	// a connection ("disk full: ..."); the table shows it first.
-	Cause       string     `json:"cause,omitempty"`
+	Cause string `json:"cause,omitempty"`
+	// Policy: what the slave announced it holds beyond ordinary entries
+	// (set-id files, devices, privileged xattrs, largest file); the mount
+	// refuses what any slave does not hold.
+	Policy      string     `json:"policy,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
@@ -62,7 +66,7 @@ func statusOf(cfg *config, m *quictransport.Master) masterStatus {
 		s := slaveStatus{Addr: p.Addr, Name: p.Name, State: p.State, Applied: p.Applied, Durable: p.Durable,
 			LagOps: p.LagOps, LagBytes: p.LagBytes, LagSeconds: p.LagSeconds, Rate: p.Rate,
 			RTTSeconds: p.RTT.Seconds(), PacketsSent: p.PacketsSent, PacketsLost: p.PacketsLost, Lanes: p.Lanes,
-			WireBytesSent: p.WireBytesSent, Cause: p.Cause, LastError: p.LastError}
+			WireBytesSent: p.WireBytesSent, Cause: p.Cause, Policy: p.Policy, LastError: p.LastError}
 		if !p.LastErrorAt.IsZero() {
 			at := p.LastErrorAt.UTC().Round(time.Millisecond)
 			s.LastErrorAt = &at
