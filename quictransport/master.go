@@ -74,7 +74,8 @@ type PeerStatus struct {
 	Addr string
 	Name string // the name its certificate must carry
 	// State is "connecting", "streaming", "catching-up", "degraded",
-	// "refused" (the slave refuses an op by its policy), "resyncing",
+	// "refused" (the slave refuses this master, or a bound of the slave
+	// was exceeded), "resyncing",
 	// "checking", "verifying", "fenced", "needs-resync" or "stopped".
 	State   string
 	Head    uint64 // the master's newest op

@@ -98,9 +98,11 @@ type peer struct {
 	laneToken wire.LaneToken
 	// cannotApply: the slave's last connection ended because it could not
 	// apply an op (its disk full or read-only, say); it is shown degraded
-	// until it applies ops again. refusesOp: it refused an op its policy
-	// forbids (a set-id bit, a size past its bound...); it is shown
-	// refused until it applies ops again.
+	// until it applies ops again. refusesOp: it refused this master (its
+	// certificate, checked again at the hello) or a bound of the slave was
+	// exceeded; it is shown refused until it applies ops again. (A slave
+	// leaves out of its replica what its policy does not hold, and asks
+	// for a comparison: it never refuses an op.)
 	cannotApply bool
 	refusesOp   bool
 	// stall is why the slave cannot apply op stallSeq (a wire.Stall: its
@@ -293,9 +295,8 @@ func (p *peer) loop(ctx context.Context) {
 			p.m.mu.Lock()
 			if !p.refusesOp {
 				p.refusesOp = true
-				p.log.Error("the slave refuses an op of this master (its policy forbids it); retrying, the journal "+
-					"keeps what it lacks, until its configuration (--allow-setuid, --max-file-size, ...) or this "+
-					"tree changes", "reason", msg)
+				p.log.Error("the slave refuses this master; retrying, the journal keeps what it lacks, until "+
+					"the slave's or this master's configuration changes", "reason", msg)
 				p.m.broadcastLocked()
 			}
 			p.m.mu.Unlock()

@@ -323,13 +323,13 @@ func fence(st SlaveState, h wire.Hello) error {
 // epochName is the short form of an epoch in messages.
 func epochName(e wire.Epoch) string { return hex.EncodeToString(e[:4]) }
 
-// ErrRefused is wrapped by a Handler's error for an op or resync item the
-// slave refuses whatever its tree holds (a device node, a set-id bit, an
-// xattr namespace, a path or symlink leading out of its root, a size past
-// its bound): nothing changed, and the connection closes with
-// wire.CodeRefused. The master resends the op when it reconnects, so the
-// slave stays refused until an operator acts; the log says why once an
-// hour, not at every attempt.
+// ErrRefused is wrapped by the error that closes a master's connection
+// the slave refuses (its certificate, checked again at the hello, is
+// revoked or not allowed) with wire.CodeRefused, and by a Handler's error
+// for an op or item it refuses outright. The master retries when it
+// redials, so the log says why once an hour, not at every attempt. (The
+// slave package refuses no op: what its policy does not hold it leaves out
+// of the replica, and asks for a comparison, ErrNeedsResync.)
 var ErrRefused = errors.New("refused")
 
 // handlerError wraps the error of a Handler call on what (an op, a resync
