@@ -116,7 +116,10 @@
 // stops waiting for it at once, and clears both when an ack covers the
 // op. ErrNeedsResync closes the connection with CodeNeedsResync: the
 // master redials at once and runs a rebase pass (catchup.go). ErrRefused
-// and ErrLimit close it with their codes: the slave's policy. Where the
+// and ErrLimit close it with their codes. The slave announces its policy
+// (wire.Policy) in its HelloAck, and the master hands it to
+// MasterConfig.OnPolicy, so that its mount refuses what a slave would
+// leave out. Where the
 // slave stands (Applied, Durable) is the Handler's alone: acks read
 // Handler.State.
 //

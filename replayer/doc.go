@@ -37,19 +37,27 @@
 // Apply returns an error wrapping ErrRefused, and changes nothing, for: a
 // path that is not a clean relative path or that leaves the root; a data op
 // (Open, Create over an existing name, truncate) on anything but a regular
-// file, including a final symlink, which is never followed; character and
-// block devices (Mknod); rename flags other than RENAME_NOREPLACE and
-// RENAME_EXCHANGE; fallocate modes other than allocate, keep-size,
-// punch-hole and zero-range; op types it does not know. And, checked
-// before anything else and never skipped by tolerant mode (policy.go): a
-// setuid or setgid bit (setgid on a directory excepted) without
-// Options.AllowSetuid; an xattr outside user.* and security.*, with
-// trusted.* and POSIX ACLs allowed only with Options.Chown (root), and
-// security.capability only with AllowSetuid; a write, fallocate or
-// truncate ending beyond Options.MaxFileSize. A handle beyond
-// Options.MaxHandles is ErrLimit. A resync pass that would set such a mode,
-// xattr or size is refused the same way; a Verify pass reports it. Owners
-// are not refused but dropped without Options.Chown, with one warning.
+// file, including a final symlink, which is never followed;
+// rename flags other than RENAME_NOREPLACE and RENAME_EXCHANGE; fallocate
+// modes other than allocate, keep-size, punch-hole and zero-range; op
+// types it does not know.
+//
+// # Policy
+//
+// What the slave holds beyond ordinary entries (Replayer.Policy, announced
+// to the master, whose mount refuses the rest), checked before anything
+// else (policy.go): a setuid or setgid bit on anything but a directory
+// only with Options.AllowSetuid, and security.capability likewise; device
+// nodes only with Options.AllowDevices; xattrs in user.* and security.*,
+// trusted.* and POSIX ACLs only with Options.Chown (root); writes,
+// fallocates and truncates ending up to Options.MaxFileSize. An op beyond
+// it returns ErrPolicy (which wraps ErrRefused) and changes nothing; the
+// writes through a handle whose Create or Open it refused then change
+// nothing either, and tolerant mode skips it. A resync pass leaves such an
+// entry out of the replica (and an xattr out of its entry) and reports it
+// as a difference, in a Verify pass too. A handle beyond
+// Options.MaxHandles is ErrLimit, handled the same way. Owners are not
+// refused but dropped without Options.Chown, with one warning.
 //
 // # Catch-up and resync
 //
@@ -75,7 +83,7 @@
 // It does not order ops (the transport hands them over in sequence order
 // and decides barriers), talk to the network, or keep state inside the
 // replica: package slave keeps the slave's position in a state directory
-// of its own. It does not strip setuid/setgid bits (it refuses them) or
+// of its own. It does not strip setuid/setgid bits (it holds them or leaves the file out) or
 // map owners; mount the replica nosuid,nodev if the master is not fully
 // trusted. It needs Linux
 // 5.6 or later (openat2) and 6.6 or later (fchmodat2) and, for xattrs on

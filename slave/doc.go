@@ -49,8 +49,13 @@
 //     recorded durably, then the transport is told the slave needs a
 //     resync (quictransport.ErrNeedsResync), and the master starts a
 //     comparison pass at once;
-//   - a refusal by the slave's own policy: the connection closes with the
-//     reason, nothing changed.
+//   - a refusal (the slave's policy does not hold what the op makes, or
+//     the op is one no master should send): nothing changed; it is
+//     handled as divergence, so what the op touches is left out of the
+//     replica by the pass and reported, and no op ever halts a replica.
+//     The policy (Replica.Policy) is announced to the master, whose mount
+//     refuses what it would leave out, so this happens only for a tree
+//     made before the slave connected.
 //
 // A failed Sync may have lost data the kernel had accepted: resyncing,
 // every file suspect. An op skipped by the replayer's tolerant mode (the
