@@ -69,7 +69,11 @@ func serve(sigctx context.Context, cfg *config) error {
 		reg.MustRegister(wait)
 		tc.OnWait = func(d time.Duration) { wait.Observe(d.Seconds()) }
 	}
-	pol := &policies{log: log, own: cfg.policy}
+	var addrs []string
+	for _, peer := range tc.Peers {
+		addrs = append(addrs, peer.Addr)
+	}
+	pol := loadPolicies(log, cfg.journalDir, cfg.policy, addrs)
 	tc.OnPolicy = pol.announce
 	m, err := quictransport.NewMaster(tc)
 	if err != nil {
@@ -89,7 +93,8 @@ func serve(sigctx context.Context, cfg *config) error {
 	}
 	cfg.fuse.Sink = m
 	cfg.fuse.Run, cfg.fuse.Head, cfg.fuse.Unclean = tc.Run, tc.Head, tc.CheckAll
-	cfg.fuse.Policy = &cfg.policy
+	first := pol.effective()
+	cfg.fuse.Policy = &first
 	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.mount, err)

@@ -79,13 +79,19 @@ func saveState(dir string, st masterState) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, stateFile)
+	return writeDurable(dir, stateFile, append(data, '\n'))
+}
+
+// writeDurable replaces dir/name with data atomically, file and directory
+// synced.
+func writeDurable(dir, name string, data []byte) error {
+	p := filepath.Join(dir, name)
 	tmp := p + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(append(data, '\n'))
+	_, werr := f.Write(data)
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
