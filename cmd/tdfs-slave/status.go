@@ -38,6 +38,9 @@ type slaveStatus struct {
 	Applied   uint64 `json:"applied_seq"`
 	Durable   uint64 `json:"durable_seq"`
 	Resyncing bool   `json:"resyncing"`
+	// Policy: what the replica holds beyond ordinary entries, as
+	// announced to the master (whose mount refuses the rest).
+	Policy string `json:"policy"`
 	// Stalled: why it cannot apply the next op (disk full...), since
 	// StalledSince; "" when it can.
 	Stalled      string            `json:"stalled,omitempty"`
@@ -57,7 +60,7 @@ type live struct {
 func (l *live) status() slaveStatus {
 	st := l.h.State()
 	out := slaveStatus{Dir: l.dir, Addr: l.srv.Addr().String(), Master: l.srv.Master(), Applied: st.Applied,
-		Durable: st.Durable, Resyncing: st.Resyncing, Refusals: l.srv.Refusals()}
+		Durable: st.Durable, Resyncing: st.Resyncing, Policy: l.h.Policy().String(), Refusals: l.srv.Refusals()}
 	if st.Epoch != ([16]byte{}) {
 		out.Epoch = hex.EncodeToString(st.Epoch[:])
 	}
@@ -236,7 +239,7 @@ func runStatus(c *cli.Context) error {
 		// The cause first: it is what the operator must act on.
 		fmt.Fprintf(tw, "STALLED\t%s (for %s)\n", st.Stalled, time.Since(*st.StalledSince).Round(time.Second))
 	}
-	fmt.Fprintf(tw, "replica\t%s\nlistening\t%s\nmaster\t%s\nepoch\t%s\napplied seq\t%d\ndurable seq\t%d\nresyncing\t%v\nlast op\t%s\n",
-		st.Dir, st.Addr, master, epoch, st.Applied, st.Durable, st.Resyncing, last)
+	fmt.Fprintf(tw, "replica\t%s\nlistening\t%s\nmaster\t%s\nepoch\t%s\napplied seq\t%d\ndurable seq\t%d\nresyncing\t%v\nlast op\t%s\npolicy\t%s\n",
+		st.Dir, st.Addr, master, epoch, st.Applied, st.Durable, st.Resyncing, last, st.Policy)
 	return tw.Flush()
 }
