@@ -2,8 +2,10 @@ package mirrorfs
 
 import "github.com/hanwen/go-fuse/v2/fs"
 
-// What node implements itself. The rest is promoted from *fs.LoopbackNode
-// and only reads (Readdir, used only without OpendirHandle).
+// What node implements itself: every node method *fs.LoopbackNode has
+// (pathmax_test.go checks that none is left to promotion), since those
+// reach the backing dir by a path that starts with its own
+// (backing.go).
 var (
 	_ = (fs.NodeWrapChilder)((*node)(nil))
 	_ = (fs.NodeOpener)((*node)(nil))
@@ -26,6 +28,7 @@ var (
 	_ = (fs.NodeLookuper)((*node)(nil))
 	_ = (fs.NodeReadlinker)((*node)(nil))
 	_ = (fs.NodeOpendirHandler)((*node)(nil))
+	_ = (fs.NodeReaddirer)((*node)(nil))
 	_ = (fs.NodeTmpfiler)((*node)(nil))
 	_ = (fs.NodeIoctler)((*node)(nil))
 	_ = (fs.NodeCopyFileRanger)((*node)(nil))

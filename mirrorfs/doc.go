@@ -10,6 +10,15 @@
 // user.tdfs.synced numbers a Sync and waits until the slaves made it
 // durable (synced.go).
 //
+// # The backing directory
+//
+// Mount opens the backing directory once and reaches it only relative to
+// that descriptor, with *at(2) calls (backing.go), never by a path that
+// starts with the backing directory's own: a path of up to PATH_MAX bytes
+// below the mount root works however deep the backing directory lies.
+// Every node method of go-fuse's LoopbackNode, which works by such paths,
+// is replaced by one of node's own.
+//
 // # Sequencing and locks
 //
 // DESIGN.md item 1 requires that seq(A) < seq(B) whenever A's effect was

@@ -179,12 +179,20 @@ func newEnv(t *testing.T, mode wire.SyncMode) *env {
 			t.Fatal(err)
 		}
 	}
-	e := &env{t: t, back: filepath.Join(dir, "back"), mnt: filepath.Join(dir, "mnt"), sink: &fakeSink{}}
-	for _, d := range []string{e.back, e.mnt} {
+	back, mnt := filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
+	for _, d := range []string{back, mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return mountEnv(t, mode, back, mnt)
+}
+
+// mountEnv is newEnv with the backing dir and the mount point given (both
+// must exist).
+func mountEnv(t *testing.T, mode wire.SyncMode, back, mnt string) *env {
+	t.Helper()
+	e := &env{t: t, back: back, mnt: mnt, sink: &fakeSink{}}
 	srv, err := Mount(e.mnt, Options{Backing: e.back, Sink: e.sink, Mode: mode})
 	if err != nil {
 		t.Fatalf("Mount: %v", err)

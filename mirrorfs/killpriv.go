@@ -185,7 +185,7 @@ func (fd fdTarget) hasCap() (bool, error) {
 // hasCap reports whether the path (not following a final symlink) has a
 // file capability.
 func (t pathTarget) hasCap() (bool, error) {
-	_, err := unix.Lgetxattr(t.p, capXattr, nil)
+	_, err := unix.Lgetxattr(t.a.procPath(), capXattr, nil)
 	return xattrPresent(err)
 }
 

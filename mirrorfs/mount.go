@@ -52,6 +52,9 @@ type Server struct {
 	m    *mirror
 	raw  *rawFS // its namespace lock positions resync items (resync.go)
 	reqs *RequestCounter
+	// served is closed when Serve has returned and the backing dir's
+	// descriptor is closed.
+	served chan struct{}
 }
 
 // Mount mounts the mirror of o.Backing at mountpoint and returns once the
@@ -73,11 +76,15 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mirrorfs: backing %q: %w", o.Backing, err)
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(backing, &st); err != nil {
+	// The backing dir is opened once; everything below reaches it
+	// through this descriptor (backing.go), which Serve's goroutine
+	// closes when the mount ends.
+	rootFd, st, err := openRoot(backing)
+	if err != nil {
 		return nil, fmt.Errorf("mirrorfs: backing %q: %w", backing, err)
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		unix.Close(rootFd)
 		return nil, fmt.Errorf("%w: %q", ErrBadBacking, backing)
 	}
 	log := o.Logger
@@ -87,7 +94,7 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	unix.Umask(0)
 
-	m := &mirror{backing: backing, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
+	m := &mirror{backing: backing, rootFd: rootFd, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
 	m.seq.sink = o.Sink
 	pol := wire.PermissivePolicy
 	if o.Policy != nil {
@@ -129,28 +136,40 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	srv, err := fuse.NewServer(counter, mountpoint, mopts)
 	if err != nil {
+		m.closeRoot()
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
-	go srv.Serve()
+	served := make(chan struct{})
+	go func() {
+		// Serve returns once its request loops have ended: no request
+		// can reach the backing dir's descriptor any more.
+		srv.Serve()
+		m.closeRoot()
+		close(served)
+	}()
 	if err := srv.WaitMount(); err != nil {
 		if uerr := srv.Unmount(); uerr != nil {
 			log.Error("mirrorfs: unmount after failed mount", "mountpoint", mountpoint, "err", uerr)
 		}
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
-	return &Server{srv: srv, m: m, raw: raw, reqs: counter}, nil
+	return &Server{srv: srv, m: m, raw: raw, reqs: counter, served: served}, nil
 }
 
 // Wait blocks until the filesystem is unmounted (umount of the mount
-// point, or Unmount).
-func (s *Server) Wait() { s.srv.Wait() }
+// point, or Unmount) and the backing dir's descriptor is closed.
+func (s *Server) Wait() {
+	s.srv.Wait()
+	<-s.served
+}
 
-// Unmount unmounts the filesystem. It fails with EBUSY while files on the
-// mount are open.
+// Unmount unmounts the filesystem and closes the backing dir's
+// descriptor. It fails with EBUSY while files on the mount are open.
 func (s *Server) Unmount() error {
 	if err := s.srv.Unmount(); err != nil {
 		return fmt.Errorf("mirrorfs: unmount: %w", err)
 	}
+	<-s.served
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -11,11 +12,20 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
 )
 
 // mirror is the state shared by every node and file of one mount.
 type mirror struct {
-	backing string // absolute path of the backing directory
+	backing string // absolute path of the backing directory, for messages
+	// rootFd is the backing directory, opened once by Mount (O_PATH):
+	// every access to the backing dir is relative to it (backing.go).
+	// It is closed once the server has stopped serving (closeRoot);
+	// rootMu and rootClosed guard only that, for reopenRoot.
+	rootFd     int
+	rootMu     sync.RWMutex
+	rootClosed bool
+
 	seq     sequencer
 	mode    wire.SyncMode
 	log     *slog.Logger
@@ -82,15 +92,14 @@ type node struct {
 	wid  uint64
 }
 
-// WrapChild makes every node that LoopbackNode creates (lookup, create,
-// mkdir, mknod, symlink, link) one of ours (fs.NodeWrapChilder, go-fuse's
-// Example_loopbackReuse).
+// WrapChild makes every node created below n (newChild: lookup, create,
+// mkdir, mknod, symlink, link) one of ours (fs.NodeWrapChilder: NewInode
+// calls it).
 func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
 	lb, ok := ops.(*fs.LoopbackNode)
 	if !ok {
-		// Unreachable with go-fuse v2.12.1: LoopbackRoot.newNode makes
-		// only *LoopbackNode (we set no NewNode). Log loudly if a
-		// go-fuse upgrade changes that.
+		// Unreachable: newChild makes only *LoopbackNode. Log loudly
+		// if that changes.
 		n.m.log.Error("mirrorfs: unexpected child node type, not mirrored", "type", fmt.Sprintf("%T", ops))
 		return ops
 	}
@@ -185,18 +194,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, fs.ToErrno(err)
 		}
 	}
-	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
-	if errno != 0 {
-		return nil, 0, errno
+	fd, err := n.m.openNode(rel, flags)
+	if err != nil {
+		return nil, 0, fs.ToErrno(err)
 	}
-	lf, ok := fh.(*fs.LoopbackFile)
-	if !ok {
-		n.m.log.Error("mirrorfs: unexpected file handle type", "type", fmt.Sprintf("%T", fh))
-		if r, ok := fh.(fs.FileReleaser); ok {
-			r.Release(ctx)
-		}
-		return nil, 0, syscall.EIO
-	}
+	lf := fs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), rel))
 	f, err := n.newFile(lf, w)
 	if err != nil {
 		lf.Release(ctx)
@@ -226,11 +228,26 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			Mtime:  n.m.fdMtime(f.fd),
 		})
 	}
-	return f, fuseFlags, 0
+	return f, 0, 0
+}
+
+// openNode opens the backing file rel as go-fuse's loopback does: the
+// kernel computes O_APPEND offsets itself and FMODE_EXEC is not an open(2)
+// flag, and no symlink is followed, the final component included (ELOOP):
+// the kernel resolves symlinks before it opens, and the daemon is root.
+func (m *mirror) openNode(rel string, flags uint32) (int, error) {
+	a, err := m.resolve(rel)
+	if err != nil {
+		return -1, err
+	}
+	defer a.close()
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC
+	how := unix.OpenHow{Flags: uint64(flags) | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
+	return openat2Retry(a.fd, a.name, &how)
 }
 
 // Tmpfile refuses O_TMPFILE: the orphan could never be linked into place
-// (LoopbackNode.Link refuses nodes without a parent), so nothing about it
+// (Link refuses nodes without a parent), so nothing about it
 // could be replicated. Callers fall back to ordinary temporary files.
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EOPNOTSUPP

@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
 )
 
 // Create opens name with O_CREAT, emits wire.Create (with a handle id when
@@ -32,41 +33,45 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	if err != nil {
 		return nil, nil, err
 	}
+	a, err := n.m.resolve(rel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %q: %w", rel, err)
+	}
+	defer a.close()
 	if err := n.m.checkMode("create", rel, syscall.S_IFREG, mode); err != nil {
 		// The mode only matters if the file is made: opening an
 		// existing one with O_CREAT (no O_EXCL) ignores it.
-		if _, serr := lstat(n.m.abs(rel)); serr != nil || flags&syscall.O_EXCL != 0 {
+		if _, serr := a.lstat(); serr != nil || flags&syscall.O_EXCL != 0 {
 			return nil, nil, err
 		}
 	}
-	p := n.m.abs(rel)
 	// The kernel sends every write with its offset (it computes the end
 	// of file for O_APPEND itself), so O_APPEND is dropped as
 	// LoopbackNode does.
 	flags &^= syscall.O_APPEND
-	fd, created, err := openCreate(p, flags, mode&0o7777)
+	fd, created, err := openCreate(a, flags, mode&0o7777)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %q: %w", rel, err)
 	}
-	osf := os.NewFile(uintptr(fd), p)
+	osf := os.NewFile(uintptr(fd), rel)
 	fail := func(err error) (*fs.Inode, *file, error) {
 		osf.Close()
 		if created {
-			n.undoUnlink(rel, p)
+			n.undoUnlink(a)
 		}
 		return nil, nil, err
 	}
 	pst, dirMtime := n.m.dirStat(dir)
 	if created {
-		n.m.giveToCaller(ctx, p, fd, syscall.S_IFREG|mode, &pst)
+		n.m.giveToCaller(ctx, a, fd, syscall.S_IFREG|mode, &pst)
 	}
 	st, err := fstat(fd)
 	if err != nil {
 		return fail(fmt.Errorf("create %q: %w", rel, err))
 	}
-	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
-	if errno != 0 {
-		return fail(fmt.Errorf("create %q: look up: %w", rel, errno))
+	ch, err := n.newChild(ctx, a, out)
+	if err != nil {
+		return fail(fmt.Errorf("create %q: look up: %w", rel, err))
 	}
 	if out.Attr.Ino != st.Ino {
 		// Only possible if something else renamed the backing file
@@ -123,21 +128,21 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	return ch, f, nil
 }
 
-// openCreate opens p like open(2) with O_CREAT and reports whether it made
+// openCreate opens a like open(2) with O_CREAT and reports whether it made
 // the file. An existing name is opened without following a final symlink:
 // the daemon runs as root and a symlink may point anywhere (the kernel
 // looks names up, and so resolves symlinks itself, before it sends CREATE
 // for a name it already knows).
-func openCreate(p string, flags, perm uint32) (fd int, created bool, err error) {
+func openCreate(a at, flags, perm uint32) (fd int, created bool, err error) {
 	fl := int(flags) | syscall.O_CLOEXEC
-	fd, err = syscall.Open(p, fl|syscall.O_CREAT|syscall.O_EXCL, perm)
+	fd, err = unix.Openat(a.fd, a.name, fl|syscall.O_CREAT|syscall.O_EXCL, perm)
 	if err == nil {
 		return fd, true, nil
 	}
 	if err != syscall.EEXIST || flags&syscall.O_EXCL != 0 {
 		return -1, false, err
 	}
-	fd, err = syscall.Open(p, (fl&^syscall.O_CREAT)|syscall.O_NOFOLLOW, 0)
+	fd, err = unix.Openat(a.fd, a.name, (fl&^syscall.O_CREAT)|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return -1, false, err
 	}

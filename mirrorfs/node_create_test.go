@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
 )
 
 func TestCreateWrite(t *testing.T) {
@@ -64,7 +65,13 @@ func TestCreateReadOnlyHasNoHandle(t *testing.T) {
 func TestOpenCreate(t *testing.T) {
 	dir := t.TempDir()
 	p := dir + "/f"
-	fd, created, err := openCreate(p, syscall.O_WRONLY, 0o640)
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dirfd)
+	f := at{fd: dirfd, name: "f", rel: "f"}
+	fd, created, err := openCreate(f, syscall.O_WRONLY, 0o640)
 	if err != nil || !created {
 		t.Fatalf("new file: created %v, %v", created, err)
 	}
@@ -76,7 +83,7 @@ func TestOpenCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An existing file is opened, not recreated, and O_TRUNC applies.
-	fd, created, err = openCreate(p, syscall.O_WRONLY|syscall.O_TRUNC, 0o600)
+	fd, created, err = openCreate(f, syscall.O_WRONLY|syscall.O_TRUNC, 0o600)
 	if err != nil || created {
 		t.Fatalf("existing file: created %v, %v", created, err)
 	}
@@ -84,7 +91,7 @@ func TestOpenCreate(t *testing.T) {
 	if fi, err := os.Stat(p); err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o640 {
 		t.Errorf("existing file after O_TRUNC open: %v %v", fi, err)
 	}
-	if _, _, err := openCreate(p, syscall.O_WRONLY|syscall.O_EXCL, 0o600); err != syscall.EEXIST {
+	if _, _, err := openCreate(f, syscall.O_WRONLY|syscall.O_EXCL, 0o600); err != syscall.EEXIST {
 		t.Errorf("O_EXCL on an existing file: %v, want EEXIST", err)
 	}
 	// A symlink is never followed: the daemon is root and it could point
@@ -93,7 +100,7 @@ func TestOpenCreate(t *testing.T) {
 	if err := os.Symlink(outside, dir+"/l"); err != nil {
 		t.Fatal(err)
 	}
-	if fd, _, err := openCreate(dir+"/l", syscall.O_WRONLY, 0o600); err == nil {
+	if fd, _, err := openCreate(at{fd: dirfd, name: "l", rel: "l"}, syscall.O_WRONLY, 0o600); err == nil {
 		syscall.Close(fd)
 		t.Error("openCreate followed a symlink")
 	}

@@ -50,7 +50,12 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 		if err := checkPath(rel); err != nil {
 			return err
 		}
-		t := pathTarget{p: n.m.abs(rel), typ: n.inode().StableAttr().Mode}
+		var a at
+		if a, err = n.m.resolve(rel); err != nil {
+			return fmt.Errorf("setattr %q: %w", rel, err)
+		}
+		defer a.close()
+		t := pathTarget{a: a, typ: n.inode().StableAttr().Mode}
 		if err := n.killOnTruncate(t, in); err != nil {
 			return fmt.Errorf("setattr %q: %w", rel, err)
 		}
@@ -226,29 +231,34 @@ func (fd fdTarget) utimes(ts *[2]unix.Timespec) error {
 	return nil
 }
 
-// pathTarget changes a backing path without following a final symlink.
+// pathTarget changes a backing path (relative to a directory descriptor:
+// backing.go) without following a final symlink.
 type pathTarget struct {
-	p   string
+	a   at
 	typ uint32 // file type bits of the node
 }
 
 func (t pathTarget) chown(uid, gid int) error {
-	return unix.Fchownat(unix.AT_FDCWD, t.p, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	return unix.Fchownat(t.a.fd, t.a.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // chmod refuses symlinks: the kernel resolves chmod on a symlink to its
-// target before asking us, and chmod(2) on the path would follow it.
+// target before asking us, and fchmodat(2) would follow it.
 func (t pathTarget) chmod(mode uint32) error {
 	if t.typ&syscall.S_IFMT == syscall.S_IFLNK {
 		return syscall.EOPNOTSUPP
 	}
-	return syscall.Chmod(t.p, mode)
+	return unix.Fchmodat(t.a.fd, t.a.name, mode, 0)
 }
 
-func (t pathTarget) truncate(size int64) error { return syscall.Truncate(t.p, size) }
+// truncate is truncate(2) (there is no truncateat) through the
+// directory's /proc/self/fd magic link (at.procPath): like truncate(2) of
+// the path it opens nothing (opening a fifo for writing would block) and
+// follows a final symlink.
+func (t pathTarget) truncate(size int64) error { return syscall.Truncate(t.a.procPath(), size) }
 
 func (t pathTarget) utimes(ts *[2]unix.Timespec) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, t.p, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+	return unix.UtimesNanoAt(t.a.fd, t.a.name, ts[:], unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func (t pathTarget) stat() (syscall.Stat_t, error) { return lstat(t.p) }
+func (t pathTarget) stat() (syscall.Stat_t, error) { return t.a.lstat() }

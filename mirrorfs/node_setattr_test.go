@@ -84,7 +84,12 @@ func TestSetattrApplyOrder(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("chown needs root")
 	}
-	st, err := applySetattr(pathTarget{p: p, typ: syscall.S_IFREG}, in)
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dirfd)
+	st, err := applySetattr(pathTarget{a: at{fd: dirfd, name: "f", rel: "f"}, typ: syscall.S_IFREG}, in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,12 +37,23 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.m.checkXattr(rel, attr); err != nil {
 		return fs.ToErrno(err)
 	}
-	if errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags); errno != 0 {
-		return errno
+	if err := n.m.xattrAt(rel, func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) }); err != nil {
+		return fs.ToErrno(err)
 	}
 
 	n.m.emit(&wire.Setxattr{Path: rel, Name: attr, Value: data, Flags: flags})
 	return 0
+}
+
+// xattrAt calls fn with the path the l*xattr calls take for the backing
+// path rel (at.procPath).
+func (m *mirror) xattrAt(rel string, fn func(p string) error) error {
+	a, err := m.resolve(rel)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return fn(a.procPath())
 }
 
 // Removexattr removes an extended attribute and emits wire.Removexattr,
@@ -63,8 +74,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err := checkPath(rel); err != nil {
 		return fs.ToErrno(err)
 	}
-	if errno := n.LoopbackNode.Removexattr(ctx, attr); errno != 0 {
-		return errno
+	if err := n.m.xattrAt(rel, func(p string) error { return unix.Lremovexattr(p, attr) }); err != nil {
+		return fs.ToErrno(err)
 	}
 
 	n.m.emit(&wire.Removexattr{Path: rel, Name: attr})

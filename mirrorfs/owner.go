@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/tdfs/tdfs/quictransport/wire"
+	"golang.org/x/sys/unix"
 )
 
 // childRel returns the relative paths of n (a directory) and of its child
@@ -27,7 +28,7 @@ func (n *node) childRel(name string) (dir, rel string, err error) {
 // dirStat reads back the directory dir after an op: its attributes (the
 // set-group-ID bit matters to giveToCaller) and its mtime for the op.
 func (m *mirror) dirStat(dir string) (syscall.Stat_t, wire.Time) {
-	st, err := lstat(m.abs(dir))
+	st, err := m.lstat(dir)
 	if err != nil {
 		m.log.Warn("mirrorfs: cannot read back directory after op", "err", err)
 		return st, omitTime
@@ -45,10 +46,10 @@ func (m *mirror) dirStat(dir string) (syscall.Stat_t, wire.Time) {
 //     file, so they are put back: the mode came from the kernel, which has
 //     already stripped what the caller may not have.
 //
-// fd >= 0 names the new file; otherwise p does (not following a symlink).
+// fd >= 0 names the new file; otherwise a does (not following a symlink).
 // Failures are logged, not returned: the node exists and is mirrored with
 // the owner it really has, so master and slaves still agree.
-func (m *mirror) giveToCaller(ctx context.Context, p string, fd int, mode uint32, parent *syscall.Stat_t) {
+func (m *mirror) giveToCaller(ctx context.Context, a at, fd int, mode uint32, parent *syscall.Stat_t) {
 	if !m.root {
 		return
 	}
@@ -67,10 +68,10 @@ func (m *mirror) giveToCaller(ctx context.Context, p string, fd int, mode uint32
 	if fd >= 0 {
 		err = syscall.Fchown(fd, uid, gid)
 	} else {
-		err = syscall.Lchown(p, uid, gid)
+		err = unix.Fchownat(a.fd, a.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if err != nil {
-		m.log.Warn("mirrorfs: cannot give new node to its creator", "path", p, "uid", uid, "gid", gid, "err", err)
+		m.log.Warn("mirrorfs: cannot give new node to its creator", "path", a.rel, "uid", uid, "gid", gid, "err", err)
 		return
 	}
 	typ := mode & syscall.S_IFMT
@@ -80,10 +81,11 @@ func (m *mirror) giveToCaller(ctx context.Context, p string, fd int, mode uint32
 	if fd >= 0 {
 		err = syscall.Fchmod(fd, mode&0o7777)
 	} else {
-		err = syscall.Chmod(p, mode&0o7777)
+		// Only a regular file gets here: a final symlink is no concern.
+		err = unix.Fchmodat(a.fd, a.name, mode&0o7777, 0)
 	}
 	if err != nil {
-		m.log.Warn("mirrorfs: cannot restore set-id bits after chown", "path", p, "err", err)
+		m.log.Warn("mirrorfs: cannot restore set-id bits after chown", "path", a.rel, "err", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package mirrorfs
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -59,21 +58,6 @@ func checkPath(rel string) error {
 	return nil
 }
 
-// abs returns the backing-dir path of a relative path.
-func (m *mirror) abs(rel string) string {
-	return filepath.Join(m.backing, rel)
-}
-
-// lstat returns the attributes of the backing-dir path p, not following a
-// final symlink (fstatat with AT_SYMLINK_NOFOLLOW).
-func lstat(p string) (syscall.Stat_t, error) {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		return st, fmt.Errorf("lstat %q: %w", p, err)
-	}
-	return st, nil
-}
-
 // fstat returns the attributes of an open descriptor.
 func fstat(fd int) (syscall.Stat_t, error) {
 	var st syscall.Stat_t
@@ -93,11 +77,11 @@ func wireTime(ts syscall.Timespec) wire.Time {
 // leaves that time alone.
 var omitTime = wire.Time{Omit: true}
 
-// mtimeOf reads back the mtime of the backing path p after an op. A failed
-// stat is logged and yields omitTime: the op itself succeeded and must
-// still be emitted.
-func (m *mirror) mtimeOf(p string) wire.Time {
-	st, err := lstat(p)
+// mtimeOf reads back the mtime of the backing path rel after an op. A
+// failed stat is logged and yields omitTime: the op itself succeeded and
+// must still be emitted.
+func (m *mirror) mtimeOf(rel string) wire.Time {
+	st, err := m.lstat(rel)
 	if err != nil {
 		m.log.Warn("mirrorfs: cannot read back mtime after op", "err", err)
 		return omitTime

@@ -151,7 +151,9 @@ func (p *pass) xattrs(path string, list func([]byte) (int, error), get func(stri
 
 // openDir opens the backing directory at rel for reading, refusing
 // symlinks anywhere in the path (a directory renamed away and replaced by
-// a symlink must not make the walk list what it points to).
+// a symlink must not make the walk list what it points to). A path too
+// long for one call (up to wire.MaxPathLen bytes) is opened in pieces
+// (openLong).
 func (p *pass) openDir(rel string) (int, error) {
 	if rel == "" {
 		rel = "."
@@ -166,7 +168,7 @@ func (p *pass) openDir(rel string) (int, error) {
 		fd, err = noatime(int(how.Flags), func(flags int) (int, error) {
 			h := *how
 			h.Flags = uint64(flags)
-			return unix.Openat2(p.rootFd, rel, &h)
+			return openLong(p.rootFd, rel, &h)
 		})
 		if err == nil {
 			return fd, nil

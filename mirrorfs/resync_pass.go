@@ -106,8 +106,9 @@ func newPass(s *Server, o ResyncOptions, sink ResyncSink) (*pass, error) {
 	noFH := passHooks.noFH
 	passHooks.Unlock()
 	// Not O_PATH: open_by_handle_at(2) refuses an O_PATH descriptor as
-	// its mount_fd (EBADF).
-	fd, err := unix.Open(s.m.backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// its mount_fd (EBADF). Reopened through the mount's own descriptor,
+	// so the pass sees the directory the mount serves.
+	fd, err := s.m.reopenRoot(unix.O_RDONLY)
 	if err != nil {
 		return nil, fmt.Errorf("mirrorfs: resync: open backing %q: %w", s.m.backing, err)
 	}

@@ -187,7 +187,7 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 			w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
 		}
 	case *wire.Link:
-		st, err := lstat(m.abs(o.NewPath))
+		st, err := m.lstat(o.NewPath)
 		isFile := err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG
 		k := fileKey{dev: st.Dev, ino: st.Ino}
 		for _, w := range ws {
@@ -251,7 +251,7 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 // towards true when it cannot tell: treating a file as a directory only
 // costs a walk.
 func (m *mirror) isDir(rel string) bool {
-	st, err := lstat(m.abs(rel))
+	st, err := m.lstat(rel)
 	if err != nil {
 		return true
 	}

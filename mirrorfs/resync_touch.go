@@ -136,7 +136,7 @@ func (w *watch) touchedFile(k fileKey) bool {
 func (m *mirror) touched(ws []*watch, handle uint64, path string, opened bool) {
 	k, ok := m.writers.keyOf(handle)
 	if !ok {
-		st, err := lstat(m.abs(path))
+		st, err := m.lstat(path)
 		if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
 		}
