@@ -90,9 +90,13 @@
 //
 // # Refusals
 //
-// Character and block device nodes (EPERM), O_TMPFILE (EOPNOTSUPP), file and
-// directory ioctls (ENOTTY) and RENAME_WHITEOUT (EINVAL) are refused: each
-// would change the backing dir in a way no op describes. copy_file_range
+// O_TMPFILE (EOPNOTSUPP), file and directory ioctls (ENOTTY) and
+// RENAME_WHITEOUT (EINVAL) are refused: each would change the backing dir
+// in a way no op describes. What a slave would leave out of its replica
+// (policy.go: set-id files and file capabilities, device nodes, xattr
+// namespaces, sizes past its bound) is refused with EPERM or EFBIG, as
+// the strictest policy of the master and its slaves says
+// (Options.Policy, Server.SetPolicy). copy_file_range
 // travels as a wire.CopyRange (copy.go), except while a resync pass runs,
 // when the source cannot be named, or when the destination has privileges
 // a write must clear: then it answers EOPNOTSUPP, and the kernel falls back

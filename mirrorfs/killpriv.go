@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -23,8 +26,8 @@ import (
 //   - WRITE with WRITE_KILL_SUIDGID, SETATTR of the size with
 //     FATTR_KILL_SUIDGID, OPEN or CREATE with O_TRUNC and OPEN_KILL_SUIDGID:
 //     the caller lacks CAP_FSETID, so clear S_ISUID, and S_ISGID when
-//     S_IXGRP is set (without group execute, S_ISGID marks mandatory
-//     locking and stays).
+//     S_IXGRP is set or the caller is not in the file's group (as the VFS
+//     decides for every filesystem: setattr_should_drop_sgid).
 //   - security.capability goes on every write and truncate, whoever the
 //     caller (cap_inode_killpriv does not look at the caller).
 //   - chown: the daemon's own chown of the backing file already clears
@@ -41,8 +44,8 @@ import (
 // namespace lock, numbered before the write, truncate or open they precede.
 //
 // Cost. A write must not pay a syscall to learn that there is nothing to
-// kill. node.privs caches, per inode, whether it has S_ISUID, S_ISGID with
-// S_IXGRP, or security.capability. It is read at every open for writing
+// kill. node.privs caches, per inode, whether it has S_ISUID, S_ISGID (with
+// or without S_IXGRP), or security.capability. It is read at every open for writing
 // (one fstat and one fgetxattr per open, not per write; a file the mount
 // creates needs neither) and kept up to date by every op through the mount
 // that can change it (setattr, setxattr, removexattr, and the killing
@@ -60,6 +63,7 @@ const (
 	privSUID         // S_ISUID
 	privSGIDX        // S_ISGID with S_IXGRP
 	privCap          // security.capability is set
+	privSGID         // S_ISGID without S_IXGRP
 )
 
 // privBits describes a file of mode with or without a file capability.
@@ -68,8 +72,11 @@ func privBits(mode uint32, cap bool) uint32 {
 	if mode&syscall.S_ISUID != 0 {
 		b |= privSUID
 	}
-	if mode&(syscall.S_ISGID|syscall.S_IXGRP) == syscall.S_ISGID|syscall.S_IXGRP {
+	switch mode & (syscall.S_ISGID | syscall.S_IXGRP) {
+	case syscall.S_ISGID | syscall.S_IXGRP:
 		b |= privSGIDX
+	case syscall.S_ISGID:
+		b |= privSGID
 	}
 	if cap {
 		b |= privCap
@@ -79,10 +86,11 @@ func privBits(mode uint32, cap bool) uint32 {
 
 // mayKill reports whether a write or truncate may have privileges to
 // clear: the state is unknown, or a capability is set, or set-id bits are
-// set and the caller lacks CAP_FSETID (killSUIDGID).
-func (n *node) mayKill(killSUIDGID bool) bool {
+// set and the caller lacks CAP_FSETID (kill, the request's caller, is not
+// nil).
+func (n *node) mayKill(kill *fuse.Caller) bool {
 	p := n.privs.Load()
-	return p&privKnown == 0 || p&privCap != 0 || killSUIDGID && p&(privSUID|privSGIDX) != 0
+	return p&privKnown == 0 || p&privCap != 0 || kill != nil && p&(privSUID|privSGIDX|privSGID) != 0
 }
 
 // loadPrivs reads n's privilege state through t. Called at every open for
@@ -101,11 +109,11 @@ func (n *node) loadPrivs(t attrTarget) error {
 }
 
 // killPrivs clears what a write or truncate through t must clear (see the
-// top of this file): security.capability always, S_ISUID and S_ISGID with
-// S_IXGRP when killSUIDGID. Each change is made and replicated as a
-// SETATTR or REMOVEXATTR would be. The caller holds the exclusive
-// namespace lock.
-func (n *node) killPrivs(t attrTarget, killSUIDGID bool) error {
+// top of this file): security.capability always, and the set-id bits
+// killedMode drops when kill (the caller, who lacks CAP_FSETID) is not
+// nil. Each change is made and replicated as a SETATTR or REMOVEXATTR
+// would be. The caller holds the exclusive namespace lock.
+func (n *node) killPrivs(t attrTarget, kill *fuse.Caller) error {
 	st, err := t.stat()
 	if err != nil {
 		return err
@@ -114,7 +122,7 @@ func (n *node) killPrivs(t attrTarget, killSUIDGID bool) error {
 	if err != nil {
 		return err
 	}
-	mode := killedMode(st.Mode&0o7777, killSUIDGID)
+	mode := killedMode(st.Mode&0o7777, st.Gid, kill)
 	if mode != st.Mode&0o7777 {
 		in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode}}
 		if err := n.setattr(nil, in, &fuse.AttrOut{}); err != nil {
@@ -137,7 +145,7 @@ func (n *node) killPrivs(t attrTarget, killSUIDGID bool) error {
 // after Create returns): the changes go through fd and are replicated
 // under rel, as SETATTR and REMOVEXATTR of that path would be. It returns
 // the privilege state afterwards.
-func (m *mirror) killPrivsNamed(fd int, rel string, killSUIDGID bool) (uint32, error) {
+func (m *mirror) killPrivsNamed(fd int, rel string, kill *fuse.Caller) (uint32, error) {
 	st, err := fstat(fd)
 	if err != nil {
 		return 0, err
@@ -146,7 +154,7 @@ func (m *mirror) killPrivsNamed(fd int, rel string, killSUIDGID bool) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	mode := killedMode(st.Mode&0o7777, killSUIDGID)
+	mode := killedMode(st.Mode&0o7777, st.Gid, kill)
 	if mode != st.Mode&0o7777 {
 		if err := syscall.Fchmod(fd, mode); err != nil {
 			return 0, fmt.Errorf("clear set-id bits: %w", err)
@@ -215,15 +223,45 @@ func (n *node) afterSetattr(valid uint32, mode uint32) {
 	}
 }
 
-// killedMode is mode after a write, truncate or O_TRUNC open by a caller
-// without CAP_FSETID (killSUIDGID): set-uid goes, and set-gid with it when
-// group-exec is set, as the Linux VFS does.
-func killedMode(mode uint32, killSUIDGID bool) uint32 {
-	if killSUIDGID {
-		mode &^= syscall.S_ISUID
-		if mode&syscall.S_IXGRP != 0 {
-			mode &^= syscall.S_ISGID
-		}
+// killedMode is the mode of a file of group gid after a write, truncate
+// or O_TRUNC open by kill, a caller without CAP_FSETID (nil: none):
+// set-uid goes, and set-gid with it when group-exec is set or the caller
+// is not in the file's group, as the Linux VFS decides
+// (setattr_should_drop_sgid).
+func killedMode(mode, gid uint32, kill *fuse.Caller) uint32 {
+	if kill == nil {
+		return mode
+	}
+	mode &^= syscall.S_ISUID
+	if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || !callerInGroup(kill, gid)) {
+		mode &^= syscall.S_ISGID
 	}
 	return mode
+}
+
+// callerInGroup reports whether the caller of a request is in group gid:
+// its own group, or one of its supplementary groups, which FUSE does not
+// pass along and /proc/<pid>/status lists. A caller whose groups cannot be
+// read (it has exited) counts by its own group alone.
+func callerInGroup(c *fuse.Caller, gid uint32) bool {
+	if c.Gid == gid {
+		return true
+	}
+	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
+	if err != nil || c.Pid == 0 {
+		return false
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		groups, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		for g := range strings.FieldsSeq(groups) {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil && uint32(n) == gid {
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -40,7 +41,11 @@ type Options struct {
 	// Policy is what the mount allows beyond ordinary entries: the
 	// strictest of the master's configuration and its slaves' (policy.go;
 	// Server.SetPolicy changes it). nil: everything the protocol carries.
-	Policy     *wire.Policy
+	Policy *wire.Policy
+	// Devices mounts without nodev, so that device nodes made through
+	// the mount (when the policy allows them) can be opened through it as
+	// on the backing filesystem. The mount is always nosuid.
+	Devices    bool
 	AllowOther bool         // allow_other (default_permissions is always on)
 	Debug      bool         // go-fuse request logging
 	Logger     *slog.Logger // nil: slog.Default()
@@ -129,6 +134,9 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 	opts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	mopts := &opts.MountOptions
 	mopts.AllowOther = o.AllowOther
+	if o.Devices {
+		mopts.Options = append(slices.Clone(mopts.Options), "dev")
+	}
 	mopts.Debug = o.Debug
 	mopts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelInfo)
 	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), m: m}

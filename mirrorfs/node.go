@@ -38,11 +38,12 @@ type mirror struct {
 	// watches of the running passes (nil when none runs, so emit pays one
 	// atomic load).
 	// The request being served under the exclusive namespace lock (only
-	// then may these be touched): openKill is OPEN_KILL_SUIDGID of the
-	// OPEN or CREATE (rawFS sets it, node.Open and node.create read it);
+	// then may these be touched): openKill is the caller of the OPEN or
+	// CREATE when it carries OPEN_KILL_SUIDGID, nil otherwise (rawFS sets
+	// it, node.Open and node.create read it);
 	// opened is the handle with write access that request opened, which
 	// rawFS then files under the bridge's fh (rawFS.files).
-	openKill bool
+	openKill *fuse.Caller
 	opened   *file
 
 	writers  writerIndex

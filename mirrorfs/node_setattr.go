@@ -26,6 +26,9 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 }
 
 func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
+	if in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_KILL_SUIDGID|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 {
+		return n.chownNoIDs(fh, in, out)
+	}
 	f, _ := fh.(*file)
 	rel, inTree := relPath(n.inode())
 	if in.Valid&fuse.FATTR_MODE != 0 {
@@ -115,6 +118,70 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	return nil
 }
 
+// chownNoIDs serves a SETATTR with nothing to set. The kernel sends one
+// for a chown(2) that changes neither owner nor group (-1, -1), and before
+// a write by a caller without CAP_FSETID to a file with set-id bits
+// (file_remove_privs); under KILLPRIV_V2 both leave to the filesystem what
+// the VFS does: clear S_ISUID, and S_ISGID when group-exec is set or the
+// caller is neither in the file's group nor privileged, on anything but a
+// directory. The change goes through setattr, so it is replicated. The
+// two requests look the same: a caller that neither owns the file nor may
+// write to it can only be a chown, which the VFS refuses (EPERM) when it
+// would change the mode; one that may write is let through (a chown by
+// such a caller then clears what its next write would).
+func (n *node) chownNoIDs(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
+	var st syscall.Stat_t
+	var err error
+	if f, ok := fh.(*file); ok {
+		st, err = fstat(f.fd)
+	} else if rel, inTree := relPath(n.inode()); inTree {
+		st, err = n.m.lstat(rel)
+	} else {
+		err = n.withAnyFile(func(fd int) error {
+			var ferr error
+			st, ferr = fstat(fd)
+			return ferr
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("chown: %w", err)
+	}
+	mode := st.Mode & 0o7777
+	if typ := st.Mode & syscall.S_IFMT; typ != syscall.S_IFDIR && typ != syscall.S_IFLNK {
+		mode &^= syscall.S_ISUID
+		c := &in.Caller
+		if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || c.Uid != 0 && !callerInGroup(c, st.Gid)) {
+			mode &^= syscall.S_ISGID
+		}
+	}
+	if mode == st.Mode&0o7777 {
+		out.FromStat(&st)
+		return nil
+	}
+	if c := &in.Caller; c.Uid != 0 && c.Uid != st.Uid && !mayWrite(c, &st) {
+		return fmt.Errorf("chown clearing set-id bits of a file the caller does not own: %w", syscall.EPERM)
+	}
+	chmod := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode}}
+	chmod.Caller = in.Caller
+	if in.Valid&fuse.FATTR_FH != 0 {
+		chmod.Valid |= fuse.FATTR_FH
+		chmod.Fh = in.Fh
+	}
+	return n.setattr(fh, chmod, out)
+}
+
+// mayWrite reports whether the mode bits let caller c write to a file
+// with attributes st.
+func mayWrite(c *fuse.Caller, st *syscall.Stat_t) bool {
+	switch {
+	case c.Uid == st.Uid:
+		return st.Mode&syscall.S_IWUSR != 0
+	case callerInGroup(c, st.Gid):
+		return st.Mode&syscall.S_IWGRP != 0
+	}
+	return st.Mode&syscall.S_IWOTH != 0
+}
+
 // killOnTruncate clears privileges before a truncate as the VFS would
 // (killpriv.go): a truncate through the mount, whoever the caller, drops
 // security.capability; FATTR_KILL_SUIDGID (the caller lacks CAP_FSETID)
@@ -125,7 +192,10 @@ func (n *node) killOnTruncate(t attrTarget, in *fuse.SetAttrIn) error {
 	if in.Valid&fuse.FATTR_SIZE == 0 {
 		return nil
 	}
-	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0
+	var kill *fuse.Caller
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
+		kill = &in.Caller
+	}
 	if !n.mayKill(kill) {
 		return nil
 	}

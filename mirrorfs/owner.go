@@ -42,9 +42,10 @@ func (m *mirror) dirStat(dir string) (syscall.Stat_t, wire.Time) {
 //   - in a set-group-ID directory the group stays the one the kernel
 //     chose (the directory's); chowning it to the caller's group would
 //     break setgid directories;
-//   - chown clears the set-user-ID and set-group-ID bits of a regular
-//     file, so they are put back: the mode came from the kernel, which has
-//     already stripped what the caller may not have.
+//   - chown clears the set-user-ID and set-group-ID bits of anything but
+//     a directory (a regular file, fifo, socket or device), so they are
+//     put back: the mode came from the kernel, which has already stripped
+//     what the caller may not have.
 //
 // fd >= 0 names the new file; otherwise a does (not following a symlink).
 // Failures are logged, not returned: the node exists and is mirrored with
@@ -75,13 +76,13 @@ func (m *mirror) giveToCaller(ctx context.Context, a at, fd int, mode uint32, pa
 		return
 	}
 	typ := mode & syscall.S_IFMT
-	if mode&(syscall.S_ISUID|syscall.S_ISGID) == 0 || (typ != 0 && typ != syscall.S_IFREG) {
+	if mode&(syscall.S_ISUID|syscall.S_ISGID) == 0 || typ == syscall.S_IFDIR || typ == syscall.S_IFLNK {
 		return
 	}
 	if fd >= 0 {
 		err = syscall.Fchmod(fd, mode&0o7777)
 	} else {
-		// Only a regular file gets here: a final symlink is no concern.
+		// Never a symlink here: a final one is no concern.
 		err = unix.Fchmodat(a.fd, a.name, mode&0o7777, 0)
 	}
 	if err != nil {

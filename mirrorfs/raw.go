@@ -37,14 +37,17 @@ type rawFS struct {
 // opening runs an OPEN or CREATE (under the exclusive lock) with the
 // request's OPEN_KILL_SUIDGID visible to the node, and files the handle
 // with write access it opened under fh().
-func (r *rawFS) opening(openFlags uint32, op func() fuse.Status, fh func() uint64) fuse.Status {
-	r.m.openKill = openFlags&fuse.OPEN_KILL_SUIDGID != 0
+func (r *rawFS) opening(openFlags uint32, caller *fuse.Caller, op func() fuse.Status, fh func() uint64) fuse.Status {
+	r.m.openKill = nil
+	if openFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+		r.m.openKill = caller
+	}
 	r.m.opened = nil
 	st := op()
 	if f := r.m.opened; st.Ok() && f != nil {
 		r.files.Store(fh(), f)
 	}
-	r.m.openKill, r.m.opened = false, nil
+	r.m.openKill, r.m.opened = nil, nil
 	return st
 }
 
@@ -53,7 +56,10 @@ func (r *rawFS) opening(openFlags uint32, op func() fuse.Status, fh func() uint6
 // then it retakes the lock exclusively, clears them (numbering their
 // Setattr or Removexattr before the Write) and writes.
 func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
-	kill := in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0
+	var kill *fuse.Caller
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		kill = &in.Caller
+	}
 	var f *file
 	if v, ok := r.files.Load(in.Fh); ok {
 		f = v.(*file)
@@ -124,7 +130,7 @@ func (r *rawFS) wait() {
 
 func (r *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	return r.exclusive(func() fuse.Status {
-		return r.opening(in.OpenFlags, func() fuse.Status { return r.RawFileSystem.Create(c, in, name, out) },
+		return r.opening(in.OpenFlags, &in.Caller, func() fuse.Status { return r.RawFileSystem.Create(c, in, name, out) },
 			func() uint64 { return out.Fh })
 	})
 }
@@ -175,7 +181,7 @@ func (r *rawFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse
 	op := func() fuse.Status { return r.RawFileSystem.Open(c, in, out) }
 	if writable(in.Flags) {
 		// OpenIn.Mode holds the OPEN_* flags.
-		return r.exclusive(func() fuse.Status { return r.opening(in.Mode, op, func() uint64 { return out.Fh }) })
+		return r.exclusive(func() fuse.Status { return r.opening(in.Mode, &in.Caller, op, func() uint64 { return out.Fh }) })
 	}
 	return r.shared(false, op)
 }

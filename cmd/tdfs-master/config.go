@@ -152,6 +152,7 @@ func configure(c *cli.Context) (*config, error) {
 			Backing:    dir,
 			Mode:       mode,
 			AllowOther: c.Bool("allow-other"),
+			Devices:    c.Bool("allow-devices"),
 			Debug:      c.Bool("debug-fuse"),
 			Logger:     log,
 		},
