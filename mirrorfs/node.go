@@ -86,6 +86,9 @@ type node struct {
 	// (privKnown, privSUID, ... in killpriv.go); written only under the
 	// exclusive namespace lock.
 	privs atomic.Uint32
+	// capRemovedBy is the pid of the last caller that removed this
+	// file's capability (chownNoIDs reads and clears it).
+	capRemovedBy atomic.Uint32
 
 	// wkey is the backing inode, set when a handle with write access is
 	// first opened (writerIndex).

@@ -128,23 +128,43 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 // two requests look the same: a caller that neither owns the file nor may
 // write to it can only be a chown, which the VFS refuses (EPERM) when it
 // would change the mode; one that may write is let through (a chown by
-// such a caller then clears what its next write would).
+// such a caller then clears what its next write would). Root sends one
+// for a write only to a file with a capability, which keeps its set-id
+// bits.
 func (n *node) chownNoIDs(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
 	var st syscall.Stat_t
+	var cap bool
+	look := func(t attrTarget) error {
+		var err error
+		if st, err = t.stat(); err != nil {
+			return err
+		}
+		cap, err = t.hasCap()
+		return err
+	}
 	var err error
 	if f, ok := fh.(*file); ok {
-		st, err = fstat(f.fd)
+		err = look(fdTarget(f.fd))
 	} else if rel, inTree := relPath(n.inode()); inTree {
-		st, err = n.m.lstat(rel)
+		var a at
+		if a, err = n.m.resolve(rel); err == nil {
+			err = look(pathTarget{a: a, typ: n.inode().StableAttr().Mode})
+			a.close()
+		}
 	} else {
-		err = n.withAnyFile(func(fd int) error {
-			var ferr error
-			st, ferr = fstat(fd)
-			return ferr
-		})
+		err = n.withAnyFile(func(fd int) error { return look(fdTarget(fd)) })
 	}
 	if err != nil {
 		return fmt.Errorf("chown: %w", err)
+	}
+	if removedBy := n.capRemovedBy.Swap(0); in.Caller.Uid == 0 && (cap || removedBy == in.Caller.Pid) {
+		// Root (CAP_FSETID) writing to a file with a capability, which
+		// the kernel has just removed or the write removes (killpriv.go):
+		// the set-id bits stay. (A root chown -1 -1 of such a file keeps
+		// them too, where the VFS would clear them: the one case the two
+		// requests cannot be told apart.)
+		out.FromStat(&st)
+		return nil
 	}
 	mode := st.Mode & 0o7777
 	if typ := st.Mode & syscall.S_IFMT; typ != syscall.S_IFDIR && typ != syscall.S_IFLNK {

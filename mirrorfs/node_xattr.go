@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"golang.org/x/sys/unix"
 )
@@ -64,6 +65,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	if attr == capXattr {
 		defer n.privs.Store(0)
+		// The kernel removes a capability itself before the SETATTR with
+		// nothing to set that a write by root then sends (chownNoIDs).
+		if c, ok := fuse.FromContext(ctx); ok {
+			n.capRemovedBy.Store(c.Pid)
+		}
 	}
 	rel, ok := relPath(n.inode())
 	if !ok {
