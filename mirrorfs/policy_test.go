@@ -28,6 +28,7 @@ func TestPolicyRefusedAtTheMount(t *testing.T) {
 	if err := os.Mkdir(e.m("d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	e.settle() // the Release of f's handle is in, before any mark below
 	big, err := os.OpenFile(e.m("f"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
