@@ -57,6 +57,9 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := refuseLiveMount(mnt); err != nil {
+		return nil, err
+	}
 	if daemon.Within(mnt, dir) {
 		return nil, fmt.Errorf("--mount %s lies inside the backing dir %s: choose a mount point outside it", mnt, dir)
 	}

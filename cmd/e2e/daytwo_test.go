@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMountHijackRefused: a second master asked to mount on a live tdfs
+// mount point is refused with one line naming the other backing dir and
+// its master's pid, exit 1, and the first mount keeps serving its own
+// slaves.
+func TestMountHijackRefused(t *testing.T) {
+	t.Parallel()
+	k := newPKI(t, "s1")
+	s := startSlave(t, k, "s1")
+	m := startMaster(t, k, []*slave{s})
+	other, state := t.TempDir(), filepath.Join(t.TempDir(), "state")
+	cmd := exec.Command(bin("tdfs-master"), append([]string{"-m", other, "--mount", m.mnt,
+		"--state", state, "-c", s.addr}, k.flags("master")...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("a second master on %s: %v, want exit 1\n%s", m.mnt, err, out)
+	}
+	line := strings.TrimSpace(string(out))
+	if !strings.Contains(line, "is already mounted") || !strings.Contains(line, m.dir) ||
+		!strings.Contains(line, "pid "+strconv.Itoa(m.cmd.Process.Pid)) || strings.Count(line, "\n") != 0 {
+		t.Errorf("refusal does not name the other backing dir and pid in one line:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(state, "master.state")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused master minted an epoch: %v", err)
+	}
+	// Writes through the mount still land in the first master's dir, and
+	// reach its slave.
+	if err := os.WriteFile(filepath.Join(m.mnt, "still-mine"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(m.dir, "still-mine")); err != nil {
+		t.Errorf("the write did not reach the first master's backing dir: %v", err)
+	}
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s}, 30*time.Second)
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	s.stop(syscall.SIGTERM, 30*time.Second)
+}
