@@ -2,6 +2,7 @@ package mirrorfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -113,28 +114,45 @@ func newPass(s *Server, o ResyncOptions, sink ResyncSink) (*pass, error) {
 		return nil, fmt.Errorf("mirrorfs: resync: open backing %q: %w", s.m.backing, err)
 	}
 	p.rootFd = fd
-	p.byFH = !noFH && p.probeHandles()
+	why := "switched off"
+	if !noFH {
+		why = p.probeHandles()
+	}
+	p.byFH = why == ""
 	if !p.byFH {
-		p.log.Warn("mirrorfs: resync: the backing filesystem has no usable file handles; holding descriptors instead")
+		p.log.Warn("mirrorfs: resync: files cannot be held by file handle (" + why + "); holding descriptors instead")
 	}
 	return p, nil
 }
 
-// probeHandles reports whether files of the backing dir can be named by
-// file handles and reopened by them (needs CAP_DAC_READ_SEARCH and an
-// exportable filesystem).
-func (p *pass) probeHandles() bool {
+// probeHandles checks that files of the backing dir can be named by file
+// handles and reopened by them (needs CAP_DAC_READ_SEARCH, the system
+// call, and an exportable filesystem), and says why not, "" if they can.
+func (p *pass) probeHandles() string {
 	fh, mnt, err := unix.NameToHandleAt(p.rootFd, "", unix.AT_EMPTY_PATH)
 	if err != nil {
-		return false
+		return "name_to_handle_at: " + handleTrouble(err)
 	}
 	fd, err := unix.OpenByHandleAt(p.rootFd, fh, unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
-		return false
+		return "open_by_handle_at: " + handleTrouble(err)
 	}
 	unix.Close(fd)
 	p.mountID = mnt
-	return true
+	return ""
+}
+
+// handleTrouble says what an error of name_to_handle_at(2) or
+// open_by_handle_at(2) means for an operator.
+func handleTrouble(err error) string {
+	switch {
+	case errors.Is(err, unix.EPERM):
+		return "not permitted: a system call filter without open_by_handle_at " +
+			"(systemd's SystemCallFilter=@system-service lacks it), or no CAP_DAC_READ_SEARCH"
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		return "the backing filesystem gives no file handles"
+	}
+	return err.Error()
 }
 
 func (p *pass) close() {

@@ -174,7 +174,7 @@ func (r *Replayer) reopen(rec HandleRecord) (int, error) {
 	fd, err := unix.OpenByHandleAt(r.syncFd, unix.NewFileHandle(rec.FHType, rec.FH),
 		unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
 	if err != nil {
-		return -1, fmt.Errorf("open_by_handle_at: %w", err)
+		return -1, fmt.Errorf("open_by_handle_at (%s): %w", handleTrouble(err), err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {

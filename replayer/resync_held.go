@@ -68,9 +68,9 @@ func (r *Replayer) hold(p *resyncPass, fd, flags int) heldFile {
 func (r *Replayer) noReopenBecause(err error) {
 	if !r.noReopen {
 		r.noReopen = true
-		r.log.Warn("replayer: resync: files cannot be held by file handle (not root, or a filesystem without "+
-			"them): a pass holds a descriptor per file it still needs, so raise the open-file limit "+
-			"(LimitNOFILE) for large directories and many hard links", "err", err)
+		r.log.Warn("replayer: resync: files cannot be held by file handle ("+handleTrouble(err)+"): a pass holds "+
+			"a descriptor per file it still needs, so raise the open-file limit (LimitNOFILE) for large "+
+			"directories and many hard links", "err", err)
 	}
 }
 
@@ -96,4 +96,19 @@ func (p *resyncPass) release(h heldFile) {
 		unix.Close(h.fd)
 		p.fds--
 	}
+}
+
+// handleTrouble says what an error of name_to_handle_at(2) or
+// open_by_handle_at(2) means for an operator.
+func handleTrouble(err error) string {
+	switch {
+	case errors.Is(err, unix.EPERM):
+		return "the call was not permitted: a system call filter without open_by_handle_at " +
+			"(systemd's SystemCallFilter=@system-service lacks it), or no CAP_DAC_READ_SEARCH"
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		return "the replica's filesystem gives no file handles"
+	case errors.Is(err, unix.ESTALE):
+		return "the file no longer exists"
+	}
+	return "file handles failed"
 }
