@@ -56,7 +56,7 @@ func (s *fakeSink) Append(seq uint64, op wire.Op) {
 	s.ops = append(s.ops, rec{seq: seq, op: cp})
 }
 
-func (s *fakeSink) Wait(seq uint64) {
+func (s *fakeSink) Wait(seq uint64) error {
 	s.mu.Lock()
 	n := uint64(len(s.ops))
 	s.waits = append(s.waits, waitRec{seq: seq, appended: n})
@@ -68,6 +68,7 @@ func (s *fakeSink) Wait(seq uint64) {
 	if hook != nil {
 		hook(seq)
 	}
+	return nil
 }
 
 // all returns a copy of every op recorded so far, but the first skip

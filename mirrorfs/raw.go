@@ -86,7 +86,7 @@ func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
 		}()
 	}
 	if st.Ok() && r.m.mode == wire.ModeSync {
-		r.wait()
+		st = r.wait()
 	}
 	return st
 }
@@ -100,7 +100,7 @@ func (r *rawFS) exclusive(op func() fuse.Status) fuse.Status {
 		return op()
 	}()
 	if st.Ok() && r.m.mode == wire.ModeSync {
-		r.wait()
+		st = r.wait()
 	}
 	return st
 }
@@ -114,18 +114,29 @@ func (r *rawFS) shared(mutating bool, op func() fuse.Status) fuse.Status {
 		return op()
 	}()
 	if mutating && st.Ok() && r.m.mode == wire.ModeSync {
-		r.wait()
+		st = r.wait()
 	}
 	return st
 }
 
 // wait waits for the last seq assigned so far. A later seq than the
 // request's own is conservative: the sink returns once that one is
-// durable, which covers ours.
-func (r *rawFS) wait() {
+// durable, which covers ours. EIO when the sink says the durability asked
+// for was not reached (the op itself is done, here and on the slaves that
+// follow: the application learns it is not as durable as required).
+func (r *rawFS) wait() fuse.Status {
 	if seq := r.m.seq.lastSeq(); seq != 0 {
-		r.m.seq.sink.Wait(seq)
+		return r.waitFor(seq)
 	}
+	return fuse.OK
+}
+
+// waitFor waits for seq; see wait.
+func (r *rawFS) waitFor(seq uint64) fuse.Status {
+	if err := r.m.seq.sink.Wait(seq); err != nil {
+		return fuse.EIO
+	}
+	return fuse.OK
 }
 
 func (r *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -269,7 +280,7 @@ func (r *rawFS) sync(st fuse.Status) fuse.Status {
 	// Emitted in async mode too: it is cheap and the slave coalesces.
 	seq := r.m.emit(&wire.Sync{})
 	if r.m.mode != wire.ModeAsync {
-		r.m.seq.sink.Wait(seq)
+		return r.waitFor(seq)
 	}
 	return st
 }

@@ -67,7 +67,7 @@ func (r *recorder) Append(seq uint64, op wire.Op) {
 	r.notifyLocked()
 }
 
-func (r *recorder) Wait(uint64) {}
+func (r *recorder) Wait(uint64) error { return nil }
 
 // Reserve waits for room in the window (an item larger than the window
 // waits for an empty one).
@@ -197,7 +197,7 @@ func (f fanout) Append(seq uint64, op wire.Op) {
 	}
 }
 
-func (f fanout) Wait(uint64) {}
+func (f fanout) Wait(uint64) error { return nil }
 
 // dumpEvents writes the recorded events to a file in the directory named
 // by TDFS_RESYNC_DUMP, if set: what a failing run did, for a human.

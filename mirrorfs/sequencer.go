@@ -17,8 +17,10 @@ type Sink interface {
 	Append(seq uint64, op wire.Op)
 	// Wait returns once every healthy slave has made ops up to seq
 	// durable, or has been marked degraded (the sink bounds the wait by
-	// its --sync-timeout). Called without any mirrorfs lock held.
-	Wait(seq uint64)
+	// its --sync-timeout). An error says the durability the master was
+	// asked for (--min-slaves) was not reached: the caller gets EIO.
+	// Called without any mirrorfs lock held.
+	Wait(seq uint64) error
 }
 
 // sequencer numbers ops densely and hands them to the sink in that order.

@@ -111,6 +111,11 @@ type MasterConfig struct {
 	CheckAll    bool
 	Mode        wire.SyncMode
 	SyncTimeout time.Duration // how long Wait waits for a slave before marking it degraded
+	// MinSlaves: Wait and WaitSynced succeed only once at least this many
+	// slaves made the ops durable; when fewer do within SyncTimeout they
+	// fail (ErrTooFewSlaves, ErrNotSynced) instead of pretending. 0: any
+	// number, none connected included.
+	MinSlaves int
 	Compressor  *wire.Compressor
 	// Backlog is how many bytes of encoded ops the master keeps in memory
 	// for lagging or absent slaves (beyond it: the journal).

@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -52,6 +53,7 @@ type Master struct {
 	// maxWaited is the highest seq any Wait waited for: a slave whose
 	// durable seq reaches it has caught up with what writers needed.
 	maxWaited      uint64
+	tooFew         bool // the last Wait failed for want of MinSlaves slaves (logged once)
 	draining       bool
 	overflowLogged bool
 
@@ -66,7 +68,7 @@ type Master struct {
 // dependencies point one way).
 var _ interface {
 	Append(seq uint64, op wire.Op)
-	Wait(seq uint64)
+	Wait(seq uint64) error
 } = (*Master)(nil)
 
 // PeerStatus is one slave as the master sees it.
@@ -355,12 +357,15 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 const journalKickBytes = 256 << 10
 
 // Wait returns once every slave that is streaming and not degraded has
-// made op seq durable. In async mode it returns at once. A slave that does
-// not get there within SyncTimeout is marked degraded and stops holding
-// writers back, so Wait never blocks for longer than SyncTimeout.
-func (m *Master) Wait(seq uint64) {
+// made op seq durable, and at least MinSlaves slaves have. In async mode
+// it returns nil at once. A slave that does not get there within
+// SyncTimeout is marked degraded and stops holding writers back, so Wait
+// never blocks for longer than SyncTimeout; if fewer than MinSlaves made
+// seq durable by then, it returns an error wrapping ErrTooFewSlaves (the
+// writer gets EIO).
+func (m *Master) Wait(seq uint64) error {
 	if m.cfg.Mode == wire.ModeAsync {
-		return
+		return nil
 	}
 	start := time.Now()
 	if f := m.cfg.OnWait; f != nil {
@@ -383,8 +388,14 @@ func (m *Master) Wait(seq uint64) {
 				lagging = append(lagging, p)
 			}
 		}
-		if len(lagging) == 0 {
-			return
+		durable := m.syncedCountLocked(seq)
+		enough := durable >= m.cfg.MinSlaves
+		if len(lagging) == 0 && enough {
+			if m.tooFew {
+				m.tooFew = false
+				m.log.Info(fmt.Sprintf("writers' waits are covered again: %d slaves durable (--min-slaves %d)", durable, m.cfg.MinSlaves))
+			}
+			return nil
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -394,7 +405,10 @@ func (m *Master) Wait(seq uint64) {
 					"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
 			}
 			m.broadcastLocked()
-			return
+			if enough {
+				return nil
+			}
+			return m.tooFewLocked(seq)
 		}
 		ch := m.changed
 		m.mu.Unlock()
@@ -409,6 +423,31 @@ func (m *Master) Wait(seq uint64) {
 		}
 		m.mu.Lock()
 	}
+}
+
+// ErrTooFewSlaves: fewer than MinSlaves slaves made the ops a writer
+// waited for durable within SyncTimeout.
+var ErrTooFewSlaves = errors.New("too few slaves durable")
+
+// tooFewLocked is the error of a Wait for seq that fewer than MinSlaves
+// slaves covered, naming those counted and those missing; it is logged
+// when waits start failing. m.mu is held.
+func (m *Master) tooFewLocked(seq uint64) error {
+	var counted, missing []string
+	for _, p := range m.peers {
+		if p.durable >= seq && !p.resyncingLocked() {
+			counted = append(counted, p.addr)
+		} else {
+			missing = append(missing, fmt.Sprintf("%s (%s, durable at seq %d)", p.addr, p.stateName(), p.durable))
+		}
+	}
+	err := fmt.Errorf("%w: %d of the %d required (--min-slaves) made seq %d durable within %v; counted: [%s]; missing: [%s]",
+		ErrTooFewSlaves, len(counted), m.cfg.MinSlaves, seq, m.cfg.SyncTimeout, strings.Join(counted, ", "), strings.Join(missing, ", "))
+	if !m.tooFew {
+		m.tooFew = true
+		m.log.Error("writers' waits fail with EIO until enough slaves are durable: " + err.Error())
+	}
+	return err
 }
 
 // Drain is called once the mount is gone (no more Appends), while Run is
@@ -479,7 +518,16 @@ func (m *Master) Drain(timeout time.Duration) error {
 		}
 		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(lacking, "; "))
 	}
-	m.log.Info(fmt.Sprintf("all slaves durable at seq %d", head))
+	switch n := len(m.peers) - len(away) - len(resync); {
+	case len(m.peers) == 0:
+		m.log.Info(fmt.Sprintf("no slaves configured: nothing replicated seq %d", head))
+	case n == 0:
+		m.log.Warn(fmt.Sprintf("no slave is durable at seq %d: none was connected", head))
+	case n < len(m.peers):
+		m.log.Info(fmt.Sprintf("%d of %d slaves durable at seq %d", n, len(m.peers), head))
+	default:
+		m.log.Info(fmt.Sprintf("all slaves durable at seq %d", head))
+	}
 	return nil
 }
 

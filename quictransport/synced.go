@@ -56,7 +56,11 @@ func (m *Master) WaitSynced(ctx context.Context, seq uint64) error {
 	for {
 		lacking := m.unsyncedLocked(seq, counted)
 		if len(lacking) == 0 {
-			return nil
+			if n := m.syncedCountLocked(seq); n < m.cfg.MinSlaves {
+				lacking = append(lacking, fmt.Sprintf("%d slaves durable, %d required (--min-slaves)", n, m.cfg.MinSlaves))
+			} else {
+				return nil
+			}
 		}
 		if tctx.Err() != nil {
 			why := strings.Join(lacking, "; ")
@@ -112,4 +116,16 @@ func (p *peer) resyncingLocked() bool {
 		return !p.pass.opts.Verify
 	}
 	return len(p.items) > 0 || p.itemsSent > p.itemsAcked
+}
+
+// syncedCountLocked counts the slaves durable at seq and consistent,
+// connected or not. Called with m.mu held.
+func (m *Master) syncedCountLocked(seq uint64) int {
+	n := 0
+	for _, p := range m.peers {
+		if p.durable >= seq && !p.resyncingLocked() {
+			n++
+		}
+	}
+	return n
 }

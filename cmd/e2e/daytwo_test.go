@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,5 +112,60 @@ func TestSystemdUnitsAllowTheirSyscalls(t *testing.T) {
 				t.Errorf("%s: SystemCallFilter= does not allow %s", unit, sc)
 			}
 		}
+	}
+}
+
+// TestMinSlaves: with --min-slaves 1, an fsync (fsync mode) or any op
+// (sync mode) fails with EIO once no slave can make it durable within
+// --sync-timeout, instead of returning as if one had; the fence fails
+// too; both work again once the slave is back. Without it (the default 0)
+// they return.
+func TestMinSlaves(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"fsync", "sync"} {
+		t.Run(mode, func(t *testing.T) {
+			k := newPKI(t, "s1")
+			s := startSlave(t, k, "s1")
+			m := startMaster(t, k, []*slave{s}, "--sync", mode, "--min-slaves", "1", "--sync-timeout", "1s")
+			m.waitLine(`resync pass done`+ofSlave(s.addr), 60*time.Second)
+			write := func(name string) error {
+				f, err := os.Create(filepath.Join(m.mnt, name))
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if _, err := f.Write([]byte("data")); err != nil {
+					return err
+				}
+				return f.Sync()
+			}
+			if err := write("with-slave"); err != nil {
+				t.Fatalf("fsync with the slave up: %v", err)
+			}
+			s.stop(syscall.SIGTERM, 30*time.Second)
+			mark := m.mark()
+			if err := write("without"); !errors.Is(err, syscall.EIO) {
+				t.Errorf("fsync with no slave and --min-slaves 1: %v, want EIO", err)
+			}
+			m.waitLineFrom(mark, `writers' waits fail with EIO until enough slaves are durable.*0 of the 1 required.*missing: \[`+s.addr, 10*time.Second)
+			if _, err := unix.Getxattr(m.mnt, "user.tdfs.synced", make([]byte, 64)); err == nil {
+				t.Errorf("the fence answered with no slave and --min-slaves 1")
+			}
+			s2 := restartSlaveWith(t, k, "s1", s)
+			m.waitLineFrom(mark, `slave state: streaming`+ofSlave(s.addr), 60*time.Second)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				err := write("back")
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("fsync once the slave is back: %v", err)
+				}
+			}
+			m.waitLineFrom(mark, `writers' waits are covered again`, 10*time.Second)
+			m.stop(syscall.SIGTERM, 60*time.Second)
+			s2.stop(syscall.SIGTERM, 30*time.Second)
+		})
 	}
 }

@@ -90,6 +90,12 @@ func configure(c *cli.Context) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n := c.Int("min-slaves"); n < 0 || n > len(c.StringSlice("connect")) {
+		return nil, fmt.Errorf("--min-slaves %d: want 0 to the number of slaves (-c: %d)", n, len(c.StringSlice("connect")))
+	}
+	if c.Int("min-slaves") > 0 && mode == wire.ModeAsync {
+		return nil, fmt.Errorf("--min-slaves %d with --sync async: nothing waits for the slaves in async mode; use --sync fsync or sync", c.Int("min-slaves"))
+	}
 	if c.Duration("sync-timeout") <= 0 {
 		return nil, fmt.Errorf("--sync-timeout %v: want a positive duration", c.Duration("sync-timeout"))
 	}
@@ -146,6 +152,7 @@ func configure(c *cli.Context) (*config, error) {
 			CheckPeer:   identity.CheckPeer,
 			Mode:        mode,
 			SyncTimeout: c.Duration("sync-timeout"),
+			MinSlaves:   c.Int("min-slaves"),
 			Compressor:  comp,
 			Backlog:     backlog,
 			Lanes:       c.Int("lanes"),

@@ -70,6 +70,10 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "a slave that has not answered within this `DURATION` is marked degraded and stops holding writers back"},
 			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
 				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
+			&cli.IntFlag{Name: "min-slaves", EnvVars: []string{"TDFS_MIN_SLAVES"},
+				Usage: "in fsync mode every fsync, in sync mode every op, returns only once at least `N` slaves made it " +
+					"durable; with fewer within --sync-timeout it fails with EIO (and the fence fails) instead of " +
+					"returning as if they had. 0: any number, none included"},
 			&cli.IntFlag{Name: "lanes", Value: 1, EnvVars: []string{"TDFS_LANES"},
 				Usage: fmt.Sprintf("QUIC connections per slave for bulk data, `N` from 1 to %d: each has its own "+
 					"congestion window, so a lossy or long, fast WAN link (where one connection's window collapses "+
