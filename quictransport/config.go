@@ -115,8 +115,8 @@ type MasterConfig struct {
 	// slaves made the ops durable; when fewer do within SyncTimeout they
 	// fail (ErrTooFewSlaves, ErrNotSynced) instead of pretending. 0: any
 	// number, none connected included.
-	MinSlaves int
-	Compressor  *wire.Compressor
+	MinSlaves  int
+	Compressor *wire.Compressor
 	// Backlog is how many bytes of encoded ops the master keeps in memory
 	// for lagging or absent slaves (beyond it: the journal).
 	Backlog int64

@@ -62,6 +62,7 @@ type Master struct {
 	stopCh    chan struct{} // closed when Drain ends: stop dialing
 	stopOnce  sync.Once
 	running   atomic.Bool
+	run       peerRun // set by Run; guarded by mu
 }
 
 // Master has mirrorfs.Sink's method set (mirrorfs may not be imported here:
@@ -184,9 +185,12 @@ func (m *Master) Run(ctx context.Context) {
 		case <-dctx.Done():
 		}
 	})
+	m.mu.Lock()
+	m.run = peerRun{ctx: dctx, wg: &wg}
 	for _, p := range m.peers {
-		wg.Go(func() { p.loop(dctx) })
+		m.startLocked(p)
 	}
+	m.mu.Unlock()
 	if m.cfg.Journal != nil {
 		wg.Go(func() { m.flusher(ctx) })
 	}
@@ -346,8 +350,9 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 			"limit_bytes", m.cfg.Backlog, "holds_from", m.bl.first())
 	}
 	m.checkHeldLocked()
+	peers := m.peers
 	m.mu.Unlock()
-	for _, p := range m.peers {
+	for _, p := range peers {
 		p.poke()
 	}
 }
@@ -466,10 +471,11 @@ func (m *Master) Drain(timeout time.Duration) error {
 			owed = max(owed, head-p.durable)
 		}
 	}
+	peers := m.peers
 	m.mu.Unlock()
 	m.drainOnce.Do(func() { close(m.drainCh) })
 	m.log.Info(fmt.Sprintf("draining: %d ops owed to slaves (timeout %v)", owed, timeout), "head", head)
-	for _, p := range m.peers {
+	for _, p := range peers {
 		p.poke()
 	}
 

@@ -55,6 +55,10 @@ type peer struct {
 	// wake is poked by Append, acks, Drain and state changes; the sender
 	// waits on it when it has nothing to send.
 	wake chan struct{}
+	// cancel stops the dial loop, done is closed when it has (set by
+	// Master.startLocked under m.mu; RemovePeer uses them).
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	// Guarded by m.mu.
 	state    peerState

@@ -358,7 +358,7 @@ func (m *Master) Resync(name string, full bool) (string, error) {
 	defer m.mu.Unlock()
 	var names []string
 	for _, p := range m.peers {
-		if p.addr != name && (p.tls == nil || p.tls.ServerName != name) && (p.conn == nil || peerCN(p.conn) != name) {
+		if !p.named(name) {
 			if p.tls != nil && p.tls.ServerName != "" {
 				names = append(names, p.tls.ServerName)
 			} else {
