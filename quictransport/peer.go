@@ -594,7 +594,11 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (*quic.Stream, *w
 		// Writers already waited for ops this slave lacks: it catches up
 		// before it holds them back again.
 		p.degraded = true
-		p.log.Warn("slave degraded until it catches up", "durable", p.durable, "waited_for", m.maxWaited)
+		if p.durable < m.maxWaited {
+			// (A slave being compared with nothing waited for holds
+			// no writer back: its pass says what happens.)
+			p.log.Warn("slave degraded until it catches up", "durable", p.durable, "waited_for", m.maxWaited)
+		}
 	}
 	p.setStateLocked(stateStreaming)
 	m.mu.Unlock()

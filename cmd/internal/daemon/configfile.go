@@ -202,3 +202,25 @@ func configValue(f cli.Flag, v *yaml.Node) (any, error) {
 	}
 	return v.Value, nil
 }
+
+// ConfigList reads the list a config file gives for flag name (one of
+// flags), as LoadConfigFile would: ok is false when the file does not set
+// it. For a daemon reloading part of its configuration on SIGHUP.
+func ConfigList(path string, flags []cli.Flag, name string) (list []string, ok bool, err error) {
+	values, err := readConfigFile(path, flags)
+	if err != nil {
+		return nil, false, fmt.Errorf("--config %s: %s", path, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	v, ok := values[name]
+	if !ok {
+		return nil, false, nil
+	}
+	l, isList := v.([]any)
+	if !isList {
+		return nil, false, fmt.Errorf("--config %s: %s is not a list", path, name)
+	}
+	for _, e := range l {
+		list = append(list, fmt.Sprint(e))
+	}
+	return list, true, nil
+}

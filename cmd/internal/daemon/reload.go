@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -17,6 +19,39 @@ import (
 // certificates. One buffered slot: signals arriving during a reload fold
 // into one more reload.
 var hup = make(chan os.Signal, 1)
+
+// hupHooks are called at every SIGHUP, after the certificates reload
+// (OnSIGHUP).
+var (
+	hupMu    sync.Mutex
+	hupHooks []func()
+)
+
+// OnSIGHUP calls f at every SIGHUP (after the certificates have been
+// reloaded), from WatchIdentity's goroutine, until remove is called: a
+// daemon rereads what else it reloads (tdfs-master: the slave set).
+func OnSIGHUP(f func()) (remove func()) {
+	hupMu.Lock()
+	defer hupMu.Unlock()
+	hupHooks = append(hupHooks, f)
+	id := len(hupHooks) - 1
+	return func() {
+		hupMu.Lock()
+		defer hupMu.Unlock()
+		hupHooks[id] = nil
+	}
+}
+
+func runHUPHooks() {
+	hupMu.Lock()
+	hooks := slices.Clone(hupHooks)
+	hupMu.Unlock()
+	for _, f := range hooks {
+		if f != nil {
+			f()
+		}
+	}
+}
 
 // reloadPoll is how often the certificate, key, CA and CRL files are
 // checked for changes (size and modification time: no inotify, which
@@ -81,6 +116,7 @@ func watch(ctx context.Context, s *certs.Store, log *slog.Logger, hup <-chan os.
 			err = s.Reload()
 			logReload(s, log, "SIGHUP", err)
 			done = true
+			runHUPHooks()
 		case <-tick:
 			var ok bool
 			if ok, err = s.ReloadIfChanged(); ok || err != nil {
