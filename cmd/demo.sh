@@ -20,7 +20,12 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold on a terminal only: a log file gets no escape codes.
+if [ -t 1 ]; then
+	step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+	step() { printf '\n== %s\n' "$*"; }
+fi
 
 # wait_log FILE REGEX: wait (up to 30 s) for a line matching REGEX in FILE.
 wait_log() {
@@ -31,6 +36,31 @@ wait_log() {
 	echo "demo: timed out waiting for /$2/ in $1:" >&2
 	cat "$1" >&2
 	exit 1
+}
+
+# identical S: wait (up to 10 s) until slave S's replica equals the backing dir.
+identical() {
+	for _ in $(seq 100); do
+		if diff <(listing "$WORK/backing") <(listing "$WORK/$1") >/dev/null &&
+			diff -r --no-dereference "$WORK/backing" "$WORK/$1" >/dev/null; then
+			echo "$1: identical ($(listing "$WORK/$1" | wc -l) entries)"
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "$1 differs from the backing dir:" >&2
+	diff <(listing "$WORK/backing") <(listing "$WORK/$1") >&2 || true
+	exit 1
+}
+
+# start_slave S ADDR: run slave S listening on ADDR (127.0.0.1:0 picks a port).
+declare -A spid
+start_slave() {
+	"$BIN/tdfs-slave" -m "$WORK/$1" --listen "$2" --state "$WORK/$1.state" \
+		--cert "$WORK/pki/$1.crt" --key "$WORK/pki/$1.key" --ca "$WORK/pki/ca.crt" \
+		2>>"$WORK/$1.log" &
+	pids+=($!)
+	spid[$1]=$!
 }
 
 # listing DIR: one line per entry with everything tdfs replicates but contents.
@@ -48,10 +78,7 @@ step "2. two slaves on loopback"
 mkdir -p "$WORK/backing" "$WORK/mnt" "$WORK/slave1" "$WORK/slave2"
 addrs=()
 for s in slave1 slave2; do
-	"$BIN/tdfs-slave" -m "$WORK/$s" --listen 127.0.0.1:0 --state "$WORK/$s.state" \
-		--cert "$WORK/pki/$s.crt" --key "$WORK/pki/$s.key" --ca "$WORK/pki/ca.crt" \
-		2>"$WORK/$s.log" &
-	pids+=($!)
+	start_slave "$s" 127.0.0.1:0
 	wait_log "$WORK/$s.log" 'msg=listening'
 	addr=$(grep -m1 -oE 'addr=[^ ]+' "$WORK/$s.log" | cut -d= -f2)
 	addrs+=("$addr")
@@ -83,35 +110,36 @@ rm "$M/www/index-hardlink.html"
 find "$M" | sed "s|$M|mnt|"
 
 step "5. the slaves match the backing dir (names, types, modes, owners, sizes, mtimes, links, contents)"
-for s in slave1 slave2; do
-	ok=
-	for _ in $(seq 100); do
-		if diff <(listing "$WORK/backing") <(listing "$WORK/$s") >/dev/null &&
-			diff -r --no-dereference "$WORK/backing" "$WORK/$s" >/dev/null; then
-			ok=1
-			break
-		fi
-		sleep 0.1
-	done
-	if [ -z "$ok" ]; then
-		echo "$s differs from the backing dir:" >&2
-		diff <(listing "$WORK/backing") <(listing "$WORK/$s") >&2 || true
-		exit 1
-	fi
-	echo "$s: identical ($(listing "$WORK/$s" | wc -l) entries)"
-done
+identical slave1
+identical slave2
 echo
 echo "backing dir and slave1, side by side (mtimes to the nanosecond):"
 paste -d'\n' <(listing "$WORK/backing" | sed 's/^/  master /') <(listing "$WORK/slave1" | sed 's/^/  slave1 /') | head -12
 
-step "6. tdfs-master verify: the master compares its tree with each slave (hashes cross the network, not data)"
+step "6. tdfs-master status: where each slave stands"
+status() { "$BIN/tdfs-master" status -m "$WORK/backing" --journal "$WORK/master.journal"; }
+status
+
+step "7. slave2 goes away; writes go on; it comes back and catches up with what it missed"
+kill "${spid[slave2]}"
+wait "${spid[slave2]}" || true
+wait_log "$WORK/master.log" "slave state: connecting.*slave=${addrs[1]}"
+for i in $(seq 1 20); do echo "written while slave2 was away: $i" > "$M/logs/away-$i.txt"; done
+status
+start_slave slave2 "${addrs[1]}"
+wait_log "$WORK/master.log" "slave connected: resuming.*slave=${addrs[1]}"
+grep "slave connected: resuming.*slave=${addrs[1]}" "$WORK/master.log" | tail -n 1
+identical slave2
+status
+
+step "8. tdfs-master verify: the master compares its tree with each slave (hashes cross the network, not data)"
 echo "an intruder edits slave2's copy behind tdfs's back"
 echo 'defaced' >> "$WORK/slave2/www/index.html"
 "$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal" || echo "verify exit status $? (3: a slave differs)"
 "$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal" --repair
 "$BIN/tdfs-master" verify -m "$WORK/backing" --journal "$WORK/master.journal"
 
-step "7. unmount: the master drains what it owes and exits 0"
+step "9. unmount: the master drains what it owes and exits 0"
 umount "$WORK/mnt"
 wait "$master"
 echo "master exited with status $?"
