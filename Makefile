@@ -9,14 +9,90 @@ FUZZTIME  ?= 30s
 # deadline exceeded" when time runs out while it minimizes a new input.
 TESTFUZZ  ?= 100000x
 PKG       := github.com/tdfs/tdfs
+PROGS     := tdfs-master tdfs-slave tdfs-certs
+
+# The version stamped into the binaries (tdfs-master --version) and the
+# package: "VERSION COMMIT DATE" from packaging/version.sh (git and
+# CHANGELOG.md), computed once when first used. Override on the command
+# line: make deb VERSION=1.2.3
+VERSION_INFO = $(eval VERSION_INFO := $$(shell sh packaging/version.sh))$(VERSION_INFO)
+VERSION      = $(word 1,$(VERSION_INFO))
+COMMIT       = $(word 2,$(VERSION_INFO))
+BUILD_DATE   = $(word 3,$(VERSION_INFO))
+LDFLAGS      = -X $(PKG)/cmd/internal/version.Version=$(VERSION) \
+               -X $(PKG)/cmd/internal/version.Commit=$(COMMIT) \
+               -X $(PKG)/cmd/internal/version.Date=$(BUILD_DATE)
+
+# make install: where things go below $(DESTDIR). With PREFIX=/usr the
+# units go to /lib/systemd/system. The example configs go to
+# $(DOCDIR)/examples, and to $(SYSCONFDIR)/tdfs unless already there (the
+# units read /etc/tdfs/*.yaml).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(if $(filter /usr,$(PREFIX)),,$(PREFIX))/lib/systemd/system
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+DOCDIR      ?= $(PREFIX)/share/doc/tdfs
+# make deb: dist/tdfs_VERSION_ARCH.deb
+DIST        ?= dist
 FUZZ_TARGETS := FuzzParseOp FuzzFrameReader FuzzControl FuzzParseResyncItem FuzzParseResyncReply
 
-.PHONY: all build test unit e2e chaos fuzz fuzz-smoke lint check-deps demo bench clean
+.PHONY: all build test unit e2e chaos fuzz fuzz-smoke lint check-deps demo bench clean install deb
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/tdfs-master ./cmd/tdfs-slave ./cmd/tdfs-certs
+	$(GO) build -ldflags '$(LDFLAGS) $(EXTRA_LDFLAGS)' -o $(BIN)/ ./cmd/tdfs-master ./cmd/tdfs-slave ./cmd/tdfs-certs
+
+# The binaries, the systemd units (ExecStart in $(BINDIR)), bash and zsh
+# completion and man pages (made by the binaries themselves), the docs and
+# the example configs. An existing $(SYSCONFDIR)/tdfs/*.yaml is kept.
+install: build
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(MANDIR)/man8" \
+		"$(DESTDIR)$(BASHCOMPDIR)" "$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(DOCDIR)/examples"
+	install -m 0755 $(addprefix $(BIN)/,$(PROGS)) "$(DESTDIR)$(BINDIR)/"
+	@set -e; for u in tdfs-master tdfs-slave; do \
+		echo "install contrib/systemd/$$u.service $(DESTDIR)$(UNITDIR)/"; \
+		sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/$$u.service > "$(DESTDIR)$(UNITDIR)/$$u.service"; \
+		chmod 0644 "$(DESTDIR)$(UNITDIR)/$$u.service"; \
+	done
+	@set -e; for p in $(PROGS); do \
+		echo "install completion (bash, zsh) and man page of $$p"; \
+		$(BIN)/$$p completion bash > "$(DESTDIR)$(BASHCOMPDIR)/$$p"; \
+		$(BIN)/$$p completion zsh > "$(DESTDIR)$(ZSHCOMPDIR)/_$$p"; \
+		$(BIN)/$$p man > "$(DESTDIR)$(MANDIR)/man8/$$p.8"; \
+		chmod 0644 "$(DESTDIR)$(BASHCOMPDIR)/$$p" "$(DESTDIR)$(ZSHCOMPDIR)/_$$p" "$(DESTDIR)$(MANDIR)/man8/$$p.8"; \
+	done
+	install -m 0644 README.md LICENSE CHANGELOG.md "$(DESTDIR)$(DOCDIR)/"
+	install -m 0644 contrib/systemd/master.yaml contrib/systemd/slave.yaml "$(DESTDIR)$(DOCDIR)/examples/"
+	@set -e; [ -d "$(DESTDIR)$(SYSCONFDIR)/tdfs" ] || install -d -m 0700 "$(DESTDIR)$(SYSCONFDIR)/tdfs"; \
+	for f in master.yaml slave.yaml; do \
+		if [ -e "$(DESTDIR)$(SYSCONFDIR)/tdfs/$$f" ]; then \
+			echo "$(DESTDIR)$(SYSCONFDIR)/tdfs/$$f exists: kept (the example is in $(DOCDIR)/examples)"; \
+		else \
+			echo "install -m 0600 contrib/systemd/$$f $(DESTDIR)$(SYSCONFDIR)/tdfs/"; \
+			install -m 0600 contrib/systemd/$$f "$(DESTDIR)$(SYSCONFDIR)/tdfs/"; \
+		fi; \
+	done
+
+# A Debian package: make install PREFIX=/usr into a staging tree, which
+# packaging/ (a module of its own, so that the packaging library nfpm stays
+# out of tdfs's dependencies) packs into $(DIST)/tdfs_VERSION_ARCH.deb.
+# The binaries are stripped (-s -w: panics still print their stacks). Built
+# with cgo as make build is, the package depends on libc6; with
+# CGO_ENABLED=0 the binaries are static and it depends on nothing.
+deb:
+	rm -rf "$(DIST)/stage" "$(DIST)/bin"
+	$(MAKE) --no-print-directory install DESTDIR="$(abspath $(DIST))/stage" PREFIX=/usr \
+		ZSHCOMPDIR=/usr/share/zsh/vendor-completions BIN="$(abspath $(DIST))/bin" EXTRA_LDFLAGS='-s -w' \
+		VERSION=$(VERSION) COMMIT=$(COMMIT) BUILD_DATE=$(BUILD_DATE)
+	gzip -9n "$(DIST)"/stage/usr/share/man/man8/*.8
+	install -m 0644 LICENSE "$(DIST)/stage/usr/share/doc/tdfs/copyright"
+	cd packaging && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
+		$(GO) run . -root "$(abspath $(DIST))/stage" -version $(VERSION) -arch $$($(GO) env GOARCH) -out "$(abspath $(DIST))"
+	rm -rf "$(DIST)/stage" "$(DIST)/bin"
 
 # Everything: unit tests under the race detector, the end-to-end tests with
 # the built binaries, and a few seconds of each fuzz target.

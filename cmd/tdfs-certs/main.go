@@ -21,6 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/version"
 )
 
 // Exit codes of tdfs-certs (the same values as tdfs-master and tdfs-slave).
@@ -79,7 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"DIR/ca.key on the machine that issues certificates. Existing files are never overwritten.\n" +
 			"\"revoke\" adds a certificate to DIR/ca.crl: copy that to the hosts whose daemons run with --crl.",
 		HideHelpCommand: true, // exactly the commands below
-		HideVersion:     true,
+		Version:         version.String(),
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		// run prints the error and picks the exit code; by default urfave/cli

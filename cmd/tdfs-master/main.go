@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/version"
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
@@ -41,6 +42,7 @@ func newApp(stderr io.Writer) *cli.App {
 			"       --cert /etc/tdfs/master.crt --key /etc/tdfs/master.key --ca /etc/tdfs/ca.crt\n" +
 			"   tdfs-master --config /etc/tdfs/master.yaml --log-level debug\n" +
 			"   tdfs-master verify -m /srv/data",
+		Version:         version.String(),
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/version"
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
@@ -49,6 +50,7 @@ func newApp(stderr io.Writer) *cli.App {
 			"   tdfs-slave -m /srv/replica --cert /etc/tdfs/web1.crt --key /etc/tdfs/web1.key \\\n" +
 			"       --ca /etc/tdfs/ca.crt --allow-master master\n" +
 			"   tdfs-slave --config /etc/tdfs/slave.yaml --listen 10.0.0.2:7430",
+		Version:         version.String(),
 		HideHelpCommand: true,
 		OnUsageError:    daemon.OnUsageError,
 		ErrWriter:       stderr,
@@ -130,6 +132,15 @@ func configure(c *cli.Context) (*config, error) {
 	stateDir, err := daemon.StateDir(c.String("state"), defaultStateRoot, dir, dir)
 	if err != nil {
 		return nil, err
+	}
+	// A port in use is a configuration error, told before anything starts.
+	if err := daemon.ProbeListen("--listen", "udp", c.String("listen")); err != nil {
+		return nil, err
+	}
+	if a := c.String("metrics-addr"); a != "" {
+		if err := daemon.ProbeListen("--metrics-addr", "tcp", a); err != nil {
+			return nil, err
+		}
 	}
 	identity, err := daemon.Identity(c, certs.RoleSlave, log)
 	if err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -115,5 +116,148 @@ done
 		"tdfs-test c => completion (asked: --generate-bash-completion)\n"
 	if string(out) != want {
 		t.Errorf("bash completion:\n%s\nwant\n%s", out, want)
+	}
+}
+
+// valuesApp has a flag of every kind of value the scripts complete.
+func valuesApp() *cli.App {
+	return &cli.App{
+		Name: "tdfs-test",
+		Flags: WithConfigFile(append([]cli.Flag{
+			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}},
+			&cli.StringFlag{Name: "cert"},
+			&cli.StringFlag{Name: "bundle", TakesFile: true},
+			&cli.StringFlag{Name: "sync"},
+			&cli.StringSliceFlag{Name: "connect", Aliases: []string{"c"}},
+			&cli.BoolFlag{Name: "allow-other"},
+		}, LogFlags()...)),
+		Commands: []*cli.Command{{Name: "verify", Flags: []cli.Flag{
+			&cli.StringFlag{Name: "journal", Aliases: []string{"state"}},
+			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}},
+		}}},
+	}
+}
+
+func TestFlagValues(t *testing.T) {
+	var got []string
+	for _, v := range flagValues(valuesApp()) {
+		got = append(got, fmt.Sprint(v.names, v.kind, v.words))
+	}
+	want := []string{
+		fmt.Sprint([]string{"--config"}, valueFile, ""),
+		fmt.Sprint([]string{"--dir", "-m"}, valueDir, ""),
+		fmt.Sprint([]string{"--cert"}, valueFile, ""),
+		fmt.Sprint([]string{"--bundle"}, valueFile, ""), // TakesFile, through WithConfigFile's wrapper
+		fmt.Sprint([]string{"--sync"}, valueWords, "async fsync sync"),
+		fmt.Sprint([]string{"--connect", "-c"}, valueOther, ""),
+		fmt.Sprint([]string{"--log-level"}, valueWords, "debug info warn error"),
+		fmt.Sprint([]string{"--log-format"}, valueWords, "text json"),
+		fmt.Sprint([]string{"--journal", "--state"}, valueDir, ""), // a command's flag; its --dir is the app's
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("flagValues:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestBashCompletionValues runs the bash script on flags that take values,
+// in a directory holding a directory and a file: directories, files and
+// words are completed by the script, without asking the program. It runs
+// with bash alone and, where it is installed, with the bash-completion
+// package's helpers, which the script then uses.
+func TestBashCompletionValues(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("SKIP: bash is not installed")
+	}
+	script, err := CompletionScript(valuesApp(), "bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(dir+"/sub dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/server.crt", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Each line is COMP_WORDS, split at blanks; bash itself also splits
+	// --flag=value at "=" ("--sync = a"), which bash-completion joins again.
+	const driver = `
+tdfs-test() { echo asked; }
+for line in "tdfs-test --dir s" "tdfs-test -m s" "tdfs-test verify --state s" "tdfs-test --cert se" \
+    "tdfs-test --bundle s" "tdfs-test --config " "tdfs-test --sync f" "tdfs-test --sync=a" "tdfs-test --sync = a" \
+    "tdfs-test --sync =" "tdfs-test --log-level w" "tdfs-test --connect h" "tdfs-test --allow-other a"; do
+  read -ra COMP_WORDS <<<"$line"
+  [[ "$line" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+  COMP_LINE=$line COMP_POINT=${#line}
+  COMPREPLY=()
+  _tdfs_test_complete
+  printf '%s =>' "$line"
+  if ((${#COMPREPLY[@]})); then
+    printf '%s\n' "${COMPREPLY[@]}" | LC_ALL=C sort | while IFS= read -r w; do printf ' [%s]' "$w"; done
+  fi
+  echo
+done
+`
+	want := "tdfs-test --dir s => [sub dir]\n" +
+		"tdfs-test -m s => [sub dir]\n" +
+		"tdfs-test verify --state s => [sub dir]\n" +
+		"tdfs-test --cert se => [server.crt]\n" +
+		"tdfs-test --bundle s => [server.crt] [sub dir]\n" +
+		"tdfs-test --config  => [server.crt] [sub dir]\n" +
+		"tdfs-test --sync f => [fsync]\n" +
+		"tdfs-test --sync=a => [async]\n" +
+		"tdfs-test --sync = a => [async]\n" +
+		"tdfs-test --sync = => [async] [fsync] [sync]\n" +
+		"tdfs-test --log-level w => [warn]\n" +
+		"tdfs-test --connect h =>\n" +
+		"tdfs-test --allow-other a => [asked]\n"
+	const bashCompletion = "/usr/share/bash-completion/bash_completion"
+	for _, mode := range []string{"bash", "bash-completion"} {
+		t.Run(mode, func(t *testing.T) {
+			prelude := ""
+			if mode == "bash-completion" {
+				if _, err := os.Stat(bashCompletion); err != nil {
+					t.Skip("SKIP: the bash-completion package is not installed")
+				}
+				prelude = "source " + bashCompletion + "\n"
+			}
+			cmd := exec.Command("bash", "-c", prelude+script+driver)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("bash: %v\n%s", err, out)
+			}
+			if string(out) != want {
+				t.Errorf("bash completion of values:\n%s\nwant\n%s", out, want)
+			}
+		})
+	}
+}
+
+// TestZshCompletionScript checks the zsh script's syntax, where zsh is
+// installed.
+func TestZshCompletionScript(t *testing.T) {
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Skip("SKIP: zsh is not installed")
+	}
+	script, err := CompletionScript(valuesApp(), "zsh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("zsh", "-n", "-c", script).CombinedOutput(); err != nil {
+		t.Errorf("zsh -n: %v\n%s\n%s", err, out, script)
+	}
+}
+
+func TestManVersion(t *testing.T) {
+	var out strings.Builder
+	app := completionApp(&out)
+	app.Version = "0.5.0 (go1.26.8, commit 68aa327)"
+	if err := app.Run([]string{"tdfs-test", "man"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "\n.TH tdfs-test 8 \"\" \"tdfs-test 0.5.0 (go1.26.8, commit 68aa327)\"\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("man page lacks %q:\n%s", want, out.String())
 	}
 }
