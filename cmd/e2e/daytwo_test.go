@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"golang.org/x/sys/unix"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,5 +168,117 @@ func TestMinSlaves(t *testing.T) {
 			m.stop(syscall.SIGTERM, 60*time.Second)
 			s2.stop(syscall.SIGTERM, 30*time.Second)
 		})
+	}
+}
+
+// TestLiveSlaveSet: slaves are added and removed without unmounting, by
+// `tdfs-master slave add/remove` and by SIGHUP with a changed connect:
+// list in --config; an added slave is brought up to date, a removed one
+// is disconnected and no longer counted.
+func TestLiveSlaveSet(t *testing.T) {
+	t.Parallel()
+	k := newPKI(t, "s1", "s2", "s3")
+	s1, s2, s3 := startSlave(t, k, "s1"), startSlave(t, k, "s2"), startSlave(t, k, "s3")
+	conf := filepath.Join(t.TempDir(), "master.yaml")
+	writeConf := func(targets ...string) {
+		t.Helper()
+		text := "connect:\n"
+		for _, x := range targets {
+			text += "  - " + x + "\n"
+		}
+		mustDo(t, os.WriteFile(conf, []byte(text), 0o600))
+	}
+	writeConf("s1@" + s1.addr)
+	m := startMasterTo(t, k, nil, "--config", conf)
+	m.waitLine(`resync pass done`+ofSlave(s1.addr), 60*time.Second)
+	mustDo(t, os.WriteFile(filepath.Join(m.mnt, "before"), []byte("before s2"), 0o644))
+
+	admin := func(verb string, args ...string) string {
+		t.Helper()
+		return runOK(t, bin("tdfs-master"), append([]string{"slave", verb, "-m", m.dir, "--journal", m.journal}, args...)...)
+	}
+	if out := admin("add", "s2@"+s2.addr); !strings.Contains(out, "added") {
+		t.Errorf("slave add: %q", out)
+	}
+	m.waitLine(`resync pass done`+ofSlave(s2.addr), 60*time.Second)
+	mustDo(t, os.WriteFile(filepath.Join(m.mnt, "after"), []byte("after s2"), 0o644))
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s1, s2}, 60*time.Second)
+	if out := admin("list", "--json"); strings.Count(out, `"addr"`) != 2 {
+		t.Errorf("slave list after the add: %s", out)
+	}
+
+	if out := admin("remove", "s1"); !strings.Contains(out, s1.addr+": removed") {
+		t.Errorf("slave remove s1: %q", out)
+	}
+	mustDo(t, os.WriteFile(filepath.Join(m.mnt, "without-s1"), []byte("x"), 0o644))
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s2}, 60*time.Second)
+	if _, err := os.Stat(filepath.Join(s1.dir, "without-s1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the removed slave still gets ops: %v", err)
+	}
+	if out := admin("list", "--json"); strings.Count(out, `"addr"`) != 1 || strings.Contains(out, s1.addr) {
+		t.Errorf("slave list after the removal: %s", out)
+	}
+	cmd := exec.Command(bin("tdfs-master"), "slave", "remove", "-m", m.dir, "--journal", m.journal, "nosuch")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no such slave") {
+		t.Errorf("removing an unknown slave: %v %s", err, out)
+	}
+
+	// SIGHUP applies the connect: list of --config: s3 in, s2 out (and s1,
+	// removed above, stays out).
+	writeConf("s3@" + s3.addr)
+	mark := m.mark()
+	mustDo(t, m.cmd.Process.Signal(syscall.SIGHUP))
+	m.waitLineFrom(mark, `SIGHUP: the slave set is the connect: list of --config`, 60*time.Second)
+	m.waitLineFrom(mark, `resync pass done`+ofSlave(s3.addr), 60*time.Second)
+	mustDo(t, os.WriteFile(filepath.Join(m.mnt, "after-hup"), []byte("x"), 0o644))
+	syncMount(t, m.mnt)
+	converge(t, m, []*slave{s3}, 60*time.Second)
+	if out := admin("list", "--json"); strings.Count(out, `"addr"`) != 1 || !strings.Contains(out, s3.addr) {
+		t.Errorf("slave list after SIGHUP: %s", out)
+	}
+	m.stop(syscall.SIGTERM, 60*time.Second)
+	for _, s := range []*slave{s1, s2, s3} {
+		s.stop(syscall.SIGTERM, 30*time.Second)
+	}
+}
+
+// TestStartupRefusals: what stops a daemon before it serves is a
+// configuration error: one line, exit 1, and a master mints no epoch
+// first.
+func TestStartupRefusals(t *testing.T) {
+	t.Parallel()
+	k := newPKI(t, "s1")
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir, mnt := t.TempDir(), t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	master := func(extra ...string) []string {
+		return append(append([]string{"-m", dir, "--mount", mnt, "--state", state}, k.flags("master")...), extra...)
+	}
+	for _, c := range []struct {
+		name, bin string
+		args      []string
+		want      string
+	}{
+		{"bad --metrics-addr", "tdfs-master", master("-c", "127.0.0.1:9", "--metrics-addr", "256.0.0.1:1"), "--metrics-addr 256.0.0.1:1"},
+		{"-c with a space", "tdfs-master", master("-c", "a b"), "without spaces"},
+		{"--min-slaves beyond the slaves", "tdfs-master", master("-c", "127.0.0.1:9", "--min-slaves", "2"), "--min-slaves 2"},
+		{"slave port in use", "tdfs-slave", append([]string{"-m", t.TempDir(), "--listen", busy.LocalAddr().String(),
+			"--state", filepath.Join(t.TempDir(), "st")}, k.flags("s1")...), "address already in use"},
+	} {
+		out, err := exec.Command(bin(c.bin), c.args...).CombinedOutput()
+		var ee *exec.ExitError
+		line := strings.TrimSpace(string(out))
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(line, c.want) || strings.Contains(line, "\n") {
+			t.Errorf("%s: %v, want exit 1 and one line naming %q:\n%s", c.name, err, c.want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(state, "master.state")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a master that did not start minted an epoch: %v", err)
 	}
 }

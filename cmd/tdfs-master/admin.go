@@ -63,6 +63,7 @@ type progressLine struct {
 
 type verifyResult struct {
 	Slave       string            `json:"slave"`
+	Name        string            `json:"name,omitempty"` // the slave's name (status's NAME)
 	Error       string            `json:"error,omitempty"`
 	Entries     uint64            `json:"entries"`
 	Differences uint64            `json:"differences"`
@@ -160,8 +161,12 @@ func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Co
 	switch req.Op {
 	case "verify":
 	case "status":
-		st := statusOf(cfg, m)
+		st := statusOf(cfg, m, hub)
 		json.NewEncoder(c).Encode(adminLine{Status: &st})
+		return
+	case "slave-add", "slave-remove":
+		cfg.log.Info("slave set change requested through the admin socket", "op", req.Op, "slave", req.Slave)
+		json.NewEncoder(c).Encode(cfg.slaves.serveSlaveOp(req))
 		return
 	case "resync":
 		cfg.log.Info("resync requested through the admin socket", "slave", req.Slave, "quick", req.Quick)
@@ -204,9 +209,10 @@ func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Co
 	}()
 	res := m.Verify(ctx, req.Repair)
 	close(done)
+	names := namesOf(cfg, m)
 	var out []verifyResult
 	for _, r := range res {
-		v := verifyResult{Slave: r.Addr, Entries: r.Result.Entries, Differences: r.Result.Differences,
+		v := verifyResult{Slave: r.Addr, Name: names[r.Addr], Entries: r.Result.Entries, Differences: r.Result.Differences,
 			Diffs: r.Result.Diffs, Truncated: r.Result.Truncated, FilesSent: r.Result.FilesSent, BytesSent: r.Result.BytesSent}
 		if r.Err != nil {
 			v.Error = r.Err.Error()
@@ -296,6 +302,7 @@ func adminFlags() []cli.Flag {
 			Usage: "the master's journal `DIR`, if it was given one (default " + defaultJournalRoot + "/<DIR with / as _>)"},
 		&cli.StringFlag{Name: "admin-socket", EnvVars: []string{"TDFS_ADMIN_SOCKET"}, TakesFile: true,
 			Usage: "the master's admin socket `PATH` (default: " + adminSocket + " in its journal dir; then -m is not needed)"},
+		configFlag(),
 	}
 }
 
@@ -319,11 +326,15 @@ func adminSocketPath(c *cli.Context) (string, error) {
 	if p := c.String("admin-socket"); p != "" {
 		return p, nil
 	}
-	dir, err := daemon.Dir("-m", c.String("dir"))
+	dirFlag, journal, err := daemonDirs(c)
 	if err != nil {
 		return "", err
 	}
-	jdir, err := daemon.StateDir(c.String("journal"), defaultJournalRoot, dir)
+	dir, err := daemon.Dir("-m", dirFlag)
+	if err != nil {
+		return "", err
+	}
+	jdir, err := daemon.StateDir(journal, defaultJournalRoot, dir)
 	if err != nil {
 		return "", fmt.Errorf("--journal: %w", err)
 	}
@@ -374,6 +385,9 @@ func runVerify(c *cli.Context) error {
 func report(w io.Writer, rs []verifyResult, repair bool) error {
 	code := daemon.ExitOK
 	for _, r := range rs {
+		if r.Name != "" && r.Name != r.Slave {
+			r.Slave = r.Name + " (" + r.Slave + ")" // the slave by its name, then where it is
+		}
 		if r.Error != "" {
 			fmt.Fprintf(w, "%s: not verified: %s\n", r.Slave, r.Error)
 			code = max(code, daemon.ExitRuntime)

@@ -1,17 +1,18 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -41,6 +42,12 @@ type config struct {
 	epoch        string // set by serve, for status
 	metricsAddr  string // "" for none
 	identity     *certs.Store
+	names        *slaveNames // each slave's name, for status (status.go)
+	// configFile is --config; connectFromFile says the slaves came from
+	// its connect: list, which SIGHUP then applies again (slaves.go).
+	configFile      string
+	connectFromFile bool
+	slaves          *slaveSet // set by serve: the admin socket changes the set through it
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -59,6 +66,14 @@ func configure(c *cli.Context) (*config, error) {
 	}
 	if err := refuseLiveMount(mnt); err != nil {
 		return nil, err
+	}
+	if err := daemon.CanMount(); err != nil {
+		return nil, err
+	}
+	if a := c.String("metrics-addr"); a != "" {
+		if err := daemon.ProbeListen("--metrics-addr", "tcp", a); err != nil {
+			return nil, err
+		}
 	}
 	if daemon.Within(mnt, dir) {
 		return nil, fmt.Errorf("--mount %s lies inside the backing dir %s: choose a mount point outside it", mnt, dir)
@@ -124,21 +139,27 @@ func configure(c *cli.Context) (*config, error) {
 		return nil, err
 	}
 	targets := c.StringSlice("connect")
+	connectFromFile := false
+	if path := c.String("config"); path != "" {
+		list, ok, err := daemon.ConfigList(path, c.App.Flags, "connect")
+		connectFromFile = err == nil && ok && slices.Equal(list, targets)
+	}
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("no slave given: use -c HOST:PORT (repeatable)")
 	}
 	var peers []quictransport.Peer
 	seen := map[string]bool{}
+	names := &slaveNames{}
 	for _, t := range targets {
-		name, addr, err := parseTarget(t)
+		p, err := peerFor(identity, names, t)
 		if err != nil {
 			return nil, err
 		}
-		if seen[addr] {
-			return nil, fmt.Errorf("-c %s given twice", addr)
+		if seen[p.Addr] {
+			return nil, fmt.Errorf("-c %s given twice", p.Addr)
 		}
-		seen[addr] = true
-		peers = append(peers, quictransport.Peer{Addr: addr, TLSFunc: func() *tls.Config { return identity.ClientConfig(name) }})
+		seen[p.Addr] = true
+		peers = append(peers, p)
 	}
 	return &config{
 		log:        log,
@@ -166,10 +187,13 @@ func configure(c *cli.Context) (*config, error) {
 			Debug:      c.Bool("debug-fuse"),
 			Logger:     log,
 		},
-		policy:       ownPolicy(c.Bool("allow-setuid"), c.Bool("allow-devices")),
-		drainTimeout: c.Duration("drain-timeout"),
-		metricsAddr:  c.String("metrics-addr"),
-		identity:     identity,
+		policy:          ownPolicy(c.Bool("allow-setuid"), c.Bool("allow-devices")),
+		drainTimeout:    c.Duration("drain-timeout"),
+		metricsAddr:     c.String("metrics-addr"),
+		identity:        identity,
+		names:           names,
+		configFile:      c.String("config"),
+		connectFromFile: connectFromFile,
 	}, nil
 }
 
@@ -205,6 +229,9 @@ func parseMode(s string) (wire.SyncMode, error) {
 // parseTarget splits [NAME@]HOST[:PORT] into the name the slave's
 // certificate must carry and the UDP address to dial.
 func parseTarget(t string) (name, addr string, err error) {
+	if strings.ContainsFunc(t, unicode.IsSpace) {
+		return "", "", fmt.Errorf("-c %q: a slave is [NAME@]HOST[:PORT] without spaces (give -c once per slave)", t)
+	}
 	hostport := t
 	if i := strings.LastIndexByte(t, '@'); i >= 0 {
 		name, hostport = t[:i], t[i+1:]

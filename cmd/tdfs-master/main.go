@@ -30,7 +30,9 @@ func newApp(stderr io.Writer) *cli.App {
 			"Reads are served from DIR and never cross the network. It runs in the foreground until MNT is\n" +
 			"unmounted (umount MNT) or it gets SIGTERM/SIGINT, then delivers what it still owes the slaves\n" +
 			"(bounded by --drain-timeout) and exits 0. SIGHUP reloads the certificate, key, CA and CRL (also\n" +
-			"done within seconds of a change to their files). Under systemd (Type=notify) it reports READY=1 once\n" +
+			"done within seconds of a change to their files) and, when the slaves come from --config, applies\n" +
+			"its connect: list (tdfs-master slave add/remove change the set too, without unmounting). Under\n" +
+			"systemd (Type=notify) it reports READY=1 once\n" +
 			"the mount is up and the admin socket listens, and pings the watchdog.\n\n" +
 			"It does not replicate changes made directly in DIR (behind the mount's back), does not\n" +
 			"detach from the terminal, and does not create DIR, MNT or certificates (see tdfs-certs).\n\n" +
@@ -70,12 +72,12 @@ func newApp(stderr io.Writer) *cli.App {
 					"every connected slave made everything durable), sync (every change waits)"},
 			&cli.DurationFlag{Name: "sync-timeout", Value: defaultSyncTimeout, EnvVars: []string{"TDFS_SYNC_TIMEOUT"},
 				Usage: "a slave that has not answered within this `DURATION` is marked degraded and stops holding writers back"},
-			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
-				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
 			&cli.IntFlag{Name: "min-slaves", EnvVars: []string{"TDFS_MIN_SLAVES"},
 				Usage: "in fsync mode every fsync, in sync mode every op, returns only once at least `N` slaves made it " +
 					"durable; with fewer within --sync-timeout it fails with EIO (and the fence fails) instead of " +
 					"returning as if they had. 0: any number, none included"},
+			&cli.DurationFlag{Name: "drain-timeout", Value: defaultDrainTimeout, EnvVars: []string{"TDFS_DRAIN_TIMEOUT"},
+				Usage: "at shutdown, wait at most this `DURATION` for slaves to receive what they are owed"},
 			&cli.IntFlag{Name: "lanes", Value: 1, EnvVars: []string{"TDFS_LANES"},
 				Usage: fmt.Sprintf("QUIC connections per slave for bulk data, `N` from 1 to %d: each has its own "+
 					"congestion window, so a lossy or long, fast WAN link (where one connection's window collapses "+
@@ -112,7 +114,7 @@ func newApp(stderr io.Writer) *cli.App {
 		}, daemon.LogFlags()...)),
 		Before:   daemon.LoadConfigFile,
 		Action:   daemon.Action(configure, serve),
-		Commands: []*cli.Command{verifyCommand(), resyncCommand(), statusCommand(), daemon.CompletionCommand("tdfs-master"), daemon.ManCommand()},
+		Commands: []*cli.Command{verifyCommand(), resyncCommand(), statusCommand(), slaveCommand(), daemon.CompletionCommand("tdfs-master"), daemon.ManCommand()},
 
 		// <TAB> completion of commands and flags: see tdfs-master completion.
 		EnableBashCompletion: true,

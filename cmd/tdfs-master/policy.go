@@ -71,6 +71,23 @@ func (p *policies) announce(slave string, sp wire.Policy) {
 	}
 }
 
+// forget drops a removed slave's policy: the mount allows again what only
+// it did not hold.
+func (p *policies) forget(slave string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.slaves[slave]; !ok {
+		return
+	}
+	delete(p.slaves, slave)
+	if err := p.saveLocked(); err != nil {
+		p.log.Warn("cannot record the slaves' policies", "err", err)
+	}
+	if p.mount != nil {
+		p.mount.SetPolicy(p.effectiveLocked())
+	}
+}
+
 // attach starts enforcing the policy on the mount.
 func (p *policies) attach(srv *mirrorfs.Server) {
 	p.mu.Lock()

@@ -85,7 +85,7 @@ func serve(sigctx context.Context, cfg *config) error {
 		reg.MustRegister(newMasterCollector(m, hub))
 		mctx, stopMetrics := context.WithCancel(context.Background())
 		defer stopMetrics()
-		addr, err := metrics.Serve(mctx, cfg.metricsAddr, reg, nil, log)
+		addr, err := metrics.Serve(mctx, cfg.metricsAddr, reg, statusHandlers(cfg, m, hub), log) // status.go
 		if err != nil {
 			return err
 		}
@@ -104,6 +104,8 @@ func serve(sigctx context.Context, cfg *config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Run(ctx) })
+	cfg.slaves = &slaveSet{cfg: cfg, m: m, pol: pol, log: log}
+	defer daemon.OnSIGHUP(cfg.slaves.reload)()
 	admin, err := listenAdmin(cfg, m, hub)
 	if err != nil {
 		log.Warn("no admin socket: tdfs-master verify will not reach this master", "err", err)

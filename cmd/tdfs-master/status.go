@@ -1,16 +1,22 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/metrics"
 	"github.com/tdfs/tdfs/quictransport"
 )
 
@@ -55,15 +61,29 @@ type slaveStatus struct {
 	Policy      string     `json:"policy,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// The comparison pass running for the slave, if any: its kind
+	// (resync, check, verify, repair), the entries it listed, how far it
+	// got (0 to 1) and how long it should still take, when the number of
+	// entries to list is known.
+	ResyncKind       string   `json:"resync_kind,omitempty"`
+	ResyncEntries    uint64   `json:"resync_entries,omitempty"`
+	ResyncProgress   *float64 `json:"resync_progress,omitempty"`
+	ResyncETASeconds *float64 `json:"resync_eta_seconds,omitempty"`
 }
 
 // statusOf gathers the master's status.
-func statusOf(cfg *config, m *quictransport.Master) masterStatus {
+func statusOf(cfg *config, m *quictransport.Master, hub *progressHub) masterStatus {
 	out := masterStatus{Dir: cfg.dir, Mount: cfg.mount, Epoch: cfg.epoch, Sync: cfg.transport.Mode.String(),
 		JournalBytes: m.JournalBytes()}
+	passes := map[string]progressLine{}
+	if hub != nil {
+		for _, l := range hub.running() {
+			passes[l.Slave] = l
+		}
+	}
 	for _, p := range m.Status() {
 		out.Head = max(out.Head, p.Head)
-		s := slaveStatus{Addr: p.Addr, Name: p.Name, State: p.State, Applied: p.Applied, Durable: p.Durable,
+		s := slaveStatus{Addr: p.Addr, Name: cfg.names.of(p.Addr, p.Name), State: p.State, Applied: p.Applied, Durable: p.Durable,
 			LagOps: p.LagOps, LagBytes: p.LagBytes, LagSeconds: p.LagSeconds, Rate: p.Rate,
 			RTTSeconds: p.RTT.Seconds(), PacketsSent: p.PacketsSent, PacketsLost: p.PacketsLost, Lanes: p.Lanes,
 			WireBytesSent: p.WireBytesSent, Cause: p.Cause, Policy: p.Policy, LastError: p.LastError}
@@ -71,66 +91,342 @@ func statusOf(cfg *config, m *quictransport.Master) masterStatus {
 			at := p.LastErrorAt.UTC().Round(time.Millisecond)
 			s.LastErrorAt = &at
 		}
+		if l, ok := passes[p.Addr]; ok {
+			s.ResyncKind, s.ResyncEntries = l.Kind, l.Entries
+			s.ResyncProgress, s.ResyncETASeconds = passETA(l)
+		}
 		out.Slaves = append(out.Slaves, s)
 	}
 	return out
 }
 
+// passETA is how far a pass got (0 to 1) and the seconds it should still
+// take, at the pace it kept so far; nil when the entries it will list are
+// not known (or, for the ETA, before it listed any).
+func passETA(l progressLine) (progress, eta *float64) {
+	if l.TotalEntries == 0 {
+		return nil, nil
+	}
+	frac := min(1, float64(l.Entries)/float64(l.TotalEntries))
+	progress = &frac
+	if frac > 0 {
+		left := float64(l.ElapsedMs) / 1000 * (1 - frac) / frac
+		eta = &left
+	}
+	return progress, eta
+}
+
+// slaveNames knows each slave by the name it is known by everywhere: the
+// NAME of -c NAME@HOST; else the name its certificate carries (its common
+// name, as tdfs-certs slave NAME made it), learnt at each handshake; else,
+// before any handshake, the host it is dialed at (the name its certificate
+// is checked against).
+type slaveNames struct {
+	mu    sync.Mutex
+	given map[string]string // address -> NAME of -c NAME@HOST
+	seen  map[string]string // address -> common name of the certificate at the last handshake
+}
+
+// dial wraps the TLS configuration of the slave at addr (name: the NAME
+// of -c NAME@HOST, "" if none) to learn its certificate's name.
+func (n *slaveNames) dial(addr, name string, tlsFunc func() *tls.Config) func() *tls.Config {
+	if n == nil {
+		return tlsFunc
+	}
+	n.mu.Lock()
+	if n.given == nil {
+		n.given, n.seen = map[string]string{}, map[string]string{}
+	}
+	if name != "" {
+		n.given[addr] = name
+	} else {
+		delete(n.given, addr) // a slave given again without a NAME
+	}
+	n.mu.Unlock()
+	return func() *tls.Config {
+		c := tlsFunc()
+		verify := c.VerifyConnection
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if verify != nil {
+				if err := verify(cs); err != nil {
+					return err
+				}
+			}
+			if len(cs.PeerCertificates) > 0 && cs.PeerCertificates[0].Subject.CommonName != "" {
+				n.mu.Lock()
+				n.seen[addr] = cs.PeerCertificates[0].Subject.CommonName
+				n.mu.Unlock()
+			}
+			return nil
+		}
+		return c
+	}
+}
+
+// of is the name of the slave at addr; checked is the name its
+// certificate is checked against.
+func (n *slaveNames) of(addr, checked string) string {
+	if n == nil {
+		return checked
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if name := n.given[addr]; name != "" {
+		return name
+	}
+	if name := n.seen[addr]; name != "" {
+		return name
+	}
+	return checked
+}
+
+// namesOf maps each slave's address to its name, for verify's report.
+func namesOf(cfg *config, m *quictransport.Master) map[string]string {
+	out := map[string]string{}
+	for _, p := range m.Status() {
+		out[p.Addr] = cfg.names.of(p.Addr, p.Name)
+	}
+	return out
+}
+
+// statusHandlers are /status and /healthz on the metrics listener.
+func statusHandlers(cfg *config, m *quictransport.Master, hub *progressHub) map[string]http.Handler {
+	return metrics.StatusHandlers(func() masterStatus { return statusOf(cfg, m, hub) },
+		func(st masterStatus, q url.Values) ([]string, error) {
+			maxLag := defaultMaxLag
+			if v := q.Get("max_lag"); v != "" {
+				d, err := time.ParseDuration(v)
+				if err != nil || d < 0 {
+					return nil, fmt.Errorf("max_lag=%s: want a duration such as 30s (0: no bound)", v)
+				}
+				maxLag = d
+			}
+			return masterProblems(st, maxLag), nil
+		})
+}
+
+// defaultMaxLag is how far behind (in seconds of ops) a slave may be
+// before status --check and /healthz report it.
+const defaultMaxLag = 30 * time.Second
+
+// following are the states of a slave that follows the master: ops reach
+// it as they come (a verify pass runs alongside them).
+var following = map[string]bool{"streaming": true, "catching-up": true, "verifying": true}
+
+// masterProblems lists what status --check reports: each slave that does
+// not follow the master (degraded, connecting, resyncing, checking,
+// needs-resync, refused, fenced, stopped), and each that lags more than
+// maxLag behind (0: no bound).
+func masterProblems(st masterStatus, maxLag time.Duration) []string {
+	var out []string
+	for _, s := range st.Slaves {
+		who := s.Addr
+		if s.Name != "" && s.Name != s.Addr {
+			who = s.Name + " (" + s.Addr + ")"
+		}
+		switch {
+		case s.Cause != "":
+			out = append(out, fmt.Sprintf("%s: %s: %s", who, s.State, s.Cause))
+		case !following[s.State]:
+			msg := fmt.Sprintf("%s: not streaming: %s", who, stateText(s))
+			if s.LastError != "" && s.State != "resyncing" && s.State != "checking" {
+				msg += ": " + s.LastError
+			}
+			out = append(out, msg)
+		}
+		if maxLag > 0 && s.LagSeconds > maxLag.Seconds() {
+			out = append(out, fmt.Sprintf("%s: lagging %v behind (over --max-lag %v): %d ops, %s", who,
+				seconds(s.LagSeconds).Round(time.Second), maxLag, s.LagOps, humanBytes(s.LagBytes)))
+		}
+	}
+	return out
+}
+
+// stateText is the slave's state, with the progress of its pass.
+func stateText(s slaveStatus) string {
+	if s.ResyncKind == "" {
+		return s.State
+	}
+	if s.ResyncProgress == nil {
+		return fmt.Sprintf("%s %d entries", s.State, s.ResyncEntries)
+	}
+	t := fmt.Sprintf("%s %.0f%%", s.State, 100**s.ResyncProgress)
+	if s.ResyncETASeconds != nil {
+		t += " ETA " + seconds(*s.ResyncETASeconds).Round(time.Second).String()
+	}
+	return t
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "status",
-		Usage:     "show how far each slave of a running master is behind",
-		UsageText: "tdfs-master status -m DIR [--journal DIR | --admin-socket PATH] [--json] [--watch]",
+		Name:  "status",
+		Usage: "show how far each slave of a running master is behind, or check that all is well",
+		UsageText: "tdfs-master status [-m DIR] [--journal DIR | --admin-socket PATH | --config FILE] [--json]\n" +
+			"   [--check [--max-lag DURATION]] [--watch [--interval DURATION]]",
 		Description: "status asks the tdfs-master running on DIR (through the admin socket in its journal dir, which\n" +
-			"only the master's user may use) for one row per slave: its address and certificate name, its state\n" +
-			"(connecting, streaming, catching-up, resyncing, checking, verifying, degraded, refused: an op the\n" +
+			"only the master's user may use) for one row per slave: its address and name (the NAME of\n" +
+			"-c NAME@HOST, else the name in its certificate), its state (connecting, streaming, catching-up,\n" +
+			"resyncing, checking, verifying: with the pass's progress and ETA, degraded, refused: an op the\n" +
 			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last\n" +
 			"op it applied and made durable, how far behind it is in ops, bytes and seconds, how fast it\n" +
 			"applies, the connection's round-trip time and packet loss, the QUIC connections carrying its data\n" +
 			"(LANES, see --lanes) and the bytes sent to it on the wire since the master started (SENT), and its\n" +
-			"last error. It changes nothing.\n\n" +
-			"Exit codes: 0 the answer was printed, 1 no master answers (or bad flags), 2 the answer was garbled.",
+			"last error. It changes nothing. With --config, the master is found as tdfs-master --config FILE\n" +
+			"would run (its dir and journal); -m and --journal override the file.\n\n" +
+			"--check prints one line per problem, or ok: a slave that does not follow (not streaming,\n" +
+			"catching-up or verifying), or that lags more than --max-lag. The metrics listener serves the\n" +
+			"same at /healthz (?max_lag=DURATION), and the JSON at /status.\n\n" +
+			"--watch prints again every --interval (2s) until interrupted, as watch(1) does: redrawn in place\n" +
+			"on a terminal, snapshots separated by a blank line elsewhere; SIGINT or SIGTERM ends it (exit 0).\n\n" +
+			"Exit codes: 0 the answer was printed, 1 no master answers (or bad flags), 2 the answer was garbled.\n" +
+			"With --check: 0 all is well, 1 a problem was found (or bad flags), 2 no master answers.",
 		OnUsageError: daemon.OnUsageError,
 		Flags: append(adminFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (one object; with --watch one per line)"},
-			&cli.DurationFlag{Name: "watch", Usage: "print again every `INTERVAL` until interrupted (e.g. --watch 1s)"},
+			&cli.BoolFlag{Name: "check", Usage: "print the problems (or ok) and exit 0 when all is well, 1 on a problem, 2 when no master answers"},
+			&cli.DurationFlag{Name: "max-lag", Value: defaultMaxLag,
+				Usage: "with --check: a slave more than `DURATION` behind is a problem (0: no bound)"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "print again every --interval until interrupted"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"n"}, Value: defaultInterval,
+				Usage: "with --watch: print every `DURATION`"},
+			&cli.IntFlag{Name: "count", Usage: "with --watch: stop after `N` snapshots, exiting as the last one would"},
 		),
 		Action: runStatus,
 	}
 }
 
+// defaultInterval is --watch's.
+const defaultInterval = 2 * time.Second
+
+// exitNoAnswer is status --check's exit code when the master does not
+// answer.
+const exitNoAnswer = 2
+
+// statusView is how status prints an answer.
+type statusView struct {
+	json, check bool
+	maxLag      time.Duration
+}
+
+// render prints the answer (or the error getting it) to w and returns the
+// exit code it stands for.
+func (v statusView) render(w io.Writer, st masterStatus, err error, now time.Time) int {
+	if err != nil {
+		code := exitCodeOf(err)
+		if v.check {
+			code = exitNoAnswer
+		}
+		if v.json {
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		} else {
+			fmt.Fprintln(w, err)
+		}
+		return code
+	}
+	if v.check {
+		ps := masterProblems(st, v.maxLag)
+		switch {
+		case v.json:
+			json.NewEncoder(w).Encode(checkAnswer{OK: len(ps) == 0, Problems: ps})
+		case len(ps) == 0:
+			fmt.Fprintln(w, "ok")
+		default:
+			fmt.Fprintln(w, strings.Join(ps, "\n"))
+		}
+		if len(ps) > 0 {
+			return daemon.ExitUsage // 1
+		}
+		return daemon.ExitOK
+	}
+	if v.json {
+		json.NewEncoder(w).Encode(st)
+	} else {
+		printStatus(w, st, now)
+	}
+	return daemon.ExitOK
+}
+
+// checkAnswer is status --check --json.
+type checkAnswer struct {
+	OK       bool     `json:"ok"`
+	Problems []string `json:"problems"`
+}
+
 func runStatus(c *cli.Context) error {
 	name := "tdfs-master status"
+	view := statusView{json: c.Bool("json"), check: c.Bool("check"), maxLag: c.Duration("max-lag")}
+	watch, every, err := watchFlags(c)
+	if err == nil && view.maxLag < 0 {
+		err = fmt.Errorf("--max-lag %v: want a duration of 0 or more", view.maxLag)
+	}
+	if err != nil {
+		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
+	}
 	sock, err := adminSocketPath(c)
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
 	out := c.App.Writer
-	for first := true; ; first = false {
-		st, err := askStatus(sock)
-		if err != nil {
-			if first || exitCodeOf(err) != daemon.ExitUsage { // only "no master answers" is waited out
-				return cli.Exit(name+": "+err.Error(), exitCodeOf(err))
-			}
-			fmt.Fprintf(out, "%s: %v\n", time.Now().Format(time.TimeOnly), err)
-		} else if c.Bool("json") {
-			json.NewEncoder(out).Encode(st)
-		} else {
-			if !first {
-				fmt.Fprintln(out)
-			}
-			printStatus(out, st, time.Now())
+	st, err := askStatus(sock)
+	if err != nil && (!watch || !view.check) {
+		// The first answer fails: the flags are wrong, or no master
+		// runs. Later ones, while watching, are shown and waited out.
+		code := exitCodeOf(err)
+		if view.check {
+			code = exitNoAnswer
 		}
-		every := c.Duration("watch")
-		if every <= 0 {
-			return nil
-		}
-		select {
-		case <-time.After(every):
-		case <-c.Context.Done():
-			return nil
-		}
+		return cli.Exit(name+": "+err.Error(), code)
 	}
+	if !watch {
+		return exitStatus(name, view.render(out, st, nil, time.Now()), view.check)
+	}
+	first := true
+	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
+		Command: name, JSON: view.json}.Run(c.Context, func(w io.Writer) int {
+		if !first {
+			st, err = askStatus(sock)
+		}
+		first = false
+		return view.render(w, st, err, time.Now())
+	})
+	return exitStatus(name, code, view.check)
+}
+
+// exitStatus is the command's result for exit code code.
+func exitStatus(name string, code int, check bool) error {
+	switch {
+	case code == daemon.ExitOK:
+		return nil
+	case check && code == exitNoAnswer:
+		return cli.Exit(name+" --check: no master answers", code)
+	case check:
+		return cli.Exit(name+" --check: not all is well", code)
+	}
+	return cli.Exit(name+": the master's last answer failed", code)
+}
+
+// watchFlags reads --watch, --interval and --count (either of which
+// implies --watch). A duration after --watch (--watch 1s, as status once
+// took it) is the interval.
+func watchFlags(c *cli.Context) (watch bool, every time.Duration, err error) {
+	watch = c.Bool("watch") || c.IsSet("interval") || c.IsSet("count")
+	every = c.Duration("interval")
+	if c.NArg() > 0 {
+		d, perr := time.ParseDuration(c.Args().First())
+		if !c.Bool("watch") || c.NArg() > 1 || perr != nil || c.IsSet("interval") {
+			return false, 0, fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
+		}
+		every = d
+	}
+	if every <= 0 {
+		return false, 0, fmt.Errorf("--interval %v: want a positive duration", every)
+	}
+	if n := c.Int("count"); n < 0 {
+		return false, 0, fmt.Errorf("--count %d: want 1 or more", n)
+	}
+	return watch, every, nil
 }
 
 // adminError is an error talking to the master, with its exit code.
@@ -208,7 +504,7 @@ func printStatus(w io.Writer, st masterStatus, now time.Time) {
 		if s.Lanes > 0 {
 			lanes = fmt.Sprint(s.Lanes)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s/s\t%s\t%s\t%s\t%s\t%s\n", s.Addr, s.Name, s.State, s.Applied, s.Durable,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s/s\t%s\t%s\t%s\t%s\t%s\n", s.Addr, s.Name, stateText(s), s.Applied, s.Durable,
 			s.LagOps, humanBytes(s.LagBytes), time.Duration(s.LagSeconds*float64(time.Second)).Round(time.Millisecond),
 			humanBytes(uint64(s.Rate)), rtt, loss, lanes, humanBytes(s.WireBytesSent), lastErr)
 	}
@@ -226,4 +522,56 @@ func humanBytes(n uint64) string {
 		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 	}
 	return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+}
+
+// configFlag is the admin commands' --config: the master is found where
+// tdfs-master --config FILE runs.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", EnvVars: []string{"TDFS_CONFIG"}, TakesFile: true,
+		Usage: "find the master that tdfs-master --config `FILE` runs: its -m and --journal (-m and --journal given here override them)"}
+}
+
+// daemonDirs is the -m and --journal of the master to ask: the flags' (or
+// environment's); for what they leave unset, those of tdfs-master
+// --config FILE (--config here, or before the command).
+func daemonDirs(c *cli.Context) (dir, journal string, err error) {
+	dir, journal = c.String("dir"), c.String("journal")
+	file := ""
+	for _, x := range c.Lineage() {
+		if file = x.String("config"); file != "" {
+			break
+		}
+	}
+	if file == "" || (c.IsSet("dir") && c.IsSet("journal")) {
+		return dir, journal, nil
+	}
+	fdir, fjournal, err := daemonConfig(file)
+	if err != nil {
+		return "", "", err
+	}
+	if !c.IsSet("dir") {
+		dir = fdir
+	}
+	if !c.IsSet("journal") {
+		journal = fjournal
+	}
+	return dir, journal, nil
+}
+
+// daemonConfig is the -m and --journal tdfs-master --config file runs
+// with: its own command line (newApp) reads the file, with the
+// environment's TDFS_* variables over it, as when it starts.
+func daemonConfig(file string) (dir, journal string, err error) {
+	app := newApp(io.Discard)
+	app.Writer, app.ErrWriter = io.Discard, io.Discard
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	app.Commands = nil
+	app.Action = func(c *cli.Context) error {
+		dir, journal = c.String("dir"), c.String("journal")
+		return nil
+	}
+	if err := app.Run([]string{app.Name, "--config", file}); err != nil {
+		return "", "", err
+	}
+	return dir, journal, nil
 }

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -24,8 +26,8 @@ import (
 
 // Where the slave stands, for people (tdfs-slave status, through a unix
 // socket in the state dir that only its user may use), for load balancers
-// (/seq on --metrics-addr: read-your-writes routing) and for Prometheus
-// (/metrics).
+// (/seq on --metrics-addr: read-your-writes routing; /healthz), for
+// scripts (status --check, /status) and for Prometheus (/metrics).
 
 const adminSocket = "admin.sock"
 
@@ -100,7 +102,8 @@ func listenAdmin(stateDir string, l *live) (net.Listener, error) {
 	return ln, nil
 }
 
-// serveMetrics serves /metrics and /seq on addr until ctx ends.
+// serveMetrics serves /metrics, /seq, /status and /healthz on addr until
+// ctx ends.
 func serveMetrics(ctx context.Context, addr string, l *live, log *slog.Logger) error {
 	reg := metrics.NewRegistry()
 	reg.MustRegister(newSlaveCollector(l))
@@ -109,7 +112,11 @@ func serveMetrics(ctx context.Context, addr string, l *live, log *slog.Logger) e
 		w.Header().Set("Cache-Control", "no-store")
 		json.NewEncoder(w).Encode(l.status())
 	})
-	bound, err := metrics.Serve(ctx, addr, reg, map[string]http.Handler{"/seq": seq}, log)
+	handlers := metrics.StatusHandlers(l.status, func(st slaveStatus, _ url.Values) ([]string, error) {
+		return slaveProblems(st), nil
+	})
+	handlers["/seq"] = seq
+	bound, err := metrics.Serve(ctx, addr, reg, handlers, log)
 	if err != nil {
 		return err
 	}
@@ -176,52 +183,213 @@ func b2f(b bool) float64 {
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "status",
-		Usage:     "show where a running slave stands",
-		UsageText: "tdfs-slave status -m DIR [--state DIR] [--json]",
+		Name:  "status",
+		Usage: "show where a running slave stands, or check that all is well",
+		UsageText: "tdfs-slave status [-m DIR] [--state DIR | --admin-socket PATH | --config FILE] [--json] [--check]\n" +
+			"   [--watch [--interval DURATION]]",
 		Description: "status asks the tdfs-slave running on DIR (through the socket " + adminSocket + " in its state dir,\n" +
 			"which only the slave's user may use) for the master connected now, the master epoch it follows, the\n" +
 			"last op it applied and made durable, whether it is resyncing, and when it applied its last op. It\n" +
-			"changes nothing. For load balancers the same is served as JSON at /seq on --metrics-addr.\n\n" +
-			"Exit codes: 0 the answer was printed, 1 no slave answers (or bad flags), 2 the answer was garbled.",
+			"changes nothing. For load balancers the same is served as JSON at /seq and /status on --metrics-addr.\n" +
+			"With --config, the slave is found as tdfs-slave --config FILE would run (its dir and state dir); -m\n" +
+			"and --state override the file.\n\n" +
+			"--check prints one line per problem, or ok: the slave is stalled (it cannot apply the next op: its\n" +
+			"disk full...), resyncing, or no master is connected. The metrics listener serves the same at /healthz.\n\n" +
+			"--watch prints again every --interval (2s) until interrupted, as watch(1) does: redrawn in place\n" +
+			"on a terminal, snapshots separated by a blank line elsewhere; SIGINT or SIGTERM ends it (exit 0).\n\n" +
+			"Exit codes: 0 the answer was printed, 1 no slave answers (or bad flags), 2 the answer was garbled.\n" +
+			"With --check: 0 all is well, 1 a problem was found (or bad flags), 2 no slave answers.",
 		OnUsageError: daemon.OnUsageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 				Usage: "replica `DIR` of the running slave"},
 			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
 				Usage: "the slave's state `DIR`, if it was given one (default " + defaultStateRoot + "/<DIR with / as _>)"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.StringFlag{Name: "admin-socket", EnvVars: []string{"TDFS_ADMIN_SOCKET"}, TakesFile: true,
+				Usage: "the slave's admin socket `PATH` (default: " + adminSocket + " in its state dir; then -m is not needed)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"TDFS_CONFIG"}, TakesFile: true,
+				Usage: "find the slave that tdfs-slave --config `FILE` runs: its -m and --state (-m and --state given here override them)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (one object; with --watch one per line)"},
+			&cli.BoolFlag{Name: "check", Usage: "print the problems (or ok) and exit 0 when all is well, 1 on a problem, 2 when no slave answers"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "print again every --interval until interrupted"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"n"}, Value: 2 * time.Second,
+				Usage: "with --watch: print every `DURATION`"},
+			&cli.IntFlag{Name: "count", Usage: "with --watch: stop after `N` snapshots, exiting as the last one would"},
 		},
 		Action: runStatus,
 	}
 }
 
+// slaveProblems lists what status --check and /healthz report.
+func slaveProblems(st slaveStatus) []string {
+	var out []string
+	if st.Stalled != "" {
+		msg := "stalled: " + st.Stalled
+		if st.StalledSince != nil {
+			msg = fmt.Sprintf("stalled for %s: %s", time.Since(*st.StalledSince).Round(time.Second), st.Stalled)
+		}
+		out = append(out, msg)
+	}
+	if st.Resyncing {
+		out = append(out, "resyncing: the tree is of unknown state until the master's resync pass ends")
+	}
+	if st.Master == "" {
+		out = append(out, "no master connected")
+	}
+	return out
+}
+
+// exitNoAnswer is status --check's exit code when the slave does not
+// answer.
+const exitNoAnswer = 2
+
+// statusView is how status prints an answer.
+type statusView struct{ json, check bool }
+
+// render prints the answer (or the error getting it) to w and returns the
+// exit code it stands for.
+func (v statusView) render(w io.Writer, st slaveStatus, err error) int {
+	if err != nil {
+		code := exitCodeOf(err)
+		if v.check {
+			code = exitNoAnswer
+		}
+		if v.json {
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		} else {
+			fmt.Fprintln(w, err)
+		}
+		return code
+	}
+	if v.check {
+		ps := slaveProblems(st)
+		switch {
+		case v.json:
+			json.NewEncoder(w).Encode(struct {
+				OK       bool     `json:"ok"`
+				Problems []string `json:"problems"`
+			}{len(ps) == 0, ps})
+		case len(ps) == 0:
+			fmt.Fprintln(w, "ok")
+		default:
+			fmt.Fprintln(w, strings.Join(ps, "\n"))
+		}
+		if len(ps) > 0 {
+			return daemon.ExitUsage // 1
+		}
+		return daemon.ExitOK
+	}
+	if v.json {
+		json.NewEncoder(w).Encode(st)
+		return daemon.ExitOK
+	}
+	printStatus(w, st)
+	return daemon.ExitOK
+}
+
 func runStatus(c *cli.Context) error {
 	name := "tdfs-slave status"
-	dir, err := daemon.Dir("-m", c.String("dir"))
+	view := statusView{json: c.Bool("json"), check: c.Bool("check")}
+	watch, every, err := watchFlags(c)
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
-	sdir, err := daemon.StateDir(c.String("state"), defaultStateRoot, dir)
+	sock, err := adminSocketPath(c)
 	if err != nil {
-		return cli.Exit(name+": --state: "+err.Error(), daemon.ExitUsage)
+		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
-	sock := filepath.Join(sdir, adminSocket)
+	out := c.App.Writer
+	st, err := askStatus(sock)
+	if err != nil && (!watch || !view.check) {
+		// The first answer fails: the flags are wrong, or no slave runs.
+		// Later ones, while watching, are shown and waited out.
+		code := exitCodeOf(err)
+		if view.check {
+			code = exitNoAnswer
+		}
+		return cli.Exit(name+": "+err.Error(), code)
+	}
+	if !watch {
+		return exitStatus(name, view.render(out, st, nil), view.check)
+	}
+	first := true
+	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
+		Command: name, JSON: view.json}.Run(c.Context, func(w io.Writer) int {
+		if !first {
+			st, err = askStatus(sock)
+		}
+		first = false
+		return view.render(w, st, err)
+	})
+	return exitStatus(name, code, view.check)
+}
+
+// exitStatus is the command's result for exit code code.
+func exitStatus(name string, code int, check bool) error {
+	switch {
+	case code == daemon.ExitOK:
+		return nil
+	case check && code == exitNoAnswer:
+		return cli.Exit(name+" --check: no slave answers", code)
+	case check:
+		return cli.Exit(name+" --check: not all is well", code)
+	}
+	return cli.Exit(name+": the slave's last answer failed", code)
+}
+
+// watchFlags reads --watch, --interval and --count (either of which
+// implies --watch). A duration after --watch (--watch 1s) is the interval.
+func watchFlags(c *cli.Context) (watch bool, every time.Duration, err error) {
+	watch = c.Bool("watch") || c.IsSet("interval") || c.IsSet("count")
+	every = c.Duration("interval")
+	if c.NArg() > 0 {
+		d, perr := time.ParseDuration(c.Args().First())
+		if !c.Bool("watch") || c.NArg() > 1 || perr != nil || c.IsSet("interval") {
+			return false, 0, fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
+		}
+		every = d
+	}
+	if every <= 0 {
+		return false, 0, fmt.Errorf("--interval %v: want a positive duration", every)
+	}
+	if n := c.Int("count"); n < 0 {
+		return false, 0, fmt.Errorf("--count %d: want 1 or more", n)
+	}
+	return watch, every, nil
+}
+
+// adminError is an error asking the slave, with its exit code.
+type adminError struct {
+	code int
+	err  error
+}
+
+func (e *adminError) Error() string { return e.err.Error() }
+
+func exitCodeOf(err error) int {
+	if ae, ok := err.(*adminError); ok {
+		return ae.code
+	}
+	return daemon.ExitRuntime
+}
+
+// askStatus asks the slave on sock where it stands.
+func askStatus(sock string) (slaveStatus, error) {
+	var st slaveStatus
 	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("%s: no slave answers on %s (is tdfs-slave running on %s, with this --state?): %v",
-			name, sock, dir, err), daemon.ExitUsage)
+		return st, &adminError{daemon.ExitUsage, fmt.Errorf("no slave answers on %s (is tdfs-slave running, with this --state?): %w", sock, err)}
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var st slaveStatus
 	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&st); err != nil {
-		return cli.Exit(name+": bad answer from the slave: "+err.Error(), daemon.ExitRuntime)
+		return st, &adminError{daemon.ExitRuntime, fmt.Errorf("bad answer from the slave: %w", err)}
 	}
-	out := c.App.Writer
-	if c.Bool("json") {
-		return json.NewEncoder(out).Encode(st)
-	}
+	return st, nil
+}
+
+// printStatus prints st for people.
+func printStatus(out io.Writer, st slaveStatus) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	master := st.Master
 	if master == "" {
@@ -241,5 +409,60 @@ func runStatus(c *cli.Context) error {
 	}
 	fmt.Fprintf(tw, "replica\t%s\nlistening\t%s\nmaster\t%s\nepoch\t%s\napplied seq\t%d\ndurable seq\t%d\nresyncing\t%v\nlast op\t%s\npolicy\t%s\n",
 		st.Dir, st.Addr, master, epoch, st.Applied, st.Durable, st.Resyncing, last, st.Policy)
-	return tw.Flush()
+	tw.Flush()
+}
+
+// adminSocketPath is the socket the flags name: --admin-socket, else
+// admin.sock in the state dir of -m and --state, else of those
+// tdfs-slave --config FILE runs with.
+func adminSocketPath(c *cli.Context) (string, error) {
+	if p := c.String("admin-socket"); p != "" {
+		return p, nil
+	}
+	dirFlag, state := c.String("dir"), c.String("state")
+	file := ""
+	for _, x := range c.Lineage() {
+		if file = x.String("config"); file != "" {
+			break
+		}
+	}
+	if file != "" && !(c.IsSet("dir") && c.IsSet("state")) {
+		fdir, fstate, err := daemonConfig(file)
+		if err != nil {
+			return "", err
+		}
+		if !c.IsSet("dir") {
+			dirFlag = fdir
+		}
+		if !c.IsSet("state") {
+			state = fstate
+		}
+	}
+	dir, err := daemon.Dir("-m", dirFlag)
+	if err != nil {
+		return "", err
+	}
+	sdir, err := daemon.StateDir(state, defaultStateRoot, dir)
+	if err != nil {
+		return "", fmt.Errorf("--state: %w", err)
+	}
+	return filepath.Join(sdir, adminSocket), nil
+}
+
+// daemonConfig is the -m and --state tdfs-slave --config file runs with:
+// its own command line (newApp) reads the file, with the environment's
+// TDFS_* variables over it, as when it starts.
+func daemonConfig(file string) (dir, state string, err error) {
+	app := newApp(io.Discard)
+	app.Writer, app.ErrWriter = io.Discard, io.Discard
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	app.Commands = nil
+	app.Action = func(c *cli.Context) error {
+		dir, state = c.String("dir"), c.String("state")
+		return nil
+	}
+	if err := app.Run([]string{app.Name, "--config", file}); err != nil {
+		return "", "", err
+	}
+	return dir, state, nil
 }

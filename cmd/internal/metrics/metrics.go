@@ -1,8 +1,9 @@
 // Package metrics serves Prometheus metrics for tdfs-master and
 // tdfs-slave (--metrics-addr): one HTTP listener with /metrics and
-// whatever other handlers the daemon adds (the slave's /seq). It is off
-// unless asked for, and holds no state of its own: the daemons' collectors
-// read their status when scraped.
+// whatever other handlers the daemon adds (/status, /healthz, the slave's
+// /seq). It is off unless asked for, and holds no state of its own: the
+// daemons' collectors read their status when scraped. It also draws the
+// status commands' --watch (watch.go).
 package metrics
 
 import (
@@ -20,10 +21,11 @@ import (
 )
 
 // NewRegistry returns a registry with the Go runtime's and the process's
-// standard metrics.
+// standard metrics, and tdfs_build_info.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo())
 	return reg
 }
 
