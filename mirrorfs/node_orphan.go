@@ -19,11 +19,6 @@ import (
 // warning and fail; these use an open descriptor where there is one and
 // answer ENOENT otherwise.
 
-func (n *node) inTree() bool {
-	_, ok := relPath(n.inode())
-	return ok
-}
-
 // resolveSelf returns where n is in the backing dir; ok is false when n is
 // not in the tree. The caller closes a.
 func (n *node) resolveSelf() (a at, ok bool, err error) {

@@ -195,10 +195,6 @@ func opFrame(seq uint64, op wire.Op) []byte {
 	return wire.AppendFrame(nil, wire.FrameOp, wire.AppendOp(nil, seq, op), nil)
 }
 
-func itemFrame(after uint64, it wire.ResyncItem) []byte {
-	return wire.AppendFrame(nil, wire.FrameResync, wire.AppendResyncItem(nil, after, it), nil)
-}
-
 // send sends each op on the control stream, numbered from next.
 func (m *rawMaster) send(ops ...wire.Op) {
 	m.t.Helper()
