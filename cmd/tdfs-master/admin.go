@@ -239,7 +239,7 @@ func verifyCommand() *cli.Command {
 		OnUsageError: daemon.OnUsageError,
 		Flags: append(adminFlags(),
 			&cli.BoolFlag{Name: "repair", Usage: "fix what differs on the slaves"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION` (default: no limit)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION`", DefaultText: "no limit"},
 		),
 		Action: runVerify,
 	}

@@ -9,9 +9,11 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/replayer"
 )
 
 // slavePKI writes a CA and a slave certificate to a new dir and returns
@@ -115,5 +117,21 @@ func TestConfigFileEveryFlag(t *testing.T) {
 	_, code, stderr := configureWith(t, "--config", example)
 	if code != daemon.ExitUsage || strings.Contains(stderr, "--config") {
 		t.Errorf("the example file is refused: %s", stderr)
+	}
+}
+
+// TestMaxHandlesFitsTheLimit: the default --max-handles fits the
+// open-file limit (so no warning can matter); a given one is kept.
+func TestMaxHandlesFitsTheLimit(t *testing.T) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Skip(err)
+	}
+	n := maxHandles(replayer.DefaultMaxHandles, false)
+	if uint64(n)+fdReserve > rl.Cur && n != 1024 {
+		t.Errorf("default max handles %d with a limit of %d", n, rl.Cur)
+	}
+	if got := maxHandles(123456, true); got != 123456 {
+		t.Errorf("a given --max-handles became %d", got)
 	}
 }

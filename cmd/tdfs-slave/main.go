@@ -84,7 +84,8 @@ func newApp(stderr io.Writer) *cli.App {
 				Usage: "largest file this replica holds (`SIZE`, K, M, G, T suffixes): the master's mount refuses a write, " +
 					"fallocate or truncate beyond it (EFBIG)"},
 			&cli.IntFlag{Name: "max-handles", Value: replayer.DefaultMaxHandles, EnvVars: []string{"TDFS_MAX_HANDLES"},
-				Usage: "files the slave keeps open for the master's open files, at most (`N`, one descriptor each)"},
+				Usage: "files the slave keeps open for the master's open files, at most (`N`, one descriptor each; " +
+					"when not given, lowered to fit the open-file limit)"},
 			&cli.IntFlag{Name: "max-streams", Value: quictransport.DefaultMaxStreams, EnvVars: []string{"TDFS_MAX_STREAMS"},
 				Usage: "data streams (large writes in flight) a master may have open at once, at most (`N`)"},
 			&cli.IntFlag{Name: "max-lanes", Value: quictransport.DefaultMaxLanes, EnvVars: []string{"TDFS_MAX_LANES"},
@@ -118,6 +119,9 @@ type config struct {
 	// --max-file-size, --max-handles).
 	replay   replayer.Options
 	identity *certs.Store
+	// handlesSet: --max-handles was given (the open-file limit is then
+	// checked against it, and a warning names the mismatch).
+	handlesSet bool
 }
 
 func configure(c *cli.Context) (*config, error) {
@@ -179,6 +183,7 @@ func configure(c *cli.Context) (*config, error) {
 	return &config{
 		dir:         dir,
 		stateDir:    stateDir,
+		handlesSet:  c.IsSet("max-handles"),
 		metricsAddr: c.String("metrics-addr"),
 		identity:    identity,
 		server: quictransport.ServerConfig{
@@ -191,7 +196,7 @@ func configure(c *cli.Context) (*config, error) {
 			Logger:     log,
 		},
 		replay: replayer.Options{AllowSetuid: c.Bool("allow-setuid"), AllowDevices: c.Bool("allow-devices"), MaxFileSize: uint64(maxFile),
-			MaxHandles: c.Int("max-handles")},
+			MaxHandles: maxHandles(c.Int("max-handles"), c.IsSet("max-handles"))},
 	}, nil
 }
 
@@ -223,7 +228,9 @@ func serve(ctx context.Context, cfg *config) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: owners are not replicated, and trusted.* xattrs and POSIX ACLs are refused")
 	}
-	checkFdLimit(log, ro.MaxHandles)
+	if cfg.handlesSet {
+		checkFdLimit(log, ro.MaxHandles)
+	}
 	st := h.State()
 	if st.Resyncing {
 		log.Warn("this replica's tree is of unknown state: the master will compare it with its own and repair it",
@@ -274,6 +281,25 @@ func serve(ctx context.Context, cfg *config) error {
 	return nil
 }
 
+// fdReserve is what the slave keeps of the open-file limit beyond the
+// master's handles: a resync pass's files, the state dir, sockets.
+const fdReserve = 2048
+
+// maxHandles is --max-handles, or, when not given, the default lowered to
+// what the open-file limit holds (Go raises the soft limit to the hard one
+// at start): the bound is then a clear "limit exceeded", never "too many
+// open files".
+func maxHandles(n int, set bool) int {
+	if set {
+		return n
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(n)+fdReserve {
+		return max(1024, int(rl.Cur)-fdReserve)
+	}
+	return n
+}
+
 // checkFdLimit warns when the open-file limit cannot hold maxHandles
 // files plus what the slave needs besides (a resync pass holds up to
 // 1024, and sockets, logs, the state dir).
@@ -282,7 +308,7 @@ func checkFdLimit(log *slog.Logger, maxHandles int) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		return
 	}
-	if need := uint64(maxHandles) + 2048; rl.Cur < need {
+	if need := uint64(maxHandles) + fdReserve; rl.Cur < need {
 		log.Warn("the open-file limit is below --max-handles plus what a resync pass holds: a master holding "+
 			"that many files open gets \"too many open files\" instead of a clear limit; raise LimitNOFILE or lower --max-handles",
 			"nofile", rl.Cur, "max_handles", maxHandles)

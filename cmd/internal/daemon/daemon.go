@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -124,5 +125,15 @@ func Within(path, dir string) bool {
 // instead of urfave/cli's "Incorrect Usage" followed by the whole help.
 func OnUsageError(c *cli.Context, err error, _ bool) error {
 	name := c.App.Name
-	return cli.Exit(fmt.Sprintf("%s: %v (see %s --help)", name, err, name), ExitUsage)
+	return cli.Exit(fmt.Sprintf("%s: %s (see %s --help)", name, longFlags(err.Error()), name), ExitUsage)
+}
+
+// flagInMessage is a flag as Go's flag package names it in its errors:
+// "-name", whatever the user typed.
+var flagInMessage = regexp.MustCompile(`(^|[\s:])-([A-Za-z0-9][A-Za-z0-9-]+)`)
+
+// longFlags writes the long flags an error names as --name, as --help
+// shows them (one-letter flags keep their single dash).
+func longFlags(msg string) string {
+	return flagInMessage.ReplaceAllString(msg, "$1--$2")
 }

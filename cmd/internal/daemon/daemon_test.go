@@ -80,3 +80,18 @@ func TestStateDir(t *testing.T) {
 		t.Errorf("explicit: %q, %v", got, err)
 	}
 }
+
+func TestLongFlags(t *testing.T) {
+	for in, want := range map[string]string{
+		"flag provided but not defined: -bogus":                   "flag provided but not defined: --bogus",
+		"invalid value \"x\" for flag -sync-timeout: parse error": "invalid value \"x\" for flag --sync-timeout: parse error",
+		"flag provided but not defined: -z":                       "flag provided but not defined: -z",
+		"flag needs an argument: -m":                              "flag needs an argument: -m",
+		"--min-slaves 2: want 0 to the number of slaves (-c: 1)":  "--min-slaves 2: want 0 to the number of slaves (-c: 1)",
+		"a-b is fine": "a-b is fine",
+	} {
+		if got := longFlags(in); got != want {
+			t.Errorf("longFlags(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

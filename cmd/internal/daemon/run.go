@@ -43,6 +43,9 @@ func Action[C any](configure func(*cli.Context) (C, error), serve func(context.C
 	return func(c *cli.Context) error {
 		name := c.App.Name
 		if c.NArg() > 0 {
+			if c.Args().First() == "help" && c.NArg() == 1 {
+				return cli.ShowAppHelp(c) // the help command is hidden, not gone
+			}
 			return cli.Exit(name+": unexpected argument "+c.Args().First()+" (see --help)", ExitUsage)
 		}
 		cfg, err := configure(c)
