@@ -43,10 +43,10 @@ var _ interface {
 // A verify pass changes nothing and does not hold the fence.
 //
 // It waits at most SyncTimeout; it then returns an error wrapping
-// ErrNotSynced that names the slaves that lacked the ops. If ctx ends
-// first (the FUSE request was interrupted) the error wraps ctx's. It
-// marks no slave degraded and changes nothing writers wait for; it logs
-// nothing at info level (a script may call it in a loop).
+// ErrNotSynced that names the slaves that lacked the ops, and logs it. If
+// ctx ends first (the FUSE request was interrupted) the error wraps ctx's.
+// It marks no slave degraded and changes nothing writers wait for; a
+// fence that succeeds logs nothing (a script may call it in a loop).
 func (m *Master) WaitSynced(ctx context.Context, seq uint64) error {
 	tctx, cancel := context.WithTimeout(ctx, m.cfg.SyncTimeout)
 	defer cancel()
@@ -68,7 +68,9 @@ func (m *Master) WaitSynced(ctx context.Context, seq uint64) error {
 				return fmt.Errorf("wait for slaves durable at seq %d: %w: %s", seq, ctx.Err(), why)
 			}
 			err := fmt.Errorf("%w at seq %d within the sync timeout (%v): %s", ErrNotSynced, seq, m.cfg.SyncTimeout, why)
-			m.log.Debug("synced fence failed", "err", err)
+			// Rare, and a reason not to deploy: said once per failed
+			// read, naming the slaves it waited for.
+			m.log.Warn("the fence timed out: "+err.Error(), "seq", seq)
 			return err
 		}
 		ch := m.changed
