@@ -1,5 +1,5 @@
-# The Makefile is the contract (STYLE.md): CI runs `bash .ci/run`, which runs
-# `make lint check-deps test`.
+# The Makefile is the contract: CI runs `bash .ci/run`, which runs
+# `make lint check-deps test`, then builds and installs the package.
 SHELL     := /bin/bash
 GO        ?= go
 BIN       ?= bin
@@ -66,6 +66,8 @@ install: build
 		chmod 0644 "$(DESTDIR)$(BASHCOMPDIR)/$$p" "$(DESTDIR)$(ZSHCOMPDIR)/_$$p" "$(DESTDIR)$(MANDIR)/man8/$$p.8"; \
 	done
 	install -m 0644 README.md LICENSE CHANGELOG.md "$(DESTDIR)$(DOCDIR)/"
+	install -d -m 0755 "$(DESTDIR)$(DOCDIR)/docs"
+	install -m 0644 docs/*.md "$(DESTDIR)$(DOCDIR)/docs/"
 	install -m 0644 contrib/systemd/master.yaml contrib/systemd/slave.yaml "$(DESTDIR)$(DOCDIR)/examples/"
 	@set -e; [ -d "$(DESTDIR)$(SYSCONFDIR)/tdfs" ] || install -d -m 0700 "$(DESTDIR)$(SYSCONFDIR)/tdfs"; \
 	for f in master.yaml slave.yaml; do \
@@ -135,7 +137,7 @@ lint:
 	@if grep -rn --include='*.go' --exclude='*_test.go' -E '\bpanic\(' certs mirrorfs quictransport replayer slave; then echo "naked panic in library code"; exit 1; fi
 	@if grep -rn --include='*.go' --exclude='*_test.go' InsecureSkipVerify .; then echo "InsecureSkipVerify outside tests"; exit 1; fi
 
-# Dependencies point one way (STYLE.md): go list -deps shows what each
+# Dependencies point one way (docs/design.md, Processes and packages): go list -deps shows what each
 # package really pulls in.
 check-deps:
 	@bad=$$($(GO) list -deps ./replayer/... ./quictransport/wire | grep -E 'hanwen/go-fuse|quic-go/quic-go|/quictransport$$|/mirrorfs|/certs$$'); \

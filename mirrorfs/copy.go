@@ -18,7 +18,7 @@ import (
 // copy_file_range(2) on the mount (GNU cp since coreutils 9, cp
 // --reflink=auto, many copy tools) copies on the backing dir and emits
 // wire.CopyRange: the slaves copy between their own copies of the files,
-// and the bytes never cross the network (DESIGN.md, Performance model).
+// and the bytes never cross the network (docs/design.md, Performance model).
 //
 // The kernel sends FUSE_COPY_FILE_RANGE only between two files of this
 // mount (fs/fuse/file.c answers EXDEV itself otherwise), after checking

@@ -21,9 +21,10 @@
 //
 // # Sequencing and locks
 //
-// DESIGN.md item 1 requires that seq(A) < seq(B) whenever A's effect was
-// visible to B. An op is therefore numbered after it succeeded locally but
-// while the locks that exclude its conflicting ops are still held:
+// The op sequence (docs/design.md, Op sequence) requires that seq(A) < seq(B)
+// whenever A's effect was visible to B. An op is therefore numbered after it
+// succeeded locally but while the locks that exclude its conflicting ops are
+// still held:
 //
 //   - A namespace RWMutex, taken in a wrapper around the fuse.RawFileSystem
 //     that fs.NewNodeFS returns (raw.go). Ops that change the tree or
@@ -50,11 +51,11 @@
 //
 // # Handles
 //
-// Every open or create with write access gets a new handle id (DESIGN.md
-// item 4); writes and fallocate name the handle, not a path, so they land
-// where they land on the master even after the open file was renamed or
-// unlinked. A node that is no longer in the tree (unlinked while open) never
-// produces a path op.
+// Every open or create with write access gets a new handle id
+// (docs/design.md, Handles); writes and fallocate name the handle, not a
+// path, so they land where they land on the master even after the open file
+// was renamed or unlinked. A node that is no longer in the tree (unlinked
+// while open) never produces a path op.
 //
 // # Runs
 //

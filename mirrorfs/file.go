@@ -13,11 +13,11 @@ import (
 
 // file is the handle of an open backing file.
 //
-// It holds the *fs.LoopbackFile in a named field instead of embedding it,
-// so only the methods forwarded below exist on file. In particular file has
-// no PassthroughFd: go-fuse would otherwise register the descriptor for
-// kernel passthrough and writes would go around the daemon, never to be
-// mirrored (research pitfall #1). Nor has it Ioctl (see node.Ioctl).
+// It holds the *fs.LoopbackFile in a named field instead of embedding it, so
+// only the methods forwarded below exist on file. In particular file has no
+// PassthroughFd: go-fuse would otherwise register the descriptor for kernel
+// passthrough and writes would go around the daemon, never to be mirrored
+// (docs/design.md, Implementation traps). Nor has it Ioctl (see node.Ioctl).
 type file struct {
 	lf     *fs.LoopbackFile
 	fd     int // lf's descriptor, valid until Release
@@ -54,7 +54,7 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 
 // Writev must be intercepted as well as Write: the raw bridge calls Writev
 // for multi-segment payloads, and a promoted LoopbackFile.Writev would
-// bypass the mirror (research C.1).
+// bypass the mirror (docs/design.md, Implementation traps).
 func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
 	if len(data) == 1 {
 		return f.Write(ctx, data[0], off)

@@ -50,7 +50,8 @@ import (
 // creates needs neither) and kept up to date by every op through the mount
 // that can change it (setattr, setxattr, removexattr, and the killing
 // itself), all of which run under the exclusive namespace lock. Nothing
-// else changes the backing dir (DESIGN.md), so a write, which holds the
+// else changes the backing dir (applications write through the mount only:
+// docs/design.md, Processes and packages), so a write, which holds the
 // shared lock, can trust the cache: only when it says something may need
 // killing does the write retake the lock exclusively and look at the file.
 

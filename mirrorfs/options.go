@@ -20,8 +20,8 @@ const entryTimeout = time.Second
 // mounted with, without anything that replicates: the same capabilities,
 // timeouts and limits, no logger, no allow_other, no debug. Mount builds on
 // it; MountBareLoopback mounts a plain fs.NewLoopbackRoot with it, the
-// ceiling a benchmark compares the mirror with (DESIGN.md, Performance
-// model: the mount should cost little more than that).
+// ceiling a benchmark compares the mirror with (docs/design.md,
+// Performance model: the mount should cost little more than that).
 func BareLoopbackOptions(backing string) *fs.Options {
 	timeout := entryTimeout
 	return &fs.Options{
@@ -38,13 +38,13 @@ func BareLoopbackOptions(backing string) *fs.Options {
 		// file whose mode is 000.
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
-			// go-fuse enables kernel passthrough by default: READ and
-			// WRITE would then bypass the daemon and no write would be
-			// mirrored (research pitfall #1). file has no PassthroughFd
-			// either. The writeback cache stays off too: it merges and
-			// delays writes and sends them on any writable handle with
-			// pid 0, after later metadata ops (research C.4); writes must
-			// be numbered at the local pwrite.
+			// go-fuse enables kernel passthrough by default: READ and WRITE
+			// would then bypass the daemon and no write would be mirrored
+			// (docs/design.md, Implementation traps). file has no
+			// PassthroughFd either. The writeback cache stays off too: it
+			// merges and delays writes and sends them on any writable handle
+			// with pid 0, after later metadata ops; writes must be numbered
+			// at the local pwrite.
 			DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
 			// Without HANDLE_KILLPRIV_V2 the kernel asks
 			// GETXATTR(security.capability) before every write; with

@@ -8,13 +8,13 @@ import (
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
-// rawFS wraps the fuse.RawFileSystem that fs.NewNodeFS returns, to hold
-// the namespace lock across a whole request. go-fuse updates its tree
-// (MvChild, ExchangeChild, RmChild, adding children) after the node
-// handler returns, outside any lock the handler could hold (research
-// pitfall #2, C.5); taking the lock here keeps "apply locally, update the
-// tree, number the op" atomic with respect to every op that computes a
-// path. Methods not listed below go straight to the bridge (embedding).
+// rawFS wraps the fuse.RawFileSystem that fs.NewNodeFS returns, to hold the
+// namespace lock across a whole request. go-fuse updates its tree (MvChild,
+// ExchangeChild, RmChild, adding children) after the node handler returns,
+// outside any lock the handler could hold (docs/design.md, Implementation
+// traps); taking the lock here keeps "apply locally, update the tree, number
+// the op" atomic with respect to every op that computes a path. Methods not
+// listed below go straight to the bridge (embedding).
 //
 // After a mutating request has released the lock, rawFS waits for the
 // slaves when the sync mode asks for it (Sink.Wait bounds the wait).

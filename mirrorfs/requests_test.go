@@ -78,7 +78,7 @@ func total(m map[string]uint64) uint64 {
 // TestTarRequests extracts the same tar onto a bare go-fuse loopback
 // mounted with BareLoopbackOptions and onto a mirror, counts the FUSE
 // requests of each, and wants the mirror to need no more than the bare
-// loopback (DESIGN.md, Performance model). It logs the table.
+// loopback (docs/design.md, Performance model). It logs the table.
 func TestTarRequests(t *testing.T) {
 	requireFUSE(t)
 	dir := t.TempDir()

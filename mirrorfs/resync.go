@@ -8,7 +8,8 @@ import (
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
-// Online resync, the master's side (DESIGN.md item 6, wire/resync.go).
+// Online resync, the master's side (docs/design.md, Resync passes;
+// wire/resync.go).
 //
 // A pass makes one slave's tree equal to the backing dir by comparison
 // while live ops keep flowing. Every item is built while the mirror holds

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// entryInfo is what a tree comparison looks at: everything DESIGN.md's
-// fidelity promise names (not atime or ctime).
+// entryInfo is what a tree comparison looks at: everything the fidelity
+// promise names (docs/design.md, Fidelity; not atime or ctime).
 type entryInfo struct {
 	mode     uint32 // type and permission bits
 	uid, gid uint32

@@ -10,9 +10,10 @@ import (
 )
 
 // SyncedXattr is the virtual extended attribute of every path in the
-// mount that acts as a replication fence (issue 5): reading it blocks
-// until every op numbered before the read is durable on every connected
-// slave, and returns the seq it waited for, in decimal ASCII, so that
+// mount that acts as a replication fence (docs/design.md, The fence):
+// reading it blocks until every op numbered before the read is durable on
+// every connected slave, and returns the seq it waited for, in decimal
+// ASCII, so that
 //
 //	getfattr -n user.tdfs.synced /mnt/data
 //

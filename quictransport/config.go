@@ -126,12 +126,12 @@ type MasterConfig struct {
 	// DataStreams is how many data streams may be in flight per slave, in
 	// total over its lanes.
 	DataStreams int
-	// Lanes is how many QUIC connections carry each slave's data streams
-	// (0 or 1: one, the primary connection, which alone carries the
-	// control stream; at most wire.MaxLanes). Each connection has its own
-	// congestion window: quic-go's NewReno collapses on a lossy or long
-	// link, and several windows recover faster than one (DESIGN, lanes).
-	// The slave may grant fewer (its MaxLanes).
+	// Lanes is how many QUIC connections carry each slave's data streams (0
+	// or 1: one, the primary connection, which alone carries the control
+	// stream; at most wire.MaxLanes). Each connection has its own congestion
+	// window: quic-go's NewReno collapses on a lossy or long link, and
+	// several windows recover faster than one (docs/design.md, Lanes). The
+	// slave may grant fewer (its MaxLanes).
 	Lanes int
 	// ResyncWindow bounds the bytes of resync items in flight per slave.
 	ResyncWindow int64
@@ -364,9 +364,9 @@ func listenAddr(s string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// quicConfig is the QUIC configuration of both sides (research A.2/A.3).
-// The same values serve the master, which mostly sends, and the slave,
-// whose receive windows bound master->slave throughput.
+// quicConfig is the QUIC configuration of both sides (docs/design.md,
+// Implementation traps). The same values serve the master, which mostly
+// sends, and the slave, whose receive windows bound master->slave throughput.
 func quicConfig() *quic.Config {
 	return &quic.Config{
 		// A handshake that makes no progress for 5 s fails, so a dial to an
@@ -383,7 +383,7 @@ func quicConfig() *quic.Config {
 		// product (1 Gbit/s x 50 ms = 6.25 MB) or latency bounds throughput.
 		// Memory stays bounded by the slave's MaxPending, which the master
 		// honours; above ~16 MB per connection NewReno's cwnd cap makes
-		// bigger windows useless (research A.2).
+		// bigger windows useless (hence lanes: docs/design.md, Lanes).
 		InitialStreamReceiveWindow:     2 << 20,
 		MaxStreamReceiveWindow:         16 << 20,
 		InitialConnectionReceiveWindow: 4 << 20,
@@ -396,8 +396,8 @@ func quicConfig() *quic.Config {
 		// which returns as the slave reads every stream to its end. A
 		// slave sets its own (ServerConfig.MaxStreams).
 		MaxIncomingUniStreams: DefaultMaxStreams,
-		// No 0-RTT: it is replayable (research A.7). Only takes effect with
-		// ListenEarly, which we do not use; set for the record.
+		// No 0-RTT: it is replayable. Only takes effect with ListenEarly,
+		// which we do not use; set for the record.
 		Allow0RTT: false,
 	}
 }

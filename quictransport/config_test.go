@@ -65,7 +65,9 @@ func TestServerConfigDefaultsAndErrors(t *testing.T) {
 	}
 }
 
-// The QUIC settings the design relies on (research A.2, A.7).
+// The QUIC settings the design relies on (docs/design.md, Implementation
+// traps): no 0-RTT, keep-alives well within the idle timeout, windows and
+// stream limits that leave room for the data streams.
 func TestQUICConfig(t *testing.T) {
 	c := quicConfig()
 	if c.Allow0RTT || c.KeepAlivePeriod == 0 || c.KeepAlivePeriod >= c.MaxIdleTimeout/2 {

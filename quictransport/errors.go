@@ -123,7 +123,7 @@ func explain(err error) string {
 		if te.Remote {
 			// With QUIC mTLS the client's Dial succeeds before the server
 			// has checked the client certificate; a refusal shows up on the
-			// first read (research pitfall #4).
+			// first read (docs/design.md, Implementation traps).
 			return "the slave refused our certificate (check the master certificate, its expiry and the CA the slave trusts): " + err.Error()
 		}
 		if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {

@@ -183,7 +183,8 @@ func (p *peer) dialLane(ctx context.Context, ls *laneSet, primary *quic.Conn, n 
 		return nil, fmt.Errorf("send lane-hello: %w", err)
 	}
 	// With QUIC mTLS the dial succeeded before the slave checked our
-	// certificate (research pitfall #4): nothing goes on the lane before
+	// certificate (docs/design.md, Implementation traps): nothing goes on
+	// the lane before
 	// its LaneAck.
 	s.SetReadDeadline(time.Now().Add(helloTimeout))
 	kind, body, err := wire.NewFrameReader(s, nil).Next()

@@ -123,7 +123,7 @@ func replicateThrough(t *testing.T, ops []wire.Op, oneWay time.Duration, mode wi
 }
 
 // Replicating a workload must cost about bytes/bandwidth plus a few round
-// trips, never one round trip per op (DESIGN.md, "Performance model"): the
+// trips, never one round trip per op (docs/design.md, Performance model): the
 // master pipelines ops, batches small ones on the control stream and sends
 // large writes on parallel data streams. The bounds are structural: a design
 // paying a round trip per op or per batch would exceed them by orders of

@@ -7,10 +7,10 @@ import (
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
-// reorder is the slave's buffer of received-but-unapplied ops, keyed by
-// seq. Stream readers insert as soon as they decode (they never wait for
-// room: a reader that waits at a barrier can deadlock the connection,
-// research pitfall #5); the applier pops strictly in seq order.
+// reorder is the slave's buffer of received-but-unapplied ops, keyed by seq.
+// Stream readers insert as soon as they decode (they never wait for room: a
+// reader that waits at a barrier can deadlock the connection, docs/design.md,
+// Implementation traps); the applier pops strictly in seq order.
 //
 // Its byte bound is enforced, not waited for: the master keeps what it has
 // in flight below the MaxPending the slave announced, so only a broken or

@@ -162,14 +162,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		helloSlots: make(chan struct{}, maxAwaitingHello)}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
-	// and batched reads (research A.3).
+	// and batched reads (docs/design.md, Implementation traps).
 	s.tr = &quic.Transport{Conn: udp, ConnContext: s.connContext}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		s.tr.StatelessResetKey = &k
 	}
 	// Listen, not ListenEarly: no 0-RTT and no 0.5-RTT data before the
-	// master's certificate is verified (research A.7).
+	// master's certificate is verified (0-RTT data is replayable).
 	s.ln, err = s.tr.Listen(cfg.TLS, cfg.quic)
 	if err != nil {
 		s.tr.Close()

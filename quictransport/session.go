@@ -456,7 +456,7 @@ func (s *session) readFailed(what string, err error) {
 // one of its lanes) as soon as it is opened, each in its own goroutine, to
 // its end. Never leaving a stream unread is what keeps the connection's
 // flow-control window open while the applier waits for a missing op
-// (research pitfall #5).
+// (docs/design.md, Implementation traps).
 func (s *session) acceptData(conn *quic.Conn) {
 	for {
 		rs, err := conn.AcceptUniStream(s.ctx)

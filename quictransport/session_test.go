@@ -13,7 +13,8 @@ import (
 
 // smallWindows makes QUIC's connection window far smaller than the bytes a
 // test sends, so a slave that left data streams unread while waiting for
-// a missing op would deadlock the connection (research pitfall #5).
+// a missing op would deadlock the connection (docs/design.md,
+// Implementation traps).
 func smallWindows() *quic.Config {
 	c := fastQUIC()
 	c.MaxIdleTimeout = 30 * time.Second // a stuck applier is not a dead peer

@@ -7,12 +7,13 @@ import (
 	"strings"
 )
 
-// The replication fence (the user.tdfs.synced xattr of the mount, issue 5):
-// WaitSynced tells a caller that every slave it can reach holds and has
-// made durable every op up to a seq. It differs from Wait, which bounds
-// how long writers are held back: Wait gives up on a slow slave (marks it
-// degraded) and reports nothing; WaitSynced never reports success for a
-// connected slave that lacks the ops, and says so with an error instead.
+// The replication fence (the user.tdfs.synced xattr of the mount;
+// docs/design.md, The fence): WaitSynced tells a caller that every slave it
+// can reach holds and has made durable every op up to a seq. It differs from
+// Wait, which bounds how long writers are held back: Wait gives up on a slow
+// slave (marks it degraded) and reports nothing; WaitSynced never reports
+// success for a connected slave that lacks the ops, and says so with an error
+// instead.
 
 // ErrNotSynced: WaitSynced's SyncTimeout passed before every connected
 // slave was durable at the seq (or while one was being resynchronised).
@@ -35,12 +36,12 @@ var _ interface {
 // will ever return, and holds what it lacks for it. One that loses its
 // connection during the wait still counts: it must come back and catch up.
 //
-// A slave being resynchronised is not prefix-consistent (DESIGN.md item
-// 6) whatever seq it acknowledged: it counts as not synced until its pass
-// has ended and it acknowledged every item of it, the ResyncEnd included
-// (the slave syncs at a ResyncEnd, so its durable seq then covers the
-// pass). So does a slave owed a comparison pass after a crash (CheckAll).
-// A verify pass changes nothing and does not hold the fence.
+// A slave being resynchronised is not prefix-consistent (docs/design.md,
+// Catch-up) whatever seq it acknowledged: it counts as not synced until its
+// pass has ended and it acknowledged every item of it, the ResyncEnd included
+// (the slave syncs at a ResyncEnd, so its durable seq then covers the pass).
+// So does a slave owed a comparison pass after a crash (CheckAll). A verify
+// pass changes nothing and does not hold the fence.
 //
 // It waits at most SyncTimeout; it then returns an error wrapping
 // ErrNotSynced that names the slaves that lacked the ops, and logs it. If

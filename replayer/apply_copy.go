@@ -10,12 +10,12 @@ import (
 	"github.com/tdfs/tdfs/quictransport/wire"
 )
 
-// CopyRange: the master copied a range between files with
-// copy_file_range(2), and the slave copies it between its own copies of
-// them, so the bytes never cross the network. Prefix consistency (DESIGN.md
-// item 2) makes the slave's source identical to the master's as of the op,
-// so exactly o.Len bytes must be there to copy: fewer is an error (the
-// trees differ), never a silently shorter file.
+// CopyRange: the master copied a range between files with copy_file_range(2),
+// and the slave copies it between its own copies of them, so the bytes never
+// cross the network. Prefix consistency (docs/design.md, Prefix consistency)
+// makes the slave's source identical to the master's as of the op, so exactly
+// o.Len bytes must be there to copy: fewer is an error (the trees differ),
+// never a silently shorter file.
 
 // copyBufLen bounds the buffer of the read/write fallback.
 const copyBufLen = 1 << 20

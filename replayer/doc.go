@@ -12,9 +12,9 @@
 // them after its own changes, so applying an op cannot leave the slave's
 // clocks in the tree. Umask plays no part: modes are set exactly.
 //
-// Writes name a handle, not a path (DESIGN.md item 4): Create and Open keep
-// the file open under the master's handle id until Release, so a write lands
-// in the file the master wrote to even after a rename or unlink of it.
+// Writes name a handle, not a path (docs/design.md, Handles): Create and Open
+// keep the file open under the master's handle id until Release, so a write
+// lands in the file the master wrote to even after a rename or unlink of it.
 //
 // Ops that a crashed slave may see twice are idempotent where that is safe:
 // Mkdir of an existing directory, Unlink and Rmdir of a missing name,

@@ -6,10 +6,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Handles are the master's ids for files it opened for writing (DESIGN.md
-// item 4). The slave keeps the matching file open under the same id, so a
-// Write lands in the file the master wrote to whatever happened to its
-// name since. The map holds raw fds: they are only used with *at and
+// Handles are the master's ids for files it opened for writing
+// (docs/design.md, Handles). The slave keeps the matching file open under the
+// same id, so a Write lands in the file the master wrote to whatever happened
+// to its name since. The map holds raw fds: they are only used with *at and
 // pwrite-style system calls, never as streams.
 
 // handle returns the fd open under h.

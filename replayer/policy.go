@@ -13,7 +13,7 @@ import (
 
 // What the slave refuses even from an authenticated master, beyond path
 // confinement (resolve.go): a master's certificate may be stolen, and the
-// replica may be served to others (research pitfall 7, section D).
+// replica may be served to others (docs/design.md, Security).
 //
 // Every check here runs before the op or resync item changes anything,
 // and tolerant mode never skips what it refuses: a refusal is the master's
@@ -21,12 +21,12 @@ import (
 //
 // Set-id bits are refused, not stripped: a replica that silently differed
 // from the master in its modes would contradict the fidelity promise
-// (DESIGN.md item 7) and make every verify pass report it. A master whose
-// tree legitimately holds setuid files (a backup of a system's /usr) is
+// (docs/design.md, Fidelity) and make every verify pass report it. A master
+// whose tree legitimately holds setuid files (a backup of a system's /usr) is
 // replicated by a slave started with AllowSetuid (--allow-setuid), on a
-// replica mounted nosuid if its data should not run. A resync pass that
-// would set such a mode is refused the same way; a Verify pass, which
-// changes nothing, reports the difference instead.
+// replica mounted nosuid if its data should not run. A resync pass that would
+// set such a mode is refused the same way; a Verify pass, which changes
+// nothing, reports the difference instead.
 
 // ErrPolicy is wrapped by the error of an op or item the slave refuses by
 // its own policy (a set-id bit, a device, an xattr namespace, a size past

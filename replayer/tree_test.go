@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// entry is what the replica must reproduce of one file (DESIGN.md,
-// fidelity): everything but atime, ctime and inode numbers.
+// entry is what the replica must reproduce of one file (docs/design.md,
+// Fidelity): everything but atime, ctime and inode numbers.
 type entry struct {
 	Type   string
 	Perm   uint32 // incl. setuid, setgid, sticky

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Slaves that come and go (issue 3), through a userspace UDP relay between
+// Slaves that come and go (docs/design.md, Catch-up), through a userspace
+// UDP relay between
 // the master and each slave.
 
 // TestSlaveJoinsLate: a slave started 20 s after the master, while a

@@ -12,7 +12,7 @@ import (
 // TestCopyRangeTravelsAsOp: a copy_file_range of 64 MiB inside the mount
 // (what GNU cp does) reaches the slave as an op, not as bytes: the slave
 // copies between its own files and ends byte-identical, while well under
-// 1 MiB crosses the network (DESIGN.md, Performance model).
+// 1 MiB crosses the network (docs/design.md, Performance model).
 func TestCopyRangeTravelsAsOp(t *testing.T) {
 	const size = 64 << 20
 	k := newPKI(t, "s1")

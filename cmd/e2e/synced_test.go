@@ -13,7 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The replication fence (issue 5): reading user.tdfs.synced on the mount
+// The replication fence (docs/design.md, The fence): reading
+// user.tdfs.synced on the mount
 // blocks until every op issued before the read is durable on every
 // connected slave, through a UDP relay that holds the traffic back.
 

@@ -1,6 +1,6 @@
 // Command tdfs-bench measures tdfs against its ceilings and its peers, side
 // by side in one run, and prints a markdown table and writes a chart
-// (`make bench`, README "Performance"):
+// (`make bench`, docs/performance.md):
 //
 //   - ceilings: the plain backing directory, a bare go-fuse loopback mount
 //     with the options tdfs uses (no replication), raw quic-go throughput

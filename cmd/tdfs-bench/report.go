@@ -264,7 +264,8 @@ func firstLine(s string) string {
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 
-// targets states each target of issue 6 with the figure measured.
+// targets states each performance target (docs/performance.md) with the
+// figure measured.
 func (b *bench) targets(by map[[2]string]*cell) []string {
 	get := func(cfg, w string) *cell {
 		if c := by[[2]string{cfg, w}]; c != nil && c.rounds > 0 {

@@ -268,8 +268,9 @@ func statusCommand() *cli.Command {
 		Description: "status asks the tdfs-master running on DIR (through the admin socket in its journal dir, which\n" +
 			"only the master's user may use) for one row per slave: its address and name (the NAME of\n" +
 			"-c NAME@HOST, else the name in its certificate), its state (connecting, streaming, catching-up,\n" +
-			"resyncing, checking, verifying: with the pass's progress and ETA, degraded, refused: an op the\n" +
-			"slave's policy forbids, fenced: this master refused by the slave, needs-resync, stopped), the last\n" +
+			"resyncing, checking, verifying: with the pass's progress and ETA, degraded, refused: the slave\n" +
+			"refuses this master or a bound was exceeded, fenced: the slave follows another epoch, needs-resync,\n" +
+			"stopped), the last\n" +
 			"op it applied and made durable, how far behind it is in ops, bytes and seconds, how fast it\n" +
 			"applies, the connection's round-trip time and packet loss, the QUIC connections carrying its data\n" +
 			"(LANES, see --lanes) and the bytes sent to it on the wire since the master started (SENT), and its\n" +

@@ -24,7 +24,7 @@ const MaxLineage = 16
 // knows how eagerly to make ops durable.
 type SyncMode uint8
 
-// Sync modes (DESIGN.md, durability modes).
+// Sync modes (docs/design.md, Durability modes).
 const (
 	ModeAsync SyncMode = 0
 	ModeFsync SyncMode = 1

@@ -77,8 +77,8 @@ func (t OpType) String() string {
 //
 // Paths are relative to the replicated root, slash-separated and clean; ""
 // names the root itself. Handles are master-chosen ids of files opened for
-// writing (DESIGN.md item 4): a write names the handle, not a path, so it
-// lands where it landed on the master even after a rename or unlink of the
+// writing (docs/design.md, Handles): a write names the handle, not a path, so
+// it lands where it landed on the master even after a rename or unlink of the
 // open file. Handle 0 means "no handle".
 //
 // Times are the values the master's backing dir holds after the op (read
@@ -262,12 +262,12 @@ type Fallocate struct {
 
 // CopyRange copies Len bytes at SrcOff of a source file to Off in the file
 // open under Handle (copy_file_range(2)), from the slave's own copy of the
-// source: the bytes do not cross the network (DESIGN.md, Performance
-// model). The source is the file open under SrcHandle, or when SrcHandle is
-// 0 the regular file at SrcPath: exactly one of them is set. A path is
-// safe because the op is numbered under the namespace lock (shared), so
-// it names the source as of this op; the master names a source that has
-// no name (unlinked while open) by a writable handle of it.
+// source: the bytes do not cross the network (docs/design.md, Performance
+// model). The source is the file open under SrcHandle, or when SrcHandle is 0
+// the regular file at SrcPath: exactly one of them is set. A path is safe
+// because the op is numbered under the namespace lock (shared), so it names
+// the source as of this op; the master names a source that has no name
+// (unlinked while open) by a writable handle of it.
 //
 // Len is what the master copied (its copy_file_range may stop short at the
 // source's end of file), at most MaxCopyLen: the slave, whose source is

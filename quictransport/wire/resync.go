@@ -2,7 +2,7 @@ package wire
 
 // Resync vocabulary. A resync pass makes one slave's tree equal to the
 // master's backing dir by comparison, while live ops keep flowing
-// (DESIGN.md item 6).
+// (docs/design.md, Resync passes).
 //
 // Items travel master -> slave on the control stream in FrameResync frames.
 // Every item is positioned: it applies after op number After and before
