@@ -272,21 +272,9 @@ func runResync(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit(name+": give the slave's name (or HOST:PORT), once", daemon.ExitUsage)
 	}
-	conn, err := dialAdmin(c, name)
+	l, err := askAdmin(c, name, adminRequest{Op: "resync", Slave: c.Args().First(), Quick: c.Bool("quick")}, 30*time.Second)
 	if err != nil {
 		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := json.NewEncoder(conn).Encode(adminRequest{Op: "resync", Slave: c.Args().First(), Quick: c.Bool("quick")}); err != nil {
-		return cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
-	}
-	var l adminLine
-	if err := json.NewDecoder(conn).Decode(&l); err != nil {
-		return cli.Exit(name+": no answer from the master: "+err.Error(), daemon.ExitRuntime)
-	}
-	if l.Error != "" {
-		return cli.Exit(name+": "+l.Error, daemon.ExitUsage)
 	}
 	fmt.Fprintf(c.App.Writer, "%s: resync requested: it is compared with the backing dir and repaired "+
 		"(tdfs-master status shows it resyncing until done)\n", l.Resync)
@@ -497,4 +485,28 @@ func showPasses(hub *progressHub, stop <-chan struct{}) {
 		slices.Sort(parts)
 		daemon.Stderr.Set(strings.Join(parts, " | "))
 	}
+}
+
+// askAdmin sends req to the running master and returns its one answer;
+// an error is a cli.Exit naming the command: ExitUsage when the master
+// refuses the request or does not answer on its socket, ExitRuntime when
+// the exchange fails.
+func askAdmin(c *cli.Context, name string, req adminRequest, timeout time.Duration) (adminLine, error) {
+	conn, err := dialAdmin(c, name)
+	if err != nil {
+		return adminLine{}, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return adminLine{}, cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
+	}
+	var l adminLine
+	if err := json.NewDecoder(conn).Decode(&l); err != nil {
+		return adminLine{}, cli.Exit(name+": no answer from the master: "+err.Error(), daemon.ExitRuntime)
+	}
+	if l.Error != "" {
+		return adminLine{}, cli.Exit(name+": "+l.Error, daemon.ExitUsage)
+	}
+	return l, nil
 }

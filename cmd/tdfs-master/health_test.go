@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
+	"github.com/tdfs/tdfs/cmd/internal/metrics"
 	"github.com/tdfs/tdfs/cmd/internal/metrics/metricstest"
 )
 
@@ -61,8 +62,8 @@ func TestStatusView(t *testing.T) {
 		{statusView{check: true}, healthy, nil, 0, "ok\n"},
 		{statusView{check: true}, sick, nil, 1, "a (a:1): not streaming: stopped\n"},
 		{statusView{check: true, json: true}, sick, nil, 1, `{"ok":false,"problems":["a (a:1): not streaming: stopped"]}` + "\n"},
-		{statusView{check: true}, healthy, &adminError{daemon.ExitUsage, errors.New("no master answers")}, 2, "no master answers\n"},
-		{statusView{}, healthy, &adminError{daemon.ExitUsage, errors.New("no master answers")}, 1, "no master answers\n"},
+		{statusView{check: true}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 2, "no master answers\n"},
+		{statusView{}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 1, "no master answers\n"},
 		{statusView{}, sick, nil, 0, ""},
 	} {
 		var out strings.Builder

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,21 +142,9 @@ func slaveCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return cli.Exit(name+": give one slave ([NAME@]HOST[:PORT] to add, its name or address to remove)", daemon.ExitUsage)
 			}
-			conn, err := dialAdmin(c, name)
+			l, err := askAdmin(c, name, adminRequest{Op: op, Slave: c.Args().First()}, 90*time.Second)
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(90 * time.Second))
-			if err := json.NewEncoder(conn).Encode(adminRequest{Op: op, Slave: c.Args().First()}); err != nil {
-				return cli.Exit(name+": "+err.Error(), daemon.ExitRuntime)
-			}
-			var l adminLine
-			if err := json.NewDecoder(conn).Decode(&l); err != nil {
-				return cli.Exit(name+": no answer from the master: "+err.Error(), daemon.ExitRuntime)
-			}
-			if l.Error != "" {
-				return cli.Exit(name+": "+l.Error, daemon.ExitUsage)
 			}
 			if op == "slave-add" {
 				fmt.Fprintf(c.App.Writer, "%s: added: the master dials it and brings it up to date (tdfs-master status shows it)\n", l.Resync)

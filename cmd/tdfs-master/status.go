@@ -301,9 +301,8 @@ func statusCommand() *cli.Command {
 // defaultInterval is --watch's.
 const defaultInterval = 2 * time.Second
 
-// exitNoAnswer is status --check's exit code when the master does not
+// metrics.ExitNoAnswer is status --check's exit code when the master does not
 // answer.
-const exitNoAnswer = 2
 
 // statusView is how status prints an answer.
 type statusView struct {
@@ -315,9 +314,9 @@ type statusView struct {
 // exit code it stands for.
 func (v statusView) render(w io.Writer, st masterStatus, err error, now time.Time) int {
 	if err != nil {
-		code := exitCodeOf(err)
+		code := metrics.ExitCodeOf(err)
 		if v.check {
-			code = exitNoAnswer
+			code = metrics.ExitNoAnswer
 		}
 		if v.json {
 			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
@@ -358,7 +357,7 @@ type checkAnswer struct {
 func runStatus(c *cli.Context) error {
 	name := "tdfs-master status"
 	view := statusView{json: c.Bool("json"), check: c.Bool("check"), maxLag: c.Duration("max-lag")}
-	watch, every, err := watchFlags(c)
+	watch, every, err := metrics.WatchFlags(c)
 	if err == nil && view.maxLag < 0 {
 		err = fmt.Errorf("--max-lag %v: want a duration of 0 or more", view.maxLag)
 	}
@@ -374,14 +373,14 @@ func runStatus(c *cli.Context) error {
 	if err != nil && (!watch || !view.check) {
 		// The first answer fails: the flags are wrong, or no master
 		// runs. Later ones, while watching, are shown and waited out.
-		code := exitCodeOf(err)
+		code := metrics.ExitCodeOf(err)
 		if view.check {
-			code = exitNoAnswer
+			code = metrics.ExitNoAnswer
 		}
 		return cli.Exit(name+": "+err.Error(), code)
 	}
 	if !watch {
-		return exitStatus(name, view.render(out, st, nil, time.Now()), view.check)
+		return metrics.ExitStatus(name, "master", view.render(out, st, nil, time.Now()), view.check)
 	}
 	first := true
 	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
@@ -392,57 +391,7 @@ func runStatus(c *cli.Context) error {
 		first = false
 		return view.render(w, st, err, time.Now())
 	})
-	return exitStatus(name, code, view.check)
-}
-
-// exitStatus is the command's result for exit code code.
-func exitStatus(name string, code int, check bool) error {
-	switch {
-	case code == daemon.ExitOK:
-		return nil
-	case check && code == exitNoAnswer:
-		return cli.Exit(name+" --check: no master answers", code)
-	case check:
-		return cli.Exit(name+" --check: not all is well", code)
-	}
-	return cli.Exit(name+": the master's last answer failed", code)
-}
-
-// watchFlags reads --watch, --interval and --count (either of which
-// implies --watch). A duration after --watch (--watch 1s, as status once
-// took it) is the interval.
-func watchFlags(c *cli.Context) (watch bool, every time.Duration, err error) {
-	watch = c.Bool("watch") || c.IsSet("interval") || c.IsSet("count")
-	every = c.Duration("interval")
-	if c.NArg() > 0 {
-		d, perr := time.ParseDuration(c.Args().First())
-		if !c.Bool("watch") || c.NArg() > 1 || perr != nil || c.IsSet("interval") {
-			return false, 0, fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
-		}
-		every = d
-	}
-	if every <= 0 {
-		return false, 0, fmt.Errorf("--interval %v: want a positive duration", every)
-	}
-	if n := c.Int("count"); n < 0 {
-		return false, 0, fmt.Errorf("--count %d: want 1 or more", n)
-	}
-	return watch, every, nil
-}
-
-// adminError is an error talking to the master, with its exit code.
-type adminError struct {
-	code int
-	err  error
-}
-
-func (e *adminError) Error() string { return e.err.Error() }
-
-func exitCodeOf(err error) int {
-	if ae, ok := err.(*adminError); ok {
-		return ae.code
-	}
-	return daemon.ExitRuntime
+	return metrics.ExitStatus(name, "master", code, view.check)
 }
 
 // askStatus asks the master on sock for its status.
@@ -450,22 +399,22 @@ func askStatus(sock string) (masterStatus, error) {
 	var st masterStatus
 	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
-		return st, &adminError{daemon.ExitUsage, fmt.Errorf("no master answers on %s (is tdfs-master running, with this --journal?): %w", sock, err)}
+		return st, &metrics.AdminError{Code: daemon.ExitUsage, Err: fmt.Errorf("no master answers on %s (is tdfs-master running, with this --journal?): %w", sock, err)}
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := json.NewEncoder(conn).Encode(adminRequest{Op: "status"}); err != nil {
-		return st, &adminError{daemon.ExitRuntime, err}
+		return st, &metrics.AdminError{Code: daemon.ExitRuntime, Err: err}
 	}
 	var l adminLine
 	if err := json.NewDecoder(io.LimitReader(conn, 64<<20)).Decode(&l); err != nil {
-		return st, &adminError{daemon.ExitRuntime, fmt.Errorf("bad answer from the master: %w", err)}
+		return st, &metrics.AdminError{Code: daemon.ExitRuntime, Err: fmt.Errorf("bad answer from the master: %w", err)}
 	}
 	if l.Error != "" {
-		return st, &adminError{daemon.ExitRuntime, fmt.Errorf("the master says: %s", l.Error)}
+		return st, &metrics.AdminError{Code: daemon.ExitRuntime, Err: fmt.Errorf("the master says: %s", l.Error)}
 	}
 	if l.Status == nil {
-		return st, &adminError{daemon.ExitRuntime, fmt.Errorf("the master sent no status (an older tdfs-master?)")}
+		return st, &metrics.AdminError{Code: daemon.ExitRuntime, Err: fmt.Errorf("the master sent no status (an older tdfs-master?)")}
 	}
 	return *l.Status, nil
 }

@@ -239,9 +239,8 @@ func slaveProblems(st slaveStatus) []string {
 	return out
 }
 
-// exitNoAnswer is status --check's exit code when the slave does not
+// metrics.ExitNoAnswer is status --check's exit code when the slave does not
 // answer.
-const exitNoAnswer = 2
 
 // statusView is how status prints an answer.
 type statusView struct{ json, check bool }
@@ -250,9 +249,9 @@ type statusView struct{ json, check bool }
 // exit code it stands for.
 func (v statusView) render(w io.Writer, st slaveStatus, err error) int {
 	if err != nil {
-		code := exitCodeOf(err)
+		code := metrics.ExitCodeOf(err)
 		if v.check {
-			code = exitNoAnswer
+			code = metrics.ExitNoAnswer
 		}
 		if v.json {
 			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
@@ -290,7 +289,7 @@ func (v statusView) render(w io.Writer, st slaveStatus, err error) int {
 func runStatus(c *cli.Context) error {
 	name := "tdfs-slave status"
 	view := statusView{json: c.Bool("json"), check: c.Bool("check")}
-	watch, every, err := watchFlags(c)
+	watch, every, err := metrics.WatchFlags(c)
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
@@ -303,14 +302,14 @@ func runStatus(c *cli.Context) error {
 	if err != nil && (!watch || !view.check) {
 		// The first answer fails: the flags are wrong, or no slave runs.
 		// Later ones, while watching, are shown and waited out.
-		code := exitCodeOf(err)
+		code := metrics.ExitCodeOf(err)
 		if view.check {
-			code = exitNoAnswer
+			code = metrics.ExitNoAnswer
 		}
 		return cli.Exit(name+": "+err.Error(), code)
 	}
 	if !watch {
-		return exitStatus(name, view.render(out, st, nil), view.check)
+		return metrics.ExitStatus(name, "slave", view.render(out, st, nil), view.check)
 	}
 	first := true
 	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
@@ -321,56 +320,7 @@ func runStatus(c *cli.Context) error {
 		first = false
 		return view.render(w, st, err)
 	})
-	return exitStatus(name, code, view.check)
-}
-
-// exitStatus is the command's result for exit code code.
-func exitStatus(name string, code int, check bool) error {
-	switch {
-	case code == daemon.ExitOK:
-		return nil
-	case check && code == exitNoAnswer:
-		return cli.Exit(name+" --check: no slave answers", code)
-	case check:
-		return cli.Exit(name+" --check: not all is well", code)
-	}
-	return cli.Exit(name+": the slave's last answer failed", code)
-}
-
-// watchFlags reads --watch, --interval and --count (either of which
-// implies --watch). A duration after --watch (--watch 1s) is the interval.
-func watchFlags(c *cli.Context) (watch bool, every time.Duration, err error) {
-	watch = c.Bool("watch") || c.IsSet("interval") || c.IsSet("count")
-	every = c.Duration("interval")
-	if c.NArg() > 0 {
-		d, perr := time.ParseDuration(c.Args().First())
-		if !c.Bool("watch") || c.NArg() > 1 || perr != nil || c.IsSet("interval") {
-			return false, 0, fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
-		}
-		every = d
-	}
-	if every <= 0 {
-		return false, 0, fmt.Errorf("--interval %v: want a positive duration", every)
-	}
-	if n := c.Int("count"); n < 0 {
-		return false, 0, fmt.Errorf("--count %d: want 1 or more", n)
-	}
-	return watch, every, nil
-}
-
-// adminError is an error asking the slave, with its exit code.
-type adminError struct {
-	code int
-	err  error
-}
-
-func (e *adminError) Error() string { return e.err.Error() }
-
-func exitCodeOf(err error) int {
-	if ae, ok := err.(*adminError); ok {
-		return ae.code
-	}
-	return daemon.ExitRuntime
+	return metrics.ExitStatus(name, "slave", code, view.check)
 }
 
 // askStatus asks the slave on sock where it stands.
@@ -378,12 +328,12 @@ func askStatus(sock string) (slaveStatus, error) {
 	var st slaveStatus
 	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
-		return st, &adminError{daemon.ExitUsage, fmt.Errorf("no slave answers on %s (is tdfs-slave running, with this --state?): %w", sock, err)}
+		return st, &metrics.AdminError{Code: daemon.ExitUsage, Err: fmt.Errorf("no slave answers on %s (is tdfs-slave running, with this --state?): %w", sock, err)}
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&st); err != nil {
-		return st, &adminError{daemon.ExitRuntime, fmt.Errorf("bad answer from the slave: %w", err)}
+		return st, &metrics.AdminError{Code: daemon.ExitRuntime, Err: fmt.Errorf("bad answer from the slave: %w", err)}
 	}
 	return st, nil
 }

@@ -7,6 +7,10 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
 )
 
 // Watch is the --watch of the status commands: it draws a snapshot again
@@ -63,4 +67,61 @@ func (w Watch) Run(ctx context.Context, draw func(out io.Writer) int) int {
 		case <-t.C:
 		}
 	}
+}
+
+// WatchFlags reads a status command's --watch, --interval and --count
+// (either of the last two implies --watch). A duration after --watch
+// (--watch 1s, as status once took it) is the interval.
+func WatchFlags(c *cli.Context) (watch bool, every time.Duration, err error) {
+	watch = c.Bool("watch") || c.IsSet("interval") || c.IsSet("count")
+	every = c.Duration("interval")
+	if c.NArg() > 0 {
+		d, perr := time.ParseDuration(c.Args().First())
+		if !c.Bool("watch") || c.NArg() > 1 || perr != nil || c.IsSet("interval") {
+			return false, 0, fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
+		}
+		every = d
+	}
+	if every <= 0 {
+		return false, 0, fmt.Errorf("--interval %v: want a positive duration", every)
+	}
+	if n := c.Int("count"); n < 0 {
+		return false, 0, fmt.Errorf("--count %d: want 1 or more", n)
+	}
+	return watch, every, nil
+}
+
+// ExitNoAnswer is a status --check's exit code when the daemon does not
+// answer (1: it answers, and not all is well).
+const ExitNoAnswer = 2
+
+// ExitStatus is a status command's result for exit code code; who names
+// the daemon ("master", "slave").
+func ExitStatus(name, who string, code int, check bool) error {
+	switch {
+	case code == daemon.ExitOK:
+		return nil
+	case check && code == ExitNoAnswer:
+		return cli.Exit(name+" --check: no "+who+" answers", code)
+	case check:
+		return cli.Exit(name+" --check: not all is well", code)
+	}
+	return cli.Exit(name+": the "+who+"'s last answer failed", code)
+}
+
+// AdminError is an error asking a daemon through its admin socket, with
+// the exit code it means.
+type AdminError struct {
+	Code int
+	Err  error
+}
+
+func (e *AdminError) Error() string { return e.Err.Error() }
+
+// ExitCodeOf is err's exit code: an AdminError's, else daemon.ExitRuntime.
+func ExitCodeOf(err error) int {
+	if ae, ok := err.(*AdminError); ok {
+		return ae.Code
+	}
+	return daemon.ExitRuntime
 }
