@@ -20,7 +20,7 @@ import (
 // SyncedXattr is refused with EPERM (read-only), before anything reaches
 // the backing dir.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if attr == SyncedXattr {
+	if isSyncedXattr(attr) {
 		return syscall.EPERM
 	}
 	if attr == capXattr {
@@ -60,7 +60,7 @@ func (m *mirror) xattrAt(rel string, fn func(p string) error) error {
 // Removexattr removes an extended attribute and emits wire.Removexattr,
 // like Setxattr (SyncedXattr included: EPERM).
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if attr == SyncedXattr {
+	if isSyncedXattr(attr) {
 		return syscall.EPERM
 	}
 	if attr == capXattr {
@@ -92,8 +92,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // open descriptor: node_orphan.go), except SyncedXattr, the replication
 // fence (synced.go), which never reaches it.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if attr == SyncedXattr {
-		return n.m.readSynced(ctx, dest)
+	if isSyncedXattr(attr) {
+		return n.m.readSynced(ctx, dest, attr == SyncedSlavesXattr)
 	}
 	return n.backingGetxattr(ctx, attr, dest)
 }
@@ -109,7 +109,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if errno != 0 || len(dest) == 0 {
 		return sz, errno
 	}
-	return uint32(len(withoutName(dest[:sz], SyncedXattr))), 0
+	return uint32(len(withoutName(withoutName(dest[:sz], SyncedXattr), SyncedSlavesXattr))), 0
 }
 
 // withoutName removes name from list, a listxattr(2) buffer of

@@ -28,8 +28,17 @@ import (
 // symlinks unless -h).
 const SyncedXattr = "user.tdfs.synced"
 
-// syncedMaxLen bounds the value: the digits of the largest uint64.
-const syncedMaxLen = 20
+// SyncedSlavesXattr is the same fence, answering "SEQ N": N is how many
+// slaves hold the ops up to SEQ durable when it answers (the value of
+// SyncedXattr stays the seq alone, as scripts read it).
+const SyncedSlavesXattr = "user.tdfs.synced.slaves"
+
+// syncedMaxLen bounds the value: the digits of the largest uint64, a
+// space, and those of a slave count.
+const syncedMaxLen = 20 + 1 + 20
+
+// isSyncedXattr reports whether name is one of the fence's names.
+func isSyncedXattr(name string) bool { return name == SyncedXattr || name == SyncedSlavesXattr }
 
 // SyncedWaiter is what the fence needs of the Sink, found on it by type
 // assertion (a Sink without it answers ENOTSUP), so Sinks that need no
@@ -47,9 +56,13 @@ type SyncedWaiter interface {
 	// within the sink's bound (--sync-timeout). Called without any mirrorfs
 	// lock held.
 	WaitSynced(ctx context.Context, seq uint64) error
+	// SyncedSlaves counts the slaves that have made ops up to seq
+	// durable (SyncedSlavesXattr).
+	SyncedSlaves(seq uint64) int
 }
 
-// readSynced answers a getxattr of SyncedXattr into dest.
+// readSynced answers a getxattr of SyncedXattr, or of SyncedSlavesXattr
+// (withCount), into dest.
 //
 // getfattr first probes with an empty buffer for the size, then reads: the
 // probe must not block (it would make every fence wait twice), so it
@@ -61,7 +74,7 @@ type SyncedWaiter interface {
 // Errors: ETIMEDOUT when the slaves were not durable within the sink's
 // bound, EINTR when the caller was interrupted, ENOTSUP when the sink
 // offers no fence, ERANGE when dest cannot hold the value.
-func (m *mirror) readSynced(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (m *mirror) readSynced(ctx context.Context, dest []byte, withCount bool) (uint32, syscall.Errno) {
 	w, ok := m.seq.sink.(SyncedWaiter)
 	if !ok {
 		return 0, syscall.ENOTSUP
@@ -81,6 +94,9 @@ func (m *mirror) readSynced(ctx context.Context, dest []byte) (uint32, syscall.E
 		return 0, syscall.ETIMEDOUT
 	}
 	v := strconv.AppendUint(nil, seq, 10)
+	if withCount {
+		v = strconv.AppendInt(append(v, ' '), int64(w.SyncedSlaves(seq)), 10)
+	}
 	if len(v) > len(dest) {
 		return uint32(len(v)), syscall.ERANGE
 	}

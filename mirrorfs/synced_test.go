@@ -49,6 +49,9 @@ func (s *fenceSink) WaitSynced(ctx context.Context, seq uint64) error {
 	}
 }
 
+// SyncedSlaves answers a fixed count: 2.
+func (s *fenceSink) SyncedSlaves(uint64) int { return 2 }
+
 // answerAtOnce releases the calls waiting and makes later ones return
 // fail at once.
 func (s *fenceSink) answerAtOnce(fail error) {
@@ -140,8 +143,8 @@ func TestSyncedXattrFence(t *testing.T) {
 			waits := len(e.sink.waitCalls())
 
 			// The size probe answers at once, without a fence.
-			if sz, err := unix.Getxattr(e.m("f"), SyncedXattr, nil); err != nil || sz != 20 {
-				t.Fatalf("size probe: %d, %v; want 20", sz, err)
+			if sz, err := unix.Getxattr(e.m("f"), SyncedXattr, nil); err != nil || sz != syncedMaxLen {
+				t.Fatalf("size probe: %d, %v; want %d", sz, err, syncedMaxLen)
 			}
 			if calls := fs.fenceCalls(); len(calls) != 0 {
 				t.Fatalf("the size probe waited for the slaves: %v", calls)
@@ -259,4 +262,25 @@ func TestSyncedXattrErrors(t *testing.T) {
 			t.Errorf("ops emitted without a fence: %v", types(got))
 		}
 	})
+}
+
+// TestSyncedSlavesXattr: the second name answers the same fence with the
+// number of slaves that hold the ops ("SEQ N"), and is as reserved.
+func TestSyncedSlavesXattr(t *testing.T) {
+	e, fs := newFenceEnv(t, wire.ModeFsync)
+	e.write("f", []byte("x"))
+	fs.answerAtOnce(nil)
+	buf := make([]byte, syncedMaxLen)
+	n, err := unix.Getxattr(e.m("f"), SyncedSlavesXattr, buf)
+	calls := fs.fenceCalls()
+	if err != nil || len(calls) != 1 || string(buf[:n]) != strconv.FormatUint(calls[0], 10)+" 2" {
+		t.Fatalf("getxattr %s: %q, %v (fenced %v); want \"SEQ 2\"", SyncedSlavesXattr, buf[:max(n, 0)], err, calls)
+	}
+	if err := unix.Setxattr(e.m("f"), SyncedSlavesXattr, []byte("1 1"), 0); !errors.Is(err, unix.EPERM) {
+		t.Errorf("setxattr: %v, want EPERM", err)
+	}
+	list := make([]byte, 4096)
+	if n, err := unix.Listxattr(e.m("f"), list); err != nil || strings.Contains(string(list[:n]), "tdfs") {
+		t.Errorf("listxattr: %q, %v", list[:max(n, 0)], err)
+	}
 }

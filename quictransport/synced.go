@@ -23,7 +23,16 @@ var ErrNotSynced = errors.New("slaves not synced")
 // imported here: dependencies point one way).
 var _ interface {
 	WaitSynced(ctx context.Context, seq uint64) error
+	SyncedSlaves(seq uint64) int
 } = (*Master)(nil)
+
+// SyncedSlaves counts the slaves durable at seq and consistent (not being
+// resynchronised), connected or not: what a fence that returned covered.
+func (m *Master) SyncedSlaves(seq uint64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.syncedCountLocked(seq)
+}
 
 // WaitSynced returns nil once every connected slave has made ops up to seq
 // durable and is prefix-consistent; the caller has appended a wire.Sync at

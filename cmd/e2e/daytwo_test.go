@@ -143,6 +143,11 @@ func TestMinSlaves(t *testing.T) {
 			if err := write("with-slave"); err != nil {
 				t.Fatalf("fsync with the slave up: %v", err)
 			}
+			// The fence says how many slaves it covered.
+			buf := make([]byte, 64)
+			if n, err := unix.Getxattr(m.mnt, "user.tdfs.synced.slaves", buf); err != nil || !strings.HasSuffix(string(buf[:n]), " 1") {
+				t.Errorf("user.tdfs.synced.slaves: %q, %v; want \"SEQ 1\"", buf[:max(n, 0)], err)
+			}
 			s.stop(syscall.SIGTERM, 30*time.Second)
 			mark := m.mark()
 			if err := write("without"); !errors.Is(err, syscall.EIO) {
