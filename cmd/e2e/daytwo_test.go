@@ -159,6 +159,9 @@ func TestMinSlaves(t *testing.T) {
 			if _, err := unix.Getxattr(m.mnt, "user.tdfs.synced", make([]byte, 64)); err == nil {
 				t.Errorf("the fence answered with no slave and --min-slaves 1")
 			}
+			if out := runOK(t, bin("tdfs-master"), "status", "-m", m.dir, "--journal", m.journal); !strings.Contains(out, "min-slaves 1: 0 slaves durable") {
+				t.Errorf("status does not say the durability asked for is missing:\n%s", out)
+			}
 			s2 := restartSlaveWith(t, k, "s1", s)
 			m.waitLineFrom(mark, `slave state: streaming`+ofSlave(s.addr), 60*time.Second)
 			deadline := time.Now().Add(30 * time.Second)

@@ -156,7 +156,7 @@ func (b *bench) report() error {
 		}
 		md.WriteString("\n")
 	}
-	md.WriteString("### Targets (issue 6)\n\n")
+	md.WriteString("### Targets\n\n")
 	for _, t := range b.targets(by) {
 		md.WriteString("- " + t + "\n")
 	}

@@ -25,13 +25,17 @@ import (
 
 // masterStatus is the answer to a status request (and `status --json`).
 type masterStatus struct {
-	Dir          string        `json:"dir"`
-	Mount        string        `json:"mount"`
-	Epoch        string        `json:"epoch"`
-	Sync         string        `json:"sync"`
-	Head         uint64        `json:"head"` // the newest op numbered
-	JournalBytes int64         `json:"journal_bytes"`
-	Slaves       []slaveStatus `json:"slaves"`
+	Dir          string `json:"dir"`
+	Mount        string `json:"mount"`
+	Epoch        string `json:"epoch"`
+	Sync         string `json:"sync"`
+	Head         uint64 `json:"head"` // the newest op numbered
+	JournalBytes int64  `json:"journal_bytes"`
+	// MinSlaves is --min-slaves; DurableSlaves how many slaves hold
+	// every op up to Head durable (what a wait for Head would count).
+	MinSlaves     int           `json:"min_slaves,omitempty"`
+	DurableSlaves int           `json:"durable_slaves"`
+	Slaves        []slaveStatus `json:"slaves"`
 }
 
 type slaveStatus struct {
@@ -97,6 +101,7 @@ func statusOf(cfg *config, m *quictransport.Master, hub *progressHub) masterStat
 		}
 		out.Slaves = append(out.Slaves, s)
 	}
+	out.MinSlaves, out.DurableSlaves = cfg.transport.MinSlaves, m.SyncedSlaves(out.Head)
 	return out
 }
 
@@ -423,6 +428,13 @@ func askStatus(sock string) (masterStatus, error) {
 func printStatus(w io.Writer, st masterStatus, now time.Time) {
 	fmt.Fprintf(w, "master %s -> %s: epoch %.8s, sync %s, head seq %d, journal %s\n",
 		st.Mount, st.Dir, st.Epoch, st.Sync, st.Head, humanBytes(uint64(max(0, st.JournalBytes))))
+	if st.MinSlaves > 0 {
+		verdict := "waits succeed"
+		if st.DurableSlaves < st.MinSlaves {
+			verdict = "fsyncs fail with EIO until more are"
+		}
+		fmt.Fprintf(w, "min-slaves %d: %d slaves durable at the head seq (%s)\n", st.MinSlaves, st.DurableSlaves, verdict)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLAVE\tNAME\tSTATE\tAPPLIED\tDURABLE\tLAG OPS\tLAG BYTES\tLAG\tRATE\tRTT\tLOSS\tLANES\tSENT\tLAST ERROR")
 	for _, s := range st.Slaves {
