@@ -120,13 +120,13 @@ chaos:
 fuzz-smoke:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t ($(TESTFUZZ))"; \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(TESTFUZZ) -fuzzminimizetime 100x ./quictransport/wire/ || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(TESTFUZZ) -fuzzminimizetime 100x ./wire/ || exit 1; \
 	done
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./quictransport/wire/ || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./wire/ || exit 1; \
 	done
 
 lint:
@@ -140,16 +140,17 @@ lint:
 # Dependencies point one way (docs/design.md, Processes and packages): go list -deps shows what each
 # package really pulls in.
 check-deps:
-	@bad=$$($(GO) list -deps ./replayer/... ./quictransport/wire | grep -E 'hanwen/go-fuse|quic-go/quic-go|/quictransport$$|/mirrorfs|/certs$$'); \
-		if [ -n "$$bad" ]; then echo "replayer/wire import forbidden packages: $$bad"; exit 1; fi
-	@bad=$$($(GO) list -deps ./mirrorfs/... | grep -E 'quic-go/quic-go|/quictransport$$|/replayer|/certs$$'); \
-		if [ -n "$$bad" ]; then echo "mirrorfs imports forbidden packages: $$bad"; exit 1; fi
-	@bad=$$($(GO) list -deps ./quictransport/... | grep -E 'hanwen/go-fuse|/mirrorfs|/replayer|$(PKG)/certs$$'); \
-		if [ -n "$$bad" ]; then echo "quictransport imports forbidden packages: $$bad"; exit 1; fi
-	@bad=$$($(GO) list -deps ./slave/... | grep -E 'hanwen/go-fuse|/mirrorfs|$(PKG)/certs$$'); \
-		if [ -n "$$bad" ]; then echo "slave imports forbidden packages: $$bad"; exit 1; fi
-	@bad=$$($(GO) list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./quictransport/wire ./certs | grep -vE '^$$|/quictransport/wire$$|/certs$$|klauspost/compress'); \
-		if [ -n "$$bad" ]; then echo "wire/certs import non-standard packages: $$bad"; exit 1; fi
+	@deny() { bad=$$($(GO) list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' "./$$1/..." | \
+		grep -vE "^$(PKG)/$$1(/|$$)" | grep -E "$$2"); \
+		if [ -n "$$bad" ]; then echo "check-deps: $$1 imports forbidden packages:" $$bad; exit 1; fi; }; \
+	deny wire              '^$(PKG)/|quic-go|go-fuse' && \
+	deny journal           '^$(PKG)/|quic-go|go-fuse' && \
+	deny certs             '^$(PKG)/|quic-go|go-fuse' && \
+	deny replayer          '^$(PKG)/(quictransport|mirrorfs|certs|journal|slave)|quic-go|go-fuse' && \
+	deny mirrorfs          '^$(PKG)/(quictransport|replayer|certs|journal|slave)|quic-go' && \
+	deny quictransport     '^$(PKG)/(mirrorfs|replayer|certs|slave)|go-fuse' && \
+	deny slave             '^$(PKG)/(mirrorfs|certs$$)|go-fuse' && \
+	deny internal          '^$(PKG)/(cmd|quictransport|mirrorfs|replayer|slave)'
 	@echo "check-deps: ok"
 
 # Generates certificates, starts two slaves and a master on loopback, writes

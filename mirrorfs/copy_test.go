@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // copyPattern is data that neither repeats every page nor is all zeros.

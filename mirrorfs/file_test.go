@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
 )
 

@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // TestNewNodesBelongToCaller checks that nodes made for a non-root caller

@@ -6,7 +6,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // maxDepth bounds the walk up the tree in relPath. A path of MaxPathLen

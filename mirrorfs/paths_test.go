@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestChildPath(t *testing.T) {

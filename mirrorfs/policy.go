@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // What the mount refuses because a slave would. A slave holds only what

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
 )
 

@@ -4,7 +4,7 @@ import (
 	"crypto/sha256"
 	"hash"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Content hashes of a resync pass (wire/resync.go). The slave computes the

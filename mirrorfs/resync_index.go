@@ -5,7 +5,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // fileKey names a backing inode.

@@ -3,7 +3,7 @@ package mirrorfs
 import (
 	"fmt"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // FileIDs and LinkIDs of file entries (the slave compares the content of

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/tdfs/tdfs/mirrorfs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
 )
 

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // event is one op or one item, in the order the slave must apply them.

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The rules of the watch (resync_watch.go): what each namespace op means

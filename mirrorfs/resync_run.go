@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The course of a pass: begin, the walks, end (steps 1, 2 and 5; see

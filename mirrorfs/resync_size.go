@@ -3,7 +3,7 @@ package mirrorfs
 import (
 	"encoding/binary"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Upper bounds of the encoded size of resync items, for ResyncSink.Reserve

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tdfs/tdfs/mirrorfs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Stale slave bytes that a pass must not leave behind (found by review):

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/tdfs/tdfs/mirrorfs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
 )
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
 )
 

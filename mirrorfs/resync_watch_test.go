@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestCmpPath(t *testing.T) {

@@ -3,7 +3,7 @@ package quictransport
 import (
 	"sync"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // entry is one numbered op held for the slaves.

@@ -5,7 +5,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func testEntry(seq uint64, size int) *entry {

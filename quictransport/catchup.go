@@ -6,7 +6,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The catch-up decision, in one place: when a slave connects, does it

@@ -13,8 +13,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/journal"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // DefaultPort is the UDP port a slave listens on when its address names none.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/journal"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Where a slave resumes, decided from its HelloAck and what the master

@@ -21,8 +21,8 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tdfs/tdfs/certs"
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/journal"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // ---- certificates ----

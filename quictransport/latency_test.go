@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tdfs/tdfs/internal/udprelay"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // latencyWorkload is a fixed op stream: small ops (namespace ops, setattrs,

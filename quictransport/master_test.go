@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // A few thousand mixed ops, many of them large writes on data streams,

@@ -7,8 +7,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/journal"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // journalReader is a peer's position in the on-disk journal, for ops the

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/journal"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Seqs continue across a clean restart of the master: run 2 numbers from

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // A pass is one resync (or verify) of one slave, run by the Tree while

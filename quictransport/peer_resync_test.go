@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // A rebase pass while ops keep being numbered: the slave handles every

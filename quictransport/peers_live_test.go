@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // TestAddRemovePeer: a slave added while the master runs is dialed and

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestReorderAppliesInSeqOrder(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Tree is the master's backing dir as a resync pass sees it. mirrorfs

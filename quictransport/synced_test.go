@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // notSynced checks that WaitSynced(seq) does not succeed within a short

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // policyFixture is a replica holding a file "f" (open under handle 1), a

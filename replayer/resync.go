@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Resync passes, slave side (wire/resync.go is the protocol).

@@ -3,7 +3,7 @@ package replayer
 import (
 	"golang.org/x/sys/unix"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Suspects: files whose contents a resync pass cannot vouch for by size

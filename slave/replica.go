@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // dirtyFile, in the state dir, exists (made durable) while the replica

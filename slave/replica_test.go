@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
+	"github.com/tdfs/tdfs/wire"
 )
 
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

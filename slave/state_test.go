@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func dirNames(t *testing.T, dir string) []string {

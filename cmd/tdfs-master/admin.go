@@ -17,7 +17,7 @@ import (
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The admin socket: a unix socket in the journal dir (mode 0600, so only

@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/tdfs/tdfs/mirrorfs"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // policies keeps what the mount allows beyond ordinary entries: the

@@ -14,11 +14,11 @@ import (
 
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/cmd/internal/metrics"
+	"github.com/tdfs/tdfs/journal"
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/journal"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/slave"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func serve(sigctx context.Context, cfg *config) error {

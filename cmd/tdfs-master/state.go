@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The master's journal dir (outside the backing dir and the mount) holds

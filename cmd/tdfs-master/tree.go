@@ -5,7 +5,7 @@ import (
 
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // tree adapts the mount to quictransport.Tree: the two packages may not

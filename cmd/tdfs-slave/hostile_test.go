@@ -22,9 +22,9 @@ import (
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/cmd/internal/treecmp"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/slave"
+	"github.com/tdfs/tdfs/wire"
 )
 
 // A hostile master: it holds a valid master certificate and speaks the

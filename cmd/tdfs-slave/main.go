@@ -18,9 +18,9 @@ import (
 	"github.com/tdfs/tdfs/cmd/internal/daemon"
 	"github.com/tdfs/tdfs/cmd/internal/version"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/slave"
+	"github.com/tdfs/tdfs/wire"
 )
 
 const defaultStateRoot = "/var/lib/tdfs/slave"

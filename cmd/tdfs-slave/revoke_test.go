@@ -17,9 +17,9 @@ import (
 
 	"github.com/tdfs/tdfs/certs"
 	"github.com/tdfs/tdfs/quictransport"
-	"github.com/tdfs/tdfs/quictransport/wire"
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/slave"
+	"github.com/tdfs/tdfs/wire"
 )
 
 func writePair(t *testing.T, dir, name string, c tls.Certificate) (string, string) {

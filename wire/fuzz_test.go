@@ -12,7 +12,7 @@ import (
 // Fuzz targets (make fuzz runs each for a while; FuzzParseResyncItem and
 // FuzzParseResyncReply likewise):
 //
-//	go test -run XXX -fuzz FuzzParseOp -fuzztime 20s ./quictransport/wire/
+//	go test -run XXX -fuzz FuzzParseOp -fuzztime 20s ./wire/
 //
 // Crashers land in testdata/fuzz/<Target>/ and stay there as regressions.
 
