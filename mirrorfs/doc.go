@@ -65,9 +65,9 @@
 //
 // # Resync
 //
-// Server.Resync (resync.go) runs one comparison pass against one slave:
+// Server.RunPass (resync.go) runs one comparison pass against one slave:
 // it walks the backing dir and emits positioned items (wire/resync.go)
-// into a ResyncSink while holding the locks that exclude every op that
+// into a wire.PassSink while holding the locks that exclude every op that
 // conflicts with what the item describes, so each item describes the tree
 // exactly as of the last seq numbered; it compares the slave's block
 // hashes with its own and sends the blocks that differ. A watch on every

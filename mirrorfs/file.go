@@ -7,8 +7,9 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // file is the handle of an open backing file.

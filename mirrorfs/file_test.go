@@ -13,8 +13,9 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestFileOffersNoPassthroughFd(t *testing.T) {

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // rec is one op as the fake sink saw it.

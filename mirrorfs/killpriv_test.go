@@ -6,8 +6,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // backingFile makes rel in the backing dir (not through the mount, as a

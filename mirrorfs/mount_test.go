@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestMountRefusesBadOptions(t *testing.T) {

@@ -7,8 +7,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestMkdirRmdir(t *testing.T) {

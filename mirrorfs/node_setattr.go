@@ -8,8 +8,9 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Setattr applies chmod, chown, truncate and utimens and emits

@@ -6,8 +6,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 func TestReadOnlyEmitsNothing(t *testing.T) {

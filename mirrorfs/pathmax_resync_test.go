@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdfs/tdfs/mirrorfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // A resync pass walks a tree whose deepest directory is 4,096 bytes below
@@ -33,7 +34,7 @@ func TestResyncPathMax(t *testing.T) {
 		unix.Close(ffd)
 	})
 	s := r.slaveWith(0, true, true, nil)
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatalf("Resync: %v", err)
 	}
 	s.caughtUp()

@@ -16,8 +16,9 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Paths of up to PATH_MAX bytes below the mount root must work however

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+
 	"github.com/tdfs/tdfs/wire"
 )
 

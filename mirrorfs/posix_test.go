@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+
 	"github.com/tdfs/tdfs/wire"
 )
 

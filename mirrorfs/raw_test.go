@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // replay applies the recorded ops to an in-memory tree of regular files

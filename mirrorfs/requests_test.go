@@ -10,8 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // tarOfGoSrc writes a tar of $GOROOT/src/net (a few hundred small files)

@@ -3,7 +3,6 @@ package mirrorfs
 import (
 	"context"
 	"errors"
-	"log/slog"
 
 	"github.com/tdfs/tdfs/wire"
 )
@@ -71,59 +70,6 @@ var (
 	ErrTooManyFiles = errors.New("mirrorfs: resync: too many files open")
 )
 
-// ResyncSink is where a pass's items go (the transport's queue towards one
-// slave). mirrorfs declares it; quictransport implements it.
-type ResyncSink interface {
-	// Reserve blocks until n more bytes of items may be queued (flow
-	// control towards the slave), or ctx ends. Called without any
-	// mirrorfs lock held.
-	Reserve(ctx context.Context, n int64) error
-	// Emit queues it, positioned after the last op numbered so far.
-	// Called with mirrorfs locks held; never blocks. n is what was
-	// reserved for it: the item's encoded size is at most n, and the
-	// sink frees all n once the item has left. The pass keeps no
-	// reference to it (Data slices are fresh).
-	Emit(it wire.ResyncItem, n int64)
-	// Release gives back n reserved bytes that no item will use (a
-	// directory gone by the time it is locked, a block beyond the end of
-	// its file). Called with or without mirrorfs locks; never blocks.
-	Release(n int64)
-}
-
-// ResyncOptions says what a pass does.
-type ResyncOptions struct {
-	Pass   uint64
-	Rebase bool // the slave's tree is of unknown state: ResyncHandles first
-	Verify bool // compare only
-	// Full: the slave compares the content of every file, not only of
-	// those whose size or mtime differ (a repair after a verify found a
-	// difference both leave alone).
-	Full bool
-	// Progress, if set, is called at most about once a second and once
-	// at the end, from one goroutine at a time.
-	Progress func(ResyncProgress)
-	// Logger: nil logs where the mount logs.
-	Logger *slog.Logger
-}
-
-// ResyncProgress counts what a pass did so far.
-type ResyncProgress struct {
-	Dirs, Files, Entries uint64 // listed so far (walked again: counted again)
-	TotalEntries         uint64 // estimate from a readdir-only pre-count, 0 until known
-	FilesSent, BytesSent uint64 // files whose content was sent, bytes of data items
-	BytesCompared        uint64 // bytes read and hashed on the master
-	Differences          uint64 // reported by the slave, plus contents that differed
-}
-
-// ResyncResult is the outcome of a pass.
-type ResyncResult struct {
-	ResyncProgress
-	// Diffs lists what differed (Verify only), at most maxDiffs; Truncated
-	// counts those left out.
-	Diffs     []wire.Difference
-	Truncated uint64
-}
-
 // Limits of a pass.
 const (
 	maxOutstanding = 16384 // files listed and not yet resolved, before listing another directory
@@ -141,13 +87,13 @@ const (
 // ResyncEnd has been emitted and every reply it waits for has arrived, or
 // when ctx ends or something fails (the slave is then still resyncing: the
 // caller starts another pass later). Several passes may run at once.
-func (s *Server) Resync(ctx context.Context, o ResyncOptions, sink ResyncSink, replies <-chan wire.ResyncReply) (ResyncResult, error) {
+func (s *Server) RunPass(ctx context.Context, o wire.PassOptions, sink wire.PassSink, replies <-chan wire.ResyncReply) (wire.PassResult, error) {
 	if o.Rebase && o.Verify {
-		return ResyncResult{}, ErrBadOptions
+		return wire.PassResult{}, ErrBadOptions
 	}
 	p, err := newPass(s, o, sink)
 	if err != nil {
-		return ResyncResult{}, err
+		return wire.PassResult{}, err
 	}
 	defer p.close()
 	return p.run(ctx, replies)

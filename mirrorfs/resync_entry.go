@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Reading the backing dir: directory entries (stat, symlink target,
@@ -209,7 +210,7 @@ func readNames(fd int) ([]string, error) {
 }
 
 // precount counts the entries of the tree with readdir alone (no stat, no
-// lock), for ResyncProgress.TotalEntries.
+// lock), for wire.PassProgress.TotalEntries.
 func (p *pass) precount(ctx context.Context) {
 	var total uint64
 	stack := []string{""}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The files of a pass: how it keeps hold of a listed file, and reads its
@@ -170,7 +171,7 @@ func (p *pass) readBlock(fd int, b uint64, buf []byte) (n int, h wire.Hash, zero
 	// off (ENXIO: none before the end).
 	next, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	if errors.Is(err, unix.ENXIO) || (err == nil && next >= off+int64(n)) {
-		return n, zeroHash(n), true, st, nil
+		return n, wire.ZeroHash(n), true, st, nil
 	}
 	for got := 0; got < n; {
 		m, err := unix.Pread(fd, buf[got:n], off+int64(got))
@@ -186,7 +187,7 @@ func (p *pass) readBlock(fd int, b uint64, buf []byte) (n int, h wire.Hash, zero
 		}
 		got += m
 	}
-	return n, blockHash(buf[:n]), isZero(buf[:n]), st, nil
+	return n, wire.BlockHash(buf[:n]), isZero(buf[:n]), st, nil
 }
 
 var zeros = make([]byte, 4096)

@@ -13,9 +13,10 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/wire"
-	"golang.org/x/sys/unix"
 )
 
 // workload changes the tree through the mount, one op at a time, with
@@ -246,7 +247,7 @@ func TestResyncLiveWorkload(t *testing.T) {
 				w.await(n)
 			})
 			go w.run()
-			res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true})
+			res, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true})
 			w.finished()
 			if err != nil {
 				t.Fatalf("Resync: %v", err)
@@ -258,7 +259,7 @@ func TestResyncLiveWorkload(t *testing.T) {
 				t.Logf("workload:\n%s", strings.Join(w.log, "\n"))
 				dumpEvents(t, r.recs[0])
 			}
-			t.Logf("result %+v; ops the slave skipped while the pass ran: %d", res.ResyncProgress, len(s.opErrs))
+			t.Logf("result %+v; ops the slave skipped while the pass ran: %d", res.PassProgress, len(s.opErrs))
 		})
 	}
 }
@@ -285,7 +286,7 @@ func TestResyncCrossRenameIntoWalkedPart(t *testing.T) {
 					once.Do(func() { must(t, os.Rename(r.m("z/sub"), r.m("a/sub"))) })
 				}
 			})
-			if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+			if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 				t.Fatal(err)
 			}
 			s.caughtUp()
@@ -341,7 +342,7 @@ func TestResyncDirectoryInSeveralItems(t *testing.T) {
 					must(t, os.Remove(r.m("big/f02")))
 				})
 			})
-			if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+			if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 				t.Fatal(err)
 			}
 			s.caughtUp()
@@ -396,7 +397,7 @@ func TestResyncOpenHandles(t *testing.T) {
 	}
 	write()
 	mirrorfs.SetResyncWalkHook(func(string) { write() })
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
@@ -437,7 +438,7 @@ func TestResyncTwoSlavesAtOnce(t *testing.T) {
 	errs := make(chan error, 2)
 	for i, s := range []*refSlave{s0, s1} {
 		go func() {
-			_, err := r.resync(i, s, mirrorfs.ResyncOptions{Pass: uint64(10 + i), Rebase: true})
+			_, err := r.resync(i, s, wire.PassOptions{Pass: uint64(10 + i), Rebase: true})
 			errs <- err
 		}()
 	}

@@ -8,8 +8,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The state of a pass, and what its goroutines share: waiting on it, and
@@ -19,8 +20,8 @@ import (
 type pass struct {
 	m    *mirror
 	raw  *rawFS
-	o    ResyncOptions
-	sink ResyncSink
+	o    wire.PassOptions
+	sink wire.PassSink
 	log  *slog.Logger
 	w    *watch
 	// cancel ends the pass's context: a failure anywhere stops the
@@ -83,11 +84,8 @@ var passHooks struct {
 	maxEntries  int
 }
 
-func newPass(s *Server, o ResyncOptions, sink ResyncSink) (*pass, error) {
-	log := o.Logger
-	if log == nil {
-		log = s.m.log
-	}
+func newPass(s *Server, o wire.PassOptions, sink wire.PassSink) (*pass, error) {
+	log := s.m.log
 	p := &pass{
 		m: s.m, raw: s.raw, o: o, sink: sink, log: log.With("pass", o.Pass),
 		w:         &watch{},

@@ -23,7 +23,7 @@ type event struct {
 	n    int64 // bytes reserved for the item
 }
 
-// recorder is the mount's Sink and a pass's ResyncSink at once. One log
+// recorder is the mount's Sink and a pass's wire.PassSink at once. One log
 // holds both, in the order of the calls: Emit runs under the mirror's
 // locks and Append under its sequencer, so an item lands after every op
 // numbered before it and before every op it conflicts with.

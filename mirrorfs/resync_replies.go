@@ -102,7 +102,7 @@ func (p *pass) onHashes(r *wire.ResyncHashes, buf []byte) error {
 		return fmt.Errorf("%w: hashes for file %d after its last", ErrBadReply, r.FileID)
 	case r.First != f.next:
 		return fmt.Errorf("%w: hashes for file %d from block %d, expected %d", ErrBadReply, r.FileID, r.First, f.next)
-	case r.First+uint64(len(r.Hashes)) > blockCount(r.Size):
+	case r.First+uint64(len(r.Hashes)) > wire.BlockCount(r.Size):
 		return fmt.Errorf("%w: %d hashes for file %d of %d bytes", ErrBadReply, r.First+uint64(len(r.Hashes)), r.FileID, r.Size)
 	}
 	if err := p.openFile(f); err != nil {
@@ -165,7 +165,7 @@ func (p *pass) verify(f *fileState, root wire.Hash, buf []byte) error {
 	if f.gone {
 		return nil // removed since the listing: nothing to compare
 	}
-	rh := newRootHasher()
+	rh := wire.NewRootHasher()
 	for b := uint64(0); ; b++ {
 		unlock, ok := p.lockFile(f)
 		if !ok {
@@ -184,9 +184,9 @@ func (p *pass) verify(f *fileState, root wire.Hash, buf []byte) error {
 			break
 		}
 		p.bytesCompared.Add(uint64(n))
-		rh.add(h)
+		rh.Add(h)
 	}
-	if rh.sum() != root {
+	if rh.Sum() != root {
 		p.difference(wire.Difference{Path: f.path, What: "content"})
 	}
 	return nil

@@ -15,7 +15,7 @@ import (
 
 // run runs the pass: the walker here, the replies and the sending on
 // goroutines of their own.
-func (p *pass) run(ctx context.Context, replies <-chan wire.ResyncReply) (ResyncResult, error) {
+func (p *pass) run(ctx context.Context, replies <-chan wire.ResyncReply) (wire.PassResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p.mu.Lock()
 	p.cancel = cancel
@@ -30,7 +30,7 @@ func (p *pass) run(ctx context.Context, replies <-chan wire.ResyncReply) (Resync
 		wg.Go(func() { p.reportProgress(ctx) })
 	}
 	if err := p.begin(ctx); err != nil {
-		return ResyncResult{}, err
+		return wire.PassResult{}, err
 	}
 	// From here the watch is registered: take it off whatever happens.
 	defer func() {
@@ -52,13 +52,13 @@ func (p *pass) run(ctx context.Context, replies <-chan wire.ResyncReply) (Resync
 	}
 	if err := p.walkAll(ctx); err != nil {
 		p.fail(err)
-		return ResyncResult{}, p.result(err)
+		return wire.PassResult{}, p.result(err)
 	}
 	res := p.snapshot()
 	if p.o.Progress != nil {
 		cancel()
 		wg.Wait()
-		p.o.Progress(res.ResyncProgress)
+		p.o.Progress(res.PassProgress)
 	}
 	return res, nil
 }
@@ -200,8 +200,8 @@ func (p *pass) end(ctx context.Context) (done bool, err error) {
 }
 
 // progress returns the counters so far.
-func (p *pass) progress() ResyncProgress {
-	return ResyncProgress{
+func (p *pass) progress() wire.PassProgress {
+	return wire.PassProgress{
 		Dirs: p.dirs.Load(), Files: p.files.Load(), Entries: p.entries.Load(),
 		TotalEntries:  p.total.Load(),
 		FilesSent:     p.filesSent.Load(),
@@ -212,10 +212,10 @@ func (p *pass) progress() ResyncProgress {
 }
 
 // snapshot returns the result so far.
-func (p *pass) snapshot() ResyncResult {
+func (p *pass) snapshot() wire.PassResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return ResyncResult{ResyncProgress: p.progress(), Diffs: append([]wire.Difference(nil), p.diffs...), Truncated: p.trunc}
+	return wire.PassResult{PassProgress: p.progress(), Diffs: append([]wire.Difference(nil), p.diffs...), Truncated: p.trunc}
 }
 
 // reportProgress calls Progress about once a second until ctx ends.

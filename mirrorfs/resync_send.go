@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Sending what differs (step 3 of a pass, continued): one file at a
@@ -80,7 +81,7 @@ func (p *pass) send(ctx context.Context, f *fileState) error {
 	// The blocks the slave did not describe (its copy was shorter), up to
 	// the master's end at the listing: blocks added since reached the
 	// slave through ops, as they did the master.
-	for b := f.next; b < blockCount(uint64(f.size)); b++ {
+	for b := f.next; b < wire.BlockCount(uint64(f.size)); b++ {
 		ok, err := send(b)
 		if err != nil {
 			return err

@@ -6,7 +6,7 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
-// Upper bounds of the encoded size of resync items, for ResyncSink.Reserve
+// Upper bounds of the encoded size of resync items, for wire.PassSink.Reserve
 // (the sink's contract: an item's encoded size is at most what was
 // reserved for it). They assume nothing of the codec beyond the wire
 // package's vocabulary: a varint per integer, a length varint before each

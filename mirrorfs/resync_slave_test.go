@@ -20,9 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/wire"
-	"golang.org/x/sys/unix"
 )
 
 // refSlave applies the recorded events to a slave directory: ops through

@@ -107,7 +107,7 @@ func testSupersededFileID(t *testing.T, keepOpen, real bool) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := r.srv.Resync(ctx, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}, r.recs[0], fwd); err != nil {
+	if _, err := r.srv.RunPass(ctx, wire.PassOptions{Pass: 1, Rebase: true}, r.recs[0], fwd); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(itemsOf[*wire.ResyncDir](r.recs[0].items())); n < 2 {
@@ -176,7 +176,7 @@ func TestResyncShortLastBlockExtendedBeforeClose(t *testing.T) {
 		}}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := r.srv.Resync(ctx, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}, h, s.replies); err != nil {
+		if _, err := r.srv.RunPass(ctx, wire.PassOptions{Pass: 1, Rebase: true}, h, s.replies); err != nil {
 			t.Fatal(err)
 		}
 		if !ran {
@@ -212,7 +212,7 @@ func TestResyncTouchedStaleCopyOneByteLonger(t *testing.T) {
 				once.Do(func() { must(t, os.Chtimes(r.m("z/f"), mt, mt)) })
 			}
 		})
-		if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+		if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 			t.Fatal(err)
 		}
 		s.caughtUp()
@@ -250,7 +250,7 @@ func TestResyncBigDirWithoutFileHandles(t *testing.T) {
 			}
 		})
 		s := r.slaveWith(0, true, real, nil)
-		if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+		if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 			t.Fatalf("Resync: %v", err)
 		}
 		s.caughtUp()

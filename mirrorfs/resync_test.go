@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tdfs/tdfs/mirrorfs"
 	"github.com/tdfs/tdfs/wire"
-	"golang.org/x/sys/unix"
 )
 
 // requireFUSE is the package's own (helpers_test.go).
@@ -106,11 +107,11 @@ func bothSlaves(t *testing.T, f func(t *testing.T, real bool)) {
 }
 
 // resync runs a pass for slave i and checks the reservations it made.
-func (r *rig) resync(i int, s *refSlave, o mirrorfs.ResyncOptions) (mirrorfs.ResyncResult, error) {
+func (r *rig) resync(i int, s *refSlave, o wire.PassOptions) (wire.PassResult, error) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := r.srv.Resync(ctx, o, r.recs[i], s.replies)
+	res, err := r.srv.RunPass(ctx, o, r.recs[i], s.replies)
 	if err == nil {
 		rec := r.recs[i]
 		rec.mu.Lock()
@@ -174,9 +175,9 @@ func TestResyncEmptySlaveThenIdentical(t *testing.T) {
 		makeTree(t, back, 1, treeOpts{dirs: 12, files: 60, maxSize: 600 << 10})
 	})
 	s := r.slave(0, true, nil)
-	var progress []mirrorfs.ResyncProgress
-	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true,
-		Progress: func(p mirrorfs.ResyncProgress) { progress = append(progress, p) }})
+	var progress []wire.PassProgress
+	res, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true,
+		Progress: func(p wire.PassProgress) { progress = append(progress, p) }})
 	if err != nil {
 		t.Fatalf("Resync: %v", err)
 	}
@@ -193,13 +194,13 @@ func TestResyncEmptySlaveThenIdentical(t *testing.T) {
 		}
 	}
 	if res.FilesSent != uint64(nonEmpty) || res.Files != uint64(all) || res.Dirs != uint64(dirs) || res.Entries != uint64(len(snap)-1) {
-		t.Errorf("result %+v; the tree has %d files (%d not empty), %d directories, %d entries", res.ResyncProgress, all, nonEmpty, dirs, len(snap)-1)
+		t.Errorf("result %+v; the tree has %d files (%d not empty), %d directories, %d entries", res.PassProgress, all, nonEmpty, dirs, len(snap)-1)
 	}
 	if res.TotalEntries != 0 && res.TotalEntries != res.Entries {
 		t.Errorf("pre-count %d entries, the walk %d", res.TotalEntries, res.Entries)
 	}
-	if len(progress) == 0 || progress[len(progress)-1] != res.ResyncProgress {
-		t.Errorf("last progress %v, result %+v", progress, res.ResyncProgress)
+	if len(progress) == 0 || progress[len(progress)-1] != res.PassProgress {
+		t.Errorf("last progress %v, result %+v", progress, res.PassProgress)
 	}
 	begin := itemsOf[*wire.ResyncBegin](r.recs[0].items())
 	if len(begin) != 1 || *begin[0] != (wire.ResyncBegin{Pass: 1, Rebase: true, Run: r.run}) {
@@ -209,7 +210,7 @@ func TestResyncEmptySlaveThenIdentical(t *testing.T) {
 	// Pass 2: nothing differs, nothing is sent.
 	before := len(r.recs[0].items())
 	hashes := s.count("hashes")
-	res, err = r.resync(0, s, mirrorfs.ResyncOptions{Pass: 2, Rebase: true})
+	res, err = r.resync(0, s, wire.PassOptions{Pass: 2, Rebase: true})
 	if err != nil {
 		t.Fatalf("second Resync: %v", err)
 	}
@@ -222,7 +223,7 @@ func TestResyncEmptySlaveThenIdentical(t *testing.T) {
 		t.Errorf("identical trees: %d listings for %d directories", n, dirs)
 	}
 	if s.count("hashes") != hashes || res.FilesSent != 0 || res.Differences != 0 {
-		t.Errorf("identical trees: %d files hashed, result %+v", s.count("hashes")-hashes, res.ResyncProgress)
+		t.Errorf("identical trees: %d files hashed, result %+v", s.count("hashes")-hashes, res.PassProgress)
 	}
 	sameTree(t, r.back, s.root)
 	s.check(t)
@@ -242,7 +243,7 @@ func TestResyncOneChangedBlock(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(back, "small"), []byte("small"), 0o644))
 	})
 	s := r.slave(0, true, nil)
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	s.caughtUp()
@@ -255,7 +256,7 @@ func TestResyncOneChangedBlock(t *testing.T) {
 	must(t, f.Close())
 
 	before := len(r.recs[0].items())
-	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 2, Rebase: true})
+	res, err := r.resync(0, s, wire.PassOptions{Pass: 2, Rebase: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestResyncOneChangedBlock(t *testing.T) {
 		t.Errorf("%d closes, want 1", n)
 	}
 	if res.FilesSent != 1 || res.BytesSent != blk || res.BytesCompared < 32*blk {
-		t.Errorf("result %+v", res.ResyncProgress)
+		t.Errorf("result %+v", res.PassProgress)
 	}
 	sameTree(t, r.back, s.root)
 	s.check(t)
@@ -292,7 +293,7 @@ func TestResyncRepairsEverything(t *testing.T) {
 		must(t, os.Link(filepath.Join(back, "kind/a"), filepath.Join(back, "kind/b")))
 	})
 	s := r.slave(0, true, nil)
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	s.caughtUp()
@@ -334,7 +335,7 @@ func TestResyncRepairsEverything(t *testing.T) {
 	})
 	must(t, os.RemoveAll(sl("d00")))
 
-	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 2, Rebase: true})
+	res, err := r.resync(0, s, wire.PassOptions{Pass: 2, Rebase: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestResyncRepairsEverything(t *testing.T) {
 	sameTree(t, r.back, s.root)
 	s.check(t)
 	if res.Differences == 0 {
-		t.Errorf("no differences counted: %+v", res.ResyncProgress)
+		t.Errorf("no differences counted: %+v", res.PassProgress)
 	}
 }
 
@@ -356,7 +357,7 @@ func TestResyncWithoutFileHandles(t *testing.T) {
 	s := r.slave(0, true, func(root string) {
 		makeTree(t, root, 22, treeOpts{dirs: 6, files: 30, maxSize: 300 << 10})
 	})
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	s.caughtUp()
@@ -378,7 +379,7 @@ func TestResyncVerify(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(back, "hot"), make([]byte, 300<<10), 0o644))
 	})
 	s := r.slave(0, true, nil)
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	s.caughtUp()
@@ -426,7 +427,7 @@ func TestResyncVerify(t *testing.T) {
 	s.caughtUp()
 	before := snapshot(t, s.root)
 	itemsBefore := len(r.recs[0].items())
-	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 2, Verify: true})
+	res, err := r.resync(0, s, wire.PassOptions{Pass: 2, Verify: true})
 	close(stop)
 	<-hotDone
 	must(t, hot.Close())
@@ -474,7 +475,7 @@ func TestResyncVerify(t *testing.T) {
 	// A repair (no rebase: the slave is in sync but for what verify
 	// found) with Full: the content that kept its size and mtime is
 	// compared and fixed too.
-	res, err = r.resync(0, s, mirrorfs.ResyncOptions{Pass: 3, Full: true})
+	res, err = r.resync(0, s, wire.PassOptions{Pass: 3, Full: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +497,7 @@ func TestResyncCancel(t *testing.T) {
 	s := r.slave(0, true, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	mirrorfs.SetResyncWalkHook(func(string) { cancel() })
-	_, err := r.srv.Resync(ctx, mirrorfs.ResyncOptions{Pass: 1, Rebase: true}, r.recs[0], s.replies)
+	_, err := r.srv.RunPass(ctx, wire.PassOptions{Pass: 1, Rebase: true}, r.recs[0], s.replies)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Resync after cancel: %v", err)
 	}
@@ -510,7 +511,7 @@ func TestResyncCancel(t *testing.T) {
 	for len(s.replies) > 0 {
 		<-s.replies
 	}
-	if _, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 2, Rebase: true}); err != nil {
+	if _, err := r.resync(0, s, wire.PassOptions{Pass: 2, Rebase: true}); err != nil {
 		t.Fatal(err)
 	}
 	s.caughtUp()
@@ -523,11 +524,11 @@ func TestResyncBadReply(t *testing.T) {
 	r := newRig(t, 1, 1<<20, nil)
 	replies := make(chan wire.ResyncReply, 1)
 	replies <- &wire.ResyncDirDone{Pass: 99, DirID: 1}
-	_, err := r.srv.Resync(context.Background(), mirrorfs.ResyncOptions{Pass: 1, Rebase: true}, r.recs[0], replies)
+	_, err := r.srv.RunPass(context.Background(), wire.PassOptions{Pass: 1, Rebase: true}, r.recs[0], replies)
 	if !errors.Is(err, mirrorfs.ErrBadReply) {
 		t.Fatalf("got %v, want ErrBadReply", err)
 	}
-	if _, err := r.srv.Resync(context.Background(), mirrorfs.ResyncOptions{Rebase: true, Verify: true}, r.recs[0], replies); !errors.Is(err, mirrorfs.ErrBadOptions) {
+	if _, err := r.srv.RunPass(context.Background(), wire.PassOptions{Rebase: true, Verify: true}, r.recs[0], replies); !errors.Is(err, mirrorfs.ErrBadOptions) {
 		t.Fatalf("rebase and verify: %v", err)
 	}
 }
@@ -559,7 +560,7 @@ func TestResyncKeepsAtimes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := r.resync(0, s, mirrorfs.ResyncOptions{Pass: 1, Rebase: true})
+	res, err := r.resync(0, s, wire.PassOptions{Pass: 1, Rebase: true})
 	if err != nil {
 		t.Fatalf("Resync: %v", err)
 	}

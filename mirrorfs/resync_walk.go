@@ -7,8 +7,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // The walk (step 2 of a pass). Each directory is listed under the

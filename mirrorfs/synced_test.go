@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // fenceSink is a fakeSink that also answers the fence (SyncedWaiter):

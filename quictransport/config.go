@@ -238,14 +238,14 @@ type Handler interface {
 	Follow(epoch wire.Epoch, lineage []wire.Epoch) error
 	// Apply applies op number seq. Calls come in seq order without gaps,
 	// except where a rebasing ResyncBegin moves the stream. A
-	// *ResourceError from Apply (disk full, read-only...) stalls the
+	// *wire.ResourceError from Apply (disk full, read-only...) stalls the
 	// session: the transport tells the master (wire.Stall) and calls
 	// Apply again with the same op, with backoff, until it applies; the
 	// connection stays up and nothing is sent twice. Any other error of
 	// Apply or Resync closes the connection: with CodeRefused if it wraps
-	// ErrRefused (the op is forbidden and changed nothing), CodeLimit for
-	// ErrLimit, CodeProtocol for ErrProtocol, CodeNeedsResync for
-	// ErrNeedsResync (the master then resynchronises the slave), else
+	// wire.ErrRefused (the op is forbidden and changed nothing), CodeLimit for
+	// wire.ErrLimit, CodeProtocol for ErrProtocol, CodeNeedsResync for
+	// wire.ErrNeedsResync (the master then resynchronises the slave), else
 	// CodeApply.
 	Apply(seq uint64, op wire.Op) error
 	// Sync makes every op applied so far durable and records durably that
@@ -254,7 +254,7 @@ type Handler interface {
 	Sync(seq uint64) error
 	// Resync applies a resync item, positioned after op number at; reply
 	// sends a reply to the master (from the calling goroutine). A
-	// *ResourceError stalls the session as for Apply, and the item is
+	// *wire.ResourceError stalls the session as for Apply, and the item is
 	// applied again: return one only for an item that may be (its data).
 	Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error
 }

@@ -110,13 +110,13 @@
 // # When the slave cannot apply an op
 //
 // A Handler's error says which of three things happened. A
-// *ResourceError (disk full, read-only...) stalls the session: the slave
+// *wire.ResourceError (disk full, read-only...) stalls the session: the slave
 // sends a wire.Stall, keeps the op and everything after it, and calls
 // Apply again with backoff; the master shows it degraded with the cause,
 // stops waiting for it at once, and clears both when an ack covers the
-// op. ErrNeedsResync closes the connection with CodeNeedsResync: the
-// master redials at once and runs a rebase pass (catchup.go). ErrRefused
-// and ErrLimit close it with their codes. The slave announces its policy
+// op. wire.ErrNeedsResync closes the connection with CodeNeedsResync: the
+// master redials at once and runs a rebase pass (catchup.go). wire.ErrRefused
+// and wire.ErrLimit close it with their codes. The slave announces its policy
 // (wire.Policy) in its HelloAck, and the master hands it to
 // MasterConfig.OnPolicy, so that its mount refuses what a slave would
 // leave out. Where the

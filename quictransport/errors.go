@@ -17,16 +17,10 @@ import (
 var (
 	// ErrConfig is wrapped by every configuration error.
 	ErrConfig = errors.New("quictransport: invalid configuration")
-	// ErrNeedsResync: the master no longer holds the ops a slave is missing,
-	// or the slave cannot apply them from where it is (a Handler wraps it,
-	// e.g. after losing the open files of a run in a restart).
-	ErrNeedsResync = errors.New("slave needs resync")
 	// ErrDrainTimeout: Drain's timeout passed before every slave was durable.
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrProtocol is wrapped by every violation of the protocol by a peer.
 	ErrProtocol = errors.New("protocol violation")
-	// ErrLimit: a peer exceeded a bound (the slave's MaxPending).
-	ErrLimit = errors.New("limit exceeded")
 	// ErrSeqOutOfOrder: an op numbered below the next expected seq, or twice.
 	ErrSeqOutOfOrder = errors.New("op out of order")
 	// ErrApply: the slave's Handler failed to apply or sync an op.
@@ -41,17 +35,6 @@ var (
 	// ended, which ends the session (wire.CodeLane).
 	ErrLane = errors.New("lane refused or lost")
 )
-
-// ResourceError is a Handler's error for an op it cannot apply for want of
-// a resource: its disk full, its filesystem read-only or failing. The
-// session keeps the op and retries it (Handler.Apply).
-type ResourceError struct {
-	Cause string // what is missing, first in status lines: "disk full"
-	Err   error
-}
-
-func (e *ResourceError) Error() string { return e.Cause + ": " + e.Err.Error() }
-func (e *ResourceError) Unwrap() error { return e.Err }
 
 // PeerError is what a peer reported with a FrameError or a QUIC
 // application close.
@@ -68,12 +51,12 @@ func (e *PeerError) Error() string {
 	return fmt.Sprintf("peer says: %v: %s", e.Code, e.Msg)
 }
 
-// resyncError says a slave needs a resync; it is ErrNeedsResync with the
+// resyncError says a slave needs a resync; it is wire.ErrNeedsResync with the
 // details (where the slave is, what the master holds).
 type resyncError struct{ msg string }
 
 func (e *resyncError) Error() string        { return e.msg }
-func (e *resyncError) Is(target error) bool { return target == ErrNeedsResync }
+func (e *resyncError) Is(target error) bool { return target == wire.ErrNeedsResync }
 
 // appCode turns a protocol error code into a QUIC application error code:
 // the same number, so either side can read the other's close reason.
@@ -82,11 +65,11 @@ func appCode(c wire.ErrorCode) quic.ApplicationErrorCode { return quic.Applicati
 // codeOf picks the error code to close a connection with after err.
 func codeOf(err error) wire.ErrorCode {
 	switch {
-	case errors.Is(err, ErrLimit):
+	case errors.Is(err, wire.ErrLimit):
 		return wire.CodeLimit
 	case errors.Is(err, ErrFenced):
 		return wire.CodeFenced
-	case errors.Is(err, ErrNeedsResync):
+	case errors.Is(err, wire.ErrNeedsResync):
 		return wire.CodeNeedsResync
 	case errors.Is(err, ErrApply):
 		return wire.CodeApply

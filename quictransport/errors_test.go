@@ -14,7 +14,7 @@ import (
 
 func TestCodeOf(t *testing.T) {
 	for err, want := range map[error]wire.ErrorCode{
-		fmt.Errorf("x: %w", ErrLimit):          wire.CodeLimit,
+		fmt.Errorf("x: %w", wire.ErrLimit):     wire.CodeLimit,
 		fmt.Errorf("x: %w", ErrFenced):         wire.CodeFenced,
 		&resyncError{"slave x needs resync"}:   wire.CodeNeedsResync,
 		fmt.Errorf("x: %w", ErrApply):          wire.CodeApply,
@@ -26,8 +26,8 @@ func TestCodeOf(t *testing.T) {
 			t.Errorf("codeOf(%v) = %v, want %v", err, got, want)
 		}
 	}
-	if !errors.Is(&resyncError{"m"}, ErrNeedsResync) {
-		t.Error("resyncError is not ErrNeedsResync")
+	if !errors.Is(&resyncError{"m"}, wire.ErrNeedsResync) {
+		t.Error("resyncError is not wire.ErrNeedsResync")
 	}
 }
 

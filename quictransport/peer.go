@@ -372,7 +372,7 @@ func (p *peer) noteError(err error) {
 	msg := explain(err)
 	p.m.mu.Lock()
 	defer p.m.mu.Unlock()
-	if errors.Is(err, ErrNeedsResync) {
+	if errors.Is(err, wire.ErrNeedsResync) {
 		return // needsResyncLocked logged it and set lastErr
 	}
 	p.setErrLocked(msg)

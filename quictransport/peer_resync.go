@@ -22,7 +22,7 @@ const maxReplyBytes = 256 << 20
 
 type pass struct {
 	n    uint64
-	opts PassOptions
+	opts wire.PassOptions
 	// rebaseItem is the number (1-based, on this connection) of the
 	// rebasing ResyncBegin: acks of items before it still describe the
 	// slave's old op stream.
@@ -40,7 +40,7 @@ type queuedReply struct {
 	size int64
 }
 
-func newPass(n uint64, o PassOptions) *pass {
+func newPass(n uint64, o wire.PassOptions) *pass {
 	return &pass{n: n, opts: o, signal: make(chan struct{}, 1), replies: make(chan wire.ResyncReply)}
 }
 
@@ -50,7 +50,7 @@ func (ps *pass) push(r wire.ResyncReply, size int) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.bytes+int64(size) > maxReplyBytes {
-		return fmt.Errorf("%w: the slave sent more than %d bytes of resync replies ahead of the pass", ErrLimit, maxReplyBytes)
+		return fmt.Errorf("%w: the slave sent more than %d bytes of resync replies ahead of the pass", wire.ErrLimit, maxReplyBytes)
 	}
 	ps.queue = append(ps.queue, queuedReply{r, int64(size)})
 	ps.bytes += int64(size)
@@ -115,7 +115,7 @@ func (p *peer) onReply(r wire.ResyncReply, size int) error {
 type verifyReq struct {
 	repair bool
 	done   chan struct{}
-	res    PassResult
+	res    wire.PassResult
 	err    error
 }
 
@@ -140,7 +140,7 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 	}()
 	for {
 		m.mu.Lock()
-		var o PassOptions
+		var o wire.PassOptions
 		var vr *verifyReq
 		start := true
 		switch {
@@ -208,7 +208,7 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 }
 
 // passKind names a pass in the log and in progress reports.
-func passKind(o PassOptions) string {
+func passKind(o wire.PassOptions) string {
 	switch {
 	case o.Verify:
 		return "verify"
@@ -220,7 +220,7 @@ func passKind(o PassOptions) string {
 	return "check"
 }
 
-func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, error) {
+func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (wire.PassResult, error) {
 	o := ps.opts
 	kind := passKind(o)
 	start := time.Now()
@@ -228,7 +228,7 @@ func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, er
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go ps.forward(fctx)
-	res, err := tree.Resync(ctx, o, &passSink{p: p, ps: ps}, ps.replies)
+	res, err := tree.RunPass(ctx, o, &passSink{p: p, ps: ps}, ps.replies)
 	if err != nil {
 		err = fmt.Errorf("%s pass %d: %w", kind, o.Pass, err)
 	}
@@ -248,11 +248,11 @@ func (p *peer) runPass(ctx context.Context, tree Tree, ps *pass) (PassResult, er
 // progressLogger passes a pass's progress on to OnProgress, and logs it
 // every few seconds once the pass has run for a few: files, bytes, rate,
 // ETA.
-func (p *peer) progressLogger(o PassOptions) func(PassProgress) {
+func (p *peer) progressLogger(o wire.PassOptions) func(wire.PassProgress) {
 	start := time.Now()
 	kind := passKind(o)
 	var last time.Time
-	return func(pp PassProgress) {
+	return func(pp wire.PassProgress) {
 		if f := p.m.cfg.OnProgress; f != nil {
 			f(PassReport{Slave: p.addr, Pass: o.Pass, Kind: kind, Started: start, PassProgress: pp})
 		}
@@ -273,13 +273,13 @@ func (p *peer) progressLogger(o PassOptions) func(PassProgress) {
 	}
 }
 
-// passSink is a pass's ResyncSink: the peer's item queue.
+// passSink is a pass's wire.PassSink: the peer's item queue.
 type passSink struct {
 	p  *peer
 	ps *pass
 }
 
-var _ ResyncSink = (*passSink)(nil)
+var _ wire.PassSink = (*passSink)(nil)
 
 func (s *passSink) Reserve(ctx context.Context, n int64) error {
 	m := s.p.m
@@ -385,7 +385,7 @@ func (m *Master) Resync(name string, full bool) (string, error) {
 // VerifyResult is one slave's answer to Verify.
 type VerifyResult struct {
 	Addr   string
-	Result PassResult
+	Result wire.PassResult
 	Err    error
 }
 

@@ -393,7 +393,7 @@ func TestLagBeyondBacklogDuringRebasePass(t *testing.T) {
 // The bound on replies queued for a pass counts what is queued: replies
 // the Tree has taken no longer count.
 func TestPassReplyBoundCountsQueuedBytes(t *testing.T) {
-	ps := newPass(1, PassOptions{Pass: 1})
+	ps := newPass(1, wire.PassOptions{Pass: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const size = maxReplyBytes / 3 // sizes as the ack reader measures frames; nothing this big is allocated

@@ -111,7 +111,7 @@ func (r *reorder) insertLocked(seq uint64, op wire.Op, size int64) error {
 		return fmt.Errorf("%w: op %d (%v) arrived twice", ErrSeqOutOfOrder, seq, op.Type())
 	}
 	if r.pending+size > r.max {
-		return fmt.Errorf("%w: op %d would bring %d buffered bytes beyond the %d announced", ErrLimit, seq, r.pending+size, r.max)
+		return fmt.Errorf("%w: op %d would bring %d buffered bytes beyond the %d announced", wire.ErrLimit, seq, r.pending+size, r.max)
 	}
 	r.items[seq] = pendingOp{op: op, size: size}
 	delete(r.gaps, seq)
@@ -131,7 +131,7 @@ func (r *reorder) insertItem(after uint64, it wire.ResyncItem, size int64) error
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pending+size > r.max {
-		return fmt.Errorf("%w: a resync item would bring %d buffered bytes beyond the %d announced", ErrLimit, r.pending+size, r.max)
+		return fmt.Errorf("%w: a resync item would bring %d buffered bytes beyond the %d announced", wire.ErrLimit, r.pending+size, r.max)
 	}
 	if b, ok := it.(*wire.ResyncBegin); ok && b.Rebase {
 		for seq, op := range r.items {

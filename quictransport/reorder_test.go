@@ -57,7 +57,7 @@ func TestReorderRefusals(t *testing.T) {
 	if err := r.insert(6, &wire.Sync{}, 1); !errors.Is(err, ErrSeqOutOfOrder) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if err := r.insert(7, &wire.Sync{}, 100); !errors.Is(err, ErrLimit) {
+	if err := r.insert(7, &wire.Sync{}, 100); !errors.Is(err, wire.ErrLimit) {
 		t.Fatalf("beyond the limit: %v", err)
 	}
 	if codeOf(r.insert(7, &wire.Sync{}, 100)) != wire.CodeLimit {
@@ -161,7 +161,7 @@ func TestReorderItemRefusals(t *testing.T) {
 	if !errors.Is(err, ErrProtocol) || codeOf(err) != wire.CodeProtocol {
 		t.Fatalf("an item positioned before the previous one: %v", err)
 	}
-	if err := r.insertItem(20, &wire.ResyncEnd{Pass: 1}, 100); !errors.Is(err, ErrLimit) {
+	if err := r.insertItem(20, &wire.ResyncEnd{Pass: 1}, 100); !errors.Is(err, wire.ErrLimit) {
 		t.Fatalf("items beyond the bound: %v", err)
 	}
 }

@@ -40,7 +40,7 @@ type fakeTree struct {
 	waiting atomic.Bool
 
 	mu        sync.Mutex
-	calls     []PassOptions
+	calls     []wire.PassOptions
 	positions []uint64 // of every item emitted, with app
 	emitted   int64    // bytes reserved and emitted, all passes
 	maxAhead  int64    // most bytes emitted beyond those h handled
@@ -59,14 +59,14 @@ func (ft *fakeTree) notifyLocked() {
 	ft.changed = make(chan struct{})
 }
 
-func (ft *fakeTree) Resync(ctx context.Context, o PassOptions, sink ResyncSink, replies <-chan wire.ResyncReply) (PassResult, error) {
+func (ft *fakeTree) RunPass(ctx context.Context, o wire.PassOptions, sink wire.PassSink, replies <-chan wire.ResyncReply) (wire.PassResult, error) {
 	ft.mu.Lock()
 	rec := o
 	rec.Progress = nil
 	ft.calls = append(ft.calls, rec)
 	ft.notifyLocked()
 	ft.mu.Unlock()
-	var res PassResult
+	var res wire.PassResult
 	if err := ft.emit(ctx, sink, &wire.ResyncBegin{Pass: o.Pass, Rebase: o.Rebase, Verify: o.Verify}); err != nil {
 		return res, err
 	}
@@ -122,7 +122,7 @@ func (ft *fakeTree) Resync(ctx context.Context, o PassOptions, sink ResyncSink, 
 	return res, nil
 }
 
-func (ft *fakeTree) emit(ctx context.Context, sink ResyncSink, it wire.ResyncItem) error {
+func (ft *fakeTree) emit(ctx context.Context, sink wire.PassSink, it wire.ResyncItem) error {
 	n := itemSize(it)
 	ft.waiting.Store(true)
 	err := sink.Reserve(ctx, n)
@@ -156,10 +156,10 @@ func (ft *fakeTree) emit(ctx context.Context, sink ResyncSink, it wire.ResyncIte
 }
 
 // passes returns the passes asked of the tree so far.
-func (ft *fakeTree) passes() []PassOptions {
+func (ft *fakeTree) passes() []wire.PassOptions {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	return append([]PassOptions(nil), ft.calls...)
+	return append([]wire.PassOptions(nil), ft.calls...)
 }
 
 // waitDone waits until n passes completed.
@@ -232,7 +232,7 @@ func TestFakeTreeItemsEncode(t *testing.T) {
 	})
 	replies := make(chan wire.ResyncReply, 1)
 	replies <- &wire.ResyncDirDone{Pass: 3, DirID: 1, Diffs: []wire.Difference{{Path: "d1/l", What: "missing"}}}
-	res, err := ft.Resync(context.Background(), PassOptions{Pass: 3, Verify: true}, sink, replies)
+	res, err := ft.RunPass(context.Background(), wire.PassOptions{Pass: 3, Verify: true}, sink, replies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestFakeTreeItemsEncode(t *testing.T) {
 	}
 }
 
-// sinkFunc is a ResyncSink that never blocks.
+// sinkFunc is a wire.PassSink that never blocks.
 type sinkFunc func(it wire.ResyncItem, n int64)
 
 func (f sinkFunc) Reserve(ctx context.Context, n int64) error { return ctx.Err() }

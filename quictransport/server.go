@@ -100,7 +100,7 @@ func (s *Server) Recheck() error {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		cur.fail(fmt.Errorf("%w: %w", ErrRefused, err))
+		cur.fail(fmt.Errorf("%w: %w", wire.ErrRefused, err))
 	}
 	return err
 }
@@ -292,7 +292,7 @@ func (s *Server) startSession(conn *quic.Conn) {
 		// happened before this check, or its Recheck sees this session.
 		if err := s.checkPeer(sess); err != nil {
 			s.mu.Unlock()
-			sess.fail(fmt.Errorf("%w: %w", ErrRefused, err))
+			sess.fail(fmt.Errorf("%w: %w", wire.ErrRefused, err))
 			sess.cancel(err)
 			close(sess.done)
 			return

@@ -323,21 +323,12 @@ func fence(st SlaveState, h wire.Hello) error {
 // epochName is the short form of an epoch in messages.
 func epochName(e wire.Epoch) string { return hex.EncodeToString(e[:4]) }
 
-// ErrRefused is wrapped by the error that closes a master's connection
-// the slave refuses (its certificate, checked again at the hello, is
-// revoked or not allowed) with wire.CodeRefused, and by a Handler's error
-// for an op or item it refuses outright. The master retries when it
-// redials, so the log says why once an hour, not at every attempt. (The
-// slave package refuses no op: what its policy does not hold it leaves out
-// of the replica, and asks for a comparison, ErrNeedsResync.)
-var ErrRefused = errors.New("refused")
-
 // handlerError wraps the error of a Handler call on what (an op, a resync
 // item): a refusal, a protocol violation or a limit keeps its own code;
 // anything else is ErrApply (the slave could not apply it).
 func handlerError(what string, err error) error {
-	if errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrLimit) ||
-		errors.Is(err, ErrNeedsResync) {
+	if errors.Is(err, wire.ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, wire.ErrLimit) ||
+		errors.Is(err, wire.ErrNeedsResync) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrApply, what, err)
@@ -345,7 +336,7 @@ func handlerError(what string, err error) error {
 
 // closeCode is codeOf, with the refusals of the slave's own policy.
 func closeCode(err error) wire.ErrorCode {
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, wire.ErrRefused) {
 		return wire.CodeRefused
 	}
 	return codeOf(err)
@@ -602,7 +593,7 @@ func (s *session) applyLoop() {
 			continue
 		}
 		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
-			if re, ok := errors.AsType[*ResourceError](err); ok {
+			if re, ok := errors.AsType[*wire.ResourceError](err); ok {
 				err = s.stall(seq, op, re)
 			}
 			if errors.Is(err, errStopped) {
@@ -642,14 +633,14 @@ var errStopped = errors.New("session stopped")
 // connection stays up, the readers go on buffering what the master sends
 // (at most MaxPending), and nothing is sent twice. Logged when it begins
 // and ends, not at every attempt.
-func (s *session) stall(seq uint64, op wire.Op, re *ResourceError) error {
+func (s *session) stall(seq uint64, op wire.Op, re *wire.ResourceError) error {
 	what := fmt.Sprintf("op %d", seq)
 	return s.stallOn(wire.Stall{Seq: seq}, what, re, func() error { return s.srv.cfg.Handler.Apply(seq, op) })
 }
 
 // stallOn is stall for op or resync item st (its Seq, or its Item and
 // position), named what, retried by retry.
-func (s *session) stallOn(st wire.Stall, what string, re *ResourceError, retry func() error) error {
+func (s *session) stallOn(st wire.Stall, what string, re *wire.ResourceError, retry func() error) error {
 	srv := s.srv
 	start := time.Now()
 	told := ""
@@ -678,7 +669,7 @@ func (s *session) stallOn(st wire.Stall, what string, re *ResourceError, retry f
 		backoff = min(2*backoff, stallMaxBackoff)
 		err := retry()
 		var ok bool
-		if re, ok = errors.AsType[*ResourceError](err); ok {
+		if re, ok = errors.AsType[*wire.ResourceError](err); ok {
 			continue
 		}
 		srv.setStall("")
@@ -696,7 +687,7 @@ func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
 	// A rebasing ResyncBegin moves the Handler's applied and durable to
 	// at (Handler.Resync).
 	err := srv.cfg.Handler.Resync(at, it, s.reply)
-	if re, ok := errors.AsType[*ResourceError](err); ok {
+	if re, ok := errors.AsType[*wire.ResourceError](err); ok {
 		// The Handler says the item may be applied again (its data).
 		st := wire.Stall{Seq: at, Item: s.items.Load() + 1}
 		err = s.stallOn(st, fmt.Sprintf("resync item %d after op %d", st.Item, at), re,

@@ -23,9 +23,9 @@ import (
 
 // ---- a Handler whose disk fills up at one op ----
 
-// stallMsg is what a *ResourceError of stallHandler says (its Error()),
+// stallMsg is what a *wire.ResourceError of stallHandler says (its Error()),
 // which the slave sends in its wire.Stall and the master shows as Cause.
-var stallMsg = (&ResourceError{Cause: "disk full", Err: fmt.Errorf("apply write: %w", syscall.ENOSPC)}).Error()
+var stallMsg = (&wire.ResourceError{Cause: "disk full", Err: fmt.Errorf("apply write: %w", syscall.ENOSPC)}).Error()
 
 // stallCall is one call of Apply: the op's seq and its encoding.
 type stallCall struct {
@@ -34,7 +34,7 @@ type stallCall struct {
 }
 
 // stallHandler is a fakeHandler whose Apply of op seq fails with a
-// *ResourceError (disk full) the first k times, then succeeds. It records
+// *wire.ResourceError (disk full) the first k times, then succeeds. It records
 // every Apply call, failed or not, in call order. With hold set, the call
 // that succeeds (the k+1-th of op seq) first waits for hold to be closed,
 // so that a test can look at the stall while it lasts, whatever k.
@@ -75,7 +75,7 @@ func (h *stallHandler) Apply(seq uint64, op wire.Op) error {
 			close(h.first)
 		}
 		h.mu.Unlock()
-		return &ResourceError{Cause: "disk full", Err: fmt.Errorf("apply write: %w", syscall.ENOSPC)}
+		return &wire.ResourceError{Cause: "disk full", Err: fmt.Errorf("apply write: %w", syscall.ENOSPC)}
 	}
 	hold := h.hold
 	if hold != nil && h.failed == h.k {

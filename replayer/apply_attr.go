@@ -75,11 +75,11 @@ func (r *Replayer) applySetattr(o *wire.Setattr) error {
 // handle (>= 0), else by opening t's name without following it.
 func truncate(t target, fd int, d dir, size uint64) error {
 	if size > math.MaxInt64 {
-		return fmt.Errorf("%w: size %d out of range", ErrRefused, size)
+		return fmt.Errorf("%w: size %d out of range", wire.ErrRefused, size)
 	}
 	if fd < 0 {
 		if t.name == "" {
-			return fmt.Errorf("%w: truncate of the root directory", ErrRefused)
+			return fmt.Errorf("%w: truncate of the root directory", wire.ErrRefused)
 		}
 		var err error
 		if fd, err = openRegular(d, t.name, unix.O_WRONLY); err != nil {

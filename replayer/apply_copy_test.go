@@ -177,16 +177,16 @@ func TestCopyRangeRefusals(t *testing.T) {
 		want error
 		why  string
 	}{
-		{"through a symlink out of the root", &wire.CopyRange{SrcPath: "out/secret", Handle: 2, Len: 6}, ErrRefused, "leaves the root"},
-		{"final symlink", &wire.CopyRange{SrcPath: "lnk", Handle: 2, Len: 1}, ErrRefused, "symlink"},
-		{"parent path", &wire.CopyRange{SrcPath: "../secret", Handle: 2, Len: 1}, ErrRefused, ".."},
-		{"directory source", &wire.CopyRange{SrcPath: "dir", Handle: 2, Len: 1}, ErrRefused, "directory is not a regular file"},
-		{"fifo source", &wire.CopyRange{SrcPath: "fifo", Handle: 2, Len: 1}, ErrRefused, "fifo is not a regular file"},
+		{"through a symlink out of the root", &wire.CopyRange{SrcPath: "out/secret", Handle: 2, Len: 6}, wire.ErrRefused, "leaves the root"},
+		{"final symlink", &wire.CopyRange{SrcPath: "lnk", Handle: 2, Len: 1}, wire.ErrRefused, "symlink"},
+		{"parent path", &wire.CopyRange{SrcPath: "../secret", Handle: 2, Len: 1}, wire.ErrRefused, ".."},
+		{"directory source", &wire.CopyRange{SrcPath: "dir", Handle: 2, Len: 1}, wire.ErrRefused, "directory is not a regular file"},
+		{"fifo source", &wire.CopyRange{SrcPath: "fifo", Handle: 2, Len: 1}, wire.ErrRefused, "fifo is not a regular file"},
 		{"missing source", &wire.CopyRange{SrcPath: "nope", Handle: 2, Len: 1}, unix.ENOENT, "nope"},
 		{"unknown destination", &wire.CopyRange{SrcPath: "src", Handle: 9, Len: 1}, ErrUnknownHandle, "handle 9"},
 		{"unknown source handle", &wire.CopyRange{SrcHandle: 8, Handle: 2, Len: 1}, ErrUnknownHandle, "handle 8"},
-		{"beyond max file size", &wire.CopyRange{SrcPath: "src", Handle: 2, Off: 1<<20 - 5, Len: 6}, ErrRefused, "--max-file-size"},
-		{"overlap within one file", &wire.CopyRange{SrcHandle: 2, Handle: 2, SrcOff: 0, Off: 4, Len: 5}, ErrRefused, "overlapping"},
+		{"beyond max file size", &wire.CopyRange{SrcPath: "src", Handle: 2, Off: 1<<20 - 5, Len: 6}, wire.ErrRefused, "--max-file-size"},
+		{"overlap within one file", &wire.CopyRange{SrcHandle: 2, Handle: 2, SrcOff: 0, Off: 4, Len: 5}, wire.ErrRefused, "overlapping"},
 	}
 	for _, tc := range cases {
 		tc.op.Mtime = copyOmit
@@ -211,8 +211,8 @@ func TestCopyRangeSetidDestination(t *testing.T) {
 		err := r.Apply(&wire.CopyRange{SrcPath: "src", Handle: 2, Len: 4, Mtime: copyOmit})
 		got := readFile(t, filepath.Join(root, "dst"))
 		switch {
-		case !allow && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "set-id") || got != ""):
-			t.Errorf("copy into a setuid file: %v, dst %q; want ErrRefused and nothing written", err, got)
+		case !allow && (!errors.Is(err, wire.ErrRefused) || !strings.Contains(err.Error(), "set-id") || got != ""):
+			t.Errorf("copy into a setuid file: %v, dst %q; want wire.ErrRefused and nothing written", err, got)
 		case allow && (err != nil || got != "0123"):
 			t.Errorf("copy into a setuid file with AllowSetuid: %v, dst %q", err, got)
 		}
@@ -242,8 +242,8 @@ func TestCopyRangeTolerant(t *testing.T) {
 		t.Errorf("the destination of a tolerated copy is not suspect")
 	}
 	// Refusals are never tolerated.
-	if err := r.Apply(&wire.CopyRange{SrcPath: "../x", Handle: 2, Len: 1, Mtime: copyOmit}); !errors.Is(err, ErrRefused) {
-		t.Errorf("tolerant copy from ../x: %v, want ErrRefused", err)
+	if err := r.Apply(&wire.CopyRange{SrcPath: "../x", Handle: 2, Len: 1, Mtime: copyOmit}); !errors.Is(err, wire.ErrRefused) {
+		t.Errorf("tolerant copy from ../x: %v, want wire.ErrRefused", err)
 	}
 }
 

@@ -69,8 +69,8 @@ func TestCreateOverSpecialFileRefused(t *testing.T) {
 	for _, p := range []string{"fifo", "dir"} {
 		// A blocking open of a fifo would hang here.
 		err := r.Apply(&wire.Create{Path: p, Handle: 1, Mode: 0o644})
-		if !errors.Is(err, ErrRefused) {
-			t.Errorf("create over %s: %v, want ErrRefused", p, err)
+		if !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("create over %s: %v, want wire.ErrRefused", p, err)
 		}
 	}
 	if n := r.NumHandles(); n != 0 {

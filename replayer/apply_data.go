@@ -104,7 +104,7 @@ func fallocateAllowed(mode uint32) bool {
 
 func (r *Replayer) applyFallocate(o *wire.Fallocate) error {
 	if !fallocateAllowed(o.Mode) {
-		return fmt.Errorf("%w: fallocate mode %#x", ErrRefused, o.Mode)
+		return fmt.Errorf("%w: fallocate mode %#x", wire.ErrRefused, o.Mode)
 	}
 	fd, err := r.handle(o.Handle)
 	if err != nil {

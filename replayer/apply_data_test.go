@@ -21,12 +21,12 @@ func TestOpenRefusesNonRegular(t *testing.T) {
 		&wire.Symlink{Path: "l", Target: "f"},
 		&wire.Create{Path: "f", Mode: 0o644})
 	for _, p := range []string{"d", "fifo", "sock", "l"} {
-		if err := r.Apply(&wire.Open{Path: p, Handle: 1, Flags: wireOTrunc}); !errors.Is(err, ErrRefused) {
-			t.Errorf("open %s: %v, want ErrRefused", p, err)
+		if err := r.Apply(&wire.Open{Path: p, Handle: 1, Flags: wireOTrunc}); !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("open %s: %v, want wire.ErrRefused", p, err)
 		}
 		err := r.Apply(&wire.Setattr{Path: p, Valid: wire.SetSize, Size: 0, Mtime: wire.Time{Omit: true}})
-		if !errors.Is(err, ErrRefused) {
-			t.Errorf("truncate %s: %v, want ErrRefused", p, err)
+		if !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("truncate %s: %v, want wire.ErrRefused", p, err)
 		}
 	}
 	if n := r.NumHandles(); n != 0 {

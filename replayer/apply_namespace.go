@@ -73,7 +73,7 @@ func (r *Replayer) applyRename(o *wire.Rename) error {
 	case 0, wire.RenameNoReplace, wire.RenameExchange:
 	default:
 		// RENAME_WHITEOUT and anything newer mean nothing on a replica.
-		return fmt.Errorf("%w: rename flags %#x", ErrRefused, o.Flags)
+		return fmt.Errorf("%w: rename flags %#x", wire.ErrRefused, o.Flags)
 	}
 	od, oname, err := r.lookup(o.OldPath, false)
 	if err != nil {

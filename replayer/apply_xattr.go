@@ -21,7 +21,7 @@ func (r *Replayer) applySetxattr(o *wire.Setxattr) error {
 	switch o.Flags {
 	case 0, wire.XattrCreate, wire.XattrReplace:
 	default:
-		return fmt.Errorf("%w: setxattr flags %#x", ErrRefused, o.Flags)
+		return fmt.Errorf("%w: setxattr flags %#x", wire.ErrRefused, o.Flags)
 	}
 	// The master's XATTR_CREATE / XATTR_REPLACE succeeded there; on a
 	// prefix-consistent replica plain set has the same effect, and it keeps
@@ -77,7 +77,7 @@ func (r *Replayer) withXattrTarget(p string, byFd func(fd int) error, byPath fun
 			return fmt.Errorf("fstat: %w", err)
 		}
 		if fst.Mode&unix.S_IFMT != typ {
-			return fmt.Errorf("%w: %s changed type while opening", ErrRefused, name)
+			return fmt.Errorf("%w: %s changed type while opening", wire.ErrRefused, name)
 		}
 		return byFd(fd)
 	default:

@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Class says what an error of Apply, Reapply, Resync or Sync means for
@@ -23,7 +25,7 @@ const (
 	// (Reapply), once the resource is back; nothing need be sent again.
 	ClassResource
 	// ClassRefused: the slave's own policy or bounds forbid the op
-	// (ErrRefused, ErrLimit). Nothing changed.
+	// (wire.ErrRefused, wire.ErrLimit). Nothing changed.
 	ClassRefused
 	// ClassDiverged: the replica is not what the master believes (a name
 	// missing or of another type, a handle never opened, an op whose
@@ -70,13 +72,13 @@ func Classify(err error) Class {
 	if errors.Is(err, ErrUnknownHandle) || errors.Is(err, ErrUncertain) {
 		return ClassDiverged
 	}
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, wire.ErrRefused) {
 		if errors.Is(err, unix.ELOOP) {
 			return ClassDiverged
 		}
 		return ClassRefused
 	}
-	if errors.Is(err, ErrLimit) {
+	if errors.Is(err, wire.ErrLimit) {
 		return ClassRefused
 	}
 	if errors.Is(err, os.ErrClosed) {

@@ -43,10 +43,10 @@ func TestClassifyTable(t *testing.T) {
 		{"EMFILE", wrap(unix.EMFILE), ClassResource, "-"},
 		{"EOPNOTSUPP", wrap(unix.EOPNOTSUPP), ClassResource, "-"},
 
-		{"ErrRefused", ErrRefused, ClassRefused, ""},
-		{"ErrLimit", ErrLimit, ClassRefused, ""},
-		{"wrapped ErrRefused", fmt.Errorf("apply mknod %q: %w: mknod of a character device", "n", ErrRefused), ClassRefused, ""},
-		{"wrapped ErrLimit", fmt.Errorf("apply open %q: %w: handle 9", "f", ErrLimit), ClassRefused, ""},
+		{"wire.ErrRefused", wire.ErrRefused, ClassRefused, ""},
+		{"wire.ErrLimit", wire.ErrLimit, ClassRefused, ""},
+		{"wrapped wire.ErrRefused", fmt.Errorf("apply mknod %q: %w: mknod of a character device", "n", wire.ErrRefused), ClassRefused, ""},
+		{"wrapped wire.ErrLimit", fmt.Errorf("apply open %q: %w: handle 9", "f", wire.ErrLimit), ClassRefused, ""},
 
 		{"ENOENT", wrap(unix.ENOENT), ClassDiverged, ""},
 		{"EEXIST", wrap(unix.EEXIST), ClassDiverged, ""},
@@ -57,7 +57,7 @@ func TestClassifyTable(t *testing.T) {
 		{"ErrUncertain", fmt.Errorf("reapply rename: %w: RENAME_EXCHANGE", ErrUncertain), ClassDiverged, ""},
 		// A symlink where the master has a directory: a refusal by its
 		// wording, but what it says is that the trees differ.
-		{"ErrRefused wrapping ELOOP", fmt.Errorf("apply create %q: %w: %q passes through a symlink: %w", "d/f", ErrRefused, "d", unix.ELOOP), ClassDiverged, ""},
+		{"wire.ErrRefused wrapping ELOOP", fmt.Errorf("apply create %q: %w: %q passes through a symlink: %w", "d/f", wire.ErrRefused, "d", unix.ELOOP), ClassDiverged, ""},
 		{"wrong type", fmt.Errorf("apply open %q: %w", "d", wrongType("directory is not a regular file")), ClassDiverged, ""},
 	}
 	for _, c := range cases {

@@ -34,7 +34,7 @@
 //
 // # Refusals
 //
-// Apply returns an error wrapping ErrRefused, and changes nothing, for: a
+// Apply returns an error wrapping wire.ErrRefused, and changes nothing, for: a
 // path that is not a clean relative path or that leaves the root; a data op
 // (Open, Create over an existing name, truncate) on anything but a regular
 // file, including a final symlink, which is never followed;
@@ -51,12 +51,12 @@
 // nodes only with Options.AllowDevices; xattrs in user.* and security.*,
 // trusted.* and POSIX ACLs only with Options.Chown (root); writes,
 // fallocates and truncates ending up to Options.MaxFileSize. An op beyond
-// it returns ErrPolicy (which wraps ErrRefused) and changes nothing; the
+// it returns ErrPolicy (which wraps wire.ErrRefused) and changes nothing; the
 // writes through a handle whose Create or Open it refused then change
 // nothing either, and tolerant mode skips it. A resync pass leaves such an
 // entry out of the replica (and an xattr out of its entry) and reports it
 // as a difference, in a Verify pass too. A handle beyond
-// Options.MaxHandles is ErrLimit, handled the same way. Owners are not
+// Options.MaxHandles is wire.ErrLimit, handled the same way. Owners are not
 // refused but dropped without Options.Chown, with one warning.
 //
 // # Catch-up and resync

@@ -161,7 +161,7 @@ func (r *Replayer) RestoreHandles(recs []HandleRecord) (restored, gone int, err 
 func (r *Replayer) reopen(rec HandleRecord) (int, error) {
 	switch {
 	case rec.Handle == 0:
-		return -1, fmt.Errorf("%w: handle 0", ErrRefused)
+		return -1, fmt.Errorf("%w: handle 0", wire.ErrRefused)
 	case rec.Gone:
 		return -1, unix.ESTALE
 	case len(rec.FH) == 0:
@@ -183,11 +183,11 @@ func (r *Replayer) reopen(rec HandleRecord) (int, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: %s is not a regular file", ErrRefused, typeName(st.Mode))
+		return -1, fmt.Errorf("%w: %s is not a regular file", wire.ErrRefused, typeName(st.Mode))
 	}
 	if st.Dev != r.rootDev {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: file is on another filesystem than the root", ErrRefused)
+		return -1, fmt.Errorf("%w: file is on another filesystem than the root", wire.ErrRefused)
 	}
 	return fd, nil
 }

@@ -105,7 +105,7 @@ func timespec(t wire.Time) (unix.Timespec, error) {
 		return unix.Timespec{Nsec: unix.UTIME_OMIT}, nil
 	}
 	if t.Nsec >= 1e9 {
-		return unix.Timespec{}, fmt.Errorf("%w: nanoseconds %d out of range", ErrRefused, t.Nsec)
+		return unix.Timespec{}, fmt.Errorf("%w: nanoseconds %d out of range", wire.ErrRefused, t.Nsec)
 	}
 	// TimeToTimespec fails rather than wrapping where time_t is 32 bits.
 	ts, err := unix.TimeToTimespec(time.Unix(t.Sec, int64(t.Nsec)))

@@ -82,7 +82,7 @@ func TestTimespec(t *testing.T) {
 	if ts, err := timespec(wire.Time{Omit: true}); err != nil || ts.Nsec != unix.UTIME_OMIT {
 		t.Errorf("timespec(omit) = %v, %v", ts, err)
 	}
-	if _, err := timespec(wire.Time{Sec: 1, Nsec: 1e9}); !errors.Is(err, ErrRefused) {
-		t.Errorf("timespec with 1e9 ns: %v, want ErrRefused", err)
+	if _, err := timespec(wire.Time{Sec: 1, Nsec: 1e9}); !errors.Is(err, wire.ErrRefused) {
+		t.Errorf("timespec with 1e9 ns: %v, want wire.ErrRefused", err)
 	}
 }

@@ -1,7 +1,6 @@
 package replayer
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,14 +31,8 @@ import (
 // its own policy (a set-id bit, a device, an xattr namespace, a size past
 // its bound), as opposed to one no slave would apply (a path leaving the
 // root): what it touches is left out of the replica, and tolerant mode
-// skips it. It wraps ErrRefused.
-var ErrPolicy = fmt.Errorf("%w by this slave's policy", ErrRefused)
-
-// ErrLimit is wrapped by the error of an op or item that would bring the
-// slave's resources beyond a configured bound (Options.MaxHandles).
-// Nothing was changed. (A size beyond Options.MaxFileSize is a refusal of
-// the op itself: ErrPolicy.)
-var ErrLimit = errors.New("replayer: limit exceeded")
+// skips it. It wraps wire.ErrRefused.
+var ErrPolicy = fmt.Errorf("%w by this slave's policy", wire.ErrRefused)
 
 // Defaults of the bounds in Options.
 const (
@@ -142,7 +135,7 @@ func (r *Replayer) checkNewHandle(h uint64) error {
 		return nil
 	}
 	return fmt.Errorf("%w: handle %d would be open file number %d; this slave keeps at most %d open (see --max-handles)",
-		ErrLimit, h, len(r.handles)+1, r.maxHandles)
+		wire.ErrLimit, h, len(r.handles)+1, r.maxHandles)
 }
 
 // checkOp refuses, before anything changes, an op the slave does not
@@ -204,7 +197,7 @@ func (r *Replayer) mknodType(mode uint32) (uint32, error) {
 		}
 		return 0, fmt.Errorf("%w: mknod of a %s (this slave does not replicate device nodes: see --allow-devices)", ErrPolicy, typeName(mode))
 	}
-	return 0, fmt.Errorf("%w: mknod of a %s", ErrRefused, typeName(mode))
+	return 0, fmt.Errorf("%w: mknod of a %s", wire.ErrRefused, typeName(mode))
 }
 
 // checkNotSetid refuses to open for writing (or create over) a regular

@@ -33,8 +33,8 @@ func policyFixture(t *testing.T, o Options) (*Replayer, string) {
 	return r, root
 }
 
-// TestPolicyRefusals: each op the slave refuses fails with ErrRefused (or
-// ErrLimit), says why, and changes nothing, in tolerant mode too.
+// TestPolicyRefusals: each op the slave refuses fails with wire.ErrRefused (or
+// wire.ErrLimit), says why, and changes nothing, in tolerant mode too.
 func TestPolicyRefusals(t *testing.T) {
 	omit := wire.Time{Omit: true}
 	tm := wire.Time{Sec: 1_000_000}
@@ -44,25 +44,25 @@ func TestPolicyRefusals(t *testing.T) {
 		want error
 		why  string
 	}{
-		{"char device", &wire.Mknod{Path: "c", Mode: unix.S_IFCHR | 0o666, Rdev: unix.Mkdev(1, 3), Mtime: tm, DirMtime: tm}, ErrRefused, "character device"},
-		{"block device", &wire.Mknod{Path: "b", Mode: unix.S_IFBLK | 0o666, Rdev: unix.Mkdev(8, 0), Mtime: tm, DirMtime: tm}, ErrRefused, "block device"},
-		{"setuid create", &wire.Create{Path: "s", Mode: 0o4755, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
-		{"setgid create", &wire.Create{Path: "s", Mode: 0o2755, Mtime: tm, DirMtime: tm}, ErrRefused, "setgid bit"},
-		{"setuid fifo", &wire.Mknod{Path: "p", Mode: unix.S_IFIFO | 0o4644, Mtime: tm, DirMtime: tm}, ErrRefused, "setuid bit"},
+		{"char device", &wire.Mknod{Path: "c", Mode: unix.S_IFCHR | 0o666, Rdev: unix.Mkdev(1, 3), Mtime: tm, DirMtime: tm}, wire.ErrRefused, "character device"},
+		{"block device", &wire.Mknod{Path: "b", Mode: unix.S_IFBLK | 0o666, Rdev: unix.Mkdev(8, 0), Mtime: tm, DirMtime: tm}, wire.ErrRefused, "block device"},
+		{"setuid create", &wire.Create{Path: "s", Mode: 0o4755, Mtime: tm, DirMtime: tm}, wire.ErrRefused, "setuid bit"},
+		{"setgid create", &wire.Create{Path: "s", Mode: 0o2755, Mtime: tm, DirMtime: tm}, wire.ErrRefused, "setgid bit"},
+		{"setuid fifo", &wire.Mknod{Path: "p", Mode: unix.S_IFIFO | 0o4644, Mtime: tm, DirMtime: tm}, wire.ErrRefused, "setuid bit"},
 		{"setuid chmod with chown", &wire.Setattr{Path: "d/g", Valid: wire.SetMode | wire.SetUid | wire.SetGid,
-			Mode: 0o4755, Uid: 4321, Gid: 4321, Mtime: tm}, ErrRefused, "setuid bit"},
-		{"setgid chmod by handle", &wire.Setattr{Handle: 1, Valid: wire.SetMode, Mode: 0o2755, Mtime: tm}, ErrRefused, "setgid bit"},
-		{"trusted xattr", &wire.Setxattr{Path: "f", Name: "trusted.x", Value: []byte("v")}, ErrRefused, "only a slave running as root"},
-		{"posix acl", &wire.Setxattr{Path: "f", Name: "system.posix_acl_access", Value: []byte("v")}, ErrRefused, "only a slave running as root"},
-		{"other system xattr", &wire.Setxattr{Path: "f", Name: "system.nfs4_acl", Value: []byte("v")}, ErrRefused, "namespace not replicated"},
-		{"unknown namespace", &wire.Setxattr{Path: "f", Name: "btrfs.compression", Value: []byte("zstd")}, ErrRefused, "namespace not replicated"},
-		{"file capabilities", &wire.Setxattr{Path: "f", Name: "security.capability", Value: []byte("v")}, ErrRefused, "file capabilities"},
-		{"write past the bound", &wire.Write{Handle: 1, Off: 1 << 20, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
-		{"write at a huge offset", &wire.Write{Handle: 1, Off: 1<<63 - 1, Data: []byte("x"), Mtime: tm}, ErrRefused, "beyond the largest file"},
-		{"fallocate past the bound", &wire.Fallocate{Handle: 1, Off: 1 << 19, Len: 1<<19 + 1, Mtime: tm}, ErrRefused, "beyond the largest file"},
-		{"truncate past the bound", &wire.Setattr{Path: "f", Valid: wire.SetSize, Size: 1<<20 + 1, Mtime: tm}, ErrRefused, "beyond the largest file"},
-		{"too many handles", &wire.Create{Path: "h3", Handle: 3, Mode: 0o644, Mtime: tm, DirMtime: tm}, ErrLimit, "at most 2 open"},
-		{"too many handles by open", &wire.Open{Path: "d/g", Handle: 3, Mtime: tm}, ErrLimit, "at most 2 open"},
+			Mode: 0o4755, Uid: 4321, Gid: 4321, Mtime: tm}, wire.ErrRefused, "setuid bit"},
+		{"setgid chmod by handle", &wire.Setattr{Handle: 1, Valid: wire.SetMode, Mode: 0o2755, Mtime: tm}, wire.ErrRefused, "setgid bit"},
+		{"trusted xattr", &wire.Setxattr{Path: "f", Name: "trusted.x", Value: []byte("v")}, wire.ErrRefused, "only a slave running as root"},
+		{"posix acl", &wire.Setxattr{Path: "f", Name: "system.posix_acl_access", Value: []byte("v")}, wire.ErrRefused, "only a slave running as root"},
+		{"other system xattr", &wire.Setxattr{Path: "f", Name: "system.nfs4_acl", Value: []byte("v")}, wire.ErrRefused, "namespace not replicated"},
+		{"unknown namespace", &wire.Setxattr{Path: "f", Name: "btrfs.compression", Value: []byte("zstd")}, wire.ErrRefused, "namespace not replicated"},
+		{"file capabilities", &wire.Setxattr{Path: "f", Name: "security.capability", Value: []byte("v")}, wire.ErrRefused, "file capabilities"},
+		{"write past the bound", &wire.Write{Handle: 1, Off: 1 << 20, Data: []byte("x"), Mtime: tm}, wire.ErrRefused, "beyond the largest file"},
+		{"write at a huge offset", &wire.Write{Handle: 1, Off: 1<<63 - 1, Data: []byte("x"), Mtime: tm}, wire.ErrRefused, "beyond the largest file"},
+		{"fallocate past the bound", &wire.Fallocate{Handle: 1, Off: 1 << 19, Len: 1<<19 + 1, Mtime: tm}, wire.ErrRefused, "beyond the largest file"},
+		{"truncate past the bound", &wire.Setattr{Path: "f", Valid: wire.SetSize, Size: 1<<20 + 1, Mtime: tm}, wire.ErrRefused, "beyond the largest file"},
+		{"too many handles", &wire.Create{Path: "h3", Handle: 3, Mode: 0o644, Mtime: tm, DirMtime: tm}, wire.ErrLimit, "at most 2 open"},
+		{"too many handles by open", &wire.Open{Path: "d/g", Handle: 3, Mtime: tm}, wire.ErrLimit, "at most 2 open"},
 	}
 	for _, tolerant := range []bool{false, true} {
 		for _, tc := range cases {
@@ -314,7 +314,7 @@ func TestExistingSetidFileNotRewritten(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(errOpen, ErrRefused) || !errors.Is(errCreate, ErrRefused) {
+		if !errors.Is(errOpen, wire.ErrRefused) || !errors.Is(errCreate, wire.ErrRefused) {
 			t.Errorf("open %v, create %v: want both refused", errOpen, errCreate)
 		}
 		if string(got) != "original" {

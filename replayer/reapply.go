@@ -58,7 +58,7 @@ var ErrUncertain = errors.New("replayer: cannot tell whether the op was applied"
 // applied may be partial: the ops after it must go through Apply.
 func (r *Replayer) Reapply(op wire.Op) error {
 	if op == nil {
-		return fmt.Errorf("reapply nil op: %w", ErrRefused)
+		return fmt.Errorf("reapply nil op: %w", wire.ErrRefused)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

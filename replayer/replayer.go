@@ -13,12 +13,6 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
-// ErrRefused is wrapped by the error of an op the slave will not apply: it
-// tried to leave the root, or to do something the slave never does (a device
-// node, writing through a symlink, an unknown rename or fallocate mode, a
-// set-id bit or an xattr namespace the slave does not hold: policy.go).
-var ErrRefused = errors.New("replayer: refused")
-
 // ErrUnknownHandle is wrapped by the error of a Write, Release, Fallocate,
 // CopyRange or Setattr naming a handle that was never opened (or was
 // already released).
@@ -157,11 +151,11 @@ func New(root string, o Options) (*Replayer, error) {
 
 // Apply applies one op. Calls must come one at a time, in sequence order.
 // The error says which op and path failed and wraps the cause, so
-// errors.Is(err, fs.ErrNotExist), ErrRefused, ErrLimit and
+// errors.Is(err, fs.ErrNotExist), wire.ErrRefused, wire.ErrLimit and
 // ErrUnknownHandle work.
 func (r *Replayer) Apply(op wire.Op) error {
 	if op == nil {
-		return fmt.Errorf("apply nil op: %w", ErrRefused)
+		return fmt.Errorf("apply nil op: %w", wire.ErrRefused)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -222,7 +216,7 @@ func (r *Replayer) apply(op wire.Op) error {
 		r.tolerant = true
 		return nil
 	}
-	return fmt.Errorf("%w: op type %T is unknown to this slave", ErrRefused, op)
+	return fmt.Errorf("%w: op type %T is unknown to this slave", wire.ErrRefused, op)
 }
 
 // describe names an op and what it acts on, for error messages.

@@ -62,8 +62,8 @@ func (strangeOp) Append(b []byte) []byte { return b }
 func TestUnknownOpRefused(t *testing.T) {
 	r := newTestReplayer(t, t.TempDir(), Options{})
 	for _, op := range []wire.Op{nil, strangeOp{}} {
-		if err := r.Apply(op); !errors.Is(err, ErrRefused) {
-			t.Errorf("Apply(%#v): %v, want ErrRefused", op, err)
+		if err := r.Apply(op); !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("Apply(%#v): %v, want wire.ErrRefused", op, err)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func (r *Replayer) lookup(p string, rootOK bool) (dir, string, error) {
 	// Paths were validated when the op was decoded; check again because an
 	// op may also come from elsewhere, and confinement must not depend on it.
 	if err := wire.CheckPath(p, rootOK); err != nil {
-		return dir{}, "", fmt.Errorf("%w: %w", ErrRefused, err)
+		return dir{}, "", fmt.Errorf("%w: %w", wire.ErrRefused, err)
 	}
 	if p == "" {
 		return dir{fd: r.rootFd}, "", nil
@@ -69,7 +69,7 @@ func (r *Replayer) openDir(rel string) (dir, error) {
 			continue
 		case err == unix.EXDEV || err == unix.ELOOP:
 			return dir{}, fmt.Errorf("%w: %q leaves the root, passes through a symlink or crosses a mount: %w",
-				ErrRefused, rel, err)
+				wire.ErrRefused, rel, err)
 		default:
 			return dir{}, fmt.Errorf("resolve %q: %w", rel, err)
 		}
@@ -81,7 +81,7 @@ func (r *Replayer) openDir(rel string) (dir, error) {
 // into a refusal: the slave never writes through a symlink.
 func refuseSymlink(err error) error {
 	if errors.Is(err, unix.ELOOP) {
-		return fmt.Errorf("%w: final component is a symlink, not followed: %w", ErrRefused, err)
+		return fmt.Errorf("%w: final component is a symlink, not followed: %w", wire.ErrRefused, err)
 	}
 	return err
 }

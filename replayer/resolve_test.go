@@ -59,8 +59,8 @@ func (f *escapeFixture) refuseAll(t *testing.T, ops []wire.Op) {
 	for _, op := range ops {
 		before := snapshot(t, f.base)
 		err := f.r.Apply(op)
-		if !errors.Is(err, ErrRefused) {
-			t.Errorf("%s: got %v, want ErrRefused", describe(op), err)
+		if !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("%s: got %v, want wire.ErrRefused", describe(op), err)
 		} else if !strings.Contains(err.Error(), op.Type().String()) {
 			t.Errorf("%s: error %q does not name the op", describe(op), err)
 		}
@@ -193,8 +193,8 @@ func TestOpenDirConfined(t *testing.T) {
 			t.Errorf("openDir(%q) succeeded", p)
 			continue
 		}
-		if !errors.Is(err, ErrRefused) {
-			t.Errorf("openDir(%q): %v, want ErrRefused", p, err)
+		if !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("openDir(%q): %v, want wire.ErrRefused", p, err)
 		}
 	}
 	d, err := f.r.openDir("a")
@@ -202,7 +202,7 @@ func TestOpenDirConfined(t *testing.T) {
 		t.Fatalf("openDir(a): %v", err)
 	}
 	d.close()
-	if _, err := f.r.openDir("missing"); !errors.Is(err, unix.ENOENT) || errors.Is(err, ErrRefused) {
+	if _, err := f.r.openDir("missing"); !errors.Is(err, unix.ENOENT) || errors.Is(err, wire.ErrRefused) {
 		t.Errorf("openDir(missing): %v, want ENOENT", err)
 	}
 }
@@ -224,8 +224,8 @@ func TestMountCrossingRefused(t *testing.T) {
 		}
 	})
 	err := f.r.Apply(&wire.Mkdir{Path: "mnt/x", Mode: 0o755})
-	if !errors.Is(err, ErrRefused) {
-		t.Errorf("mkdir across a mount: %v, want ErrRefused", err)
+	if !errors.Is(err, wire.ErrRefused) {
+		t.Errorf("mkdir across a mount: %v, want wire.ErrRefused", err)
 	}
 	if _, err := os.Lstat(filepath.Join(mnt, "x")); err == nil {
 		t.Errorf("mnt/x was created across the mount")

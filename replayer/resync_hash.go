@@ -1,49 +1,14 @@
 package replayer
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/wire"
 )
-
-// Content hashes of a resync pass (wire.ResyncHashes): the master and the
-// slave hash their copies of a file the same way and send only the
-// blocks whose hashes differ. BlockHash and RootHash are pure and small so
-// that the master side, which may not import this package, can carry an
-// identical copy (or both can move to wire).
-
-// BlockHash is the hash of one block: SHA-256 truncated to wire.HashLen.
-func BlockHash(b []byte) wire.Hash {
-	sum := sha256.Sum256(b)
-	var h wire.Hash
-	copy(h[:], sum[:])
-	return h
-}
-
-// RootHash is the hash of a whole file: SHA-256, truncated to
-// wire.HashLen, of the concatenation of its block hashes. An empty file's
-// is the truncated SHA-256 of nothing.
-func RootHash(blocks []wire.Hash) wire.Hash {
-	d := sha256.New()
-	for _, b := range blocks {
-		d.Write(b[:])
-	}
-	var h wire.Hash
-	copy(h[:], d.Sum(nil))
-	return h
-}
-
-// zeroBlockHash is the hash of a full block of zeros: the hash of every
-// block that lies in a hole.
-var zeroBlockHash = sync.OnceValue(func() wire.Hash {
-	return BlockHash(make([]byte, wire.ResyncBlockSize))
-})
 
 // FileHashes calls fn with the index and hash of each block of the first
 // size bytes of the file open as fd: wire.ResyncBlockSize bytes each, the
@@ -72,16 +37,16 @@ func FileHashes(fd int, size int64, fn func(i uint64, h wire.Hash) error) error 
 		var h wire.Hash
 		if nextData >= off+n {
 			if n == wire.ResyncBlockSize {
-				h = zeroBlockHash()
+				h = wire.ZeroHash(wire.ResyncBlockSize)
 			} else {
-				h = BlockHash(make([]byte, n))
+				h = wire.ZeroHash(int(n))
 			}
 		} else {
 			b := buf[:n]
 			if err := preadFull(fd, b, off); err != nil {
 				return fmt.Errorf("hash block %d: %w", i, err)
 			}
-			h = BlockHash(b)
+			h = wire.BlockHash(b)
 		}
 		if err := fn(i, h); err != nil {
 			return err

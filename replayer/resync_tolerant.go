@@ -30,10 +30,10 @@ func wrongType(format string, args ...any) error {
 	return &wrongTypeError{msg: fmt.Sprintf(format, args...)}
 }
 
-func (e *wrongTypeError) Error() string { return ErrRefused.Error() + ": " + e.msg }
+func (e *wrongTypeError) Error() string { return wire.ErrRefused.Error() + ": " + e.msg }
 
 // Is makes a wrong type a refusal for errors.Is, as it always was.
-func (e *wrongTypeError) Is(target error) bool { return target == ErrRefused }
+func (e *wrongTypeError) Is(target error) bool { return target == wire.ErrRefused }
 
 // SetTolerant turns tolerant mode on or off. While on, Apply returns nil
 // for an op that fails because the slave's tree differs from the master's
@@ -124,7 +124,7 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 
 // leftOut reports whether err refuses an op by the slave's own policy or
 // bounds: what it touches is left out of the replica.
-func leftOut(err error) bool { return errors.Is(err, ErrPolicy) || errors.Is(err, ErrLimit) }
+func leftOut(err error) bool { return errors.Is(err, ErrPolicy) || errors.Is(err, wire.ErrLimit) }
 
 // treeDiffers reports whether err, returned by op, means the slave's tree
 // differs from the master's where op acts, rather than that the slave is

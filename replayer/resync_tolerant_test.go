@@ -91,8 +91,8 @@ func TestTolerantStillRefuses(t *testing.T) {
 		&wire.Rename{OldPath: "a", NewPath: "b", Flags: 4, OldDirMtime: omit, NewDirMtime: omit},
 		&wire.Create{Path: "../escape", Handle: 1, Mode: 0o644, Mtime: omit, DirMtime: omit},
 	} {
-		if err := r.Apply(op); !errors.Is(err, ErrRefused) {
-			t.Errorf("%s: %v, want ErrRefused", describe(op), err)
+		if err := r.Apply(op); !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("%s: %v, want wire.ErrRefused", describe(op), err)
 		}
 	}
 	if s := r.Skipped(); s != 1 {

@@ -58,7 +58,7 @@ func openBeneath(dirfd int, rel string) (int, error) {
 // caller closes the dir.
 func (r *Replayer) ensureDir(rel string) (dir, error) {
 	if err := wire.CheckPath(rel, true); err != nil {
-		return dir{}, fmt.Errorf("%w: %w", ErrRefused, err)
+		return dir{}, fmt.Errorf("%w: %w", wire.ErrRefused, err)
 	}
 	cur := dir{fd: r.rootFd}
 	if rel == "" {
@@ -94,7 +94,7 @@ func (r *Replayer) stepDir(d dir, name string) (dir, error) {
 				return dir{}, fmt.Errorf("remove %q in the way of a directory: %w", name, err)
 			}
 		case errors.Is(err, unix.EXDEV):
-			return dir{}, fmt.Errorf("%w: %q crosses a mount: %w", ErrRefused, name, err)
+			return dir{}, fmt.Errorf("%w: %q crosses a mount: %w", wire.ErrRefused, name, err)
 		default:
 			return dir{}, fmt.Errorf("open %q: %w", name, err)
 		}
@@ -109,7 +109,7 @@ func (r *Replayer) stepDir(d dir, name string) (dir, error) {
 // at p and the handle must exist for the writes that follow.
 func (r *Replayer) forceOpen(p string, trunc bool) (int, error) {
 	if err := wire.CheckPath(p, false); err != nil {
-		return -1, fmt.Errorf("%w: %w", ErrRefused, err)
+		return -1, fmt.Errorf("%w: %w", wire.ErrRefused, err)
 	}
 	parent, name := splitPath(p)
 	d, err := r.ensureDir(parent)
@@ -164,7 +164,7 @@ func (r *Replayer) removeAll(dirfd int, name string, depth int) error {
 		return fmt.Errorf("fstat %q: %w", name, err)
 	}
 	if st.Dev != r.rootDev {
-		return fmt.Errorf("%w: %q is another filesystem mounted beneath the root", ErrRefused, name)
+		return fmt.Errorf("%w: %q is another filesystem mounted beneath the root", wire.ErrRefused, name)
 	}
 	names, err := readNames(fd)
 	if err != nil {

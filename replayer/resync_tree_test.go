@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // removeAll empties a directory without following the symlinks in it.
@@ -69,8 +71,8 @@ func TestEnsureDir(t *testing.T) {
 		t.Errorf("made something behind a symlink: %v %v", ents, err)
 	}
 	for _, p := range []string{"../x", "/abs", "a/../b"} {
-		if _, err := r.ensureDir(p); !errors.Is(err, ErrRefused) {
-			t.Errorf("ensureDir(%q): %v, want ErrRefused", p, err)
+		if _, err := r.ensureDir(p); !errors.Is(err, wire.ErrRefused) {
+			t.Errorf("ensureDir(%q): %v, want wire.ErrRefused", p, err)
 		}
 	}
 }
@@ -95,11 +97,11 @@ func TestResyncTreeStaysOnTheFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newTestReplayer(t, root, Options{})
-	if _, err := r.ensureDir("mnt/x"); !errors.Is(err, ErrRefused) {
-		t.Errorf("ensureDir across a mount: %v, want ErrRefused", err)
+	if _, err := r.ensureDir("mnt/x"); !errors.Is(err, wire.ErrRefused) {
+		t.Errorf("ensureDir across a mount: %v, want wire.ErrRefused", err)
 	}
-	if err := r.removeAll(r.rootFd, "mnt", 0); !errors.Is(err, ErrRefused) {
-		t.Errorf("removeAll of a mount point: %v, want ErrRefused", err)
+	if err := r.removeAll(r.rootFd, "mnt", 0); !errors.Is(err, wire.ErrRefused) {
+		t.Errorf("removeAll of a mount point: %v, want wire.ErrRefused", err)
 	}
 	if _, err := os.Stat(filepath.Join(mnt, "precious")); err != nil {
 		t.Errorf("the mounted filesystem lost a file: %v", err)

@@ -272,7 +272,7 @@ func (m *passMaster) sendContents(id uint64) {
 		m.t.Fatalf("hashes for unknown file id %d", id)
 	}
 	slave := m.hashes[id]
-	if RootHash(slave) != m.roots[id] {
+	if wire.RootHash(slave) != m.roots[id] {
 		m.t.Errorf("%s: root hash is not the hash of the block hashes", p)
 	}
 	want, size := m.masterHashes(p)
@@ -312,7 +312,7 @@ func (m *passMaster) rootMismatches() []string {
 	var out []string
 	for id, root := range m.roots {
 		want, _ := m.masterHashes(m.files[id])
-		if RootHash(want) != root {
+		if wire.RootHash(want) != root {
 			out = append(out, m.files[id])
 		}
 	}

@@ -43,11 +43,11 @@
 //
 //   - a missing resource (disk full, read-only, I/O error): the op is
 //     kept and applied again through Reapply once the transport retries
-//     it (quictransport.ResourceError); nothing else changes;
+//     it (wire.ResourceError); nothing else changes;
 //   - proof of divergence (a name missing or of another type, a handle
 //     never opened, a half-done op that cannot be told done): resyncing is
 //     recorded durably, then the transport is told the slave needs a
-//     resync (quictransport.ErrNeedsResync), and the master starts a
+//     resync (wire.ErrNeedsResync), and the master starts a
 //     comparison pass at once;
 //   - a refusal (the slave's policy does not hold what the op makes, or
 //     the op is one no master should send): nothing changed; it is

@@ -286,7 +286,7 @@ func (h *Replica) diverged(seq uint64, err error) error {
 		h.log.Warn(fmt.Sprintf("the replica differs from the master at op %d: %v; it will be compared with the master's "+
 			"tree and repaired", seq, err), "seq", seq)
 	}
-	return fmt.Errorf("%w: op %d: %w", quictransport.ErrNeedsResync, seq, err)
+	return fmt.Errorf("%w: op %d: %w", wire.ErrNeedsResync, seq, err)
 }
 
 // markResyncing records, durably, that the tree is of unknown state until
@@ -322,7 +322,7 @@ func (h *Replica) Sync(seq uint64) error {
 		}
 		h.log.Warn("making the replica durable failed: what it held may be lost; it will be compared with the "+
 			"master's tree, every file's contents included", "err", err)
-		return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
+		return fmt.Errorf("%w: %w", wire.ErrNeedsResync, err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -414,7 +414,7 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 			// Not the slave's policy (the pass leaves out what that
 			// forbids) but its tree's shape, such as a mount beneath
 			// the root: the master tries a new pass after a backoff.
-			return fmt.Errorf("%w: %w", quictransport.ErrNeedsResync, err)
+			return fmt.Errorf("%w: %w", wire.ErrNeedsResync, err)
 		}
 		return err
 	}
@@ -434,7 +434,7 @@ func resourceError(err error) error {
 	if cause == "" {
 		cause = "cannot apply"
 	}
-	return &quictransport.ResourceError{Cause: cause, Err: err}
+	return &wire.ResourceError{Cause: cause, Err: err}
 }
 
 // State is where the replica stands, as published by the last call that

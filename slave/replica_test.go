@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/wire"
 )
@@ -174,7 +173,7 @@ func TestUnknownHandleAsksForResync(t *testing.T) {
 	dir, state := dirs(t)
 	h := newTestHandler(t, dir, state)
 	err := h.Apply(1, &wire.Write{Handle: 99, Data: []byte("x"), Mtime: omit})
-	if !errors.Is(err, quictransport.ErrNeedsResync) || !h.State().Resyncing {
+	if !errors.Is(err, wire.ErrNeedsResync) || !h.State().Resyncing {
 		t.Fatalf("write to an unknown handle: %v, state %+v", err, h.State())
 	}
 }
@@ -192,8 +191,8 @@ func TestDivergenceIsRecordedFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := h.Apply(2, &wire.Create{Path: "gone/f", Mode: 0o644, Mtime: omit, DirMtime: omit})
-	if !errors.Is(err, quictransport.ErrNeedsResync) {
-		t.Fatalf("create under a missing dir: %v, want ErrNeedsResync", err)
+	if !errors.Is(err, wire.ErrNeedsResync) {
+		t.Fatalf("create under a missing dir: %v, want wire.ErrNeedsResync", err)
 	}
 	if st, err := LoadState(state); err != nil || !st.Resyncing {
 		t.Fatalf("state file after the divergence: %+v, %v: want resyncing", st, err)
@@ -229,7 +228,7 @@ func TestDivergenceIsRecordedFirst(t *testing.T) {
 		t.Fatalf("state file after the pass: %+v, %v: want durable 4, not resyncing", st, err)
 	}
 	// Strict again: a difference now asks for a resync.
-	if err := h.Apply(5, &wire.Mkdir{Path: "gone/d", Mode: 0o755, Mtime: omit, DirMtime: omit}); !errors.Is(err, quictransport.ErrNeedsResync) {
-		t.Errorf("mkdir under a missing dir after the pass: %v, want ErrNeedsResync", err)
+	if err := h.Apply(5, &wire.Mkdir{Path: "gone/d", Mode: 0o755, Mtime: omit, DirMtime: omit}); !errors.Is(err, wire.ErrNeedsResync) {
+		t.Errorf("mkdir under a missing dir after the pass: %v, want wire.ErrNeedsResync", err)
 	}
 }

@@ -47,6 +47,15 @@
 // copy of the source, which prefix consistency makes identical to the
 // master's as of that op.
 //
+// # What both sides share besides the encoding
+//
+// The contract of a resync pass between the master's tree and the
+// transport (PassSink, PassOptions, PassProgress, PassResult: pass.go), the
+// content hashes both sides compute to compare files (hash.go), and the
+// errors a slave's applier and both transports map to error codes
+// (ErrRefused, ErrLimit, ErrNeedsResync, ResourceError: errors.go) are
+// defined here once.
+//
 // # Validation
 //
 // Decoding bounds every length before allocating (MaxPathLen, MaxNameLen,

@@ -34,7 +34,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 	"github.com/tdfs/tdfs/internal/udprelay"
 )
 

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestMountHijackRefused: a second master asked to mount on a live tdfs

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 	"github.com/tdfs/tdfs/internal/udprelay"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 )
 
 // TestPolicyAtTheMount: what the slave's default policy does not hold is

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 )
 
 // Peers, for the untar workload only: rsync's first copy of the finished

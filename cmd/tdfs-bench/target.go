@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 	"github.com/tdfs/tdfs/internal/udprelay"
 )
 

@@ -100,7 +100,7 @@ func serve(sigctx context.Context, cfg *config) error {
 		return fmt.Errorf("mount %s: %w", cfg.mount, err)
 	}
 	pol.attach(srv)
-	m.SetTree(tree{srv})
+	m.SetTree(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Run(ctx) })

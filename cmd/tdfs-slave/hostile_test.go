@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tdfs/tdfs/certs"
-	"github.com/tdfs/tdfs/cmd/internal/treecmp"
+	"github.com/tdfs/tdfs/internal/treecmp"
 	"github.com/tdfs/tdfs/quictransport"
 	"github.com/tdfs/tdfs/replayer"
 	"github.com/tdfs/tdfs/slave"
