@@ -65,12 +65,12 @@ func appCode(c wire.ErrorCode) quic.ApplicationErrorCode { return quic.Applicati
 // codeOf picks the error code to close a connection with after err.
 func codeOf(err error) wire.ErrorCode {
 	switch {
+	case errors.Is(err, wire.ErrNeedsResync): // before what it may wrap: the slave's refusal or limit
+		return wire.CodeNeedsResync
 	case errors.Is(err, wire.ErrLimit):
 		return wire.CodeLimit
 	case errors.Is(err, ErrFenced):
 		return wire.CodeFenced
-	case errors.Is(err, wire.ErrNeedsResync):
-		return wire.CodeNeedsResync
 	case errors.Is(err, ErrApply):
 		return wire.CodeApply
 	case errors.Is(err, ErrLane):

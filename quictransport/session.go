@@ -334,9 +334,11 @@ func handlerError(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrApply, what, err)
 }
 
-// closeCode is codeOf, with the refusals of the slave's own policy.
+// closeCode is codeOf, with the refusals of the slave's own policy. A
+// refusal the slave answers by asking for a comparison (it wraps
+// ErrNeedsResync) closes with CodeNeedsResync.
 func closeCode(err error) wire.ErrorCode {
-	if errors.Is(err, wire.ErrRefused) {
+	if errors.Is(err, wire.ErrRefused) && !errors.Is(err, wire.ErrNeedsResync) {
 		return wire.CodeRefused
 	}
 	return codeOf(err)
