@@ -197,7 +197,7 @@ func (s *refSlave) applyItem(it wire.ResyncItem) {
 			s.begun, s.ended, s.rebasing = true, false, b.Rebase
 			s.mu.Unlock()
 		}
-		if err := s.rp.Resync(it, func(r wire.ResyncReply) error { s.reply(r); return nil }); err != nil {
+		if err := s.rp.ApplyItem(it, func(r wire.ResyncReply) error { s.reply(r); return nil }); err != nil {
 			s.itemErr("%v", err)
 		}
 		if _, ok := it.(*wire.ResyncEnd); ok {

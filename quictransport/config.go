@@ -20,7 +20,7 @@ import (
 // DefaultPort is the UDP port a slave listens on when its address names none.
 const DefaultPort = 7430
 
-// Defaults for the zero values of MasterConfig and ServerConfig.
+// Defaults for the zero values of MasterConfig and SlaveConfig.
 const (
 	DefaultSyncTimeout   = 10 * time.Second
 	DefaultBacklog       = 256 << 20
@@ -38,7 +38,7 @@ const (
 	DefaultMaxLanes = 8
 )
 
-// maxMaxStreams bounds ServerConfig.MaxStreams, and MaxStreams times
+// maxMaxStreams bounds SlaveConfig.MaxStreams, and MaxStreams times
 // MaxLanes (the streams of a session): each open stream costs a goroutine
 // and a frame buffer on the slave.
 const maxMaxStreams = 4096
@@ -150,7 +150,7 @@ type MasterConfig struct {
 	OnPolicy func(peer string, p wire.Policy)
 	// CheckPeer, when set, checks a slave's certificate once more when
 	// its HelloAck arrives, just before the connection streams, and in
-	// Recheck (see ServerConfig.CheckPeer).
+	// Recheck (see SlaveConfig.CheckPeer).
 	CheckPeer func(*x509.Certificate) error
 	Logger    *slog.Logger
 
@@ -252,16 +252,16 @@ type Handler interface {
 	// ops up to seq are. The transport passes its own applied seq (which
 	// counts Sync ops, never passed to Apply).
 	Sync(seq uint64) error
-	// Resync applies a resync item, positioned after op number at; reply
+	// ApplyItem applies a resync item, positioned after op number at; reply
 	// sends a reply to the master (from the calling goroutine). A
 	// *wire.ResourceError stalls the session as for Apply, and the item is
 	// applied again: return one only for an item that may be (its data).
-	Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error
+	ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error
 }
 
-// ServerConfig configures a slave's Server. Zero values take the Default*
+// SlaveConfig configures a Slave. Zero values take the Default*
 // values.
-type ServerConfig struct {
+type SlaveConfig struct {
 	Listen  string      // host:port UDP; port DefaultPort when empty
 	TLS     *tls.Config // from certs.ServerConfig
 	Handler Handler
@@ -302,7 +302,7 @@ type ServerConfig struct {
 	quic *quic.Config
 }
 
-func (c ServerConfig) withDefaults() (ServerConfig, error) {
+func (c SlaveConfig) withDefaults() (SlaveConfig, error) {
 	if c.TLS == nil {
 		return c, fmt.Errorf("%w: no TLS configuration", ErrConfig)
 	}
@@ -394,7 +394,7 @@ func quicConfig() *quic.Config {
 		// Data streams in flight per slave (DataStreams, default 8) plus
 		// headroom; a master configured with more simply waits for credit,
 		// which returns as the slave reads every stream to its end. A
-		// slave sets its own (ServerConfig.MaxStreams).
+		// slave sets its own (SlaveConfig.MaxStreams).
 		MaxIncomingUniStreams: DefaultMaxStreams,
 		// No 0-RTT: it is replayable. Only takes effect with ListenEarly,
 		// which we do not use; set for the record.

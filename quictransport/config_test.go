@@ -46,21 +46,21 @@ func TestMasterConfigDefaultsAndErrors(t *testing.T) {
 }
 
 func TestServerConfigDefaultsAndErrors(t *testing.T) {
-	c, err := ServerConfig{TLS: &tls.Config{}, Handler: newFakeHandler()}.withDefaults()
+	c, err := SlaveConfig{TLS: &tls.Config{}, Handler: newFakeHandler()}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Listen != ":7430" || c.MaxPending != 256<<20 || c.SyncInterval != time.Second || c.Logger == nil || c.quic == nil {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
-	for name, bad := range map[string]ServerConfig{
+	for name, bad := range map[string]SlaveConfig{
 		"no TLS":        {Handler: newFakeHandler()},
 		"no handler":    {TLS: &tls.Config{}},
 		"tiny pending":  {TLS: &tls.Config{}, Handler: newFakeHandler(), MaxPending: 1000},
 		"negative sync": {TLS: &tls.Config{}, Handler: newFakeHandler(), SyncInterval: -1},
 	} {
-		if _, err := NewServer(bad); !errors.Is(err, ErrConfig) {
-			t.Errorf("%s: NewServer = %v, want ErrConfig", name, err)
+		if _, err := NewSlave(bad); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: NewSlave = %v, want ErrConfig", name, err)
 		}
 	}
 }

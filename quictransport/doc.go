@@ -1,6 +1,6 @@
 // Package quictransport carries numbered ops from the tdfs master to its
 // slaves over QUIC with mutual TLS: a Master (QUIC client, one connection
-// per slave) fans out what mirrorfs emits, a Server (QUIC server, on each
+// per slave) fans out what mirrorfs emits, a Slave (QUIC server, on each
 // slave) hands the ops to a Handler in seq order and acknowledges them.
 //
 // # Streams

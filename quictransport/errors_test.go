@@ -69,7 +69,7 @@ func TestPeerError(t *testing.T) {
 // it) refuse each other at the handshake, and the master says why.
 func TestProtocolVersionMismatch(t *testing.T) {
 	p := newPKI(t, "version")
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: newFakeHandler()})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: newFakeHandler()})
 	old := p.clientTLS()
 	old.NextProtos = []string{"tdfs/1"}
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: old}}, Epoch: testEpoch, Run: newRun(t)})

@@ -62,7 +62,7 @@ func TestFencedMaster(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPKI(t, "fence")
 			h := newStateHandler(tc.st)
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+			srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 			ft := newFakeTree(1, 0)
 			m := startMasterTree(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
 				Epoch: tc.master, Run: newRun(t), Head: 7, Mode: wire.ModeFsync}, ft)
@@ -119,7 +119,7 @@ func TestNewReplicaAdoptsFirstMaster(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := newPKI(t, "adopt")
 			h := newStateHandler(SlaveState{})
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+			srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 			var ft *fakeTree
 			var tree Tree
 			if withTree {
@@ -175,7 +175,7 @@ func TestPromotedSuccessorAdopted(t *testing.T) {
 	p := newPKI(t, "promote")
 	rb := newRun(t)
 	h := newStateHandler(SlaveState{Epoch: b, Lineage: []wire.Epoch{a}, Run: rb, Applied: 100, Durable: 100})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 	addr := srv.Addr().String()
 	ft := newFakeTree(2, 0)
 	run := newRun(t)

@@ -124,7 +124,7 @@ func TestLostTailRebases(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPKI(t, "losttail")
 			h := newStateHandler(SlaveState{Epoch: testEpoch, Run: r1, Applied: n, Durable: n})
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+			srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 			ft := newFakeTree(2, 0)
 			// The previous run crashed: tdfs-master asks for a check of
 			// every slave, which the rebase pass stands for.
@@ -167,7 +167,7 @@ func TestLostTailRebases(t *testing.T) {
 func TestResyncingReplicaWithoutTree(t *testing.T) {
 	p := newPKI(t, "unusable")
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Resyncing: true})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: newRun(t)})
 	g := newOpGen(3)
 	appendOps(m.Master, g, 10, 1, 1<<10, map[uint64][]byte{})
@@ -200,7 +200,7 @@ func TestReconnectAfterRebaseResumes(t *testing.T) {
 	want := map[uint64][]byte{}
 	startRun(m.Master, g, run, want)
 	appendOps(m.Master, g, 20, 0, 0, want)
-	srv := startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+	srv := startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 	ft.waitDone(t, 1, 60*time.Second)
 	appendOps(m.Master, g, 10, 0, 0, want)
 	waitDurable(t, h, g.seq, 60*time.Second)
@@ -208,7 +208,7 @@ func TestReconnectAfterRebaseResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendOps(m.Master, g, 10, 0, 0, want)
-	startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	waitApplied(t, h, g.seq, 60*time.Second)
 	h.checkClean(t)
 	if ps := ft.passes(); len(ps) != 1 {

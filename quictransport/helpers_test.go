@@ -219,11 +219,11 @@ func (h *fakeHandler) Sync(seq uint64) error {
 	return nil
 }
 
-// Resync checks that every item is handled at its position (after op at,
+// ApplyItem checks that every item is handled at its position (after op at,
 // before op at+1), moves the op stream at a rebasing ResyncBegin, answers
 // every final ResyncDir with a ResyncDirDone, and leaves the resyncing
 // state at the ResyncEnd of a repair pass.
-func (h *fakeHandler) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+func (h *fakeHandler) ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	h.mu.Lock()
 	gate := h.dirGate
 	h.mu.Unlock()
@@ -408,13 +408,13 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // ---- servers and masters ----
 
 type testServer struct {
-	*Server
+	*Slave
 	log    *logBuf
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func startServer(t *testing.T, cfg ServerConfig) *testServer {
+func startServer(t *testing.T, cfg SlaveConfig) *testServer {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -423,12 +423,12 @@ func startServer(t *testing.T, cfg ServerConfig) *testServer {
 	if cfg.Logger == nil {
 		cfg.Logger, lb = newLogger(t, "slave "+cfg.Listen)
 	}
-	s, err := NewServer(cfg)
+	s, err := NewSlave(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: s, log: lb, cancel: cancel, done: make(chan error, 1)}
+	ts := &testServer{Slave: s, log: lb, cancel: cancel, done: make(chan error, 1)}
 	go func() { ts.done <- s.Serve(ctx) }()
 	t.Cleanup(func() { ts.stop(t) })
 	return ts

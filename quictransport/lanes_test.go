@@ -34,7 +34,7 @@ func laneConns(m *Master) []*quic.Conn {
 }
 
 // currentSession is the slave's current master session.
-func currentSession(s *Server) *session {
+func currentSession(s *Slave) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cur
@@ -46,7 +46,7 @@ func currentSession(s *Server) *session {
 func TestLanesReplicate(t *testing.T) {
 	p := newPKI(t, "lanes")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run, Lanes: 4})
 	eventually(t, 30*time.Second, "four lanes up", func() bool { return m.status(0).Lanes == 4 })
@@ -92,7 +92,7 @@ func TestLanesThroughLossyRelay(t *testing.T) {
 func TestLanesNotGranted(t *testing.T) {
 	p := newPKI(t, "nolanes")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, MaxLanes: 1})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, MaxLanes: 1})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run, Lanes: 4})
 	g := newOpGen(63)
@@ -162,7 +162,7 @@ func dialRogueLane(t *testing.T, addr string, tlsConf *tls.Config, tok wire.Lane
 func TestLaneRefused(t *testing.T) {
 	p := newPKI(t, "rogue")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run, Lanes: 2})
 	g := newOpGen(64)
@@ -171,7 +171,7 @@ func TestLaneRefused(t *testing.T) {
 	appendOps(m.Master, g, 50, 30, 128<<10, want)
 	waitApplied(t, h, g.seq, 60*time.Second)
 	eventually(t, 30*time.Second, "two lanes up", func() bool { return m.status(0).Lanes == 2 })
-	sess := currentSession(srv.Server)
+	sess := currentSession(srv.Slave)
 	sess.laneMu.Lock()
 	tok := sess.laneToken
 	sess.laneMu.Unlock()
@@ -209,7 +209,7 @@ func TestLaneRefused(t *testing.T) {
 	appendOps(m.Master, g, 50, 30, 128<<10, want)
 	waitApplied(t, h, g.seq, 60*time.Second)
 	checkRecords(t, h, want, g.seq)
-	if cur := currentSession(srv.Server); cur != sess || cur.ctx.Err() != nil {
+	if cur := currentSession(srv.Slave); cur != sess || cur.ctx.Err() != nil {
 		t.Error("a refused lane disturbed the session")
 	}
 	if n := srv.Refusals()[wire.CodeLane.String()]; n != 4 {
@@ -226,7 +226,7 @@ func TestLaneRefused(t *testing.T) {
 func TestLaneLostEndsSession(t *testing.T) {
 	p := newPKI(t, "lanelost")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run,
 		Lanes: 3, quic: fastQUIC()})
@@ -237,7 +237,7 @@ func TestLaneLostEndsSession(t *testing.T) {
 	waitApplied(t, h, g.seq, 60*time.Second)
 	eventually(t, 30*time.Second, "three lanes up", func() bool { return m.status(0).Lanes == 3 })
 	before := m.status(0).WireBytesSent
-	first := currentSession(srv.Server)
+	first := currentSession(srv.Slave)
 
 	// Kill lane 2 from the slave's side while writes flow.
 	appendOps(m.Master, g, 100, 30, 128<<10, want)
@@ -254,7 +254,7 @@ func TestLaneLostEndsSession(t *testing.T) {
 		t.Fatal("the session did not end with its lane")
 	}
 	eventually(t, 30*time.Second, "a new session with three lanes", func() bool {
-		cur := currentSession(srv.Server)
+		cur := currentSession(srv.Slave)
 		return cur != nil && cur != first && m.status(0).Lanes == 3
 	})
 	appendOps(m.Master, g, 100, 30, 128<<10, want)
@@ -283,7 +283,7 @@ func TestLanesThroughputReport(t *testing.T) {
 	for _, lanes := range []int{1, 4} {
 		p := newPKI(t, "measure")
 		h := newFakeHandler()
-		srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+		srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 		r := relayTo(t, srv.Addr().String(), 20*time.Millisecond, 0.001)
 		run := newRun(t)
 		m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, Lanes: lanes})

@@ -55,7 +55,7 @@ func replicateThrough(t *testing.T, ops []wire.Op, oneWay time.Duration, mode wi
 	t.Helper()
 	p := newPKI(t, "latency")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	r, err := udprelay.New(srv.Addr().String())
 	if err != nil {
 		t.Fatal(err)

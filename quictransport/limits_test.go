@@ -17,7 +17,7 @@ func TestServerBoundsConnectionsAwaitingHello(t *testing.T) {
 	p := newPKI(t, "hello-slots")
 	run := newRun(t)
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Run: run})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
 	addr := srv.Addr().String()
 	var silent []*quic.Conn
 	for range maxAwaitingHello {

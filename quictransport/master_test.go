@@ -20,7 +20,7 @@ func TestOrderingMixedOps(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := newPKI(t, "order")
 			h := newFakeHandler()
-			srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+			srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 			run := newRun(t)
 			cfg := MasterConfig{
 				Peers:       []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -58,7 +58,7 @@ func TestOrderingMixedOps(t *testing.T) {
 func TestWaitFsync(t *testing.T) {
 	p := newPKI(t, "fsync")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -88,7 +88,7 @@ func TestWaitFsync(t *testing.T) {
 func TestWaitSyncMode(t *testing.T) {
 	p := newPKI(t, "sync")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -114,7 +114,7 @@ func TestWaitAsyncReturnsAtOnce(t *testing.T) {
 	gate := make(chan struct{})
 	defer close(gate)
 	h.setGates(gate, gate)
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
 		Run:   newRun(t), Mode: wire.ModeAsync, SyncTimeout: time.Hour,
@@ -136,7 +136,7 @@ func TestWaitAsyncReturnsAtOnce(t *testing.T) {
 func TestWaitDegradedAndRecovers(t *testing.T) {
 	p := newPKI(t, "degraded")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -190,7 +190,7 @@ func TestWaitDegradedAndRecovers(t *testing.T) {
 func TestDrain(t *testing.T) {
 	p := newPKI(t, "drain")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -268,7 +268,7 @@ func TestNeedsResyncAfterBacklogOverflow(t *testing.T) {
 		t.Fatalf("status %+v, want connecting", st)
 	}
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	eventually(t, 60*time.Second, "the slave to hear it needs a resync", func() bool {
 		return strings.Contains(srv.log.String(), "the master says this slave needs a resync: slave "+addr+" needs resync at seq 0: it is at op 0 and the master holds ops from")
 	})
@@ -293,7 +293,7 @@ func TestNeedsResyncAfterBacklogOverflow(t *testing.T) {
 func TestNeedsResyncOnReconnect(t *testing.T) {
 	p := newPKI(t, "resync2")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	addr := srv.Addr().String()
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
@@ -312,7 +312,7 @@ func TestNeedsResyncOnReconnect(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "the master to notice", func() bool { return m.status(0).State != "streaming" })
 	appendOps(m.Master, g, 2000, 0, 0, want) // far more than 64 KiB
-	srv2 := startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	srv2 := startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	eventually(t, 60*time.Second, "needs-resync", func() bool { return m.status(0).State == "needs-resync" })
 	if !strings.Contains(m.log.String(), "needs resync: it is at seq 50, the master holds") || m.log.count("needs resync") != 1 {
 		t.Fatalf("master log lacks the needs-resync line:\n%s", m.log)
@@ -327,8 +327,8 @@ func TestNeedsResyncOnReconnect(t *testing.T) {
 func TestFanOut(t *testing.T) {
 	p := newPKI(t, "fanout")
 	h1, h2 := newFakeHandler(), newFakeHandler()
-	s1 := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h1})
-	s2 := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h2})
+	s1 := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h1})
+	s2 := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h2})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{

@@ -35,7 +35,7 @@ func deliverThroughLoss(t *testing.T, lanes int, loss float64, seed uint64, n, l
 	t.Helper()
 	p := newPKI(t, "lossy")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	r := relayTo(t, srv.Addr().String(), 5*time.Millisecond, loss)
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, Lanes: lanes})
@@ -56,7 +56,7 @@ func deliverThroughLoss(t *testing.T, lanes int, loss float64, seed uint64, n, l
 func TestPartitionThenReconnect(t *testing.T) {
 	p := newPKI(t, "partition")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, quic: fastQUIC()})
 	r := relayTo(t, srv.Addr().String(), 0, 0)
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: r.Addr(), TLS: p.clientTLS()}}, Run: run, quic: fastQUIC()})

@@ -25,8 +25,8 @@ func TestSeqsContinueAcrossRuns(t *testing.T) {
 	dir := t.TempDir()
 	jopts := journal.Options{SegmentSize: 4 << 10}
 	hA, hB := newFakeHandler(), newFakeHandler()
-	sA := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: hA, SyncInterval: 20 * time.Millisecond})
-	sB := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: hB, SyncInterval: 20 * time.Millisecond})
+	sA := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: hA, SyncInterval: 20 * time.Millisecond})
+	sB := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: hB, SyncInterval: 20 * time.Millisecond})
 	addrB := sB.Addr().String()
 	peers := []Peer{{Addr: sA.Addr().String(), TLS: p.clientTLS()}, {Addr: addrB, TLS: p.clientTLS()}}
 	r1, r2 := newRun(t), newRun(t)
@@ -69,7 +69,7 @@ func TestSeqsContinueAcrossRuns(t *testing.T) {
 	if first := m2.memFirst(); first <= n+1 {
 		t.Fatalf("memory still holds op %d: the test would not read run 2's ops from the journal", first)
 	}
-	startServer(t, ServerConfig{Listen: addrB, TLS: p.serverTLS(), Handler: hB})
+	startServer(t, SlaveConfig{Listen: addrB, TLS: p.serverTLS(), Handler: hB})
 	waitApplied(t, hB, g.seq, 60*time.Second)
 
 	checkRecords(t, hA, want, g.seq)
@@ -105,7 +105,7 @@ func TestSeqsContinueAcrossRuns(t *testing.T) {
 func TestJournalDroppedRebases(t *testing.T) {
 	p := newPKI(t, "dropped")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 	addr := srv.Addr().String()
 	// 30 ops of the generator's mix fit (about 20 KiB); 600 do not.
 	j := openJournal(t, t.TempDir(), journal.Options{MaxBytes: 64 << 10, SegmentSize: 8 << 10})
@@ -129,7 +129,7 @@ func TestJournalDroppedRebases(t *testing.T) {
 	if !strings.Contains(m.log.String(), "the master no longer holds the ops it lacks") {
 		t.Fatalf("the master did not notice the slave needs a resync:\n%s", m.log)
 	}
-	startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+	startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 	ft.waitDone(t, 1, 60*time.Second)
 	appendOps(m.Master, g, 20, 0, 0, want)
 	waitApplied(t, h, g.seq, 60*time.Second)

@@ -346,14 +346,14 @@ func (s *passSink) Emit(it wire.ResyncItem, n int64) {
 // ErrNoSuchSlave: Resync was given a name no configured slave has.
 var ErrNoSuchSlave = errors.New("no such slave")
 
-// Resync makes the slave named name (the name its certificate must carry,
+// StartResync makes the slave named name (the name its certificate must carry,
 // the common name of the certificate it presented, or the address it is
 // dialed at) be compared with the backing dir and repaired by a
 // rebase pass, whatever its state: at once if it is connected (after the
 // pass running now, if any), else when it connects. full: compare every
 // file's contents, not only those whose size or mtime differ. It returns
 // the slave's address.
-func (m *Master) Resync(name string, full bool) (string, error) {
+func (m *Master) StartResync(name string, full bool) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var names []string

@@ -28,7 +28,7 @@ func TestRebasePassInterleavesWithOps(t *testing.T) {
 	releaseDirs := func() { once.Do(func() { close(dirGate) }) }
 	t.Cleanup(releaseDirs)
 	h.dirGate = dirGate
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 20 * time.Millisecond})
 
 	run := newRun(t)
 	a := &appender{g: newOpGen(35), want: map[uint64][]byte{}, large: 10, big: 24 << 10}
@@ -135,7 +135,7 @@ func TestRebasePassInterleavesWithOps(t *testing.T) {
 func TestResyncingSlaveDoesNotHoldWriters(t *testing.T) {
 	p := newPKI(t, "holdback")
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Resyncing: true})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	ft := newFakeTree(1, 0)
 	ft.gate = make(chan struct{})
 	run := newRun(t)
@@ -178,7 +178,7 @@ func TestVerify(t *testing.T) {
 	h := newFakeHandler()
 	diff := wire.Difference{Path: "d1/l", What: "mode 0644 != 0600"}
 	h.diffs = []wire.Difference{diff}
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	absent := freePort(t)
 	ft := newFakeTree(3, 10)
 	ft.gate = make(chan struct{})
@@ -271,7 +271,7 @@ func TestVerify(t *testing.T) {
 func TestCheckAllOncePerSlave(t *testing.T) {
 	p := newPKI(t, "check")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	addr := srv.Addr().String()
 	ft := newFakeTree(2, 0)
 	ft.gate = make(chan struct{})
@@ -289,7 +289,7 @@ func TestCheckAllOncePerSlave(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendOps(m.Master, g, 10, 0, 0, want)
-	startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	waitApplied(t, h, g.seq, 60*time.Second)
 	checkRecords(t, h, want, g.seq)
 	if ps := ft.passes(); len(ps) != 1 || ps[0].Rebase || ps[0].Verify {
@@ -304,7 +304,7 @@ func TestFailedPassIsRetried(t *testing.T) {
 	t.Parallel() // mostly waiting: let it overlap the other bug check
 	p := newPKI(t, "failpass")
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Resyncing: true})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	ft := newFakeTree(1, 0)
 	ft.fail.Store(1)
 	run := newRun(t)
@@ -340,7 +340,7 @@ func TestLagBeyondBacklogDuringRebasePass(t *testing.T) {
 	applyGate := make(chan struct{})
 	release := sync.OnceFunc(func() { close(applyGate) })
 	t.Cleanup(release)
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, MaxPending: minPending})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, MaxPending: minPending})
 	ft := newFakeTree(2, 0)
 	ft.gate = make(chan struct{})
 	run := newRun(t)

@@ -33,7 +33,7 @@ func TestMasterStartedBeforeSlave(t *testing.T) {
 		t.Fatalf("status %+v, want connecting", st)
 	}
 	h := newFakeHandler()
-	startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	waitApplied(t, h, g.seq, 60*time.Second)
 	checkRecords(t, h, want, g.seq)
 	if n := m.log.count("slave connection failed"); n > 2 {
@@ -41,13 +41,13 @@ func TestMasterStartedBeforeSlave(t *testing.T) {
 	}
 }
 
-// The slave's Serve is cancelled mid-stream and a new Server starts with
+// The slave's Serve is cancelled mid-stream and a new Slave starts with
 // the same handler state: the master resumes from it, nothing is applied
 // twice, nothing is missing.
 func TestReconnectAfterSlaveRestart(t *testing.T) {
 	p := newPKI(t, "restart")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	addr := srv.Addr().String()
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
@@ -71,7 +71,7 @@ func TestReconnectAfterSlaveRestart(t *testing.T) {
 	// The final ack reached the master before the connection closed.
 	eventually(t, 10*time.Second, "the final ack", func() bool { return m.status(0).Durable == durable })
 	appendOps(m.Master, g, 500, 10, 128<<10, want)
-	srv2 := startServer(t, ServerConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
+	srv2 := startServer(t, SlaveConfig{Listen: addr, TLS: p.serverTLS(), Handler: h})
 	waitApplied(t, h, g.seq, 120*time.Second)
 	checkRecords(t, h, want, g.seq)
 	if !strings.Contains(srv2.log.String(), "master connected") || m.log.count("slave connected: resuming") < 2 {
@@ -154,7 +154,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHandler()
-			srv := startServer(t, ServerConfig{TLS: tc.server, Handler: h})
+			srv := startServer(t, SlaveConfig{TLS: tc.server, Handler: h})
 			m := startMaster(t, MasterConfig{
 				Peers: []Peer{{Addr: srv.Addr().String(), TLS: tc.client}},
 				Run:   newRun(t),

@@ -15,8 +15,8 @@ import (
 func TestAddRemovePeer(t *testing.T) {
 	p := newPKI(t, "live")
 	ha, hb := newFakeHandler(), newFakeHandler()
-	a := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: ha})
-	b := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: hb})
+	a := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: ha})
+	b := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: hb})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: a.Addr().String(), TLS: p.clientTLS()}},

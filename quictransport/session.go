@@ -22,7 +22,7 @@ import (
 // feeding the reorder buffer, one applier calling the Handler in seq order,
 // and an ack writer.
 type session struct {
-	srv  *Server
+	srv  *Slave
 	conn *quic.Conn
 	name string // remote address and certificate CN, for logs
 	log  *slog.Logger
@@ -63,7 +63,7 @@ type session struct {
 	lanesClosed bool                  // the session ended: no more lanes
 }
 
-func newSession(srv *Server, conn *quic.Conn) *session {
+func newSession(srv *Slave, conn *quic.Conn) *session {
 	s := &session{
 		srv:    srv,
 		conn:   conn,
@@ -226,7 +226,7 @@ func (s *session) readHello(ctx context.Context) error {
 		return fmt.Errorf("%w: reading hello: %w", ErrProtocol, err)
 	}
 	if kind == wire.FrameLaneHello {
-		// A lane of a session: Server.attachLane binds it, or not.
+		// A lane of a session: Slave.attachLane binds it, or not.
 		lh, err := wire.ParseLaneHello(body)
 		if err != nil {
 			return fmt.Errorf("%w: lane-hello: %w", ErrProtocol, err)
@@ -688,12 +688,12 @@ func (s *session) applyItem(at uint64, it wire.ResyncItem) error {
 	srv := s.srv
 	// A rebasing ResyncBegin moves the Handler's applied and durable to
 	// at (Handler.Resync).
-	err := srv.cfg.Handler.Resync(at, it, s.reply)
+	err := srv.cfg.Handler.ApplyItem(at, it, s.reply)
 	if re, ok := errors.AsType[*wire.ResourceError](err); ok {
 		// The Handler says the item may be applied again (its data).
 		st := wire.Stall{Seq: at, Item: s.items.Load() + 1}
 		err = s.stallOn(st, fmt.Sprintf("resync item %d after op %d", st.Item, at), re,
-			func() error { return srv.cfg.Handler.Resync(at, it, s.reply) })
+			func() error { return srv.cfg.Handler.ApplyItem(at, it, s.reply) })
 	}
 	if errors.Is(err, errStopped) {
 		return err

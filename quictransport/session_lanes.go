@@ -61,7 +61,7 @@ func (s *session) grantLanes(ack *wire.HelloAck) (int, error) {
 
 // attachLane binds the lane connection l, whose LaneHello was read, to the
 // current session, or refuses it with CodeLane and a log line.
-func (s *Server) attachLane(l *session) {
+func (s *Slave) attachLane(l *session) {
 	defer close(l.done)
 	s.mu.Lock()
 	cur := s.cur
@@ -100,7 +100,7 @@ func (s *Server) attachLane(l *session) {
 
 // refuseLane closes the lane connection l with CodeLane and err as the
 // reason, logged once per master and reason (a master would redial).
-func (s *Server) refuseLane(l *session, err error) {
+func (s *Slave) refuseLane(l *session, err error) {
 	msg := fmt.Sprintf("refused a lane connection: %v", err)
 	s.countClose(wire.CodeLane)
 	level := slog.LevelDebug

@@ -36,7 +36,7 @@ func TestSlowHandlerNoDeadlockBoundedMemory(t *testing.T) {
 	h := newFakeHandler()
 	release := h.blockAt(2)
 	defer release()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, MaxPending: maxPending, quic: smallWindows()})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, MaxPending: maxPending, quic: smallWindows()})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers:       []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -95,7 +95,7 @@ func TestSlowHandlerNoDeadlockBoundedMemory(t *testing.T) {
 func TestIdleSyncAdvancesDurable(t *testing.T) {
 	p := newPKI(t, "idle")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 50 * time.Millisecond})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: 50 * time.Millisecond})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run})
 	for i := range uint64(20) {

@@ -270,7 +270,7 @@ func TestStallRetriesSameOp(t *testing.T) {
 
 	p := newPKI(t, "stall")
 	h := newStallHandler(x, k, true)
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	t.Cleanup(h.release) // before the server stops (cleanups run last first)
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
@@ -407,13 +407,13 @@ func TestStallEndsAtShutdown(t *testing.T) {
 	failures := 1 + r.IntN(3) // stop after this many failures
 	t.Logf("%d ops, op %d never applies, stop after %d failures", n, x, failures)
 
-	slaveTypes := []string{"session", "Server", "reorder"}
+	slaveTypes := []string{"session", "Slave", "reorder"}
 	allTypes := append(slices.Clone(slaveTypes), "peer", "Master", "laneSet")
 	before := goroutines(allTypes...)
 
 	p := newPKI(t, "stallstop")
 	h := newStallHandler(x, math.MaxInt, false)
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -570,7 +570,7 @@ func TestStallWriterDoesNotWait(t *testing.T) {
 	const syncTimeout = 4 * time.Second
 	p := newPKI(t, "stallwait")
 	h := newStallHandler(x, k, true)
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	t.Cleanup(h.release)
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{

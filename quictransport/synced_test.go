@@ -43,7 +43,7 @@ func appendSync(m *testMaster, g *opGen, want map[uint64][]byte) uint64 {
 func TestWaitSyncedBlocksUntilDurable(t *testing.T) {
 	p := newPKI(t, "synced")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -91,7 +91,7 @@ func TestWaitSyncedBlocksUntilDurable(t *testing.T) {
 func TestWaitSyncedTimesOut(t *testing.T) {
 	p := newPKI(t, "synced-timeout")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}},
@@ -143,7 +143,7 @@ func TestWaitSyncedTimesOut(t *testing.T) {
 func TestWaitSyncedIgnoresAbsentSlaves(t *testing.T) {
 	p := newPKI(t, "synced-absent")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{
 		Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}, {Addr: freePort(t), TLS: p.clientTLS()}},
@@ -177,7 +177,7 @@ func TestWaitSyncedIgnoresAbsentSlaves(t *testing.T) {
 func TestWaitSyncedWaitsForResyncToEnd(t *testing.T) {
 	p := newPKI(t, "synced-resync")
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Resyncing: true})
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	ft := newFakeTree(0, 0) // ResyncBegin, the gate, ResyncEnd
 	ft.gate = make(chan struct{})
 	run := newRun(t)

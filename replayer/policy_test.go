@@ -244,10 +244,10 @@ func TestPolicyResync(t *testing.T) {
 					}
 					return nil
 				}
-				if err := r.Resync(&wire.ResyncBegin{Pass: 1, Verify: verify}, reply); err != nil {
+				if err := r.ApplyItem(&wire.ResyncBegin{Pass: 1, Verify: verify}, reply); err != nil {
 					t.Fatal(err)
 				}
-				err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "w", Final: true, Attr: dirAttr, Entries: []wire.Entry{tc.entry}}, reply)
+				err := r.ApplyItem(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "w", Final: true, Attr: dirAttr, Entries: []wire.Entry{tc.entry}}, reply)
 				if err != nil {
 					t.Fatalf("pass item: %v", err)
 				}
@@ -345,14 +345,14 @@ func TestPolicyDevices(t *testing.T) {
 		t.Fatalf("c: mode %#o rdev %#x (%v)", st.Mode, st.Rdev, err)
 	}
 	reply := func(wire.ResyncReply) error { return nil }
-	if err := r.Resync(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
+	if err := r.ApplyItem(&wire.ResyncBegin{Pass: 1}, reply); err != nil {
 		t.Fatal(err)
 	}
 	entries := []wire.Entry{
 		{Name: "b", Kind: wire.KindBlkDev, Rdev: unix.Mkdev(7, 1), Attr: wire.Attr{Mode: 0o600, Mtime: tm}},
 		{Name: "c", Kind: wire.KindCharDev, Rdev: unix.Mkdev(1, 5), Attr: wire.Attr{Mode: 0o666, Mtime: tm}},
 	}
-	if err := r.Resync(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "", Final: true, Attr: wire.Attr{Mode: 0o755, Mtime: tm}, Entries: entries}, reply); err != nil {
+	if err := r.ApplyItem(&wire.ResyncDir{Pass: 1, DirID: 1, Path: "", Final: true, Attr: wire.Attr{Mode: 0o755, Mtime: tm}, Entries: entries}, reply); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {

@@ -11,7 +11,7 @@ import (
 // Resync passes, slave side (wire/resync.go is the protocol).
 //
 // The caller hands over each item at its position, between ops, through
-// Resync; the replayer applies it to the tree and answers through reply.
+// ApplyItem; the replayer applies it to the tree and answers through reply.
 // In a repair pass the items make the tree equal to the master's; in a
 // Verify pass nothing in the tree changes and the replies only report.
 //
@@ -77,13 +77,13 @@ type linkRef struct {
 	dev, ino uint64
 }
 
-// Resync applies one resync item at its position (calls are serialised
+// ApplyItem applies one resync item at its position (calls are serialised
 // with Apply, in the order the items and ops were numbered) and sends the
 // replies it calls for through reply, synchronously: hashing a file
 // happens here, and the caller's applier waits. An error from reply is
 // returned, wrapped. The error of a bad item wraps ErrBadResync; any other
 // error means the slave could not apply the item.
-func (r *Replayer) Resync(it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+func (r *Replayer) ApplyItem(it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	if it == nil || reply == nil {
 		return fmt.Errorf("resync: nil item or reply: %w", ErrBadResync)
 	}

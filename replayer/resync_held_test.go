@@ -41,7 +41,7 @@ func TestResyncHoldsManyFiles(t *testing.T) {
 			Attr: wire.Attr{Mode: 0o755, Mtime: wire.Time{Omit: true}}})
 	}
 	for _, it := range items {
-		if err := r.Resync(it, none); err != nil {
+		if err := r.ApplyItem(it, none); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,12 +54,12 @@ func TestResyncHoldsManyFiles(t *testing.T) {
 			&wire.ResyncData{Pass: 1, FileID: id, Len: 5, Data: []byte(fmt.Sprintf("%05d", i))},
 			&wire.ResyncClose{Pass: 1, FileID: id, Size: 5, Mtime: wire.Time{Sec: 1_700_000_000}},
 		} {
-			if err := r.Resync(it, none); err != nil {
+			if err := r.ApplyItem(it, none); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := r.Resync(&wire.ResyncEnd{Pass: 1}, none); err != nil {
+	if err := r.ApplyItem(&wire.ResyncEnd{Pass: 1}, none); err != nil {
 		t.Fatal(err)
 	}
 	if got := openFds(t) - base; got > 2 {

@@ -293,7 +293,7 @@ func TestResyncProtocolErrors(t *testing.T) {
 			r := newTestReplayer(t, t.TempDir(), Options{})
 			var err error
 			for i, it := range tc.items {
-				if err = r.Resync(it, none); err != nil {
+				if err = r.ApplyItem(it, none); err != nil {
 					if i != len(tc.items)-1 {
 						t.Fatalf("item %d of %d: %v", i+1, len(tc.items), err)
 					}
@@ -327,7 +327,7 @@ func TestResyncHandles(t *testing.T) {
 		&wire.ResyncHandles{Pass: 3, Handles: []wire.HandleRef{{Handle: 1, Path: "a/b/new"}, {Handle: 2, Path: "existing"}}},
 		&wire.ResyncHandles{Pass: 3, Handles: []wire.HandleRef{{Handle: 3, Path: "dirhere"}}},
 	} {
-		if err := r.Resync(it, none); err != nil {
+		if err := r.ApplyItem(it, none); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -351,7 +351,7 @@ func TestResyncHandles(t *testing.T) {
 			t.Errorf("%s = %q, want %q", p, got, want)
 		}
 	}
-	if err := r.Resync(&wire.ResyncEnd{Pass: 3}, none); err != nil {
+	if err := r.ApplyItem(&wire.ResyncEnd{Pass: 3}, none); err != nil {
 		t.Fatal(err)
 	}
 	// Still nameless after the pass; a new run forgets it.
@@ -378,14 +378,14 @@ func TestResyncBeginAbandonsPass(t *testing.T) {
 		&wire.ResyncDir{Pass: 1, DirID: 1, Entries: []wire.Entry{{Name: "f", Kind: wire.KindFile, FileID: 1, Attr: wire.Attr{Size: 10, Mode: 0o644}}}},
 		&wire.ResyncBegin{Pass: 2},
 	} {
-		if err := r.Resync(it, none); err != nil {
+		if err := r.ApplyItem(it, none); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if after := openFds(t); after != before {
 		t.Errorf("%d fds open, %d before the first pass", after, before)
 	}
-	if err := r.Resync(&wire.ResyncClose{Pass: 1, FileID: 1}, none); !errors.Is(err, ErrBadResync) {
+	if err := r.ApplyItem(&wire.ResyncClose{Pass: 1, FileID: 1}, none); !errors.Is(err, ErrBadResync) {
 		t.Errorf("item of the abandoned pass: %v, want ErrBadResync", err)
 	}
 }

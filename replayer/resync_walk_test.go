@@ -67,7 +67,7 @@ func (m *passMaster) send(it wire.ResyncItem) {
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
-		if err := m.r.Resync(it, m.onReply); err != nil {
+		if err := m.r.ApplyItem(it, m.onReply); err != nil {
 			m.t.Fatalf("slave: %v", err)
 		}
 		queue = append(queue, m.pending...)

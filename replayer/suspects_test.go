@@ -40,7 +40,7 @@ func TestSuspectsOutliveAnInterruptedPass(t *testing.T) {
 			r := newTestReplayer(t, root, Options{Suspects: log})
 			none := func(wire.ResyncReply) error { return nil }
 			mt := wire.Time{Sec: time.Now().Unix(), Nsec: 5}
-			if err := r.Resync(&wire.ResyncBegin{Pass: 1, Rebase: true}, none); err != nil {
+			if err := r.ApplyItem(&wire.ResyncBegin{Pass: 1, Rebase: true}, none); err != nil {
 				t.Fatal(err)
 			}
 			// The master appends 9 bytes to its f (2000 other bytes): the op
@@ -69,7 +69,7 @@ func TestSuspectsOutliveAnInterruptedPass(t *testing.T) {
 				&wire.ResyncDir{Pass: 2, DirID: 1, Final: true, Attr: wire.Attr{Mode: 0o755, Mtime: wire.Time{Omit: true}},
 					Entries: []wire.Entry{{Name: "f", Kind: wire.KindFile, FileID: 7, Attr: wire.Attr{Mode: 0o644, Size: 2009, Mtime: mt}}}},
 			} {
-				if err := r.Resync(it, reply); err != nil {
+				if err := r.ApplyItem(it, reply); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -80,7 +80,7 @@ func TestSuspectsOutliveAnInterruptedPass(t *testing.T) {
 				&wire.ResyncClose{Pass: 2, FileID: 7, Size: 2009, Mtime: mt},
 				&wire.ResyncEnd{Pass: 2},
 			} {
-				if err := r.Resync(it, none); err != nil {
+				if err := r.ApplyItem(it, none); err != nil {
 					t.Fatal(err)
 				}
 			}

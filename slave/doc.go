@@ -1,7 +1,7 @@
 // Package slave is a tdfs slave's replica and its state dir: it applies
 // the master's ops through the replayer, and it alone knows where the
 // replica stands and what it takes to bring it back after anything
-// happened to either side. The transport (quictransport.Server) calls it
+// happened to either side. The transport (quictransport.Slave) calls it
 // through quictransport.Handler and asks it, never itself, how far the
 // replica got.
 //

@@ -364,7 +364,8 @@ func (h *Replica) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
 	return nil
 }
 
-func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
+// ApplyItem applies a resync item positioned after op at (quictransport.Handler).
+func (h *Replica) ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.ResyncReply) error) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.publishLocked()
@@ -394,7 +395,7 @@ func (h *Replica) Resync(at uint64, it wire.ResyncItem, reply func(wire.ResyncRe
 	case *wire.ResyncEnd:
 		end = true
 	}
-	if err := h.r.Resync(it, reply); err != nil {
+	if err := h.r.ApplyItem(it, reply); err != nil {
 		if errors.Is(err, replayer.ErrBadResync) {
 			return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
 		}

@@ -152,10 +152,10 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("after Follow: %+v", st)
 	}
 	noReply := func(wire.ResyncReply) error { return errors.New("no reply expected") }
-	if err := h2.Resync(10, &wire.ResyncBegin{Pass: 1, Rebase: true}, noReply); err != nil {
+	if err := h2.ApplyItem(10, &wire.ResyncBegin{Pass: 1, Rebase: true}, noReply); err != nil {
 		t.Fatal(err)
 	}
-	if err := h2.Resync(10, &wire.ResyncEnd{Pass: 1}, noReply); err != nil {
+	if err := h2.ApplyItem(10, &wire.ResyncEnd{Pass: 1}, noReply); err != nil {
 		t.Fatal(err)
 	}
 	if err := h2.Sync(10); err != nil {
@@ -217,7 +217,7 @@ func TestDivergenceIsRecordedFirst(t *testing.T) {
 	// A repairing pass ends: resyncing clears (the transport syncs next).
 	reply := func(wire.ResyncReply) error { return nil }
 	for _, it := range []wire.ResyncItem{&wire.ResyncBegin{Pass: 1}, &wire.ResyncEnd{Pass: 1}} {
-		if err := h.Resync(4, it, reply); err != nil {
+		if err := h.ApplyItem(4, it, reply); err != nil {
 			t.Fatal(err)
 		}
 	}

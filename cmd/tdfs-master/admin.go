@@ -170,7 +170,7 @@ func serveAdmin(cfg *config, m *quictransport.Master, hub *progressHub, c net.Co
 		return
 	case "resync":
 		cfg.log.Info("resync requested through the admin socket", "slave", req.Slave, "quick", req.Quick)
-		addr, err := m.Resync(req.Slave, !req.Quick)
+		addr, err := m.StartResync(req.Slave, !req.Quick)
 		if err != nil {
 			json.NewEncoder(c).Encode(adminLine{Error: err.Error()})
 			return

@@ -96,7 +96,7 @@ type hostileSlave struct {
 	base, root string
 	addr       string
 	logs       *lockedBuf
-	srv        *quictransport.Server
+	srv        *quictransport.Slave
 }
 
 var hostileEpoch = wire.Epoch{'h', 'o', 's', 't'}
@@ -125,7 +125,7 @@ func startHostileSlave(t *testing.T, o replayer.Options) *hostileSlave {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := quictransport.NewServer(quictransport.ServerConfig{
+	srv, err := quictransport.NewSlave(quictransport.SlaveConfig{
 		Listen: "127.0.0.1:0", TLS: certs.ServerConfig(p.slave, p.pool, nil), Handler: h, Logger: log,
 	})
 	if err != nil {

@@ -110,7 +110,7 @@ func run(args []string, stderr io.Writer) int {
 }
 
 type config struct {
-	server   quictransport.ServerConfig
+	server   quictransport.SlaveConfig
 	dir      string
 	stateDir string
 	// metricsAddr serves /metrics and /seq ("" for none).
@@ -186,7 +186,7 @@ func configure(c *cli.Context) (*config, error) {
 		handlesSet:  c.IsSet("max-handles"),
 		metricsAddr: c.String("metrics-addr"),
 		identity:    identity,
-		server: quictransport.ServerConfig{
+		server: quictransport.SlaveConfig{
 			Listen:     c.String("listen"),
 			TLS:        identity.ServerConfig(c.StringSlice("allow-master")),
 			CheckPeer:  identity.CheckPeer,
@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg *config) error {
 	// Certificates reload on SIGHUP and on file change, for new
 	// handshakes; the master connected stays, unless the reloaded
 	// revocation list revokes its certificate.
-	var server atomic.Pointer[quictransport.Server] // set once it exists
+	var server atomic.Pointer[quictransport.Slave] // set once it exists
 	defer daemon.WatchIdentity(cfg.identity, log, func() {
 		if srv := server.Load(); srv != nil {
 			if err := srv.Recheck(); err != nil {
@@ -242,7 +242,7 @@ func serve(ctx context.Context, cfg *config) error {
 	cfg.server.Handler = h
 	pol := h.Policy()
 	cfg.server.Policy = &pol
-	srv, err := quictransport.NewServer(cfg.server)
+	srv, err := quictransport.NewSlave(cfg.server)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func TestRevokedMasterSpareConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	srv, err := quictransport.NewServer(quictransport.ServerConfig{Listen: "127.0.0.1:0",
+	srv, err := quictransport.NewSlave(quictransport.SlaveConfig{Listen: "127.0.0.1:0",
 		TLS: store.ServerConfig([]string{"stolen-master"}), CheckPeer: store.CheckPeer, Handler: h, Logger: log})
 	if err != nil {
 		t.Fatal(err)

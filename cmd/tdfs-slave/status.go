@@ -56,7 +56,7 @@ type slaveStatus struct {
 type live struct {
 	dir string
 	h   *slave.Replica
-	srv *quictransport.Server
+	srv *quictransport.Slave
 }
 
 func (l *live) status() slaveStatus {

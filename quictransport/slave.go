@@ -15,11 +15,11 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
-// Server is the slave's end: it accepts the master's QUIC connection,
+// Slave is the slave's end: it accepts the master's QUIC connection,
 // reads every stream at once into a reorder buffer, applies ops in seq
 // order through a Handler, and acknowledges them.
-type Server struct {
-	cfg ServerConfig
+type Slave struct {
+	cfg SlaveConfig
 	log *slog.Logger
 	udp *net.UDPConn
 	tr  *quic.Transport
@@ -60,7 +60,7 @@ type Server struct {
 
 // Master names the master connected now (its address and certificate
 // name), "" when none is.
-func (s *Server) Master() string {
+func (s *Slave) Master() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == nil || s.cur.ctx.Err() != nil {
@@ -71,13 +71,13 @@ func (s *Server) Master() string {
 
 // Stalled says why this slave cannot apply the next op (its disk full,
 // say), and since when; "" when it can.
-func (s *Server) Stalled() (string, time.Time) {
+func (s *Slave) Stalled() (string, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stall, s.stallAt
 }
 
-func (s *Server) setStall(msg string) {
+func (s *Slave) setStall(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if msg != "" && s.stall == "" {
@@ -87,11 +87,11 @@ func (s *Server) setStall(msg string) {
 	s.stalled.Store(msg != "")
 }
 
-// Recheck closes the current master connection if ServerConfig.CheckPeer
+// Recheck closes the current master connection if SlaveConfig.CheckPeer
 // refuses the certificate it presented (revoked by a revocation list
 // loaded since the handshake). It returns the reason, or nil. Connections
 // still waiting for their Hello are checked when it arrives.
-func (s *Server) Recheck() error {
+func (s *Slave) Recheck() error {
 	s.mu.Lock()
 	cur := s.cur
 	var err error
@@ -105,8 +105,8 @@ func (s *Server) Recheck() error {
 	return err
 }
 
-// checkPeer runs ServerConfig.CheckPeer on the certificate of sess.
-func (s *Server) checkPeer(sess *session) error {
+// checkPeer runs SlaveConfig.CheckPeer on the certificate of sess.
+func (s *Slave) checkPeer(sess *session) error {
 	if s.cfg.CheckPeer == nil {
 		return nil
 	}
@@ -119,7 +119,7 @@ func (s *Server) checkPeer(sess *session) error {
 
 // Refusals counts the master connections this slave closed, by reason
 // (the error code it gave: "protocol", "fenced", ...).
-func (s *Server) Refusals() map[string]uint64 {
+func (s *Slave) Refusals() map[string]uint64 {
 	s.closesMu.Lock()
 	defer s.closesMu.Unlock()
 	out := make(map[string]uint64, len(s.closes))
@@ -129,7 +129,7 @@ func (s *Server) Refusals() map[string]uint64 {
 	return out
 }
 
-func (s *Server) countClose(c wire.ErrorCode) {
+func (s *Slave) countClose(c wire.ErrorCode) {
 	s.closesMu.Lock()
 	defer s.closesMu.Unlock()
 	if s.closes == nil {
@@ -138,9 +138,9 @@ func (s *Server) countClose(c wire.ErrorCode) {
 	s.closes[c]++
 }
 
-// NewServer binds the UDP socket (so Addr is known and a busy port is
+// NewSlave binds the UDP socket (so Addr is known and a busy port is
 // reported at once) and starts listening; Serve accepts connections.
-func NewServer(cfg ServerConfig) (*Server, error) {
+func NewSlave(cfg SlaveConfig) (*Slave, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -158,7 +158,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal),
+	s := &Slave{cfg: cfg, log: cfg.Logger, udp: udp, dec: dec, refused: make(map[string]refusal),
 		helloSlots: make(chan struct{}, maxAwaitingHello)}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	// Transport.Conn is the *net.UDPConn itself, so quic-go uses GSO, ECN
@@ -180,13 +180,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 }
 
 // Addr is the UDP address the server listens on.
-func (s *Server) Addr() net.Addr { return s.udp.LocalAddr() }
+func (s *Slave) Addr() net.Addr { return s.udp.LocalAddr() }
 
 // Serve accepts master connections until ctx is done. A new connection
 // replaces the current one. When ctx is done it stops accepting, lets the
 // applier finish the op in hand, syncs, sends a final ack, closes the
 // connection with CodeShutdown and returns nil.
-func (s *Server) Serve(ctx context.Context) error {
+func (s *Slave) Serve(ctx context.Context) error {
 	// The caller logs where it listens (it knows the directory too).
 	var err error
 	for {
@@ -225,8 +225,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Close releases the socket without the graceful steps of Serve; for a
-// Server whose Serve never ran. It is safe to call more than once.
-func (s *Server) Close() error {
+// Slave whose Serve never ran. It is safe to call more than once.
+func (s *Slave) Close() error {
 	var err error
 	s.closed.Do(func() {
 		s.closing.Store(true)
@@ -240,7 +240,7 @@ func (s *Server) Close() error {
 // startSession serves conn, replacing the current connection: the old
 // applier stops at an op boundary before the new one starts, so Handler
 // calls never overlap.
-func (s *Server) startSession(conn *quic.Conn) {
+func (s *Slave) startSession(conn *quic.Conn) {
 	if t, ok := conn.Context().Value(trackKey{}).(*connTrack); ok {
 		t.accepted.Store(true)
 	}
@@ -312,7 +312,7 @@ func (s *Server) startSession(conn *quic.Conn) {
 }
 
 // maxAwaitingHello bounds the connections that have not sent their Hello
-// yet (Server.helloSlots). A real master has one.
+// yet (Slave.helloSlots). A real master has one.
 const maxAwaitingHello = 16
 
 // connTrack tells the refusal logger that a connection was accepted.
@@ -324,7 +324,7 @@ type trackKey struct{}
 // when the connection ends, with the close error as its cause; for a
 // connection never accepted that is why its handshake failed (a master
 // certificate refused, say), which quic-go would not report otherwise.
-func (s *Server) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+func (s *Slave) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
 	t := &connTrack{}
 	ctx = context.WithValue(ctx, trackKey{}, t)
 	go func() {
@@ -339,7 +339,7 @@ func (s *Server) connContext(ctx context.Context, ci *quic.ClientInfo) (context.
 // logRefusal logs a failed handshake once per remote host and distinct
 // reason, so a misconfigured master retrying every few seconds costs one
 // line.
-func (s *Server) logRefusal(addr net.Addr, cause error) {
+func (s *Slave) logRefusal(addr net.Addr, cause error) {
 	host := addr.String()
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -363,7 +363,7 @@ const refusalRelog = time.Hour
 
 // newRefusal reports whether a refusal of key for msg should be logged:
 // the first time, when msg changes, and then once every refusalRelog.
-func (s *Server) newRefusal(key, msg string) bool {
+func (s *Slave) newRefusal(key, msg string) bool {
 	now := time.Now()
 	s.refusedMu.Lock()
 	defer s.refusedMu.Unlock()
@@ -377,7 +377,7 @@ func (s *Server) newRefusal(key, msg string) bool {
 	return true
 }
 
-func (s *Server) notePeak(p int64) {
+func (s *Slave) notePeak(p int64) {
 	for {
 		old := s.peakPending.Load()
 		if p <= old || s.peakPending.CompareAndSwap(old, p) {

@@ -83,7 +83,7 @@ func TestServerGarbage(t *testing.T) {
 	p := newPKI(t, "garbage")
 	run := newRun(t)
 	h := newStateHandler(SlaveState{Epoch: testEpoch, Run: run, Applied: 10, Durable: 10}) // the slave is at op 10 of run
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, MaxPending: minPending})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, MaxPending: minPending})
 	addr := srv.Addr().String()
 
 	oversized := append([]byte{byte(wire.FrameOp), 0}, binary.AppendUvarint(nil, wire.MaxFrameLen+1)...)
@@ -214,7 +214,7 @@ func TestServerGarbage(t *testing.T) {
 func TestServerNewConnectionReplacesOld(t *testing.T) {
 	p := newPKI(t, "replace")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	addr := srv.Addr().String()
 	run := newRun(t)
 	release := h.blockAt(40)
@@ -266,7 +266,7 @@ func TestServerNewConnectionReplacesOld(t *testing.T) {
 	checkRecords(t, h, want, g.seq)
 }
 
-// NewServer reports an unusable address at once.
+// NewSlave reports an unusable address at once.
 func TestNewServerBindError(t *testing.T) {
 	p := newPKI(t, "bind")
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -274,15 +274,15 @@ func TestNewServerBindError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = NewServer(ServerConfig{Listen: c.LocalAddr().String(), TLS: p.serverTLS(), Handler: newFakeHandler()})
+	_, err = NewSlave(SlaveConfig{Listen: c.LocalAddr().String(), TLS: p.serverTLS(), Handler: newFakeHandler()})
 	if err == nil || !strings.Contains(err.Error(), "cannot listen on UDP "+c.LocalAddr().String()) {
-		t.Fatalf("NewServer on a busy port: %v", err)
+		t.Fatalf("NewSlave on a busy port: %v", err)
 	}
-	_, err = NewServer(ServerConfig{Listen: "127.0.0.1:0", TLS: p.serverTLS(), Handler: newFakeHandler(), MaxPending: 1 << 20})
+	_, err = NewSlave(SlaveConfig{Listen: "127.0.0.1:0", TLS: p.serverTLS(), Handler: newFakeHandler(), MaxPending: 1 << 20})
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("tiny MaxPending: %v", err)
 	}
-	s, err := NewServer(ServerConfig{Listen: "127.0.0.1:0", TLS: p.serverTLS(), Handler: newFakeHandler()})
+	s, err := NewSlave(SlaveConfig{Listen: "127.0.0.1:0", TLS: p.serverTLS(), Handler: newFakeHandler()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestNewServerBindError(t *testing.T) {
 func TestServeShutdownSyncs(t *testing.T) {
 	p := newPKI(t, "shutdown")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h, SyncInterval: time.Hour})
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: srv.Addr().String(), TLS: p.clientTLS()}}, Run: run})
 	g := newOpGen(11)
@@ -322,7 +322,7 @@ func TestServeShutdownSyncs(t *testing.T) {
 func TestServerSilentConnectionReplaced(t *testing.T) {
 	p := newPKI(t, "silent")
 	h := newFakeHandler()
-	srv := startServer(t, ServerConfig{TLS: p.serverTLS(), Handler: h})
+	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	addr := srv.Addr().String()
 	silent := rawMaster(t, p, addr)
 	run := newRun(t)
