@@ -50,151 +50,190 @@ type config struct {
 	slaves          *slaveSet // set by serve: the admin socket changes the set through it
 }
 
+// configure turns the flags (and --config) into a config, refusing what
+// cannot work before anything starts: no epoch is minted for a bad flag.
 func configure(c *cli.Context) (*config, error) {
 	log, err := daemon.Logger(c, "tdfs-master")
 	if err != nil {
 		return nil, err
 	}
+	cfg := &config{
+		log:          log,
+		policy:       ownPolicy(c.Bool("allow-setuid"), c.Bool("allow-devices")),
+		drainTimeout: c.Duration("drain-timeout"),
+		metricsAddr:  c.String("metrics-addr"),
+		configFile:   c.String("config"),
+		names:        &slaveNames{},
+	}
+	if err := cfg.paths(c); err != nil {
+		return nil, err
+	}
+	if cfg.transport, err = transportConfig(c); err != nil {
+		return nil, err
+	}
+	if cfg.identity, err = daemon.Identity(c, certs.RoleMaster, log); err != nil {
+		return nil, err
+	}
+	if err := cfg.peers(c); err != nil {
+		return nil, err
+	}
+	cfg.transport.CheckPeer = cfg.identity.CheckPeer
+	cfg.transport.Logger = log
+	cfg.fuse = mirrorfs.Options{
+		Backing:    cfg.dir,
+		Mode:       cfg.transport.Mode,
+		AllowOther: c.Bool("allow-other"),
+		Devices:    c.Bool("allow-devices"),
+		Debug:      c.Bool("debug-fuse"),
+		Logger:     log,
+	}
+	return cfg, nil
+}
+
+// paths sets the backing dir, the mount point, the journal dir and a
+// promoted slave's state dir, and checks that the mount point is free and
+// that none hides another.
+func (cfg *config) paths(c *cli.Context) error {
 	dir, err := daemon.Dir("-m", c.String("dir"))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	clearDeadMount(c.String("mount"), log)
+	clearDeadMount(c.String("mount"), cfg.log)
 	mnt, err := daemon.Dir("--mount", c.String("mount"))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := refuseLiveMount(mnt); err != nil {
-		return nil, err
-	}
-	if err := daemon.CanMount(); err != nil {
-		return nil, err
-	}
-	if a := c.String("metrics-addr"); a != "" {
-		if err := daemon.ProbeListen("--metrics-addr", "tcp", a); err != nil {
-			return nil, err
-		}
+	if err := probe(c, mnt); err != nil {
+		return err
 	}
 	if daemon.Within(mnt, dir) {
-		return nil, fmt.Errorf("--mount %s lies inside the backing dir %s: choose a mount point outside it", mnt, dir)
+		return fmt.Errorf("--mount %s lies inside the backing dir %s: choose a mount point outside it", mnt, dir)
 	}
 	if daemon.Within(dir, mnt) {
-		return nil, fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
+		return fmt.Errorf("backing dir %s lies inside the mount point %s: it would be hidden by the mount", dir, mnt)
 	}
-	journalDir, err := daemon.StateDir(c.String("journal"), defaultJournalRoot, dir, dir, mnt)
-	if err != nil {
-		return nil, fmt.Errorf("--journal: %w", err)
+	cfg.dir, cfg.mount = dir, mnt
+	if cfg.journalDir, err = daemon.StateDir(c.String("journal"), defaultJournalRoot, dir, dir, mnt); err != nil {
+		return fmt.Errorf("--journal: %w", err)
 	}
-	journalMax, err := daemon.ParseSize(c.String("journal-max"))
-	if err != nil {
-		return nil, fmt.Errorf("--journal-max: %w", err)
+	if cfg.journalMax, err = daemon.ParseSize(c.String("journal-max")); err != nil {
+		return fmt.Errorf("--journal-max: %w", err)
 	}
-	if journalMax < 64<<20 {
-		return nil, fmt.Errorf("--journal-max %s: want at least 64M", c.String("journal-max"))
+	if cfg.journalMax < 64<<20 {
+		return fmt.Errorf("--journal-max %s: want at least 64M", c.String("journal-max"))
 	}
-	slaveState := c.String("slave-state")
-	if slaveState == "" {
+	cfg.slaveState = c.String("slave-state")
+	if cfg.slaveState == "" {
 		def := filepath.Join(defaultSlaveRoot, strings.ReplaceAll(dir, "/", "_"))
 		if _, err := os.Stat(def); err == nil {
-			slaveState = def
+			cfg.slaveState = def
 		}
-	} else if _, err := os.Stat(slaveState); err != nil {
-		return nil, fmt.Errorf("--slave-state: %w", err)
+	} else if _, err := os.Stat(cfg.slaveState); err != nil {
+		return fmt.Errorf("--slave-state: %w", err)
 	}
+	return nil
+}
+
+// probe refuses, before anything starts, what would fail later: a mount
+// point another FUSE filesystem serves, no way to mount, a metrics address
+// in use.
+func probe(c *cli.Context, mnt string) error {
+	if err := refuseLiveMount(mnt); err != nil {
+		return err
+	}
+	if err := daemon.CanMount(); err != nil {
+		return err
+	}
+	if a := c.String("metrics-addr"); a != "" {
+		return daemon.ProbeListen("--metrics-addr", "tcp", a)
+	}
+	return nil
+}
+
+// transportConfig reads the flags of the transport: durability mode,
+// --min-slaves, timeouts, backlog, lanes, compression. Peers, CheckPeer and
+// Logger are set by the caller.
+func transportConfig(c *cli.Context) (quictransport.MasterConfig, error) {
+	var tc quictransport.MasterConfig
 	mode, err := parseMode(c.String("sync"))
 	if err != nil {
-		return nil, err
+		return tc, err
 	}
-	if n := c.Int("min-slaves"); n < 0 || n > len(c.StringSlice("connect")) {
-		return nil, fmt.Errorf("--min-slaves %d: want 0 to the number of slaves (-c: %d)", n, len(c.StringSlice("connect")))
+	slaves := len(c.StringSlice("connect"))
+	if n := c.Int("min-slaves"); n < 0 || n > slaves {
+		return tc, fmt.Errorf("--min-slaves %d: want 0 to the number of slaves (-c: %d)", n, slaves)
 	}
 	if c.Int("min-slaves") > 0 && mode == wire.ModeAsync {
-		return nil, fmt.Errorf("--min-slaves %d with --sync async: nothing waits for the slaves in async mode; use --sync fsync or sync", c.Int("min-slaves"))
+		return tc, fmt.Errorf("--min-slaves %d with --sync async: nothing waits for the slaves in async mode; use --sync fsync or sync", c.Int("min-slaves"))
 	}
 	if c.Duration("sync-timeout") <= 0 {
-		return nil, fmt.Errorf("--sync-timeout %v: want a positive duration", c.Duration("sync-timeout"))
+		return tc, fmt.Errorf("--sync-timeout %v: want a positive duration", c.Duration("sync-timeout"))
 	}
 	backlog, err := daemon.ParseSize(c.String("backlog"))
 	if err != nil {
-		return nil, fmt.Errorf("--backlog: %w", err)
+		return tc, fmt.Errorf("--backlog: %w", err)
 	}
 	if backlog < 16<<20 {
-		return nil, fmt.Errorf("--backlog %s: want at least 16M", c.String("backlog"))
+		return tc, fmt.Errorf("--backlog %s: want at least 16M", c.String("backlog"))
 	}
 	if n := c.Int("lanes"); n < 1 || n > wire.MaxLanes {
-		return nil, fmt.Errorf("--lanes %d: want 1 to %d", n, wire.MaxLanes)
+		return tc, fmt.Errorf("--lanes %d: want 1 to %d", n, wire.MaxLanes)
 	}
-	var comp *wire.Compressor
-	level, err := strconv.Atoi(c.String("compress"))
-	if err != nil || level < 0 || level > 4 {
-		return nil, fmt.Errorf("-z %q: want 0 (off), or a zstd level from 1 (fastest) to 4 (best)", c.String("compress"))
-	}
-	if level > 0 {
-		if comp, err = wire.NewCompressor(level); err != nil {
-			return nil, fmt.Errorf("-z %d: %w", level, err)
-		}
-	}
-	identity, err := daemon.Identity(c, certs.RoleMaster, log)
+	comp, err := compressor(c.String("compress"))
 	if err != nil {
-		return nil, err
+		return tc, err
 	}
+	return quictransport.MasterConfig{
+		Mode:        mode,
+		SyncTimeout: c.Duration("sync-timeout"),
+		MinSlaves:   c.Int("min-slaves"),
+		Compressor:  comp,
+		Backlog:     backlog,
+		Lanes:       c.Int("lanes"),
+	}, nil
+}
+
+// compressor parses -z: 0 for none, else a zstd level.
+func compressor(arg string) (*wire.Compressor, error) {
+	level, err := strconv.Atoi(arg)
+	if err != nil || level < 0 || level > 4 {
+		return nil, fmt.Errorf("-z %q: want 0 (off), or a zstd level from 1 (fastest) to 4 (best)", arg)
+	}
+	if level == 0 {
+		return nil, nil
+	}
+	comp, err := wire.NewCompressor(level)
+	if err != nil {
+		return nil, fmt.Errorf("-z %d: %w", level, err)
+	}
+	return comp, nil
+}
+
+// peers sets the slaves to connect to from -c, each once, and notes
+// whether they came from the connect: list of --config (which SIGHUP then
+// applies again).
+func (cfg *config) peers(c *cli.Context) error {
 	targets := c.StringSlice("connect")
-	connectFromFile := false
 	if path := c.String("config"); path != "" {
 		list, ok, err := daemon.ConfigList(path, c.App.Flags, "connect")
-		connectFromFile = err == nil && ok && slices.Equal(list, targets)
+		cfg.connectFromFile = err == nil && ok && slices.Equal(list, targets)
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("no slave given: use -c HOST:PORT (repeatable)")
+		return fmt.Errorf("no slave given: use -c HOST:PORT (repeatable)")
 	}
-	var peers []quictransport.Peer
 	seen := map[string]bool{}
-	names := &slaveNames{}
 	for _, t := range targets {
-		p, err := peerFor(identity, names, t)
+		p, err := peerFor(cfg.identity, cfg.names, t)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if seen[p.Addr] {
-			return nil, fmt.Errorf("-c %s given twice", p.Addr)
+			return fmt.Errorf("-c %s given twice", p.Addr)
 		}
 		seen[p.Addr] = true
-		peers = append(peers, p)
+		cfg.transport.Peers = append(cfg.transport.Peers, p)
 	}
-	return &config{
-		log:        log,
-		dir:        dir,
-		mount:      mnt,
-		journalDir: journalDir,
-		journalMax: journalMax,
-		slaveState: slaveState,
-		transport: quictransport.MasterConfig{
-			Peers:       peers,
-			CheckPeer:   identity.CheckPeer,
-			Mode:        mode,
-			SyncTimeout: c.Duration("sync-timeout"),
-			MinSlaves:   c.Int("min-slaves"),
-			Compressor:  comp,
-			Backlog:     backlog,
-			Lanes:       c.Int("lanes"),
-			Logger:      log,
-		},
-		fuse: mirrorfs.Options{
-			Backing:    dir,
-			Mode:       mode,
-			AllowOther: c.Bool("allow-other"),
-			Devices:    c.Bool("allow-devices"),
-			Debug:      c.Bool("debug-fuse"),
-			Logger:     log,
-		},
-		policy:          ownPolicy(c.Bool("allow-setuid"), c.Bool("allow-devices")),
-		drainTimeout:    c.Duration("drain-timeout"),
-		metricsAddr:     c.String("metrics-addr"),
-		identity:        identity,
-		names:           names,
-		configFile:      c.String("config"),
-		connectFromFile: connectFromFile,
-	}, nil
+	return nil
 }
 
 // clearDeadMount unmounts what a crashed or killed master left at mnt: its

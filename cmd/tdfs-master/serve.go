@@ -21,6 +21,9 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
+// serve runs the master until its mount is unmounted or a signal asks it
+// to stop: it opens the run (epoch, journal), starts the transport and the
+// metrics, mounts, waits, drains, and records the run's clean end.
 func serve(sigctx context.Context, cfg *config) error {
 	log := cfg.log
 	release, err := daemon.LockDirs(cfg.dir, cfg.journalDir)
@@ -35,72 +38,26 @@ func serve(sigctx context.Context, cfg *config) error {
 			m.Recheck()
 		}
 	})()
-	st, err := openEpoch(cfg)
+	j, tc, st, err := openRun(cfg)
 	if err != nil {
 		return err
-	}
-	j, err := journal.Open(filepath.Join(cfg.journalDir, "ops"), journal.Options{MaxBytes: cfg.journalMax})
-	if err != nil {
-		return fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
 	}
 	defer j.Close()
-	if rep := j.Recovered(); !rep.Clean() {
-		log.Warn("journal recovered: " + rep.String())
-	}
-	tc, st, err := startRun(cfg, st, j)
-	if err != nil {
-		return err
-	}
-	cfg.epoch = encodeID(tc.Epoch)
-	// From here until the clean end below, a crash leaves this run marked
-	// unclean: the next run checks every slave by comparison.
-	if err := saveState(cfg.journalDir, st); err != nil {
-		return fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
-	}
 	hub := &progressHub{}
 	tc.OnProgress = hub.publish
 	stopBar := make(chan struct{})
 	defer close(stopBar)
 	go showPasses(hub, stopBar)
-	var reg *prometheus.Registry
-	if cfg.metricsAddr != "" {
-		reg = metrics.NewRegistry()
-		wait := newWaitHistogram()
-		reg.MustRegister(wait)
-		tc.OnWait = func(d time.Duration) { wait.Observe(d.Seconds()) }
-	}
-	var addrs []string
-	for _, peer := range tc.Peers {
-		addrs = append(addrs, peer.Addr)
-	}
-	pol := loadPolicies(log, cfg.journalDir, cfg.policy, addrs)
-	tc.OnPolicy = pol.announce
-	m, err := quictransport.NewMaster(tc)
+	m, pol, stopMetrics, err := startTransport(cfg, &tc, hub)
 	if err != nil {
 		return err
 	}
+	defer stopMetrics()
 	master.Store(m)
-	if reg != nil {
-		// Before the mount: a bad address stops the start.
-		reg.MustRegister(newMasterCollector(m, hub))
-		mctx, stopMetrics := context.WithCancel(context.Background())
-		defer stopMetrics()
-		addr, err := metrics.Serve(mctx, cfg.metricsAddr, reg, statusHandlers(cfg, m, hub), log) // status.go
-		if err != nil {
-			return err
-		}
-		log.Info("metrics", "url", "http://"+addr+"/metrics")
-	}
-	cfg.fuse.Sink = m
-	cfg.fuse.Run, cfg.fuse.Head, cfg.fuse.Unclean = tc.Run, tc.Head, tc.CheckAll
-	first := pol.effective()
-	cfg.fuse.Policy = &first
-	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
+	srv, err := mountTree(cfg, m, tc, pol)
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", cfg.mount, err)
+		return err
 	}
-	pol.attach(srv)
-	m.SetTree(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Run(ctx) })
@@ -112,37 +69,19 @@ func serve(sigctx context.Context, cfg *config) error {
 	} else {
 		defer admin.Close()
 	}
-	stopTransport := func() {
-		cancel()
-		wg.Wait()
-	}
 	log.Info("mounted", "mount", cfg.mount, "dir", cfg.dir, "slaves", len(tc.Peers),
 		"sync", tc.Mode.String(), "epoch", encodeID(tc.Epoch)[:8], "first_seq", tc.Head+1, "check_slaves", tc.CheckAll)
 	// Serving: the mount is up and the admin socket listens. The
 	// watchdog pings go on through the drain, until serve returns.
 	stopWatchdog := daemon.Ready(fmt.Sprintf("serving %s from %s to %d slaves", cfg.mount, cfg.dir, len(tc.Peers)))
 	defer stopWatchdog()
-
-	unmounted := make(chan struct{})
-	go func() {
-		srv.Wait()
-		close(unmounted)
-	}()
-	select {
-	case <-unmounted:
-		log.Info("unmounted", "mount", cfg.mount)
-	case <-sigctx.Done():
-		// A second signal kills the process at once (the default action):
-		// the way out of a mount that stays busy.
-		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
-		log.Info("signal: unmounting (a second SIGTERM/SIGINT exits at once, without draining)", "mount", cfg.mount)
-		unmount(cfg, unmounted)
-	}
+	waitUnmounted(sigctx, cfg, srv)
 
 	daemon.Stopping()
 	start := time.Now()
 	derr := m.Drain(cfg.drainTimeout)
-	stopTransport() // syncs the journal
+	cancel()
+	wg.Wait() // the transport stops and syncs the journal
 	if derr != nil {
 		log.Warn("drain incomplete: some slaves did not receive everything; the journal keeps it for them", "err", derr,
 			"after", time.Since(start).Round(time.Millisecond))
@@ -155,6 +94,107 @@ func serve(sigctx context.Context, cfg *config) error {
 	}
 	log.Info("exiting", "last_seq", srv.LastSeq())
 	return nil
+}
+
+// openRun opens the journal and starts this run in the journal dir's state
+// (a new epoch, or the next run of the current one). The caller closes the
+// journal.
+func openRun(cfg *config) (*journal.Journal, quictransport.MasterConfig, masterState, error) {
+	st, err := openEpoch(cfg)
+	if err != nil {
+		return nil, quictransport.MasterConfig{}, st, err
+	}
+	j, err := journal.Open(filepath.Join(cfg.journalDir, "ops"), journal.Options{MaxBytes: cfg.journalMax})
+	if err != nil {
+		return nil, quictransport.MasterConfig{}, st, fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
+	}
+	if rep := j.Recovered(); !rep.Clean() {
+		cfg.log.Warn("journal recovered: " + rep.String())
+	}
+	tc, st, err := startRun(cfg, st, j)
+	if err == nil {
+		cfg.epoch = encodeID(tc.Epoch)
+		// From here until the clean end, a crash leaves this run marked
+		// unclean: the next run checks every slave by comparison.
+		if err = saveState(cfg.journalDir, st); err != nil {
+			err = fmt.Errorf("--journal %s: %w", cfg.journalDir, err)
+		}
+	}
+	if err != nil {
+		j.Close()
+		return nil, tc, st, err
+	}
+	return j, tc, st, nil
+}
+
+// startTransport makes the transport of tc, with the slaves' policies as
+// last announced, and serves the metrics (before the mount: a bad address
+// stops the start). stop ends the metrics server.
+func startTransport(cfg *config, tc *quictransport.MasterConfig, hub *progressHub) (m *quictransport.Master, pol *policies, stop func(), err error) {
+	var reg *prometheus.Registry
+	if cfg.metricsAddr != "" {
+		reg = metrics.NewRegistry()
+		wait := newWaitHistogram()
+		reg.MustRegister(wait)
+		tc.OnWait = func(d time.Duration) { wait.Observe(d.Seconds()) }
+	}
+	var addrs []string
+	for _, peer := range tc.Peers {
+		addrs = append(addrs, peer.Addr)
+	}
+	pol = loadPolicies(cfg.log, cfg.journalDir, cfg.policy, addrs)
+	tc.OnPolicy = pol.announce
+	if m, err = quictransport.NewMaster(*tc); err != nil {
+		return nil, nil, nil, err
+	}
+	if reg == nil {
+		return m, pol, func() {}, nil
+	}
+	reg.MustRegister(newMasterCollector(m, hub))
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	addr, err := metrics.Serve(mctx, cfg.metricsAddr, reg, statusHandlers(cfg, m, hub), cfg.log) // status.go
+	if err != nil {
+		stopMetrics()
+		return nil, nil, nil, err
+	}
+	cfg.log.Info("metrics", "url", "http://"+addr+"/metrics")
+	return m, pol, stopMetrics, nil
+}
+
+// mountTree mounts the mirror of the backing dir, feeding m, enforcing the
+// strictest of this master's and the slaves' policies from its first op.
+func mountTree(cfg *config, m *quictransport.Master, tc quictransport.MasterConfig, pol *policies) (*mirrorfs.Server, error) {
+	cfg.fuse.Sink = m
+	cfg.fuse.Run, cfg.fuse.Head, cfg.fuse.Unclean = tc.Run, tc.Head, tc.CheckAll
+	first := pol.effective()
+	cfg.fuse.Policy = &first
+	srv, err := mirrorfs.Mount(cfg.mount, cfg.fuse)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cfg.mount, err)
+	}
+	pol.attach(srv)
+	m.SetTree(srv)
+	return srv, nil
+}
+
+// waitUnmounted returns once the mount is gone: unmounted from outside, or
+// by this process after a signal.
+func waitUnmounted(sigctx context.Context, cfg *config, srv *mirrorfs.Server) {
+	unmounted := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(unmounted)
+	}()
+	select {
+	case <-unmounted:
+		cfg.log.Info("unmounted", "mount", cfg.mount)
+	case <-sigctx.Done():
+		// A second signal kills the process at once (the default action):
+		// the way out of a mount that stays busy.
+		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+		cfg.log.Info("signal: unmounting (a second SIGTERM/SIGINT exits at once, without draining)", "mount", cfg.mount)
+		unmount(cfg, unmounted)
+	}
 }
 
 // openEpoch loads the journal dir's state, or mints a new epoch: for a
