@@ -53,21 +53,21 @@ func TestStatusView(t *testing.T) {
 	healthy := masterStatus{Slaves: []slaveStatus{{Addr: "a:1", Name: "a", State: "streaming"}}}
 	sick := masterStatus{Slaves: []slaveStatus{{Addr: "a:1", Name: "a", State: "stopped"}}}
 	for _, c := range []struct {
-		view statusView
+		view struct{ json, check bool }
 		st   masterStatus
 		err  error
 		code int
 		out  string
 	}{
-		{statusView{check: true}, healthy, nil, 0, "ok\n"},
-		{statusView{check: true}, sick, nil, 1, "a (a:1): not streaming: stopped\n"},
-		{statusView{check: true, json: true}, sick, nil, 1, `{"ok":false,"problems":["a (a:1): not streaming: stopped"]}` + "\n"},
-		{statusView{check: true}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 2, "no master answers\n"},
-		{statusView{}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 1, "no master answers\n"},
-		{statusView{}, sick, nil, 0, ""},
+		{struct{ json, check bool }{check: true}, healthy, nil, 0, "ok\n"},
+		{struct{ json, check bool }{check: true}, sick, nil, 1, "a (a:1): not streaming: stopped\n"},
+		{struct{ json, check bool }{check: true, json: true}, sick, nil, 1, `{"ok":false,"problems":["a (a:1): not streaming: stopped"]}` + "\n"},
+		{struct{ json, check bool }{check: true}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 2, "no master answers\n"},
+		{struct{ json, check bool }{}, healthy, &metrics.AdminError{Code: daemon.ExitUsage, Err: errors.New("no master answers")}, 1, "no master answers\n"},
+		{struct{ json, check bool }{}, sick, nil, 0, ""},
 	} {
 		var out strings.Builder
-		code := c.view.render(&out, c.st, c.err, time.Now())
+		code := statusQuery(c.view.json, c.view.check, 0, "").Render(&out, c.st, c.err)
 		if code != c.code || (c.out != "" && out.String() != c.out) {
 			t.Errorf("%+v %+v %v: exit %d, %q; want %d, %q", c.view, c.st, c.err, code, out.String(), c.code, c.out)
 		}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -306,65 +305,13 @@ func statusCommand() *cli.Command {
 // defaultInterval is --watch's.
 const defaultInterval = 2 * time.Second
 
-// metrics.ExitNoAnswer is status --check's exit code when the master does not
-// answer.
-
-// statusView is how status prints an answer.
-type statusView struct {
-	json, check bool
-	maxLag      time.Duration
-}
-
-// render prints the answer (or the error getting it) to w and returns the
-// exit code it stands for.
-func (v statusView) render(w io.Writer, st masterStatus, err error, now time.Time) int {
-	if err != nil {
-		code := metrics.ExitCodeOf(err)
-		if v.check {
-			code = metrics.ExitNoAnswer
-		}
-		if v.json {
-			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-		} else {
-			fmt.Fprintln(w, err)
-		}
-		return code
-	}
-	if v.check {
-		ps := masterProblems(st, v.maxLag)
-		switch {
-		case v.json:
-			json.NewEncoder(w).Encode(checkAnswer{OK: len(ps) == 0, Problems: ps})
-		case len(ps) == 0:
-			fmt.Fprintln(w, "ok")
-		default:
-			fmt.Fprintln(w, strings.Join(ps, "\n"))
-		}
-		if len(ps) > 0 {
-			return daemon.ExitUsage // 1
-		}
-		return daemon.ExitOK
-	}
-	if v.json {
-		json.NewEncoder(w).Encode(st)
-	} else {
-		printStatus(w, st, now)
-	}
-	return daemon.ExitOK
-}
-
-// checkAnswer is status --check --json.
-type checkAnswer struct {
-	OK       bool     `json:"ok"`
-	Problems []string `json:"problems"`
-}
-
+// runStatus is the status command.
 func runStatus(c *cli.Context) error {
 	name := "tdfs-master status"
-	view := statusView{json: c.Bool("json"), check: c.Bool("check"), maxLag: c.Duration("max-lag")}
+	maxLag := c.Duration("max-lag")
 	watch, every, err := metrics.WatchFlags(c)
-	if err == nil && view.maxLag < 0 {
-		err = fmt.Errorf("--max-lag %v: want a duration of 0 or more", view.maxLag)
+	if err == nil && maxLag < 0 {
+		err = fmt.Errorf("--max-lag %v: want a duration of 0 or more", maxLag)
 	}
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
@@ -373,30 +320,17 @@ func runStatus(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
-	out := c.App.Writer
-	st, err := askStatus(sock)
-	if err != nil && (!watch || !view.check) {
-		// The first answer fails: the flags are wrong, or no master
-		// runs. Later ones, while watching, are shown and waited out.
-		code := metrics.ExitCodeOf(err)
-		if view.check {
-			code = metrics.ExitNoAnswer
-		}
-		return cli.Exit(name+": "+err.Error(), code)
+	return statusQuery(c.Bool("json"), c.Bool("check"), maxLag, sock).Run(c.Context, c.App.Writer, watch, every, c.Int("count"))
+}
+
+// statusQuery asks the master on sock and shows its answer.
+func statusQuery(json, check bool, maxLag time.Duration, sock string) metrics.Status[masterStatus] {
+	return metrics.Status[masterStatus]{
+		Name: "tdfs-master status", Who: "master", JSON: json, Check: check,
+		Ask:      func() (masterStatus, error) { return askStatus(sock) },
+		Problems: func(st masterStatus) []string { return masterProblems(st, maxLag) },
+		Print:    func(w io.Writer, st masterStatus) { printStatus(w, st, time.Now()) },
 	}
-	if !watch {
-		return metrics.ExitStatus(name, "master", view.render(out, st, nil, time.Now()), view.check)
-	}
-	first := true
-	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
-		Command: name, JSON: view.json}.Run(c.Context, func(w io.Writer) int {
-		if !first {
-			st, err = askStatus(sock)
-		}
-		first = false
-		return view.render(w, st, err, time.Now())
-	})
-	return metrics.ExitStatus(name, "master", code, view.check)
 }
 
 // askStatus asks the master on sock for its status.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -239,56 +238,9 @@ func slaveProblems(st slaveStatus) []string {
 	return out
 }
 
-// metrics.ExitNoAnswer is status --check's exit code when the slave does not
-// answer.
-
-// statusView is how status prints an answer.
-type statusView struct{ json, check bool }
-
-// render prints the answer (or the error getting it) to w and returns the
-// exit code it stands for.
-func (v statusView) render(w io.Writer, st slaveStatus, err error) int {
-	if err != nil {
-		code := metrics.ExitCodeOf(err)
-		if v.check {
-			code = metrics.ExitNoAnswer
-		}
-		if v.json {
-			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-		} else {
-			fmt.Fprintln(w, err)
-		}
-		return code
-	}
-	if v.check {
-		ps := slaveProblems(st)
-		switch {
-		case v.json:
-			json.NewEncoder(w).Encode(struct {
-				OK       bool     `json:"ok"`
-				Problems []string `json:"problems"`
-			}{len(ps) == 0, ps})
-		case len(ps) == 0:
-			fmt.Fprintln(w, "ok")
-		default:
-			fmt.Fprintln(w, strings.Join(ps, "\n"))
-		}
-		if len(ps) > 0 {
-			return daemon.ExitUsage // 1
-		}
-		return daemon.ExitOK
-	}
-	if v.json {
-		json.NewEncoder(w).Encode(st)
-		return daemon.ExitOK
-	}
-	printStatus(w, st)
-	return daemon.ExitOK
-}
-
+// runStatus is the status command.
 func runStatus(c *cli.Context) error {
 	name := "tdfs-slave status"
-	view := statusView{json: c.Bool("json"), check: c.Bool("check")}
 	watch, every, err := metrics.WatchFlags(c)
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
@@ -297,30 +249,12 @@ func runStatus(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
-	out := c.App.Writer
-	st, err := askStatus(sock)
-	if err != nil && (!watch || !view.check) {
-		// The first answer fails: the flags are wrong, or no slave runs.
-		// Later ones, while watching, are shown and waited out.
-		code := metrics.ExitCodeOf(err)
-		if view.check {
-			code = metrics.ExitNoAnswer
-		}
-		return cli.Exit(name+": "+err.Error(), code)
-	}
-	if !watch {
-		return metrics.ExitStatus(name, "slave", view.render(out, st, nil), view.check)
-	}
-	first := true
-	code := metrics.Watch{Out: out, Terminal: daemon.IsTerminal(out), Every: every, Count: c.Int("count"),
-		Command: name, JSON: view.json}.Run(c.Context, func(w io.Writer) int {
-		if !first {
-			st, err = askStatus(sock)
-		}
-		first = false
-		return view.render(w, st, err)
-	})
-	return metrics.ExitStatus(name, "slave", code, view.check)
+	return metrics.Status[slaveStatus]{
+		Name: name, Who: "slave", JSON: c.Bool("json"), Check: c.Bool("check"),
+		Ask:      func() (slaveStatus, error) { return askStatus(sock) },
+		Problems: slaveProblems,
+		Print:    printStatus,
+	}.Run(c.Context, c.App.Writer, watch, every, c.Int("count"))
 }
 
 // askStatus asks the slave on sock where it stands.
