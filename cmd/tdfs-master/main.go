@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
@@ -71,7 +72,7 @@ const description = "tdfs-master mounts MNT as a view of the backing directory D
 // flags are the daemon's own flags (the log flags and --config are added
 // to them).
 func flags() []cli.Flag {
-	return []cli.Flag{
+	return slices.Concat([]cli.Flag{
 		&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 			Usage: "backing `DIR`: the directory that holds the truth (must exist)"},
 		&cli.StringFlag{Name: "mount", EnvVars: []string{"TDFS_MOUNT"},
@@ -79,13 +80,7 @@ func flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "connect", Aliases: []string{"c"}, EnvVars: []string{"TDFS_CONNECT"},
 			Usage: fmt.Sprintf("`SLAVE` to replicate to, as [NAME@]HOST[:PORT] (repeatable; port default %d; "+
 				"the slave's certificate must name NAME, default HOST)", quictransport.DefaultPort)},
-		&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
-			Usage: "this master's certificate `FILE` (PEM, from tdfs-certs master)"},
-		&cli.StringFlag{Name: "key", EnvVars: []string{"TDFS_KEY"}, TakesFile: true,
-			Usage: "this master's private key `FILE` (PEM, mode 0600)"},
-		&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
-			Usage: "CA certificate `FILE` that slave certificates must chain to"},
-		daemon.CRLFlag("slave"),
+	}, daemon.IdentityFlags("master", "slave"), []cli.Flag{
 		&cli.StringFlag{Name: "compress", Aliases: []string{"z"}, Value: "0", EnvVars: []string{"TDFS_COMPRESS"},
 			Usage: "compress data with zstd at `LEVEL`: 0 off, 1 fastest, 2 default, 3 better, 4 best " +
 				"(incompressible data is sent raw)"},
@@ -133,5 +128,5 @@ func flags() []cli.Flag {
 				"but bind to a private address)"},
 		&cli.BoolFlag{Name: "debug-fuse", EnvVars: []string{"TDFS_DEBUG_FUSE"},
 			Usage: "log every FUSE request (very verbose)"},
-	}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -312,18 +313,12 @@ const description = "tdfs-slave listens on UDP for one tdfs master (QUIC, mutual
 // flags are the daemon's own flags (the log flags and --config are added
 // to them).
 func flags() []cli.Flag {
-	return []cli.Flag{
+	return slices.Concat([]cli.Flag{
 		&cli.StringFlag{Name: "dir", Aliases: []string{"m"}, EnvVars: []string{"TDFS_DIR"},
 			Usage: "replica `DIR`: the directory the master's tree is replicated into (must exist)"},
 		&cli.StringFlag{Name: "listen", Value: fmt.Sprintf(":%d", quictransport.DefaultPort), EnvVars: []string{"TDFS_LISTEN"},
 			Usage: "UDP `HOST:PORT` to listen on for the master"},
-		&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
-			Usage: "this slave's certificate `FILE` (PEM, from tdfs-certs slave)"},
-		&cli.StringFlag{Name: "key", EnvVars: []string{"TDFS_KEY"}, TakesFile: true,
-			Usage: "this slave's private key `FILE` (PEM, mode 0600)"},
-		&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
-			Usage: "CA certificate `FILE` that master certificates must chain to"},
-		daemon.CRLFlag("master"),
+	}, daemon.IdentityFlags("slave", "master"), []cli.Flag{
 		&cli.StringSliceFlag{Name: "allow-master", EnvVars: []string{"TDFS_ALLOW_MASTER"},
 			Usage: "accept only masters whose certificate `NAME` is one of these (repeatable; default: any master certificate from the CA)"},
 		&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
@@ -352,5 +347,5 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TDFS_METRICS_ADDR"},
 			Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics and the applied and durable seqs " +
 				"as JSON at /seq, for read-your-writes routing (off by default)"},
-	}
+	})
 }

@@ -60,11 +60,21 @@ func runHUPHooks() {
 // poll, so within two polls.
 const reloadPoll = 3 * time.Second
 
-// CRLFlag is --crl, the same for both daemons.
-func CRLFlag(peer string) cli.Flag {
-	return &cli.StringFlag{Name: "crl", EnvVars: []string{"TDFS_CRL"}, TakesFile: true,
-		Usage: "revocation list `FILE` (PEM, from tdfs-certs revoke): " + peer + " certificates whose serial it " +
-			"lists are refused; reloaded with the certificates on SIGHUP or when it changes"}
+// IdentityFlags are --cert, --key, --ca and --crl, the same for both
+// daemons: self is this daemon ("master"), peer the other ("slave"); the
+// tdfs-certs command named self issues self's certificate.
+func IdentityFlags(self, peer string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cert", EnvVars: []string{"TDFS_CERT"}, TakesFile: true,
+			Usage: "this " + self + "'s certificate `FILE` (PEM, from tdfs-certs " + self + ")"},
+		&cli.StringFlag{Name: "key", EnvVars: []string{"TDFS_KEY"}, TakesFile: true,
+			Usage: "this " + self + "'s private key `FILE` (PEM, mode 0600)"},
+		&cli.StringFlag{Name: "ca", EnvVars: []string{"TDFS_CA"}, TakesFile: true,
+			Usage: "CA certificate `FILE` that " + peer + " certificates must chain to"},
+		&cli.StringFlag{Name: "crl", EnvVars: []string{"TDFS_CRL"}, TakesFile: true,
+			Usage: "revocation list `FILE` (PEM, from tdfs-certs revoke): " + peer + " certificates whose serial it " +
+				"lists are refused; reloaded with the certificates on SIGHUP or when it changes"},
+	}
 }
 
 // Identity loads the --cert/--key pair, which must be a certificate for
