@@ -28,7 +28,6 @@ import (
 // then the results.
 
 const (
-	adminSocket = "admin.sock"
 	// ExitDiffers is verify's exit code when a slave differs.
 	exitDiffers = 3
 )
@@ -133,7 +132,7 @@ func (h *progressHub) subscribe() (chan progressLine, func()) {
 // listenAdmin serves the admin socket until the returned listener is
 // closed.
 func listenAdmin(cfg *config, m *quictransport.Master, hub *progressHub) (net.Listener, error) {
-	ln, err := daemon.ListenAdmin(filepath.Join(cfg.journalDir, adminSocket))
+	ln, err := daemon.ListenAdmin(filepath.Join(cfg.journalDir, daemon.AdminSocketName))
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +288,7 @@ func adminFlags() []cli.Flag {
 		&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
 			Usage: "the master's journal `DIR`, if it was given one (default " + defaultJournalRoot + "/<DIR with / as _>)"},
 		&cli.StringFlag{Name: "admin-socket", EnvVars: []string{"TDFS_ADMIN_SOCKET"}, TakesFile: true,
-			Usage: "the master's admin socket `PATH` (default: " + adminSocket + " in its journal dir; then -m is not needed)"},
+			Usage: "the master's admin socket `PATH` (default: " + daemon.AdminSocketName + " in its journal dir; then -m is not needed)"},
 		configFlag(),
 	}
 }
@@ -307,26 +306,6 @@ func dialAdmin(c *cli.Context, name string) (net.Conn, error) {
 			name, sock, err), daemon.ExitUsage)
 	}
 	return conn, nil
-}
-
-// adminSocketPath is the socket the admin flags name.
-func adminSocketPath(c *cli.Context) (string, error) {
-	if p := c.String("admin-socket"); p != "" {
-		return p, nil
-	}
-	dirFlag, journal, err := daemonDirs(c)
-	if err != nil {
-		return "", err
-	}
-	dir, err := daemon.Dir("-m", dirFlag)
-	if err != nil {
-		return "", err
-	}
-	jdir, err := daemon.StateDir(journal, defaultJournalRoot, dir)
-	if err != nil {
-		return "", fmt.Errorf("--journal: %w", err)
-	}
-	return filepath.Join(jdir, adminSocket), nil
 }
 
 func runVerify(c *cli.Context) error {
@@ -509,4 +488,11 @@ func askAdmin(c *cli.Context, name string, req adminRequest, timeout time.Durati
 		return adminLine{}, cli.Exit(name+": "+l.Error, daemon.ExitUsage)
 	}
 	return l, nil
+}
+
+// adminSocketPath is the socket the admin flags name: --admin-socket, else
+// the one in the journal dir of -m and --journal, or of those --config
+// gives.
+func adminSocketPath(c *cli.Context) (string, error) {
+	return daemon.AdminSocket(c, func() *cli.App { return newApp(io.Discard) }, "journal", defaultJournalRoot)
 }

@@ -148,7 +148,7 @@ func TestStatusConfig(t *testing.T) {
 		code := daemon.Run(app, append([]string{"tdfs-master"}, args...), &stderr)
 		return code, stderr.String()
 	}
-	sock := filepath.Join(journal, adminSocket)
+	sock := filepath.Join(journal, daemon.AdminSocketName)
 	for _, args := range [][]string{
 		{"status", "--check", "--config", p},
 		{"--config", p, "status", "--check"},
@@ -162,7 +162,7 @@ func TestStatusConfig(t *testing.T) {
 	}
 	other := filepath.Join(base, "other")
 	if code, stderr := run("status", "--config", p, "--journal", other); code != 1 ||
-		!strings.Contains(stderr, "no master answers on "+filepath.Join(other, adminSocket)) {
+		!strings.Contains(stderr, "no master answers on "+filepath.Join(other, daemon.AdminSocketName)) {
 		t.Errorf("--journal over --config: exit %d, %s", code, stderr)
 	}
 	if code, stderr := run("status", "--config", filepath.Join(base, "nope.yaml")); code != 1 || !strings.Contains(stderr, "no such file") {

@@ -77,7 +77,7 @@ func TestStatusCheck(t *testing.T) {
 		code := daemon.Run(app, append([]string{"tdfs-slave"}, args...), &stderr)
 		return code, stdout.String(), stderr.String()
 	}
-	sock := filepath.Join(state, adminSocket)
+	sock := filepath.Join(state, daemon.AdminSocketName)
 	if code, _, stderr := run("status", "--config", conf, "--check"); code != 2 || !strings.Contains(stderr, "no slave answers on "+sock) {
 		t.Errorf("no slave: exit %d, %s", code, stderr)
 	}

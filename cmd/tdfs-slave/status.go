@@ -28,8 +28,6 @@ import (
 // (/seq on --metrics-addr: read-your-writes routing; /healthz), for
 // scripts (status --check, /status) and for Prometheus (/metrics).
 
-const adminSocket = "admin.sock"
-
 // slaveStatus is the answer of status, /seq and `status --json`.
 type slaveStatus struct {
 	Dir       string `json:"dir"`
@@ -83,7 +81,7 @@ func (l *live) status() slaveStatus {
 // listenAdmin serves status on the admin socket until the listener is
 // closed.
 func listenAdmin(stateDir string, l *live) (net.Listener, error) {
-	ln, err := daemon.ListenAdmin(filepath.Join(stateDir, adminSocket))
+	ln, err := daemon.ListenAdmin(filepath.Join(stateDir, daemon.AdminSocketName))
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +184,7 @@ func statusCommand() *cli.Command {
 		Usage: "show where a running slave stands, or check that all is well",
 		UsageText: "tdfs-slave status [-m DIR] [--state DIR | --admin-socket PATH | --config FILE] [--json] [--check]\n" +
 			"   [--watch [--interval DURATION]]",
-		Description: "status asks the tdfs-slave running on DIR (through the socket " + adminSocket + " in its state dir,\n" +
+		Description: "status asks the tdfs-slave running on DIR (through the socket " + daemon.AdminSocketName + " in its state dir,\n" +
 			"which only the slave's user may use) for the master connected now, the master epoch it follows, the\n" +
 			"last op it applied and made durable, whether it is resyncing, and when it applied its last op. It\n" +
 			"changes nothing. For load balancers the same is served as JSON at /seq and /status on --metrics-addr.\n" +
@@ -205,7 +203,7 @@ func statusCommand() *cli.Command {
 			&cli.StringFlag{Name: "state", EnvVars: []string{"TDFS_STATE"},
 				Usage: "the slave's state `DIR`, if it was given one (default " + defaultStateRoot + "/<DIR with / as _>)"},
 			&cli.StringFlag{Name: "admin-socket", EnvVars: []string{"TDFS_ADMIN_SOCKET"}, TakesFile: true,
-				Usage: "the slave's admin socket `PATH` (default: " + adminSocket + " in its state dir; then -m is not needed)"},
+				Usage: "the slave's admin socket `PATH` (default: " + daemon.AdminSocketName + " in its state dir; then -m is not needed)"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"TDFS_CONFIG"}, TakesFile: true,
 				Usage: "find the slave that tdfs-slave --config `FILE` runs: its -m and --state (-m and --state given here override them)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (one object; with --watch one per line)"},
@@ -245,7 +243,7 @@ func runStatus(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
-	sock, err := adminSocketPath(c)
+	sock, err := daemon.AdminSocket(c, func() *cli.App { return newApp(io.Discard) }, "state", defaultStateRoot)
 	if err != nil {
 		return cli.Exit(name+": "+err.Error(), daemon.ExitUsage)
 	}
@@ -294,59 +292,4 @@ func printStatus(out io.Writer, st slaveStatus) {
 	fmt.Fprintf(tw, "replica\t%s\nlistening\t%s\nmaster\t%s\nepoch\t%s\napplied seq\t%d\ndurable seq\t%d\nresyncing\t%v\nlast op\t%s\npolicy\t%s\n",
 		st.Dir, st.Addr, master, epoch, st.Applied, st.Durable, st.Resyncing, last, st.Policy)
 	tw.Flush()
-}
-
-// adminSocketPath is the socket the flags name: --admin-socket, else
-// admin.sock in the state dir of -m and --state, else of those
-// tdfs-slave --config FILE runs with.
-func adminSocketPath(c *cli.Context) (string, error) {
-	if p := c.String("admin-socket"); p != "" {
-		return p, nil
-	}
-	dirFlag, state := c.String("dir"), c.String("state")
-	file := ""
-	for _, x := range c.Lineage() {
-		if file = x.String("config"); file != "" {
-			break
-		}
-	}
-	if file != "" && !(c.IsSet("dir") && c.IsSet("state")) {
-		fdir, fstate, err := daemonConfig(file)
-		if err != nil {
-			return "", err
-		}
-		if !c.IsSet("dir") {
-			dirFlag = fdir
-		}
-		if !c.IsSet("state") {
-			state = fstate
-		}
-	}
-	dir, err := daemon.Dir("-m", dirFlag)
-	if err != nil {
-		return "", err
-	}
-	sdir, err := daemon.StateDir(state, defaultStateRoot, dir)
-	if err != nil {
-		return "", fmt.Errorf("--state: %w", err)
-	}
-	return filepath.Join(sdir, adminSocket), nil
-}
-
-// daemonConfig is the -m and --state tdfs-slave --config file runs with:
-// its own command line (newApp) reads the file, with the environment's
-// TDFS_* variables over it, as when it starts.
-func daemonConfig(file string) (dir, state string, err error) {
-	app := newApp(io.Discard)
-	app.Writer, app.ErrWriter = io.Discard, io.Discard
-	app.ExitErrHandler = func(*cli.Context, error) {}
-	app.Commands = nil
-	app.Action = func(c *cli.Context) error {
-		dir, state = c.String("dir"), c.String("state")
-		return nil
-	}
-	if err := app.Run([]string{app.Name, "--config", file}); err != nil {
-		return "", "", err
-	}
-	return dir, state, nil
 }
