@@ -393,16 +393,39 @@ func converge(t *testing.T, m *master, slaves []*slave, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for _, s := range slaves {
-		for {
-			d, err := treecmp.Diff(m.dir, s.dir, treecmp.Options{})
-			if err == nil && d == "" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("slave %s did not converge within %v:\n%v%s", s.addr, timeout, err, d)
-			}
-			time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+		convergeWith(t, m, s, treecmp.Options{}, time.Until(deadline))
+	}
+}
+
+// convergeWith is converge for one slave, with treecmp options.
+func convergeWith(t *testing.T, m *master, s *slave, o treecmp.Options, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		d, err := treecmp.Diff(m.dir, s.dir, o)
+		if err == nil && d != "" {
+			err = fmt.Errorf("\n%s", d)
 		}
+		if err != nil {
+			return fmt.Errorf("slave %s did not converge: %w", s.addr, err)
+		}
+		return nil
+	})
+}
+
+// eventually polls cond until it returns nil, and fails t with the last
+// error it returned once timeout has passed.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
 }
 

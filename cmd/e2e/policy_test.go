@@ -175,19 +175,3 @@ func mustDo(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
-// convergeWith is converge for one slave, with treecmp options.
-func convergeWith(t *testing.T, m *master, s *slave, o treecmp.Options, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		d, err := treecmp.Diff(m.dir, s.dir, o)
-		if err == nil && d == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slave %s did not converge within %v:\n%v%s", s.addr, timeout, err, d)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
-}
