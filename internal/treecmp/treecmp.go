@@ -8,7 +8,9 @@
 // It walks each tree from directory descriptors (*at calls), so paths of
 // any length compare, whatever the length of the roots' own paths.
 //
-// It is a test helper for the end-to-end tests and the demo.
+// It is the one definition of "identical" the tests share: the packages'
+// tests, the end-to-end tests and the bench (which checks each run's
+// replica).
 package treecmp
 
 import (
