@@ -26,12 +26,15 @@ func main() {
 		Name:      "tdfs-bench",
 		Usage:     "measure tdfs against a bare FUSE loopback, raw QUIC and rsync/lsyncd",
 		UsageText: "tdfs-bench [--quick] [--dir DIR] [--out DIR] [--bin DIR] [--rounds N] [--only CONFIGS] [--workloads LIST]",
-		Description: "tdfs-bench runs six workloads (1 GiB sequential write, tar -xf of the Go source tree,\n" +
+		Description: "tdfs-bench runs its workloads (1 GiB sequential write, tar -xf of the Go source tree,\n" +
 			"rm -rf of it, 4 KiB random writes each followed by fdatasync, rename of a directory of\n" +
-			"10,000 files, cp of a 256 MiB file) on the plain directory, on a bare go-fuse loopback and\n" +
-			"on tdfs in several configurations, and reports time on the master, time until every slave\n" +
-			"is identical, bytes on the wire, FUSE requests per file, and peak RSS and CPU seconds of\n" +
-			"master and slaves. It writes results.md, results.json and chart.svg to --out.\n\n" +
+			"10,000 files, cp of a 256 MiB file, SQLite commits in WAL and rollback-journal mode, pgbench,\n" +
+			"a cold and a cached read of a 512 MiB file, grep -r over the Go tree twice) on the plain\n" +
+			"directory, on a bare go-fuse loopback and on tdfs in several configurations (some pinned: the\n" +
+			"slave on one CPU, the master and the workload on another), and reports time on the master,\n" +
+			"time until every slave is identical, bytes on the wire, FUSE requests per file, peak RSS and\n" +
+			"CPU seconds of master and slaves, and CPU per GiB and per 1,000 files. It writes results.md,\n" +
+			"results.json and chart.svg to --out.\n\n" +
 			"Backing dirs live on a tmpfs by default (disk noise would drown the signal); --dir puts\n" +
 			"them on a real disk. It needs root (FUSE mounts), leaves nothing mounted or running, and\n" +
 			"never asserts: the figures are for people.",
@@ -49,9 +52,11 @@ func main() {
 			&cli.StringFlag{Name: "only", EnvVars: []string{"BENCH_ONLY"},
 				Usage: "run only these comma-separated configuration `NAMES` (see the table's first column; quic: the raw QUIC ceilings)"},
 			&cli.StringFlag{Name: "workloads", EnvVars: []string{"BENCH_WORKLOADS"},
-				Usage: "run only these comma-separated workload `NAMES` (seqwrite,untar,rmtree,dbsync,rename,copy)"},
+				Usage: "run only these comma-separated workload `NAMES` (seqwrite,untar,rmtree,dbsync,rename,copy,sqlite-wal,sqlite-rollback,pgbench,read,grep)"},
 			&cli.BoolFlag{Name: "no-peers", EnvVars: []string{"BENCH_NO_PEERS"},
 				Usage: "skip rsync and lsyncd"},
+			&cli.StringFlag{Name: "profile", EnvVars: []string{"BENCH_PROFILE"},
+				Usage: "write a CPU profile of every daemon (master, slaves, loopback) per configuration and round to `DIR` (go tool pprof)"},
 		},
 		Action: runBench,
 		Commands: []*cli.Command{

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/cmd/internal/daemon"
 )
 
 // proc is a daemon the bench started: its log goes to a file.
@@ -29,11 +31,29 @@ type proc struct {
 }
 
 func startProc(name, logFile string, bin string, args ...string) (*proc, error) {
+	return startDaemon(daemonOpts{}, name, logFile, bin, args...)
+}
+
+// daemonOpts say where a daemon the bench starts runs: on which CPUs
+// (taskset -c; "" for any) and whether it writes a CPU profile (to
+// profile, "" for none).
+type daemonOpts struct {
+	cpus, profile string
+}
+
+func startDaemon(o daemonOpts, name, logFile string, bin string, args ...string) (*proc, error) {
 	f, err := os.Create(logFile)
 	if err != nil {
 		return nil, err
 	}
+	if o.cpus != "" {
+		args = append([]string{"-c", o.cpus, bin}, args...)
+		bin = "taskset"
+	}
 	cmd := exec.Command(bin, args...)
+	if o.profile != "" {
+		cmd.Env = append(os.Environ(), daemon.CPUProfileEnv+"="+o.profile)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

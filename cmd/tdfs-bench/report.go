@@ -115,7 +115,7 @@ func (b *bench) report() error {
 	fmt.Fprintf(&md, "Medians of the rounds. *master*: the workload's own time; *replicated*: from its start until every\n"+
 		"slave applied all of it; *×loopback*: master time over the bare go-fuse loopback's; *wire*: QUIC bytes sent per\n"+
 		"slave; *req/file*: FUSE requests per file; RSS is the peak during the workload, CPU the seconds it used.\n\n")
-	for _, w := range allWorkloads {
+	for _, w := range everyWorkload() {
 		var rows []string
 		loop := by[[2]string{"loopback", w.name}]
 		for _, k := range keys {
@@ -367,6 +367,8 @@ func (b *bench) targets(by map[[2]string]*cell) []string {
 		out = append(out, fmt.Sprintf("untar from tar's start to identical slaves (%.2f s) faster than rsync's first copy of the finished tree (%.2f s): %s",
 			c.ReplSec, r.ReplSec, verdict(c.ReplSec < r.ReplSec)))
 	}
+	out = append(out, b.appTargets(get, verdict)...)
+	out = append(out, b.cpuTargets(get, verdict)...)
 	var peakM, peakS int64
 	for k, c := range by {
 		if configsKind(k[0]) == "tdfs" {
@@ -407,7 +409,7 @@ func (b *bench) chart(by map[[2]string]*cell) string {
 	)
 	var body strings.Builder
 	y := 40
-	for _, w := range allWorkloads {
+	for _, w := range everyWorkload() {
 		loop := by[[2]string{"loopback", w.name}]
 		if loop == nil || loop.rounds == 0 || loop.MasterSec <= 0 {
 			continue

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -11,11 +12,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // bench is one run of tdfs-bench.
@@ -30,6 +33,7 @@ type bench struct {
 	results []result
 	quics   []quicResult
 	notes   []string
+	profile string // --profile: the daemons' CPU profiles go here
 }
 
 // result is one workload on one configuration in one round.
@@ -49,6 +53,7 @@ type result struct {
 	Extra     map[string]float64 `json:"extra,omitempty"`
 	Verify    string             `json:"verify,omitempty"` // "" when every slave matched
 	Err       string             `json:"error,omitempty"`
+	skip      bool               // the workload cannot run here (errSkip): a note, not a result
 }
 
 type quicResult struct {
@@ -80,6 +85,17 @@ func (b *bench) configs() []config {
 		with("wan-lanes1", "40 ms, 0.1% loss, --lanes 1", func(c *config) { c.rtt, c.loss, c.lanes = 40*time.Millisecond, 0.001, 1 }),
 		with("wan-lanes4", "40 ms, 0.1% loss, --lanes 4", func(c *config) { c.rtt, c.loss, c.lanes = 40*time.Millisecond, 0.001, 4 }),
 	}
+	// Pinned: the slave on one CPU, the master (or loopback) and the
+	// workload on another, as on separate hosts (needs 2 CPUs).
+	if runtime.NumCPU() >= 2 {
+		cs = append(cs,
+			config{name: "loopback-pin", kind: "loopback", pin: true, note: "the bare loopback and the workload on CPU 0"},
+			with("tdfs-pin", "1 slave, --sync fsync; the slave on the last CPU, the master and the workload on CPU 0", func(c *config) { c.pin = true }),
+			with("noslave-pin", "its slave down, the master and the workload on CPU 0", func(c *config) { c.pin, c.slave = true, 0 }))
+		if !b.quick {
+			cs = append(cs, with("async-pin", "--sync async, pinned as tdfs-pin", func(c *config) { c.pin, c.sync = true, "async" }))
+		}
+	}
 	if !b.quick {
 		cs = slices.Insert(cs, 4,
 			with("2slaves", "2 slaves", func(c *config) { c.slave = 2 }),
@@ -97,7 +113,7 @@ func (b *bench) workloadsFor(c config) []workload {
 	if c.loss > 0 {
 		return []workload{allWorkloads[0]}
 	}
-	return allWorkloads
+	return slices.Concat(allWorkloads, appWorkloads)
 }
 
 func runBench(c *cli.Context) error {
@@ -106,6 +122,14 @@ func runBench(c *cli.Context) error {
 	}
 	b := &bench{quick: c.Bool("quick"), out: c.String("out")}
 	var err error
+	if p := c.String("profile"); p != "" {
+		if b.profile, err = filepath.Abs(p); err == nil {
+			err = os.MkdirAll(b.profile, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("--profile: %w", err)
+		}
+	}
 	if b.bin, err = filepath.Abs(c.String("bin")); err != nil {
 		return err
 	}
@@ -196,6 +220,13 @@ func kernel() string {
 	return "Linux " + string(s)
 }
 
+// note adds a line to the report's notes, once.
+func (b *bench) note(line string) {
+	if !slices.Contains(b.notes, line) {
+		b.notes = append(b.notes, line)
+	}
+}
+
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "tdfs-bench: "+format+"\n", args...)
 }
@@ -247,9 +278,11 @@ func (b *bench) prepare(ctx context.Context) error {
 
 func sizesFor(quick bool) sizes {
 	if quick {
-		return sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicTime: 2 * time.Second, dbFileSize: 16 << 20}
+		return sizes{seqBytes: 128 << 20, dbIters: 300, renameN: 2000, copyBytes: 64 << 20, quicTime: 2 * time.Second, dbFileSize: 16 << 20,
+			readBytes: 128 << 20, sqliteCommits: 500, pgTransactions: 250}
 	}
-	return sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicTime: 5 * time.Second, dbFileSize: 64 << 20}
+	return sizes{seqBytes: 1 << 30, dbIters: 2000, renameN: 10000, copyBytes: 256 << 20, quicTime: 5 * time.Second, dbFileSize: 64 << 20,
+		readBytes: 512 << 20, sqliteCommits: 2000, pgTransactions: 1000}
 }
 
 // warmUp writes and removes a file as large as the most memory a round
@@ -322,6 +355,14 @@ func (b *bench) measureQUIC(ctx context.Context, round int) {
 
 // runConfig starts one configuration and runs its workloads in order.
 func (b *bench) runConfig(ctx context.Context, cf config, round int, only []string) {
+	if cf.pin {
+		// The workloads run in this process and in the commands it
+		// starts, which inherit its affinity.
+		if err := pinProcess(0); err != nil {
+			b.note("pinning: " + err.Error())
+		}
+		defer pinProcess(-1)
+	}
 	t, err := b.start(ctx, cf, round)
 	if err != nil {
 		b.notes = append(b.notes, fmt.Sprintf("%s round %d did not start: %v", cf.name, round, firstLine(err.Error())))
@@ -338,6 +379,10 @@ func (b *bench) runConfig(ctx context.Context, cf config, round int, only []stri
 			continue
 		}
 		r := b.runWorkload(ctx, t, w, round)
+		if r.skip {
+			b.note(w.name + ": " + r.Err)
+			continue
+		}
 		b.logf("%-10s %-9s %s", cf.name, w.name, r.brief())
 		b.results = append(b.results, r)
 		if r.Err != "" && t.server != nil && t.server.exited() {
@@ -350,7 +395,14 @@ const quiesceTimeout = 5 * time.Minute
 
 func (b *bench) runWorkload(ctx context.Context, t *target, w workload, round int) result {
 	r := result{Config: t.cfg.name, Workload: w.name, Round: round, Files: w.files(&b.sz)}
-	fail := func(err error) result { r.Err = err.Error(); return r }
+	fail := func(err error) result {
+		r.Err = err.Error()
+		r.skip = errors.As(err, new(errSkip))
+		if w.clean != nil {
+			w.clean(ctx, b, t.dir) // best effort: a database server must not outlive its mount
+		}
+		return r
+	}
 	sz := b.sz
 	if t.cfg.loss > 0 {
 		// A lossy WAN carries a few MB/s: keep the write to tens of
@@ -449,4 +501,32 @@ func bytesStr(v float64) string {
 		return fmt.Sprintf("%.1f KiB", v/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+// pinProcess sets the CPU affinity of every thread of this process to CPU
+// cpu (-1: all CPUs). A thread the runtime starts later inherits it from
+// the thread that starts it, and so do the commands the workloads run.
+func pinProcess(cpu int) error {
+	var set unix.CPUSet
+	if cpu < 0 {
+		for i := range runtime.NumCPU() {
+			set.Set(i)
+		}
+	} else {
+		set.Set(cpu)
+	}
+	// Twice: a thread started while the first pass ran may have copied
+	// the old affinity.
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			if tid, err := strconv.Atoi(t.Name()); err == nil {
+				unix.SchedSetaffinity(tid, &set)
+			}
+		}
+	}
+	return nil
 }

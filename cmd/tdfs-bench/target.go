@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tdfs/tdfs/internal/treecmp"
@@ -27,6 +29,9 @@ type config struct {
 	rtt   time.Duration
 	loss  float64
 	lanes int
+	// pin: the slaves on the last CPU, the master (or the loopback
+	// server) and the workload on the first, as on separate hosts.
+	pin bool
 }
 
 // target is a running configuration: the directory the workloads use, and
@@ -73,7 +78,7 @@ func (b *bench) start(ctx context.Context, cfg config, round int) (*target, erro
 		if err != nil {
 			return nil, err
 		}
-		t.server, err = startProc("loopback", filepath.Join(t.work, "loopback.log"), self, "loopback", t.backing, t.dir, t.counts)
+		t.server, err = startDaemon(b.daemonOpts(t, "loopback"), "loopback", filepath.Join(t.work, "loopback.log"), self, "loopback", t.backing, t.dir, t.counts)
 		if err != nil {
 			return nil, err
 		}
@@ -90,6 +95,23 @@ func (b *bench) start(ctx context.Context, cfg config, round int) (*target, erro
 	return t, nil
 }
 
+// daemonOpts places one of t's daemons (role "master", "loopback",
+// "slaveN"): with t.cfg.pin the slaves on the last CPU, the rest on the
+// first; with --profile a CPU profile per daemon and round.
+func (b *bench) daemonOpts(t *target, role string) daemonOpts {
+	var o daemonOpts
+	if t.cfg.pin {
+		o.cpus = "0"
+		if strings.HasPrefix(role, "slave") {
+			o.cpus = strconv.Itoa(runtime.NumCPU() - 1)
+		}
+	}
+	if b.profile != "" {
+		o.profile = filepath.Join(b.profile, filepath.Base(t.work)+"."+role+".pprof")
+	}
+	return o
+}
+
 func (t *target) startTDFS(b *bench) error {
 	cfg := t.cfg
 	var conns []string
@@ -103,7 +125,7 @@ func (t *target) startTDFS(b *bench) error {
 			return err
 		}
 		name := fmt.Sprintf("slave%d", i+1)
-		s.p, err = startProc(name, filepath.Join(t.work, name+".log"), filepath.Join(b.bin, "tdfs-slave"),
+		s.p, err = startDaemon(b.daemonOpts(t, name), name, filepath.Join(t.work, name+".log"), filepath.Join(b.bin, "tdfs-slave"),
 			"-m", s.dir, "--listen", "127.0.0.1:0", "--state", s.dir+".state",
 			"--cert", filepath.Join(b.pki, name+".crt"), "--key", filepath.Join(b.pki, name+".key"),
 			"--ca", filepath.Join(b.pki, "ca.crt"), "--metrics-addr", s.metrics, "--max-handles", "16000")
@@ -137,7 +159,7 @@ func (t *target) startTDFS(b *bench) error {
 	args := []string{"-m", t.backing, "--mount", t.dir, "--journal", filepath.Join(t.work, "journal"),
 		"--cert", filepath.Join(b.pki, "master.crt"), "--key", filepath.Join(b.pki, "master.key"),
 		"--ca", filepath.Join(b.pki, "ca.crt"), "-z", strconv.Itoa(cfg.z), "--sync", cfg.sync,
-		"--metrics-addr", t.metrics}
+		"--metrics-addr", t.metrics, "--allow-other"} // allow-other: PostgreSQL runs as its own user
 	if cfg.lanes > 1 {
 		args = append(args, "--lanes", strconv.Itoa(cfg.lanes))
 	}
@@ -151,7 +173,7 @@ func (t *target) startTDFS(b *bench) error {
 		conns = []string{"-c", port}
 	}
 	args = append(args, conns...)
-	t.server, err = startProc("tdfs-master", filepath.Join(t.work, "master.log"), filepath.Join(b.bin, "tdfs-master"), args...)
+	t.server, err = startDaemon(b.daemonOpts(t, "master"), "tdfs-master", filepath.Join(t.work, "master.log"), filepath.Join(b.bin, "tdfs-master"), args...)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,10 @@ type sizes struct {
 	copyBytes  int64 // copy
 	quicTime   time.Duration
 	dbFileSize int64
+	readBytes  int64 // read
+	// sqliteCommits and pgTransactions (per client) at 0 ms; fewer at
+	// longer round trips (boundByRTT).
+	sqliteCommits, pgTransactions int
 }
 
 // workload is one measured action on a directory dir (the mount, the

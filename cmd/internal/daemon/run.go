@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -52,11 +53,41 @@ func Action[C any](configure func(*cli.Context) (C, error), serve func(context.C
 		if err != nil {
 			return cli.Exit(name+": "+err.Error(), ExitUsage)
 		}
+		stopProfile, err := cpuProfile(os.Getenv(CPUProfileEnv))
+		if err != nil {
+			return cli.Exit(name+": "+CPUProfileEnv+": "+err.Error(), ExitUsage)
+		}
+		defer stopProfile()
 		if err := serve(c.Context, cfg); err != nil {
 			return cli.Exit(name+": "+err.Error(), ExitRuntime)
 		}
 		return nil
 	}
+}
+
+// CPUProfileEnv names the environment variable that makes a daemon write
+// a CPU profile (go tool pprof) of its whole run to the file it names: for
+// measuring where a daemon's CPU goes (tdfs-bench --profile), not a flag
+// an operator needs.
+const CPUProfileEnv = "TDFS_CPUPROFILE"
+
+// cpuProfile starts a CPU profile into file ("" for none); stop ends it.
+func cpuProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // StateDir resolves a --state value (default: root/<dir with / as _>) to
