@@ -204,16 +204,9 @@ func (r *Replayer) markGone(h uint64) {
 // noteHandle tells Options.OnHandle about the handle op opened or
 // released.
 func (r *Replayer) noteHandle(op wire.Op) {
-	switch o := op.(type) {
-	case *wire.Create:
-		if o.Handle != 0 {
-			r.notifyOpen(o.Handle)
-		}
-	case *wire.Open:
-		if o.Handle != 0 {
-			r.notifyOpen(o.Handle)
-		}
-	case *wire.Release:
+	if h, ok := opensHandle(op); ok {
+		r.notifyOpen(h)
+	} else if o, ok := op.(*wire.Release); ok {
 		r.notifyReleased(o.Handle)
 	}
 }
