@@ -112,6 +112,16 @@ func (r *Replayer) goneHandleOp(op wire.Op) bool {
 	return true
 }
 
+// noteHandle tells Options.OnHandle about the handle op opened or
+// released (handles_persist.go).
+func (r *Replayer) noteHandle(op wire.Op) {
+	if h, ok := opensHandle(op); ok {
+		r.notifyOpen(h)
+	} else if o, ok := op.(*wire.Release); ok {
+		r.notifyReleased(o.Handle)
+	}
+}
+
 // viaHandle returns the handle op acts through (wire.HandleOp), if any.
 // For a CopyRange it is the destination: a nameless source is an error.
 func viaHandle(op wire.Op) (uint64, bool) {

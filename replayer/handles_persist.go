@@ -201,16 +201,6 @@ func (r *Replayer) markGone(h uint64) {
 	r.gone[h] = struct{}{}
 }
 
-// noteHandle tells Options.OnHandle about the handle op opened or
-// released.
-func (r *Replayer) noteHandle(op wire.Op) {
-	if h, ok := opensHandle(op); ok {
-		r.notifyOpen(h)
-	} else if o, ok := op.(*wire.Release); ok {
-		r.notifyReleased(o.Handle)
-	}
-}
-
 func (r *Replayer) notifyOpen(h uint64) {
 	if r.onHandle == nil {
 		return

@@ -169,7 +169,12 @@ func (r *Replayer) Apply(op wire.Op) error {
 }
 
 // applyOp is the path every op takes, in Apply and Reapply (again), one
-// step after the other. r.mu is held.
+// step after the other: the slave's policy (policy.go); an op through a
+// handle whose file has no name, which changes nothing (handles.go); in
+// tolerant mode, the record of the file it changes (suspects.go); the
+// change itself (apply_*.go); the handle it opened or released. A failure
+// goes through tolerate, which in tolerant mode decides what is skipped
+// (resync_tolerant.go). r.mu is held.
 func (r *Replayer) applyOp(op wire.Op, again bool) error {
 	if err := r.checkOp(op); err != nil {
 		r.refuseOpenedHandle(op)
@@ -178,8 +183,10 @@ func (r *Replayer) applyOp(op wire.Op, again bool) error {
 	if r.goneHandleOp(op) {
 		return nil
 	}
-	if err := r.suspectTarget(op); err != nil {
-		return fmt.Errorf("record the file as suspect: %w", err)
+	if r.tolerant {
+		if err := r.suspectTarget(op); err != nil {
+			return fmt.Errorf("record the file as suspect: %w", err)
+		}
 	}
 	if err := r.change(op, again); err != nil {
 		return r.tolerate(op, err)

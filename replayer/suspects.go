@@ -136,9 +136,6 @@ func (r *Replayer) clearSuspects() error {
 // handle it acts through, or by the path it opens or sets attributes of.
 // r.mu is held.
 func (r *Replayer) suspectTarget(op wire.Op) error {
-	if !r.tolerant {
-		return nil
-	}
 	h, path, ok := changedFile(op)
 	if !ok {
 		return nil // no op of another type changes a file's contents or mtime
