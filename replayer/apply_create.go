@@ -57,6 +57,23 @@ func (r *Replayer) applyCreate(o *wire.Create) error {
 	return setDirMtime(d, o.DirMtime)
 }
 
+// forceApplyCreate makes the file of a Create under a handle that met a
+// tree that still differs, in tolerant mode (forceHandleOp): whatever is
+// in the way goes, and the handle exists for the writes that follow.
+func (r *Replayer) forceApplyCreate(o *wire.Create) error {
+	fd, err := r.forceOpen(o.Path, o.Flags&(wireOExcl|wireOTrunc) != 0)
+	if err != nil {
+		return err
+	}
+	if err := r.setAttrs(fdTarget(fd), o.Uid, o.Gid, o.Mode, o.Mtime); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	r.keep(o.Handle, fd)
+	r.notifyOpen(o.Handle)
+	return nil
+}
+
 func (r *Replayer) applyMkdir(o *wire.Mkdir) error {
 	d, name, err := r.lookup(o.Path, false)
 	if err != nil {

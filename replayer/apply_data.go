@@ -41,6 +41,23 @@ func (r *Replayer) applyOpen(o *wire.Open) error {
 	return nil
 }
 
+// forceApplyOpen opens, or makes, the file of an Open under a handle that
+// met a tree that still differs, in tolerant mode (forceHandleOp), so that
+// the handle exists for the writes that follow.
+func (r *Replayer) forceApplyOpen(o *wire.Open) error {
+	fd, err := r.forceOpen(o.Path, o.Flags&wireOTrunc != 0)
+	if err != nil {
+		return err
+	}
+	if err := setMtime(fdTarget(fd), o.Mtime); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	r.keep(o.Handle, fd)
+	r.notifyOpen(o.Handle)
+	return nil
+}
+
 func (r *Replayer) applyRelease(o *wire.Release) error {
 	return r.release(o.Handle)
 }

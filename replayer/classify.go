@@ -2,6 +2,7 @@ package replayer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,21 @@ func (c Class) String() string {
 	}
 	return "class(?)"
 }
+
+// wrongTypeError is a refusal because a name has a type the op cannot act
+// on (Open of a directory, Create over a fifo). On a replica in sync it
+// means the master sent nonsense; on one being resynchronised it means the
+// trees still differ there.
+type wrongTypeError struct{ msg string }
+
+func wrongType(format string, args ...any) error {
+	return &wrongTypeError{msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *wrongTypeError) Error() string { return wire.ErrRefused.Error() + ": " + e.msg }
+
+// Is makes a wrong type a refusal for errors.Is, as it always was.
+func (e *wrongTypeError) Is(target error) bool { return target == wire.ErrRefused }
 
 // resourceErrnos are the errors that say the slave's machine, not its
 // tree, is the problem. EOPNOTSUPP and ENOTSUP: the replica's filesystem

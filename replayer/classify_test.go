@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tdfs/tdfs/internal/treecmp"
 	"github.com/tdfs/tdfs/wire"
 )
 
@@ -165,7 +167,7 @@ func TestClassifyDivergedKnownCases(t *testing.T) {
 					t.Fatalf("slave: %s succeeded on a tree that differs", describe(op))
 				}
 				if got := Classify(err); got != c.want {
-					t.Errorf("op %T%+v\n\terror %q\n\tClassify = %v, want %v", op, op, err, got, c.want)
+					t.Errorf("op %s\n\terror %q\n\tClassify = %v, want %v", showOp(op), err, got, c.want)
 				}
 				if c.want != ClassDiverged {
 					return
@@ -386,8 +388,8 @@ func (it *dvIter) run() {
 	it.build()
 	// The harness must start from equal trees, or it would blame the
 	// replayer for its own mistakes.
-	if d := diffTrees(snapshot(t, it.mRoot), snapshot(t, it.slaves[0].root)); len(d) > 0 {
-		t.Fatalf("seed %d: the built trees differ before any divergence:\n%s", it.seed, strings.Join(d, "\n"))
+	if d, err := treecmp.Diff(it.mRoot, it.slaves[0].root, treecmp.Options{}); err != nil || d != "" {
+		t.Fatalf("seed %d: the built trees differ before any divergence (%v):\n%s", it.seed, err, d)
 	}
 
 	it.diverge()
@@ -666,7 +668,7 @@ func (it *dvIter) send(op wire.Op) {
 		return
 	}
 	it.noteHandles(op)
-	it.history = append(it.history, fmt.Sprintf("%T%+v", op, op))
+	it.history = append(it.history, showOp(op))
 	it.stats.sent++
 	for _, s := range it.slaves {
 		switch s.via {
@@ -706,9 +708,19 @@ func (it *dvIter) fail(s *dvSlave, what string, op wire.Op, err error) {
 	key := fmt.Sprintf("%s | %s | %v | class %v", s.via, strings.SplitN(what, ":", 2)[0], op.Type(), Classify(err))
 	it.stats.failure(key, fmt.Sprintf(
 		"seed %d (rerun: TDFS_TEST_SEED=%d go test -run ClassifyDivergedProperty ./replayer/)\n"+
-			"\treplica %s: %s\n\top: %T%+v\n\terror: %v\n\tdivergence: %s\n\tslave tree now: %s\n\tops sent before it:\n\t\t%s",
-		it.seed, it.seed, s.via, what, op, op, err, it.divergence(), dvListing(s.root),
+			"\treplica %s: %s\n\top: %s\n\terror: %v\n\tdivergence: %s\n\tslave tree now: %s\n\tops sent before it:\n\t\t%s",
+		it.seed, it.seed, s.via, what, showOp(op), err, it.divergence(), dvListing(s.root),
 		strings.Join(it.history[:len(it.history)-1], "\n\t\t")))
+}
+
+// showOp formats op with every field, for a failure to be replayed: its
+// String names only the paths and handle.
+func showOp(op wire.Op) string {
+	v := reflect.ValueOf(op)
+	if v.Kind() == reflect.Pointer && !v.IsNil() {
+		return fmt.Sprintf("%T%+v", op, v.Elem().Interface())
+	}
+	return fmt.Sprintf("%T%+v", op, op)
 }
 
 // dvListing describes a tree in one line: path and type.

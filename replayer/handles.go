@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/wire"
 )
 
 // Handles are the master's ids for files it opened for writing
@@ -82,4 +84,57 @@ func (r *Replayer) NumHandles() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.handles)
+}
+
+// goneHandleOp reports whether op goes through a handle whose file has no
+// name (restored as gone, or left out of a rebase's ResyncHandles): then
+// it succeeds and changes nothing, and a Release forgets the handle.
+//
+// That is exactly the master's effect as anyone can see it: the file was
+// unlinked on the master while open (on the slave its inode went with the
+// process that held it), nothing can ever name it again, and its blocks
+// are freed at the last close. Writing its bytes somewhere would only
+// cost space.
+func (r *Replayer) goneHandleOp(op wire.Op) bool {
+	h, ok := viaHandle(op)
+	if !ok {
+		return false
+	}
+	if _, gone := r.gone[h]; !gone {
+		if _, open := r.handles[h]; open || !r.unlistedGone {
+			return false
+		}
+	}
+	if _, release := op.(*wire.Release); release {
+		delete(r.gone, h)
+		r.notifyReleased(h)
+	}
+	return true
+}
+
+// noteHandle tells Options.OnHandle about the handle op opened or
+// released (handles_persist.go).
+func (r *Replayer) noteHandle(op wire.Op) {
+	if h, ok := opensHandle(op); ok {
+		r.notifyOpen(h)
+	} else if o, ok := op.(*wire.Release); ok {
+		r.notifyReleased(o.Handle)
+	}
+}
+
+// viaHandle returns the handle op acts through (wire.HandleOp), if any.
+// For a CopyRange it is the destination: a nameless source is an error.
+func viaHandle(op wire.Op) (uint64, bool) {
+	if o, ok := op.(wire.HandleOp); ok {
+		return o.ViaHandle()
+	}
+	return 0, false
+}
+
+// opensHandle returns the handle op opens (wire.OpenerOp), if any.
+func opensHandle(op wire.Op) (uint64, bool) {
+	if o, ok := op.(wire.OpenerOp); ok {
+		return o.OpensHandle()
+	}
+	return 0, false
 }

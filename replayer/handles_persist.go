@@ -201,23 +201,6 @@ func (r *Replayer) markGone(h uint64) {
 	r.gone[h] = struct{}{}
 }
 
-// noteHandle tells Options.OnHandle about the handle op opened or
-// released.
-func (r *Replayer) noteHandle(op wire.Op) {
-	switch o := op.(type) {
-	case *wire.Create:
-		if o.Handle != 0 {
-			r.notifyOpen(o.Handle)
-		}
-	case *wire.Open:
-		if o.Handle != 0 {
-			r.notifyOpen(o.Handle)
-		}
-	case *wire.Release:
-		r.notifyReleased(o.Handle)
-	}
-}
-
 func (r *Replayer) notifyOpen(h uint64) {
 	if r.onHandle == nil {
 		return

@@ -140,7 +140,9 @@ func (r *Replayer) checkNewHandle(h uint64) error {
 
 // checkOp refuses, before anything changes, an op the slave does not
 // apply whatever its tree holds. Modes of Setattr need the target's type
-// and are checked in applySetattr, before its first change.
+// and are checked in applySetattr, before its first change. Its errors
+// are refusals only (wire.ErrRefused, wire.ErrLimit), never a tree that
+// differs: tolerant mode skips those of policy and bounds, and no more.
 func (r *Replayer) checkOp(op wire.Op) error {
 	switch o := op.(type) {
 	case *wire.Create:

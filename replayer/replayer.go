@@ -168,6 +168,55 @@ func (r *Replayer) Apply(op wire.Op) error {
 	return nil
 }
 
+// applyOp is the path every op takes, in Apply and Reapply (again), one
+// step after the other: the slave's policy (policy.go); an op through a
+// handle whose file has no name, which changes nothing (handles.go); in
+// tolerant mode, the record of the file it changes (suspects.go); the
+// change itself (apply_*.go); the handle it opened or released. A failure
+// goes through tolerate, which in tolerant mode decides what is skipped
+// (resync_tolerant.go). r.mu is held.
+func (r *Replayer) applyOp(op wire.Op, again bool) error {
+	if err := r.checkOp(op); err != nil {
+		r.refuseOpenedHandle(op)
+		return r.tolerate(op, err)
+	}
+	if r.goneHandleOp(op) {
+		return nil
+	}
+	if r.tolerant {
+		if err := r.suspectTarget(op); err != nil {
+			return fmt.Errorf("record the file as suspect: %w", err)
+		}
+	}
+	if err := r.change(op, again); err != nil {
+		return r.tolerate(op, err)
+	}
+	r.noteHandle(op)
+	return nil
+}
+
+// refuseOpenedHandle makes the handle of a Create or Open that policy
+// refused gone: nothing was opened, and the writes through it change
+// nothing either (the file is left out of this replica, and a pass
+// reports it). An id still open belongs to a file the master released
+// (keep), which is closed.
+func (r *Replayer) refuseOpenedHandle(op wire.Op) {
+	if h, ok := opensHandle(op); ok {
+		r.markGone(h)
+	}
+}
+
+// change makes op's change to the tree: applies it, or re-applies it
+// (again) over what a dead process may have left of it (reapply.go).
+func (r *Replayer) change(op wire.Op, again bool) error {
+	if again {
+		return r.reapply(op)
+	}
+	return r.apply(op)
+}
+
+// apply is the one dispatch from an op's type to the code that applies
+// it (the apply_*.go files).
 func (r *Replayer) apply(op wire.Op) error {
 	switch o := op.(type) {
 	case *wire.Create:
@@ -221,47 +270,10 @@ func (r *Replayer) apply(op wire.Op) error {
 
 // describe names an op and what it acts on, for error messages.
 func describe(op wire.Op) string {
-	switch o := op.(type) {
-	case *wire.Create:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Mkdir:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Mknod:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Symlink:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Link:
-		return fmt.Sprintf("%v %q -> %q", o.Type(), o.OldPath, o.NewPath)
-	case *wire.Unlink:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Rmdir:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Rename:
-		return fmt.Sprintf("%v %q -> %q", o.Type(), o.OldPath, o.NewPath)
-	case *wire.Open:
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Release:
-		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
-	case *wire.Write:
-		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
-	case *wire.Setattr:
-		if o.Handle != 0 {
-			return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
-		}
-		return fmt.Sprintf("%v %q", o.Type(), o.Path)
-	case *wire.Setxattr:
-		return fmt.Sprintf("%v %q %q", o.Type(), o.Path, o.Name)
-	case *wire.Removexattr:
-		return fmt.Sprintf("%v %q %q", o.Type(), o.Path, o.Name)
-	case *wire.Fallocate:
-		return fmt.Sprintf("%v handle %d", o.Type(), o.Handle)
-	case *wire.CopyRange:
-		if o.SrcHandle != 0 {
-			return fmt.Sprintf("%v handle %d -> handle %d", o.Type(), o.SrcHandle, o.Handle)
-		}
-		return fmt.Sprintf("%v %q -> handle %d", o.Type(), o.SrcPath, o.Handle)
+	if s, ok := op.(fmt.Stringer); ok {
+		return s.String()
 	}
-	return op.Type().String()
+	return op.Type().String() // an op type this slave does not know
 }
 
 // Sync makes everything applied so far durable: syncfs(2) on the root's

@@ -102,6 +102,28 @@ func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error
 	if b, ok := it.(*wire.ResyncBegin); ok {
 		return r.resyncBegin(b)
 	}
+	p, err := r.passOf(it)
+	if err != nil {
+		return err
+	}
+	switch x := it.(type) {
+	case *wire.ResyncHandles:
+		return r.resyncHandles(p, x)
+	case *wire.ResyncDir:
+		return r.resyncDir(p, x, reply)
+	case *wire.ResyncData:
+		return r.resyncData(p, x)
+	case *wire.ResyncClose:
+		return r.resyncClose(p, x)
+	case *wire.ResyncEnd:
+		return r.resyncEnd(p)
+	}
+	return nil
+}
+
+// passOf returns the pass in progress, which it (of any type but
+// ResyncBegin) must belong to.
+func (r *Replayer) passOf(it wire.ResyncItem) (*resyncPass, error) {
 	var pass uint64
 	switch x := it.(type) {
 	case *wire.ResyncHandles:
@@ -115,35 +137,30 @@ func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error
 	case *wire.ResyncEnd:
 		pass = x.Pass
 	default:
-		return fmt.Errorf("%w: item %T", ErrBadResync, it)
+		return nil, fmt.Errorf("%w: item %T", ErrBadResync, it)
 	}
 	p := r.pass
 	switch {
 	case p == nil:
-		return fmt.Errorf("%w: no pass in progress", ErrBadResync)
+		return nil, fmt.Errorf("%w: no pass in progress", ErrBadResync)
 	case p.num != pass:
-		return fmt.Errorf("%w: pass %d in progress", ErrBadResync, p.num)
+		return nil, fmt.Errorf("%w: pass %d in progress", ErrBadResync, p.num)
 	}
-	switch x := it.(type) {
-	case *wire.ResyncHandles:
-		return r.resyncHandles(p, x)
-	case *wire.ResyncDir:
-		return r.resyncDir(p, x, reply)
-	case *wire.ResyncData:
-		return r.resyncData(p, x)
-	case *wire.ResyncClose:
-		return r.resyncClose(p, x)
-	case *wire.ResyncEnd:
-		verify := p.verify
-		r.endPass()
-		if !verify {
-			// The replica is the master's tree as of this position.
-			r.tolerant = false
-			if err := r.clearSuspects(); err != nil {
-				return fmt.Errorf("forget the suspect files: %w", err)
-			}
-		}
+	return p, nil
+}
+
+// resyncEnd ends pass p. After a pass that repaired, the replica is the
+// master's tree as of this position: tolerant mode ends, and no file is
+// suspect any more.
+func (r *Replayer) resyncEnd(p *resyncPass) error {
+	verify := p.verify
+	r.endPass()
+	if verify {
 		return nil
+	}
+	r.tolerant = false
+	if err := r.clearSuspects(); err != nil {
+		return fmt.Errorf("forget the suspect files: %w", err)
 	}
 	return nil
 }

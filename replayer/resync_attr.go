@@ -47,27 +47,12 @@ func (r *Replayer) fixAttrs(j *attrJob, verify bool, dg *diffs) error {
 			dg.add(j.path, format, args...)
 		}
 	}
-	chowned := false
-	if r.chown && (j.st.Uid != j.want.Uid || j.st.Gid != j.want.Gid) {
-		report("owner %d:%d (master %d:%d)", j.st.Uid, j.st.Gid, j.want.Uid, j.want.Gid)
-		if !verify {
-			u, g := owner(j.want.Uid, j.want.Gid)
-			if err := r.setOwner(j.t, u, g); err != nil {
-				return err
-			}
-			chowned = true
-		}
+	chowned, err := r.fixOwner(j, verify, report)
+	if err != nil {
+		return err
 	}
-	if j.hasMode {
-		have, want := j.st.Mode&0o7777, j.want.Mode&0o7777
-		if have != want {
-			report("mode %#o (master %#o)", have, want)
-		}
-		if (have != want || chowned) && !verify {
-			if err := setMode(j.t, j.want.Mode); err != nil {
-				return err
-			}
-		}
+	if err := fixMode(j, verify, chowned, report); err != nil {
+		return err
 	}
 	if err := syncXattrs(j.x, j.xattrs, verify, func(fail bool, format string, args ...any) {
 		if fail {
@@ -78,6 +63,44 @@ func (r *Replayer) fixAttrs(j *attrJob, verify bool, dg *diffs) error {
 	}); err != nil {
 		return err
 	}
+	return fixMtime(j, verify, report)
+}
+
+// fixOwner compares the owner, when the slave applies owners, and unless
+// verify sets it. It reports whether it changed it.
+func (r *Replayer) fixOwner(j *attrJob, verify bool, report func(format string, args ...any)) (bool, error) {
+	if !r.chown || (j.st.Uid == j.want.Uid && j.st.Gid == j.want.Gid) {
+		return false, nil
+	}
+	report("owner %d:%d (master %d:%d)", j.st.Uid, j.st.Gid, j.want.Uid, j.want.Gid)
+	if verify {
+		return false, nil
+	}
+	u, g := owner(j.want.Uid, j.want.Gid)
+	if err := r.setOwner(j.t, u, g); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// fixMode compares the mode and unless verify sets it, also when a chown
+// may have cleared its set-id bits.
+func fixMode(j *attrJob, verify, chowned bool, report func(format string, args ...any)) error {
+	if !j.hasMode {
+		return nil
+	}
+	have, want := j.st.Mode&0o7777, j.want.Mode&0o7777
+	if have != want {
+		report("mode %#o (master %#o)", have, want)
+	}
+	if (have != want || chowned) && !verify {
+		return setMode(j.t, j.want.Mode)
+	}
+	return nil
+}
+
+// fixMtime compares the mtime and unless verify sets it: the last change.
+func fixMtime(j *attrJob, verify bool, report func(format string, args ...any)) error {
 	if j.want.Mtime.Omit || sameTime(j.st.Mtim, j.want.Mtime) {
 		return nil
 	}
@@ -195,9 +218,18 @@ func syncXattrs(x xnode, want []wire.Xattr, verify bool, report func(fail bool, 
 		report(true, "xattrs not compared: %v", err)
 		return nil
 	}
-	wanted := make(map[string][]byte, len(want))
+	if err := removeExtraXattrs(x, have, want, verify, report); err != nil {
+		return err
+	}
+	return setXattrs(x, have, want, verify, report)
+}
+
+// removeExtraXattrs reports, and unless verify removes, the xattrs the
+// object has and the master lacks, in name order.
+func removeExtraXattrs(x xnode, have map[string][]byte, want []wire.Xattr, verify bool, report func(fail bool, format string, args ...any)) error {
+	wanted := make(map[string]struct{}, len(want))
 	for _, w := range want {
-		wanted[w.Name] = w.Value
+		wanted[w.Name] = struct{}{}
 	}
 	extra := make([]string, 0, len(have))
 	for name := range have {
@@ -218,6 +250,12 @@ func syncXattrs(x xnode, want []wire.Xattr, verify bool, report func(fail bool, 
 			report(true, "xattr %s not removed: %v", name, err)
 		}
 	}
+	return nil
+}
+
+// setXattrs reports, and unless verify sets, the master's xattrs the
+// object lacks or holds with another value.
+func setXattrs(x xnode, have map[string][]byte, want []wire.Xattr, verify bool, report func(fail bool, format string, args ...any)) error {
 	for _, w := range want {
 		if v, ok := have[w.Name]; ok && bytes.Equal(v, w.Value) {
 			continue

@@ -93,23 +93,9 @@ func checkEntries(last string, entries []wire.Entry) error {
 }
 
 func (r *Replayer) resyncDir(p *resyncPass, x *wire.ResyncDir, reply func(wire.ResyncReply) error) error {
-	if err := wire.CheckPath(x.Path, true); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadResync, err)
-	}
-	pd := p.dirs[x.DirID]
-	if pd == nil {
-		if len(p.dirs) >= maxPassDirs {
-			return fmt.Errorf("%w: more than %d directories described in part", ErrBadResync, maxPassDirs)
-		}
-		pd = &passDir{path: x.Path}
-	} else if pd.path != x.Path {
-		return fmt.Errorf("%w: dir id %d was %q", ErrBadResync, x.DirID, pd.path)
-	}
-	if err := checkEntries(pd.last, x.Entries); err != nil {
+	pd, err := checkDirItem(p, x)
+	if err != nil {
 		return err
-	}
-	if len(x.Xattrs) > wire.MaxResyncXattrs {
-		return fmt.Errorf("%w: %d xattrs", ErrBadResync, len(x.Xattrs))
 	}
 	// What this slave does not hold is left out before the item changes
 	// anything, and reported (policy.go).
@@ -124,31 +110,73 @@ func (r *Replayer) resyncDir(p *resyncPass, x *wire.ResyncDir, reply func(wire.R
 	}
 	defer d.close()
 	if !pd.missing {
-		for _, e := range x.Entries {
-			if err := r.dropExtras(p, pd, d, e.Name, false); err != nil {
-				return err
-			}
-			if err := r.syncEntry(p, pd, d, e, reply); err != nil {
-				return fmt.Errorf("%q: %w", joinPath(pd.path, e.Name), err)
-			}
-			pd.last = e.Name
+		if err := r.syncEntries(p, pd, d, x.Entries, reply); err != nil {
+			return err
 		}
 	}
 	if !x.Final {
 		return reply(&wire.ResyncDirDone{Pass: p.num, DirID: x.DirID, Part: true})
 	}
 	delete(p.dirs, x.DirID)
-	if pd.missing {
-		pd.diffs.add(pd.path, "missing")
-	} else {
-		if err := r.dropExtras(p, pd, d, "", true); err != nil {
-			return err
-		}
-		if err := r.fixDirAttrs(p, pd, d, x); err != nil {
-			return fmt.Errorf("directory's own attributes: %w", err)
-		}
+	if err := r.finishDir(p, pd, d, x); err != nil {
+		return err
 	}
 	return reply(&wire.ResyncDirDone{Pass: p.num, DirID: x.DirID, Diffs: pd.diffs.done(pd.path)})
+}
+
+// checkDirItem checks what the decoder cannot of a ResyncDir, and returns
+// its directory: the one its DirID began, or a new one.
+func checkDirItem(p *resyncPass, x *wire.ResyncDir) (*passDir, error) {
+	if err := wire.CheckPath(x.Path, true); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadResync, err)
+	}
+	pd := p.dirs[x.DirID]
+	if pd == nil {
+		if len(p.dirs) >= maxPassDirs {
+			return nil, fmt.Errorf("%w: more than %d directories described in part", ErrBadResync, maxPassDirs)
+		}
+		pd = &passDir{path: x.Path}
+	} else if pd.path != x.Path {
+		return nil, fmt.Errorf("%w: dir id %d was %q", ErrBadResync, x.DirID, pd.path)
+	}
+	if err := checkEntries(pd.last, x.Entries); err != nil {
+		return nil, err
+	}
+	if len(x.Xattrs) > wire.MaxResyncXattrs {
+		return nil, fmt.Errorf("%w: %d xattrs", ErrBadResync, len(x.Xattrs))
+	}
+	return pd, nil
+}
+
+// syncEntries makes an item's entries the master's, removing first the
+// extras that sort before each.
+func (r *Replayer) syncEntries(p *resyncPass, pd *passDir, d dir, entries []wire.Entry, reply func(wire.ResyncReply) error) error {
+	for _, e := range entries {
+		if err := r.dropExtras(p, pd, d, e.Name, false); err != nil {
+			return err
+		}
+		if err := r.syncEntry(p, pd, d, e, reply); err != nil {
+			return fmt.Errorf("%q: %w", joinPath(pd.path, e.Name), err)
+		}
+		pd.last = e.Name
+	}
+	return nil
+}
+
+// finishDir ends a directory at its Final item: the extras after its
+// last entry go, then its own attributes are set.
+func (r *Replayer) finishDir(p *resyncPass, pd *passDir, d dir, x *wire.ResyncDir) error {
+	if pd.missing {
+		pd.diffs.add(pd.path, "missing")
+		return nil
+	}
+	if err := r.dropExtras(p, pd, d, "", true); err != nil {
+		return err
+	}
+	if err := r.fixDirAttrs(p, pd, d, x); err != nil {
+		return fmt.Errorf("directory's own attributes: %w", err)
+	}
+	return nil
 }
 
 // passDirOpen opens the directory (making it one in a repair pass) and,
@@ -221,267 +249,6 @@ func (r *Replayer) dropExtras(p *resyncPass, pd *passDir, d dir, bound string, a
 	}
 	if all {
 		pd.names = nil // the listing is no longer needed
-	}
-	return nil
-}
-
-// syncEntry makes one entry what the master has.
-func (r *Replayer) syncEntry(p *resyncPass, pd *passDir, d dir, e wire.Entry, reply func(wire.ResyncReply) error) error {
-	path := joinPath(pd.path, e.Name)
-	want, _ := kindType(e.Kind)
-	st, err := lstatAt(d, e.Name)
-	exists := err == nil
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	if e.Kind == wire.KindFile && e.FileID == 0 {
-		return r.syncLaterLink(p, pd, d, e, st, exists)
-	}
-	switch {
-	case exists && st.Mode&unix.S_IFMT != want:
-		pd.diffs.add(path, "kind %s (master %s)", typeName(st.Mode), typeName(want))
-		if p.verify {
-			return nil
-		}
-		if err := r.removeAll(d.fd, e.Name, 0); err != nil {
-			return err
-		}
-		exists, pd.changed = false, true
-	case exists && wire.IsDevice(e.Kind) && st.Rdev != e.Rdev:
-		pd.diffs.add(path, "device number %#x (master %#x)", st.Rdev, e.Rdev)
-		if p.verify {
-			return nil
-		}
-		if err := r.removeAll(d.fd, e.Name, 0); err != nil {
-			return err
-		}
-		exists, pd.changed = false, true
-	case !exists:
-		pd.diffs.add(path, "missing")
-		if p.verify {
-			return nil
-		}
-		pd.changed = true
-	}
-	switch e.Kind {
-	case wire.KindDir:
-		// Its own ResyncDir sets its attributes and fills it.
-		if !exists {
-			if err := unix.Mkdirat(d.fd, e.Name, 0o700); err != nil {
-				return fmt.Errorf("mkdir: %w", err)
-			}
-		}
-		return nil
-	case wire.KindFile:
-		return r.syncFile(p, pd, d, e, st, exists, reply)
-	case wire.KindSymlink:
-		if exists && !symlinkIs(d, e.Name, e.Target) {
-			pd.diffs.add(path, "symlink target")
-			if p.verify {
-				break
-			}
-			if err := unix.Unlinkat(d.fd, e.Name, 0); err != nil {
-				return fmt.Errorf("remove symlink: %w", err)
-			}
-			exists = false
-		}
-		if !exists {
-			// The target is opaque data, stored and never resolved.
-			if err := unix.Symlinkat(e.Target, d.fd, e.Name); err != nil {
-				return fmt.Errorf("symlink: %w", err)
-			}
-		}
-	case wire.KindFifo, wire.KindSocket, wire.KindCharDev, wire.KindBlkDev:
-		// Devices only with AllowDevices (checkEntryPolicy).
-		if !exists {
-			if err := unix.Mknodat(d.fd, e.Name, want|0o600, int(e.Rdev)); err != nil {
-				return fmt.Errorf("mknod: %w", err)
-			}
-		}
-	}
-	fresh := !exists
-	if fresh {
-		if st, err = lstatAt(d, e.Name); err != nil {
-			return err
-		}
-	}
-	return r.fixAttrs(&attrJob{
-		path: path, t: target{fd: d.fd, name: e.Name}, x: entryXnode(d, e.Name), st: st, fresh: fresh,
-		hasMode: e.Kind != wire.KindSymlink, want: e.Attr, xattrs: e.Xattrs,
-	}, p.verify, &pd.diffs)
-}
-
-// syncFile makes a regular file's name, attributes and xattrs the
-// master's and, when its size or mtime differ (in a Verify pass: always),
-// answers ResyncHashes for its contents.
-func (r *Replayer) syncFile(p *resyncPass, pd *passDir, d dir, e wire.Entry, st unix.Stat_t, exists bool, reply func(wire.ResyncReply) error) error {
-	path := joinPath(pd.path, e.Name)
-	_, wasSplit := p.split[[2]uint64{st.Dev, st.Ino}]
-	if exists && e.LinkID == 0 && st.Nlink > 1 {
-		// The slave links this file with names the master keeps apart.
-		// Writing to it would change them too: a new file replaces it,
-		// and the master sends its contents. The inode's other names are
-		// checked by contents when their turn comes.
-		pd.diffs.add(path, "hard link: %d links (master 1)", st.Nlink)
-		if !p.verify {
-			if len(p.split) < maxPassSplits {
-				p.split[[2]uint64{st.Dev, st.Ino}] = struct{}{}
-			}
-			if err := unix.Unlinkat(d.fd, e.Name, 0); err != nil {
-				return fmt.Errorf("unlink: %w", err)
-			}
-			exists, pd.changed = false, true
-		}
-	}
-	fd := -1
-	defer func() {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-	}()
-	fresh := !exists
-	if fresh {
-		var err error
-		fd, err = unix.Openat(d.fd, e.Name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return fmt.Errorf("create: %w", err)
-		}
-		if err := unix.Fstat(fd, &st); err != nil {
-			return fmt.Errorf("fstat: %w", err)
-		}
-	}
-	sizeDiffers := uint64(st.Size) != e.Attr.Size
-	// A new file's mtime is set just below; only its size calls for data.
-	mtimeDiffers := !fresh && !e.Attr.Mtime.Omit && !sameTime(st.Mtim, e.Attr.Mtime)
-	// A split inode holds another file's contents; a suspect one may hold
-	// stale bytes under the master's size and mtime (suspects.go).
-	contentsSuspect := !fresh && (wasSplit || r.isSuspect(&st))
-	if sizeDiffers && !fresh {
-		pd.diffs.add(path, "size %d (master %d)", st.Size, e.Attr.Size)
-	}
-	if err := r.fixAttrs(&attrJob{
-		path: path, t: target{fd: d.fd, name: e.Name}, x: entryXnode(d, e.Name), st: st, fresh: fresh,
-		hasMode: true, want: e.Attr, xattrs: e.Xattrs,
-	}, p.verify, &pd.diffs); err != nil {
-		return err
-	}
-	switch {
-	case p.verify:
-		var err error
-		if fd, err = openNoatime(d.fd, e.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-			return fmt.Errorf("open: %w", refuseSymlink(err))
-		}
-		if err := checkRegularFd(fd); err != nil {
-			return err
-		}
-		if err := r.sendHashes(p.num, e.FileID, fd, true, reply); err != nil {
-			return err
-		}
-	case sizeDiffers || mtimeDiffers || contentsSuspect || p.full || e.Compare:
-		if _, dup := p.files[e.FileID]; dup {
-			return fmt.Errorf("%w: file id %d sent twice", ErrBadResync, e.FileID)
-		}
-		if fd < 0 {
-			var err error
-			if fd, err = openRegular(d, e.Name, unix.O_RDWR); err != nil {
-				return err
-			}
-		}
-		if err := r.sendHashes(p.num, e.FileID, fd, false, reply); err != nil {
-			return err
-		}
-		if err := r.bind(p, e.FileID, fd, path); err != nil {
-			fd = -1 // bind closed it
-			return err
-		}
-		if !p.verify {
-			// Its contents are on their way: if the pass is cut short
-			// before its Close, the next one must compare them.
-			if err := r.suspect(p.files[e.FileID].ino); err != nil {
-				return fmt.Errorf("record the file as suspect: %w", err)
-			}
-		}
-		fd = -1 // the pass owns it until ResyncClose
-	}
-	if e.LinkID != 0 {
-		return r.keepLink(p, d, e)
-	}
-	return nil
-}
-
-// keepLink remembers the first file of hard-link group e.LinkID, to link
-// the group's later names to it.
-func (r *Replayer) keepLink(p *resyncPass, d dir, e wire.Entry) error {
-	if _, dup := p.links[e.LinkID]; dup {
-		return fmt.Errorf("%w: link id %d has two first files", ErrBadResync, e.LinkID)
-	}
-	if len(p.links) >= maxPassLinks {
-		if !p.linksFull {
-			p.linksFull = true
-			r.log.Warn("replayer: resync: too many hard-linked files in one pass: later links are reported, not made",
-				"pass", p.num, "max", maxPassLinks)
-		}
-		return nil
-	}
-	if p.verify {
-		st, err := lstatAt(d, e.Name)
-		if err != nil {
-			return err
-		}
-		p.links[e.LinkID] = linkRef{held: heldFile{fd: -1}, dev: st.Dev, ino: st.Ino}
-		return nil
-	}
-	fd, err := unix.Openat(d.fd, e.Name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("keep hard link: %w", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("keep hard link: %w", err)
-	}
-	p.links[e.LinkID] = linkRef{held: r.hold(p, fd, unix.O_PATH), dev: st.Dev, ino: st.Ino}
-	return nil
-}
-
-// syncLaterLink makes name a hard link to the first file of its group.
-func (r *Replayer) syncLaterLink(p *resyncPass, pd *passDir, d dir, e wire.Entry, st unix.Stat_t, exists bool) error {
-	path := joinPath(pd.path, e.Name)
-	ref, ok := p.links[e.LinkID]
-	if !ok {
-		pd.diffs.add(path, "hard link not checked: this pass does not know the first file of link id %d", e.LinkID)
-		return nil
-	}
-	if exists && st.Dev == ref.dev && st.Ino == ref.ino {
-		return nil
-	}
-	if exists {
-		pd.diffs.add(path, "hard link")
-	} else {
-		pd.diffs.add(path, "missing")
-	}
-	if p.verify {
-		return nil
-	}
-	if exists {
-		if err := r.removeAll(d.fd, e.Name, 0); err != nil {
-			return err
-		}
-	}
-	pd.changed = true
-	// linkat(2) of an fd needs CAP_DAC_READ_SEARCH with AT_EMPTY_PATH;
-	// through its /proc magic link it does not.
-	err := r.use(ref.held, func(fd int) error {
-		return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), d.fd, e.Name, unix.AT_SYMLINK_FOLLOW)
-	})
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE) {
-		// The first file lost its last name to a live op since: the
-		// master's later ops will say what this name becomes.
-		pd.diffs.add(path, "hard link not made: its first file has no name any more")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("link: %w", err)
 	}
 	return nil
 }

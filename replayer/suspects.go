@@ -132,25 +132,12 @@ func (r *Replayer) clearSuspects() error {
 }
 
 // suspectTarget records, before a tolerant op changes it, the regular
-// file the op acts on, if it exists: by its handle, or by its path. r.mu
-// is held.
+// file whose contents or mtime the op changes, if it exists: by the
+// handle it acts through, or by the path it opens or sets attributes of.
+// r.mu is held.
 func (r *Replayer) suspectTarget(op wire.Op) error {
-	var h uint64
-	var path string
-	switch o := op.(type) {
-	case *wire.Write:
-		h = o.Handle
-	case *wire.Fallocate:
-		h = o.Handle
-	case *wire.CopyRange:
-		h = o.Handle // the destination; the source only is read
-	case *wire.Setattr:
-		h, path = o.Handle, o.Path
-	case *wire.Open:
-		path = o.Path
-	case *wire.Create:
-		path = o.Path
-	default:
+	h, path, ok := changedFile(op)
+	if !ok {
 		return nil // no op of another type changes a file's contents or mtime
 	}
 	var st unix.Stat_t
@@ -174,4 +161,21 @@ func (r *Replayer) suspectTarget(op wire.Op) error {
 		return nil
 	}
 	return r.suspect([2]uint64{st.Dev, st.Ino})
+}
+
+// changedFile returns the file whose contents or mtime op changes: the
+// one it acts through (a Release only closes it), or the one a Create,
+// Open or Setattr names by path.
+func changedFile(op wire.Op) (h uint64, path string, ok bool) {
+	if _, release := op.(*wire.Release); release {
+		return 0, "", false
+	}
+	if h, ok := viaHandle(op); ok {
+		return h, "", true
+	}
+	switch op.(type) {
+	case wire.OpenerOp, *wire.Setattr:
+		return 0, op.(wire.PathOp).Paths()[0], true
+	}
+	return 0, "", false
 }

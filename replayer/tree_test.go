@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/internal/treecmp"
 )
 
 // entry is what the replica must reproduce of one file (docs/design.md,
@@ -31,7 +33,9 @@ type entry struct {
 }
 
 // snapshot walks root without following symlinks and describes every
-// entry, keyed by slash path relative to root ("" is root itself).
+// entry, keyed by slash path relative to root ("" is root itself). It
+// tells whether one tree changed between two moments (diffTrees); two
+// trees are compared with requireSameTree.
 func snapshot(t *testing.T, root string) map[string]entry {
 	t.Helper()
 	tree := make(map[string]entry)
@@ -156,19 +160,21 @@ func diffTrees(want, got map[string]entry) []string {
 	return diffs
 }
 
-// requireSameTree fails the test if the trees at want and got differ.
+// requireSameTree fails the test if the trees at want and got differ in
+// anything a replica must reproduce (internal/treecmp).
 func requireSameTree(t *testing.T, want, got string) {
 	t.Helper()
-	if d := diffTrees(snapshot(t, want), snapshot(t, got)); len(d) > 0 {
-		for _, l := range d {
-			t.Error(l)
-		}
-		t.FailNow()
+	d, err := treecmp.Diff(want, got, treecmp.Options{})
+	if err != nil {
+		t.Fatalf("compare %s with %s: %v", want, got, err)
+	}
+	if d != "" {
+		t.Fatalf("%s differs from %s:\n%s", got, want, d)
 	}
 }
 
-// TestSnapshotSeesDifferences keeps the comparison honest: a tree
-// comparison that cannot fail proves nothing.
+// TestSnapshotSeesDifferences keeps the "changed nothing" checks honest:
+// a snapshot comparison that cannot fail proves nothing.
 func TestSnapshotSeesDifferences(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	for _, d := range []string{a, b} {

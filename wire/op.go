@@ -84,6 +84,10 @@ func (t OpType) String() string {
 // Times are the values the master's backing dir holds after the op (read
 // back with stat), so the slave ends with the master's mtimes although
 // applying the op moves them on the slave.
+//
+// Every op also names itself (String) and, through PathOp, HandleOp and
+// OpenerOp, the paths and handles it acts on, so that code handling every
+// op alike needs no switch over op types (op_describe.go).
 type Op interface {
 	Type() OpType
 	// Append appends the op's payload (not its type or seq) to b.
