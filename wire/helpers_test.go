@@ -100,7 +100,7 @@ func checkOpRoundTrip(t *testing.T, tc opCase) {
 	body := b[len(prefix):]
 	seq, op, err := ParseOp(body)
 	if err != nil {
-		t.Fatalf("ParseOp(AppendOp(%+v)): %v", tc.op, err)
+		t.Fatalf("ParseOp(AppendOp(%s)): %v", brief(tc.op), err)
 	}
 	if seq != tc.seq {
 		t.Errorf("seq = %d, want %d", seq, tc.seq)
@@ -116,10 +116,11 @@ func checkOpRoundTrip(t *testing.T, tc opCase) {
 	}
 }
 
-// brief formats an op for a failure message without megabytes of data.
+// brief formats an op's fields (not its String) for a failure message,
+// without megabytes of data.
 func brief(op Op) string {
 	const max = 300
-	s := fmt.Sprintf("%T%+v", op, op)
+	s := fields(op)
 	if len(s) > max {
 		s = fmt.Sprintf("%s...(%d bytes)", s[:max], len(s))
 	}
@@ -179,3 +180,12 @@ func opBody(op Op) []byte { return AppendOp(nil, 1, op) }
 
 // opStart starts a FrameOp body by hand: seq 1 and the op type.
 func opStart(t OpType) []byte { return []byte{1, byte(t)} }
+
+// fields formats an op as its type and fields: %+v of an op prints its
+// String.
+func fields(op Op) string {
+	if v := reflect.ValueOf(op); v.Kind() == reflect.Pointer && !v.IsNil() {
+		return fmt.Sprintf("%T%+v", op, v.Elem().Interface())
+	}
+	return fmt.Sprintf("%T%+v", op, op)
+}
