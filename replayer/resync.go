@@ -93,7 +93,7 @@ func (r *Replayer) ApplyItem(it wire.ResyncItem, reply func(wire.ResyncReply) er
 		return fmt.Errorf("resync: replayer: %w", os.ErrClosed)
 	}
 	if err := r.resync(it, reply); err != nil {
-		return fmt.Errorf("resync %s: %w", describeItem(it), err)
+		return fmt.Errorf("resync %v: %w", it, err)
 	}
 	return nil
 }
@@ -124,21 +124,7 @@ func (r *Replayer) resync(it wire.ResyncItem, reply func(wire.ResyncReply) error
 // passOf returns the pass in progress, which it (of any type but
 // ResyncBegin) must belong to.
 func (r *Replayer) passOf(it wire.ResyncItem) (*resyncPass, error) {
-	var pass uint64
-	switch x := it.(type) {
-	case *wire.ResyncHandles:
-		pass = x.Pass
-	case *wire.ResyncDir:
-		pass = x.Pass
-	case *wire.ResyncData:
-		pass = x.Pass
-	case *wire.ResyncClose:
-		pass = x.Pass
-	case *wire.ResyncEnd:
-		pass = x.Pass
-	default:
-		return nil, fmt.Errorf("%w: item %T", ErrBadResync, it)
-	}
+	pass := it.InPass()
 	p := r.pass
 	switch {
 	case p == nil:
@@ -163,25 +149,6 @@ func (r *Replayer) resyncEnd(p *resyncPass) error {
 		return fmt.Errorf("forget the suspect files: %w", err)
 	}
 	return nil
-}
-
-// describeItem names an item for error messages.
-func describeItem(it wire.ResyncItem) string {
-	switch x := it.(type) {
-	case *wire.ResyncBegin:
-		return fmt.Sprintf("begin pass %d", x.Pass)
-	case *wire.ResyncHandles:
-		return fmt.Sprintf("handles (%d)", len(x.Handles))
-	case *wire.ResyncDir:
-		return fmt.Sprintf("dir %q (id %d)", x.Path, x.DirID)
-	case *wire.ResyncData:
-		return fmt.Sprintf("data file %d at %d", x.FileID, x.Off)
-	case *wire.ResyncClose:
-		return fmt.Sprintf("close file %d", x.FileID)
-	case *wire.ResyncEnd:
-		return fmt.Sprintf("end pass %d", x.Pass)
-	}
-	return fmt.Sprintf("%T", it)
 }
 
 // resyncBegin starts a pass. A pass still in progress is abandoned (its

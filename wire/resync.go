@@ -75,12 +75,16 @@ const (
 // an item belongs (the two interfaces would otherwise be the same type).
 type ResyncItem interface {
 	ResyncKind() ResyncKind
+	InPass() uint64 // the pass it belongs to
+	String() string // what it is, for messages: "dir \"a/b\" (id 3)"
 	resyncItem()
 }
 
 // ResyncReply is one slave -> master reply; sealed like ResyncItem.
 type ResyncReply interface {
 	ResyncKind() ResyncKind
+	InPass() uint64
+	String() string
 	resyncReply()
 }
 
