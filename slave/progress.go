@@ -34,6 +34,15 @@ import (
 // before it. The log is rewritten compactly (temporary file, rename) at
 // each durable point and whenever it grows past progressMaxSize.
 //
+// The last op applied, recorded after every op, is not a record: it is a
+// word in a page of the state dir's file "applied", mapped into the
+// process (MAP_SHARED), so recording it is one store to memory rather than
+// a write(2) per op. The page is in the same page cache as the log and the
+// tree; it names the boot it was set up in, and recovery believes it only
+// with a log of this boot. Stored after the op's handle records are
+// written, it never runs ahead of them, as the 'A' record never did. Where
+// the state dir cannot be mapped, the 'A' records of the log serve.
+//
 // Record: u32 length of body | body | u32 CRC-32C of length and body,
 // little-endian; body: a type byte and its fields:
 //
@@ -98,6 +107,7 @@ type progress struct {
 	last    uint64 // the last seq recorded applied
 	handles map[uint64]replayer.HandleRecord
 	buf     []byte
+	mark    *appliedMark // nil: applied ops are 'A' records
 }
 
 // openProgress recovers the log in stateDir and starts a new one for this
@@ -119,13 +129,25 @@ func openProgressAt(stateDir, bootID string) (*progress, progressState, error) {
 	if err != nil {
 		return nil, progressState{}, err
 	}
+	if st.Valid {
+		// The mark of the log's boot: believed with the log, or reported
+		// with it.
+		if seq, ok := readAppliedMark(filepath.Join(stateDir, appliedFile), st.BootID); ok {
+			st.Applied = max(st.Applied, seq)
+		}
+	}
 	p := &progress{dir: stateDir, bootID: bootID, maxSize: progressMaxSize, handles: make(map[uint64]replayer.HandleRecord)}
 	var carried []replayer.HandleRecord
 	if st.SameBoot {
 		p.last = st.Applied
 		carried = st.HandleList()
 	}
+	// The mark first: killed before the log is rewritten, the next process
+	// finds the old log, of another boot (not believed) or of this one
+	// (whose applied the mark now holds).
+	p.mark = mapAppliedMark(filepath.Join(stateDir, appliedFile), bootID, p.last)
 	if err := p.rewrite(p.last, carried); err != nil {
+		p.mark.unmap()
 		return nil, progressState{}, err
 	}
 	return p, st, nil
@@ -261,8 +283,15 @@ func (p *progress) write(body []byte) error {
 
 // applied records that every op up to seq is applied.
 func (p *progress) applied(seq uint64) error {
+	if p.f == nil {
+		return errors.New("progress log: closed")
+	}
 	// State first: a compaction inside write rewrites from it.
 	p.last = seq
+	if p.mark != nil {
+		p.mark.store(seq)
+		return nil
+	}
 	var body [9]byte
 	return p.write(appliedBody(body[:0], seq))
 }
@@ -349,5 +378,7 @@ func (p *progress) close() error {
 	}
 	err := p.f.Close()
 	p.f = nil
+	p.mark.unmap()
+	p.mark = nil
 	return err
 }

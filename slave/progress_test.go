@@ -65,7 +65,7 @@ func TestProgressRoundTrip(t *testing.T) {
 		}
 		mustProg(t, p.close())
 	}
-	if names := dirNames(t, dir); !reflect.DeepEqual(names, []string{progressFile}) {
+	if names := dirNames(t, dir); !reflect.DeepEqual(names, []string{appliedFile, progressFile}) {
 		t.Errorf("state dir holds %v", names)
 	}
 }
@@ -111,6 +111,7 @@ func TestProgressRealBootID(t *testing.T) {
 func TestProgressTornTail(t *testing.T) {
 	dir := t.TempDir()
 	p, _ := mustOpenProgress(t, dir, "boot-1")
+	p.noMark() // the log's own 'A' records
 	path := filepath.Join(dir, progressFile)
 	// states[i] is the state once the log is ends[i] bytes long.
 	var ends []int64
@@ -215,11 +216,12 @@ func TestProgressReset(t *testing.T) {
 	}
 }
 
-// One record per applied op, of a fixed small size, and the log compacts
-// itself when it grows.
+// Without the mapped mark: one record per applied op, of a fixed small
+// size, and the log compacts itself when it grows.
 func TestProgressSizeBounded(t *testing.T) {
 	dir := t.TempDir()
 	p, _ := mustOpenProgress(t, dir, "b")
+	p.noMark()
 	path := filepath.Join(dir, progressFile)
 	size := func() int64 {
 		fi, err := os.Stat(path)
@@ -250,6 +252,47 @@ func TestProgressSizeBounded(t *testing.T) {
 	}
 }
 
+// With the mapped mark, an applied op writes nothing to the log, and a
+// process that ends without closing (killed) leaves the last op applied
+// to the next one of this boot, not to one of another boot.
+func TestProgressAppliedMark(t *testing.T) {
+	dir := t.TempDir()
+	p, _, err := openProgressAt(dir, "boot-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.mark == nil {
+		t.Fatal("the state dir was not mapped")
+	}
+	path := filepath.Join(dir, progressFile)
+	before, _ := os.Stat(path)
+	mustProg(t, p.handleOpened(recA))
+	for seq := uint64(1); seq <= 10000; seq++ {
+		mustProg(t, p.applied(seq))
+	}
+	after, _ := os.Stat(path)
+	if grew := after.Size() - before.Size(); grew != int64(len(appendRecord(nil, openedBody(nil, recA)))) {
+		t.Errorf("the log grew %d bytes for one handle and 10,000 applied ops", grew)
+	}
+	// Killed: no close. The page stays in the page cache.
+	p2, st := mustOpenProgress(t, dir, "boot-1")
+	if !st.SameBoot || st.Applied != 10000 || !reflect.DeepEqual(st.Handles, handleMap(recA)) {
+		t.Errorf("after a kill: recovered %+v, want applied 10000 and handle A", st)
+	}
+	p.mark.unmap()
+	p.f.Close()
+	mustProg(t, p2.applied(10001))
+	mustProg(t, p2.close())
+	_, st = mustOpenProgress(t, dir, "boot-2")
+	if st.SameBoot || st.Applied != 10001 {
+		t.Errorf("in another boot: recovered %+v, want the old boot's 10001 reported, not believed", st)
+	}
+	_, st = mustOpenProgress(t, dir, "boot-2")
+	if !st.SameBoot || st.Applied != 0 {
+		t.Errorf("restarted in boot 2: recovered %+v, want nothing applied", st)
+	}
+}
+
 // A closed log refuses records rather than losing them silently.
 func TestProgressClosed(t *testing.T) {
 	p, _ := mustOpenProgress(t, t.TempDir(), "b")
@@ -260,8 +303,9 @@ func TestProgressClosed(t *testing.T) {
 	}
 }
 
-// BenchmarkProgressApplied is the per-op cost of the log: one small
-// write(2), no fsync.
+// BenchmarkProgressApplied is the per-op cost of the log: a store to the
+// mapped page (or, where the state dir cannot be mapped, one small
+// write(2), no fsync).
 func BenchmarkProgressApplied(b *testing.B) {
 	p, _, err := openProgressAt(b.TempDir(), "bench")
 	if err != nil {
@@ -276,4 +320,11 @@ func BenchmarkProgressApplied(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// noMark makes p record applied ops in the log, as where the state dir
+// cannot be mapped.
+func (p *progress) noMark() {
+	p.mark.unmap()
+	p.mark = nil
 }
