@@ -19,8 +19,9 @@
 //   - the dirty marker: the replica holds applied ops that are not yet
 //     recorded durable (made durable before the first such op, removed
 //     at the next Sync);
-//   - the progress log: applied and the handles the master holds open,
-//     written without fsync (progress.go);
+//   - the progress log: the handles the master holds open, and applied
+//     (a word in the mapped page "applied"), written without fsync
+//     (progress.go, progress_mark.go);
 //   - the suspect log: the files whose contents a pass must compare
 //     whatever their size and mtime say (suspects.go).
 //
