@@ -27,6 +27,11 @@ type mirror struct {
 	rootMu     sync.RWMutex
 	rootClosed bool
 
+	// ns is the namespace lock (doc.go, Sequencing and locks): rawFS
+	// takes it around every request, a resync pass around each item
+	// (resync_mount.go).
+	ns sync.RWMutex
+
 	seq     sequencer
 	mode    wire.SyncMode
 	log     *slog.Logger
@@ -58,7 +63,7 @@ type mirror struct {
 func (m *mirror) emit(op wire.Op) uint64 {
 	seq := m.seq.emit(op)
 	if ws := m.watchers.Load(); ws != nil {
-		m.observe(*ws, op)
+		passMount{m}.observe(*ws, op)
 	}
 	return seq
 }

@@ -178,16 +178,16 @@ func (w *watch) renamed(src, dst string, flags uint32, srcDir, dstDir bool) {
 // observe feeds op, just applied and numbered (namespace ops under the
 // exclusive namespace lock, data ops under the inode's write lock), to
 // every running pass.
-func (m *mirror) observe(ws []*watch, op wire.Op) {
+func (mt passMount) observe(ws []*watch, op wire.Op) {
 	switch o := op.(type) {
 	case *wire.Rename:
-		srcDir := m.isDir(o.NewPath)
-		dstDir := o.Flags&wire.RenameExchange != 0 && m.isDir(o.OldPath)
+		srcDir := mt.m.isDir(o.NewPath)
+		dstDir := o.Flags&wire.RenameExchange != 0 && mt.m.isDir(o.OldPath)
 		for _, w := range ws {
 			w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
 		}
 	case *wire.Link:
-		st, err := m.lstat(o.NewPath)
+		st, err := mt.m.lstat(o.NewPath)
 		isFile := err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG
 		k := fileKey{dev: st.Dev, ino: st.Ino}
 		for _, w := range ws {
@@ -202,7 +202,7 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 			w.unlinked(o.Path)
 		}
 	case *wire.Create:
-		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
+		mt.touched(ws, o.Handle, o.Path, o.Handle != 0)
 		for _, w := range ws {
 			w.created(o.Path)
 		}
@@ -219,27 +219,27 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 			w.created(o.Path)
 		}
 	case *wire.Open:
-		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
+		mt.touched(ws, o.Handle, o.Path, o.Handle != 0)
 	case *wire.Write:
-		m.touched(ws, o.Handle, "", false)
+		mt.touched(ws, o.Handle, "", false)
 	case *wire.Fallocate:
-		m.touched(ws, o.Handle, "", false)
+		mt.touched(ws, o.Handle, "", false)
 	case *wire.CopyRange:
 		// Unreachable while copy.go emits no CopyRange during a pass;
 		// the destination changed like a Write's.
-		m.touched(ws, o.Handle, "", false)
+		mt.touched(ws, o.Handle, "", false)
 	case *wire.Setattr:
 		path := o.Path
 		if o.Handle != 0 {
 			path = "" // by handle: the path is ignored
 		}
-		m.touched(ws, o.Handle, path, false)
+		mt.touched(ws, o.Handle, path, false)
 	case *wire.Setxattr:
 		// xattrs belong to the file: one set through a name still to be
 		// listed may miss the slave's copy, as a chmod may.
-		m.touched(ws, 0, o.Path, false)
+		mt.touched(ws, 0, o.Path, false)
 	case *wire.Removexattr:
-		m.touched(ws, 0, o.Path, false)
+		mt.touched(ws, 0, o.Path, false)
 	case *wire.Release:
 		for _, w := range ws {
 			w.released(o.Handle)
@@ -256,32 +256,4 @@ func (m *mirror) isDir(rel string) bool {
 		return true
 	}
 	return st.Mode&syscall.S_IFMT == syscall.S_IFDIR
-}
-
-// addWatch and removeWatch register a pass's watch; called under the
-// exclusive namespace lock, so the set changes between ops.
-func (m *mirror) addWatch(w *watch) {
-	m.watchMu.Lock()
-	defer m.watchMu.Unlock()
-	var ws []*watch
-	if old := m.watchers.Load(); old != nil {
-		ws = slices.Clone(*old)
-	}
-	ws = append(ws, w)
-	m.watchers.Store(&ws)
-}
-
-func (m *mirror) removeWatch(w *watch) {
-	m.watchMu.Lock()
-	defer m.watchMu.Unlock()
-	old := m.watchers.Load()
-	if old == nil {
-		return
-	}
-	ws := slices.DeleteFunc(slices.Clone(*old), func(x *watch) bool { return x == w })
-	if len(ws) == 0 {
-		m.watchers.Store(nil)
-		return
-	}
-	m.watchers.Store(&ws)
 }

@@ -133,10 +133,10 @@ func (w *watch) touchedFile(k fileKey) bool {
 
 // touched records, for every pass, the file an op changed the content or
 // mtime of: the one open under handle, or the one at path.
-func (m *mirror) touched(ws []*watch, handle uint64, path string, opened bool) {
-	k, ok := m.writers.keyOf(handle)
+func (mt passMount) touched(ws []*watch, handle uint64, path string, opened bool) {
+	k, ok := mt.fileOf(handle)
 	if !ok {
-		st, err := m.lstat(path)
+		st, err := mt.m.lstat(path)
 		if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
 		}

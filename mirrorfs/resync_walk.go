@@ -91,7 +91,7 @@ func (p *pass) listDir(ctx context.Context, dir string, only []string) error {
 		if err := p.reserve(ctx, want); err != nil {
 			return err
 		}
-		p.raw.ns.RLock()
+		p.mnt.rlockTree()
 		need, final, gone, err := p.listItem(l, want, attempt)
 		replaced := gone && l.id != 0
 		switch {
@@ -109,7 +109,7 @@ func (p *pass) listDir(ctx context.Context, dir string, only []string) error {
 		case gone:
 			p.w.gone()
 		}
-		p.raw.ns.RUnlock()
+		p.mnt.runlockTree()
 		switch {
 		case err != nil:
 			p.refund(want)
@@ -255,7 +255,7 @@ func (p *pass) listItem(l *dirList, want int64, attempt int) (need int64, final,
 		es := sizeEntry(&r.e)
 		var hs int64
 		if p.o.Rebase && r.e.Kind == wire.KindFile {
-			if n := len(p.m.handlesOf(r.key)); n > 0 {
+			if n := len(p.mnt.handlesOf(r.key)); n > 0 {
 				hs = int64(n) * sizeHandleRef(childPath(l.dir, r.e.Name))
 				if hsize == 0 {
 					hs += sizeHandlesHead
@@ -312,26 +312,14 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 	// Files open for writing may be written right now: lock them, then
 	// read their attributes again, so the item holds them as of its
 	// position.
-	var nodes []*node
+	var keys []fileKey
 	for _, r := range reads {
 		if r.e.Kind == wire.KindFile {
-			nodes = append(nodes, p.m.writers.lookup(r.key)...)
+			keys = append(keys, r.key)
 		}
 	}
-	slices.SortFunc(nodes, func(a, b *node) int { return cmp.Compare(a.wid, b.wid) })
-	nodes = slices.Compact(nodes)
-	for _, n := range nodes {
-		n.wmu.Lock()
-		// fmu too: no handle of these files is released between reading
-		// the handles and emitting the item that names them.
-		n.fmu.Lock()
-	}
-	defer func() {
-		for i := len(nodes) - 1; i >= 0; i-- {
-			nodes[i].fmu.Unlock()
-			nodes[i].wmu.Unlock()
-		}
-	}()
+	held := p.mnt.holdWriters(keys)
+	defer held.unlock()
 
 	p.mu.Lock()
 	p.items++
@@ -346,19 +334,15 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 			continue
 		}
 		path := childPath(l.dir, r.e.Name)
-		if ws := p.m.writers.lookup(r.key); len(ws) > 0 {
+		if p.mnt.written(r.key) {
 			var st unix.Stat_t
 			if err := unix.Fstatat(fd, r.e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Ino == r.st.Ino && st.Dev == r.st.Dev {
 				r.st = st
 				r.e.Attr = entryAttr(&st)
 			}
 			if p.o.Rebase {
-				for _, n := range ws {
-					for f := range n.files {
-						if f.handle != 0 {
-							refs = append(refs, wire.HandleRef{Handle: f.handle, Path: path})
-						}
-					}
+				for _, h := range held.handlesOf(r.key) {
+					refs = append(refs, wire.HandleRef{Handle: h, Path: path})
 				}
 			}
 		}
