@@ -166,6 +166,19 @@ func (n *node) withFile(fn func(f *file) error) error {
 	return fn(pick)
 }
 
+// writableHandles returns the handles with write access open on n.
+func (n *node) writableHandles() []uint64 {
+	n.fmu.Lock()
+	defer n.fmu.Unlock()
+	var hs []uint64
+	for f := range n.files {
+		if f.handle != 0 {
+			hs = append(hs, f.handle)
+		}
+	}
+	return hs
+}
+
 // writable reports whether open(2) flags ask for write access.
 func writable(flags uint32) bool {
 	acc := flags & syscall.O_ACCMODE

@@ -174,16 +174,3 @@ func (mt passMount) unwatch(w *watch) {
 	}
 	m.watchers.Store(&ws)
 }
-
-// writableHandles returns the handles with write access open on n.
-func (n *node) writableHandles() []uint64 {
-	n.fmu.Lock()
-	defer n.fmu.Unlock()
-	var hs []uint64
-	for f := range n.files {
-		if f.handle != 0 {
-			hs = append(hs, f.handle)
-		}
-	}
-	return hs
-}
