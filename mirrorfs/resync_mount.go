@@ -21,8 +21,9 @@ import (
 // pass's mutex held.
 type passMount struct{ m *mirror }
 
-// lockTree takes the namespace lock exclusively: no request runs until
-// unlockTree. Nothing else of the mount may be held.
+// lockTree takes the namespace lock exclusively: every request that takes
+// it (all but fsync and the synced fence: doc.go) waits until unlockTree.
+// Nothing else of the mount may be held.
 func (mt passMount) lockTree() { mt.m.ns.Lock() }
 
 // unlockTree releases lockTree.
