@@ -81,9 +81,37 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 // reading and writing.
 var errNoCopyOp = fmt.Errorf("copy does not travel as an op: %w", syscall.EOPNOTSUPP)
 
+// copyReq is one copy_file_range being served: count bytes at offIn of
+// fin to offOut of fout, the source named to the slaves by srcHandle or
+// srcPath; ost is the destination's state before the copy.
+type copyReq struct {
+	fin, fout     *file
+	offIn, offOut int64
+	count         int64
+	srcHandle     uint64
+	srcPath       string
+	ost           syscall.Stat_t
+}
+
 // copyRange copies up to length bytes at offIn of fin to offOut of fout
 // and returns how many it copied.
 func (m *mirror) copyRange(fin *file, offIn int64, fout *file, offOut int64, length, flags uint64) (int64, error) {
+	length, err := m.checkCopy(fin, offIn, fout, offOut, length, flags)
+	if err != nil {
+		return 0, err
+	}
+	unlock := lockWritePair(fin.node, fout.node)
+	defer unlock()
+	c := &copyReq{fin: fin, fout: fout, offIn: offIn, offOut: offOut}
+	if err := m.planCopy(c, length); err != nil || c.count == 0 {
+		return 0, err
+	}
+	return m.copyChunks(c)
+}
+
+// checkCopy repeats the kernel's checks of the request's arguments and
+// returns the length one request copies at most.
+func (m *mirror) checkCopy(fin *file, offIn int64, fout *file, offOut int64, length, flags uint64) (uint64, error) {
 	if flags != 0 {
 		return 0, fmt.Errorf("copy_file_range flags %#x: %w", flags, syscall.EINVAL)
 	}
@@ -100,9 +128,14 @@ func (m *mirror) copyRange(fin *file, offIn int64, fout *file, offOut int64, len
 	if err := m.checkEnd("copy_file_range", fout.node, uint64(offOut), length); err != nil {
 		return 0, err
 	}
-	unlock := lockWritePair(fin.node, fout.node)
-	defer unlock()
+	return length, nil
+}
 
+// planCopy decides, under both files' write locks, whether the copy can
+// travel as an op (errNoCopyOp if not), how the slaves name its source,
+// and how many bytes there are to copy (c.count, 0 at or past the end of
+// the source).
+func (m *mirror) planCopy(c *copyReq, length uint64) error {
 	if m.watchers.Load() != nil {
 		// A resync pass is running: a slave's source may still differ
 		// from the master's, and a copy on the slave would spread the
@@ -110,77 +143,86 @@ func (m *mirror) copyRange(fin *file, offIn int64, fout *file, offOut int64, len
 		// already. Bytes are right whatever the slave holds. (Passes
 		// start under the exclusive namespace lock, which this request
 		// excludes: none starts before the copy is numbered.)
-		return 0, errNoCopyOp
+		return errNoCopyOp
 	}
-	srcHandle, srcPath, err := copySource(fin.node)
+	var err error
+	c.srcHandle, c.srcPath, err = copySource(c.fin.node)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	ist, err := fstat(fin.fd)
+	ist, err := fstat(c.fin.fd)
 	if err != nil {
-		return 0, fmt.Errorf("fstat copy source: %w", err)
+		return fmt.Errorf("fstat copy source: %w", err)
 	}
 	if ist.Mode&unix.S_IRUSR == 0 {
 		// A slave not running as root owns its files and reads its
 		// source as the owner: it could not read this one.
-		return 0, errNoCopyOp
+		return errNoCopyOp
 	}
-	ost, err := fstat(fout.fd)
-	if err != nil {
-		return 0, fmt.Errorf("fstat copy destination: %w", err)
+	if c.ost, err = fstat(c.fout.fd); err != nil {
+		return fmt.Errorf("fstat copy destination: %w", err)
 	}
-	if ost.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || hasCapability(fout.fd) {
+	if c.ost.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || hasCapability(c.fout.fd) {
 		// Writing into such a file clears its privileges (the kernel's
 		// file_remove_privs), which the backing copy, made by a daemon
 		// with CAP_FSETID, would not: let the kernel fall back to
 		// WRITE requests, which clear and mirror them like any write.
-		return 0, errNoCopyOp
+		return errNoCopyOp
 	}
-	// What there is to copy: nothing at or past the end of the source.
-	count := int64(length)
-	if offIn >= ist.Size {
-		return 0, nil
+	if c.offIn >= ist.Size {
+		return nil
 	}
-	count = min(count, ist.Size-offIn)
-	if ist.Dev == ost.Dev && ist.Ino == ost.Ino && offOut < offIn+count && offIn < offOut+count {
-		return 0, fmt.Errorf("copy_file_range of overlapping ranges within one file: %w", syscall.EINVAL)
+	c.count = min(int64(length), ist.Size-c.offIn)
+	if ist.Dev == c.ost.Dev && ist.Ino == c.ost.Ino && c.offOut < c.offIn+c.count && c.offIn < c.offOut+c.count {
+		return fmt.Errorf("copy_file_range of overlapping ranges within one file: %w", syscall.EINVAL)
 	}
+	return nil
+}
 
+// copyChunks copies c on the backing files, emitting one wire.CopyRange
+// per chunk copied, and returns how many bytes it copied; an error only
+// when it copied none.
+func (m *mirror) copyChunks(c *copyReq) (int64, error) {
 	var done int64
-	for tries := 0; done < count; {
-		in, out := offIn+done, offOut+done
-		c, err := unix.CopyFileRange(fin.fd, &in, fout.fd, &out, int(min(count-done, wire.MaxCopyLen)), 0)
+	for tries := 0; done < c.count; {
+		in, out := c.offIn+done, c.offOut+done
+		n, err := unix.CopyFileRange(c.fin.fd, &in, c.fout.fd, &out, int(min(c.count-done, wire.MaxCopyLen)), 0)
 		if errors.Is(err, syscall.EINTR) && tries < maxCopyTries {
 			tries++
 			continue
 		}
 		if err != nil {
 			if done == 0 {
-				// As for a failed write (file.write): the backing
-				// filesystem may have moved the mtime before failing.
-				if mt := m.fdMtime(fout.fd); mt != wireTime(ost.Mtim) {
-					m.emit(&wire.Setattr{Handle: fout.handle, Valid: wire.SetMtime, Mtime: mt})
-				}
-				return 0, fmt.Errorf("copy_file_range handle %d [%d,+%d) to handle %d at %d: %w",
-					fin.handle, offIn, count, fout.handle, offOut, err)
+				return 0, m.copyFailed(c, err)
 			}
 			break
 		}
-		if c <= 0 {
+		if n <= 0 {
 			break // the source ended early; what was copied stands
 		}
 		m.emit(&wire.CopyRange{
-			SrcHandle: srcHandle,
-			SrcPath:   srcPath,
-			SrcOff:    offIn + done,
-			Handle:    fout.handle,
-			Off:       offOut + done,
-			Len:       int64(c),
-			Mtime:     m.fdMtime(fout.fd),
+			SrcHandle: c.srcHandle,
+			SrcPath:   c.srcPath,
+			SrcOff:    c.offIn + done,
+			Handle:    c.fout.handle,
+			Off:       c.offOut + done,
+			Len:       int64(n),
+			Mtime:     m.fdMtime(c.fout.fd),
 		})
-		done += int64(c)
+		done += int64(n)
 	}
 	return done, nil
+}
+
+// copyFailed returns the error of a copy that copied nothing. As for a
+// failed write (file.write): the backing filesystem may have moved the
+// destination's mtime before failing, and the slaves are told.
+func (m *mirror) copyFailed(c *copyReq, err error) error {
+	if mt := m.fdMtime(c.fout.fd); mt != wireTime(c.ost.Mtim) {
+		m.emit(&wire.Setattr{Handle: c.fout.handle, Valid: wire.SetMtime, Mtime: mt})
+	}
+	return fmt.Errorf("copy_file_range handle %d [%d,+%d) to handle %d at %d: %w",
+		c.fin.handle, c.offIn, c.count, c.fout.handle, c.offOut, err)
 }
 
 // copySource names the source of a copy as the slaves can find it: by its
@@ -206,7 +248,7 @@ func hasCapability(fd int) bool {
 
 // lockWritePair locks the write mutexes of a and b (once if they are the
 // same node) in a fixed order: by writer id, as resync passes lock them
-// (resync_walk.go commit), then by inode number, so two copies in
+// (resync_mount.go, holdWriters), then by inode number, so two copies in
 // opposite directions, or a copy and a pass, cannot deadlock. A node
 // with writer id 0 has never had a writable handle and no pass locks it.
 func lockWritePair(a, b *node) func() {

@@ -281,13 +281,13 @@ func TestCopyFileRangeDuringResyncBecomesWrites(t *testing.T) {
 	in := openFd(t, e.m("src"), unix.O_RDONLY)
 	out := openFd(t, e.m("dst"), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL)
 	w := &watch{}
-	e.srv.raw.ns.Lock()
-	e.srv.m.addWatch(w)
-	e.srv.raw.ns.Unlock()
+	e.srv.m.ns.Lock()
+	passMount{e.srv.m}.watch(w)
+	e.srv.m.ns.Unlock()
 	t.Cleanup(func() {
-		e.srv.raw.ns.Lock()
-		e.srv.m.removeWatch(w)
-		e.srv.raw.ns.Unlock()
+		e.srv.m.ns.Lock()
+		passMount{e.srv.m}.unwatch(w)
+		e.srv.m.ns.Unlock()
 	})
 	mark := e.sink.mark()
 	if got := copyAll(t, in, 0, out, 0, 12); got != 12 {

@@ -26,7 +26,7 @@
 // succeeded locally but while the locks that exclude its conflicting ops are
 // still held:
 //
-//   - A namespace RWMutex, taken in a wrapper around the fuse.RawFileSystem
+//   - A namespace RWMutex (mirror.ns), taken in a wrapper around the fuse.RawFileSystem
 //     that fs.NewNodeFS returns (raw.go). Ops that change the tree or
 //     attributes (create, mkdir, mknod, symlink, link, unlink, rmdir, rename,
 //     setattr, setxattr, removexattr, open for writing) hold it exclusively,
@@ -73,6 +73,11 @@
 // hashes with its own and sends the blocks that differ. A watch on every
 // op numbered during the pass re-lists what a live op may have spoiled on
 // a slave whose tree still differs (resync_watch.go, resync_rules.go).
+// The pass reaches the mount's nodes only through passMount
+// (resync_mount.go): the namespace lock, the write locks of the files open
+// for writing (found in the writer index, writers.go), their handles, and
+// the registration of its watch; each states where it sits in the lock
+// order.
 //
 // # Privileges
 //

@@ -56,7 +56,6 @@ type Options struct {
 type Server struct {
 	srv  *fuse.Server
 	m    *mirror
-	raw  *rawFS // its namespace lock positions resync items (resync.go)
 	reqs *RequestCounter
 	// served is closed when Serve has returned and the backing dir's
 	// descriptor is closed.
@@ -78,20 +77,9 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 	if o.Mode > wire.ModeSync {
 		return nil, fmt.Errorf("%w: %d", ErrBadMode, o.Mode)
 	}
-	backing, err := filepath.Abs(o.Backing)
+	backing, rootFd, st, err := openBacking(o.Backing)
 	if err != nil {
-		return nil, fmt.Errorf("mirrorfs: backing %q: %w", o.Backing, err)
-	}
-	// The backing dir is opened once; everything below reaches it
-	// through this descriptor (backing.go), which Serve's goroutine
-	// closes when the mount ends.
-	rootFd, st, err := openRoot(backing)
-	if err != nil {
-		return nil, fmt.Errorf("mirrorfs: backing %q: %w", backing, err)
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		unix.Close(rootFd)
-		return nil, fmt.Errorf("%w: %q", ErrBadBacking, backing)
+		return nil, err
 	}
 	log := o.Logger
 	if log == nil {
@@ -100,50 +88,17 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 
 	unix.Umask(0)
 
-	m := &mirror{backing: backing, rootFd: rootFd, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
-	m.seq.sink = o.Sink
-	pol := wire.PermissivePolicy
-	if o.Policy != nil {
-		pol = *o.Policy
-	}
-	m.gate.p.Store(&pol)
-	m.seq.last.Store(o.Head)
-	// The first op of every run says a new run begins (the slave drops
-	// the handles of earlier runs), followed by an Unclean if the
-	// previous run crashed (slaves apply tolerantly until compared); the
-	// next carries the root directory's own attributes, which no other op would carry until
-	// something changes them (a replica made on another filesystem starts
-	// with that filesystem's mode and times).
-	m.emit(&wire.RunStart{Run: o.Run})
-	if o.Unclean {
-		m.emit(&wire.Unclean{})
-	}
-	m.emit(&wire.Setattr{
-		Path:  "",
-		Valid: wire.SetMode | wire.SetUid | wire.SetGid | wire.SetMtime,
-		Mode:  st.Mode & 0o7777,
-		Uid:   st.Uid,
-		Gid:   st.Gid,
-		Atime: wire.Time{Omit: true},
-		Mtime: wireTime(st.Mtim),
-	})
+	m := newMirror(o, backing, rootFd, log)
+	m.startRun(o, &st)
 	rootData := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
 	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: rootData}, m: m}
 	rootData.RootNode = root
 
-	opts := BareLoopbackOptions(backing)
-	opts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	mopts := &opts.MountOptions
-	mopts.AllowOther = o.AllowOther
-	if o.Devices {
-		mopts.Options = append(slices.Clone(mopts.Options), "dev")
-	}
-	mopts.Debug = o.Debug
-	mopts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelInfo)
+	opts := mountOptions(o, backing, log)
 	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), m: m}
 	counter := &RequestCounter{RawFileSystem: raw, sum: &processRequests}
 
-	srv, err := fuse.NewServer(counter, mountpoint, mopts)
+	srv, err := fuse.NewServer(counter, mountpoint, &opts.MountOptions)
 	if err != nil {
 		m.closeRoot()
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
@@ -162,7 +117,78 @@ func Mount(mountpoint string, o Options) (*Server, error) {
 		}
 		return nil, fmt.Errorf("mirrorfs: mount %q: %w", mountpoint, err)
 	}
-	return &Server{srv: srv, m: m, raw: raw, reqs: counter, served: served}, nil
+	return &Server{srv: srv, m: m, reqs: counter, served: served}, nil
+}
+
+// openBacking opens the backing directory once; everything below reaches
+// it through this descriptor (backing.go), which Serve's goroutine closes
+// when the mount ends. It returns the directory's absolute path, the
+// descriptor and the directory's attributes.
+func openBacking(dir string) (string, int, syscall.Stat_t, error) {
+	backing, err := filepath.Abs(dir)
+	if err != nil {
+		return "", -1, syscall.Stat_t{}, fmt.Errorf("mirrorfs: backing %q: %w", dir, err)
+	}
+	rootFd, st, err := openRoot(backing)
+	if err != nil {
+		return "", -1, st, fmt.Errorf("mirrorfs: backing %q: %w", backing, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		unix.Close(rootFd)
+		return "", -1, st, fmt.Errorf("%w: %q", ErrBadBacking, backing)
+	}
+	return backing, rootFd, st, nil
+}
+
+// newMirror makes the state shared by the mount's nodes, numbering from
+// o.Head on.
+func newMirror(o Options, backing string, rootFd int, log *slog.Logger) *mirror {
+	m := &mirror{backing: backing, rootFd: rootFd, mode: o.Mode, log: log, root: os.Getuid() == 0, run: o.Run}
+	m.seq.sink = o.Sink
+	pol := wire.PermissivePolicy
+	if o.Policy != nil {
+		pol = *o.Policy
+	}
+	m.gate.p.Store(&pol)
+	m.seq.last.Store(o.Head)
+	return m
+}
+
+// startRun emits the first ops of every run: a new run begins (the slave
+// drops the handles of earlier runs), followed by an Unclean if the
+// previous run crashed (slaves apply tolerantly until compared); the next
+// carries the root directory's own attributes (st), which no other op
+// would carry until something changes them (a replica made on another
+// filesystem starts with that filesystem's mode and times).
+func (m *mirror) startRun(o Options, st *syscall.Stat_t) {
+	m.emit(&wire.RunStart{Run: o.Run})
+	if o.Unclean {
+		m.emit(&wire.Unclean{})
+	}
+	m.emit(&wire.Setattr{
+		Path:  "",
+		Valid: wire.SetMode | wire.SetUid | wire.SetGid | wire.SetMtime,
+		Mode:  st.Mode & 0o7777,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Atime: wire.Time{Omit: true},
+		Mtime: wireTime(st.Mtim),
+	})
+}
+
+// mountOptions are go-fuse's options for the mirror: the bare loopback's
+// (BareLoopbackOptions), logging through log, and what o asks for.
+func mountOptions(o Options, backing string, log *slog.Logger) *fs.Options {
+	opts := BareLoopbackOptions(backing)
+	opts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	mopts := &opts.MountOptions
+	mopts.AllowOther = o.AllowOther
+	if o.Devices {
+		mopts.Options = append(slices.Clone(mopts.Options), "dev")
+	}
+	mopts.Debug = o.Debug
+	mopts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelInfo)
+	return opts
 }
 
 // Wait blocks until the filesystem is unmounted (umount of the mount

@@ -27,6 +27,11 @@ type mirror struct {
 	rootMu     sync.RWMutex
 	rootClosed bool
 
+	// ns is the namespace lock (doc.go, Sequencing and locks): rawFS
+	// takes it around every request, a resync pass around each item
+	// (resync_mount.go).
+	ns sync.RWMutex
+
 	seq     sequencer
 	mode    wire.SyncMode
 	log     *slog.Logger
@@ -58,7 +63,7 @@ type mirror struct {
 func (m *mirror) emit(op wire.Op) uint64 {
 	seq := m.seq.emit(op)
 	if ws := m.watchers.Load(); ws != nil {
-		m.observe(*ws, op)
+		passMount{m}.observe(*ws, op)
 	}
 	return seq
 }
@@ -159,6 +164,19 @@ func (n *node) withFile(fn func(f *file) error) error {
 		return fmt.Errorf("node is not in the tree and has no open file: %w", syscall.ENOENT)
 	}
 	return fn(pick)
+}
+
+// writableHandles returns the handles with write access open on n.
+func (n *node) writableHandles() []uint64 {
+	n.fmu.Lock()
+	defer n.fmu.Unlock()
+	var hs []uint64
+	for f := range n.files {
+		if f.handle != 0 {
+			hs = append(hs, f.handle)
+		}
+	}
+	return hs
 }
 
 // writable reports whether open(2) flags ask for write access.

@@ -54,61 +54,18 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %q: %w", rel, err)
 	}
-	osf := os.NewFile(uintptr(fd), rel)
-	fail := func(err error) (*fs.Inode, *file, error) {
-		osf.Close()
-		if created {
-			n.undoUnlink(a)
-		}
-		return nil, nil, err
-	}
+	c := &creating{a: a, rel: rel, fd: fd, osf: os.NewFile(uintptr(fd), rel), flags: flags, created: created}
 	pst, dirMtime := n.m.dirStat(dir)
 	if created {
 		n.m.giveToCaller(ctx, a, fd, syscall.S_IFREG|mode, &pst)
 	}
-	st, err := fstat(fd)
+	ch, f, st, err := n.createdFile(ctx, c, out)
 	if err != nil {
-		return fail(fmt.Errorf("create %q: %w", rel, err))
-	}
-	ch, err := n.newChild(ctx, a, out)
-	if err != nil {
-		return fail(fmt.Errorf("create %q: look up: %w", rel, err))
-	}
-	if out.Attr.Ino != st.Ino {
-		// Only possible if something else renamed the backing file
-		// between open and lookup.
-		return fail(fmt.Errorf("create %q: name changed under us: %w", rel, syscall.EIO))
-	}
-	cn, ok := ch.Operations().(*node)
-	if !ok {
-		return fail(fmt.Errorf("create %q: child is %T, not a mirror node: %w", rel, ch.Operations(), syscall.EIO))
-	}
-	switch {
-	case created:
-		// A new file has no file capability; its mode is st's.
-		cn.privs.Store(privBits(st.Mode, false))
-	case flags&syscall.O_TRUNC != 0:
-		// An existing file truncated by the open: clear privileges as a
-		// truncate must (killpriv.go), numbered before the Create.
-		p, err := n.m.killPrivsNamed(fd, rel, n.m.openKill)
-		if err != nil {
-			return fail(fmt.Errorf("create %q: %w", rel, err))
+		c.osf.Close()
+		if created {
+			n.undoUnlink(a)
 		}
-		cn.privs.Store(p)
-		if st, err = fstat(fd); err != nil {
-			return fail(fmt.Errorf("create %q: %w", rel, err))
-		}
-	case writable(flags):
-		if err := cn.loadPrivs(fdTarget(fd)); err != nil {
-			return fail(fmt.Errorf("create %q: %w", rel, err))
-		}
-	}
-	f, err := cn.newFile(fs.NewLoopbackFileFromOS(osf), writable(flags))
-	if err != nil {
-		return fail(fmt.Errorf("create %q: %w", rel, err))
-	}
-	if f.handle != 0 {
-		n.m.opened = f
+		return nil, nil, fmt.Errorf("create %q: %w", rel, err)
 	}
 	wflags := mirroredOpenFlags(flags)
 	if created {
@@ -127,6 +84,81 @@ func (n *node) create(ctx context.Context, name string, flags, mode uint32, out 
 		DirMtime: dirMtime,
 	})
 	return ch, f, nil
+}
+
+// creating is a CREATE whose backing file is open (fd, osf) at a, the
+// path rel; created says the open made it.
+type creating struct {
+	a       at
+	rel     string
+	fd      int
+	osf     *os.File
+	flags   uint32
+	created bool
+}
+
+// createdFile makes the node and the handle of the file c opened, and
+// returns them with the file's attributes as the Create is to carry
+// them. On error the caller closes c.osf (and unlinks what it made).
+func (n *node) createdFile(ctx context.Context, c *creating, out *fuse.EntryOut) (*fs.Inode, *file, syscall.Stat_t, error) {
+	st, err := fstat(c.fd)
+	if err != nil {
+		return nil, nil, st, err
+	}
+	ch, cn, err := n.createdNode(ctx, c, st, out)
+	if err != nil {
+		return nil, nil, st, err
+	}
+	if st, err = cn.createPrivs(c, st); err != nil {
+		return nil, nil, st, err
+	}
+	f, err := cn.newFile(fs.NewLoopbackFileFromOS(c.osf), writable(c.flags))
+	if err != nil {
+		return nil, nil, st, err
+	}
+	if f.handle != 0 {
+		n.m.opened = f
+	}
+	return ch, f, st, nil
+}
+
+// createdNode looks up the node of the file c opened, which st describes.
+func (n *node) createdNode(ctx context.Context, c *creating, st syscall.Stat_t, out *fuse.EntryOut) (*fs.Inode, *node, error) {
+	ch, err := n.newChild(ctx, c.a, out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("look up: %w", err)
+	}
+	if out.Attr.Ino != st.Ino {
+		// Only possible if something else renamed the backing file
+		// between open and lookup.
+		return nil, nil, fmt.Errorf("name changed under us: %w", syscall.EIO)
+	}
+	cn, ok := ch.Operations().(*node)
+	if !ok {
+		return nil, nil, fmt.Errorf("child is %T, not a mirror node: %w", ch.Operations(), syscall.EIO)
+	}
+	return ch, cn, nil
+}
+
+// createPrivs sets the privilege state of n, the file c opened (st),
+// which an O_TRUNC of an existing file clears as a truncate must
+// (killpriv.go), numbered before the Create; it returns st as of after.
+func (n *node) createPrivs(c *creating, st syscall.Stat_t) (syscall.Stat_t, error) {
+	switch {
+	case c.created:
+		// A new file has no file capability; its mode is st's.
+		n.privs.Store(privBits(st.Mode, false))
+	case c.flags&syscall.O_TRUNC != 0:
+		p, err := n.m.killPrivsNamed(c.fd, c.rel, n.m.openKill)
+		if err != nil {
+			return st, err
+		}
+		n.privs.Store(p)
+		return fstat(c.fd)
+	case writable(c.flags):
+		return st, n.loadPrivs(fdTarget(c.fd))
+	}
+	return st, nil
 }
 
 // openCreate opens a like open(2) with O_CREAT and reports whether it made

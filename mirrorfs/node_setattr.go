@@ -32,74 +32,19 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	}
 	f, _ := fh.(*file)
 	rel, inTree := relPath(n.inode())
-	if in.Valid&fuse.FATTR_MODE != 0 {
-		if err := n.m.checkMode("chmod", rel, n.inode().StableAttr().Mode&syscall.S_IFMT, in.Mode); err != nil {
-			return err
-		}
+	if err := n.checkSetattr(rel, in); err != nil {
+		return err
 	}
-	if in.Valid&fuse.FATTR_SIZE != 0 {
-		if err := n.m.checkEnd("truncate", n, in.Size, 0); err != nil {
-			return err
-		}
-	}
-	var st syscall.Stat_t
-	var err error
-	switch {
-	case f != nil:
-		if err := n.killOnTruncate(fdTarget(f.fd), in); err != nil {
-			return fmt.Errorf("setattr %q: %w", rel, err)
-		}
-		st, err = applySetattr(fdTarget(f.fd), in)
-	case inTree:
-		if err := checkPath(rel); err != nil {
-			return err
-		}
-		var a at
-		if a, err = n.m.resolve(rel); err != nil {
-			return fmt.Errorf("setattr %q: %w", rel, err)
-		}
-		defer a.close()
-		t := pathTarget{a: a, typ: n.inode().StableAttr().Mode}
-		if err := n.killOnTruncate(t, in); err != nil {
-			return fmt.Errorf("setattr %q: %w", rel, err)
-		}
-		st, err = applySetattr(t, in)
-	default:
-		// No name in the tree as go-fuse knows it (unlinked while open);
-		// the file may still live under a hard link never looked up. A
-		// handle the slaves know lets them follow (op.Handle below).
-		err = n.withFile(func(of *file) error {
-			var ferr error
-			st, ferr = applySetattr(fdTarget(of.fd), in)
-			if st.Nlink > 0 {
-				f = of // otherwise the file is gone from the tree: nothing to send
-			}
-			return ferr
-		})
-	}
+	st, f, err := n.setattrBacking(f, rel, inTree, in)
 	if err != nil {
-		return fmt.Errorf("setattr %q: %w", rel, err)
+		return err
 	}
 	out.FromStat(&st)
 	n.afterSetattr(in.Valid, st.Mode)
 
-	valid := wireValid(in.Valid)
-	if valid == 0 {
+	op := setattrOp(in, &st)
+	if op == nil {
 		return nil
-	}
-	op := &wire.Setattr{
-		Valid: valid,
-		Mode:  st.Mode & 0o7777,
-		Uid:   st.Uid,
-		Gid:   st.Gid,
-		Atime: omitTime,
-		Mtime: wireTime(st.Mtim),
-	}
-	if valid&wire.SetSize != 0 {
-		op.Size = in.Size
-	}
-	if valid&wire.SetAtime != 0 {
-		op.Atime = wireTime(st.Atim)
 	}
 	switch {
 	case f != nil && f.handle != 0:
@@ -119,6 +64,93 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	return nil
 }
 
+// checkSetattr refuses what a slave would refuse: a mode its policy
+// leaves out, a size past its bound.
+func (n *node) checkSetattr(rel string, in *fuse.SetAttrIn) error {
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		if err := n.m.checkMode("chmod", rel, n.inode().StableAttr().Mode&syscall.S_IFMT, in.Mode); err != nil {
+			return err
+		}
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		if err := n.m.checkEnd("truncate", n, in.Size, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setattrBacking applies in to the backing file: through f when the kernel
+// passed a handle, else at rel when n is in the tree, else through any
+// handle open on n. It returns the attributes after, and the handle to
+// name in the op (nil: the path, or nothing when n is gone from the tree).
+func (n *node) setattrBacking(f *file, rel string, inTree bool, in *fuse.SetAttrIn) (syscall.Stat_t, *file, error) {
+	var st syscall.Stat_t
+	var err error
+	switch {
+	case f != nil:
+		if err := n.killOnTruncate(fdTarget(f.fd), in); err != nil {
+			return st, f, fmt.Errorf("setattr %q: %w", rel, err)
+		}
+		st, err = applySetattr(fdTarget(f.fd), in)
+	case inTree:
+		if err := checkPath(rel); err != nil {
+			return st, f, err
+		}
+		var a at
+		if a, err = n.m.resolve(rel); err != nil {
+			return st, f, fmt.Errorf("setattr %q: %w", rel, err)
+		}
+		defer a.close()
+		t := pathTarget{a: a, typ: n.inode().StableAttr().Mode}
+		if err := n.killOnTruncate(t, in); err != nil {
+			return st, f, fmt.Errorf("setattr %q: %w", rel, err)
+		}
+		st, err = applySetattr(t, in)
+	default:
+		// No name in the tree as go-fuse knows it (unlinked while open);
+		// the file may still live under a hard link never looked up. A
+		// handle the slaves know lets them follow (op.Handle).
+		err = n.withFile(func(of *file) error {
+			var ferr error
+			st, ferr = applySetattr(fdTarget(of.fd), in)
+			if st.Nlink > 0 {
+				f = of // otherwise the file is gone from the tree: nothing to send
+			}
+			return ferr
+		})
+	}
+	if err != nil {
+		return st, f, fmt.Errorf("setattr %q: %w", rel, err)
+	}
+	return st, f, nil
+}
+
+// setattrOp is the op that replicates in, which left the file with
+// attributes st, addressed to nothing yet; nil when in sets nothing a
+// slave sets.
+func setattrOp(in *fuse.SetAttrIn, st *syscall.Stat_t) *wire.Setattr {
+	valid := wireValid(in.Valid)
+	if valid == 0 {
+		return nil
+	}
+	op := &wire.Setattr{
+		Valid: valid,
+		Mode:  st.Mode & 0o7777,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Atime: omitTime,
+		Mtime: wireTime(st.Mtim),
+	}
+	if valid&wire.SetSize != 0 {
+		op.Size = in.Size
+	}
+	if valid&wire.SetAtime != 0 {
+		op.Atime = wireTime(st.Atim)
+	}
+	return op
+}
+
 // chownNoIDs serves a SETATTR with nothing to set. The kernel sends one
 // for a chown(2) that changes neither owner nor group (-1, -1), and before
 // a write by a caller without CAP_FSETID to a file with set-id bits
@@ -133,28 +165,7 @@ func (n *node) setattr(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 // for a write only to a file with a capability, which keeps its set-id
 // bits.
 func (n *node) chownNoIDs(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) error {
-	var st syscall.Stat_t
-	var cap bool
-	look := func(t attrTarget) error {
-		var err error
-		if st, err = t.stat(); err != nil {
-			return err
-		}
-		cap, err = t.hasCap()
-		return err
-	}
-	var err error
-	if f, ok := fh.(*file); ok {
-		err = look(fdTarget(f.fd))
-	} else if rel, inTree := relPath(n.inode()); inTree {
-		var a at
-		if a, err = n.m.resolve(rel); err == nil {
-			err = look(pathTarget{a: a, typ: n.inode().StableAttr().Mode})
-			a.close()
-		}
-	} else {
-		err = n.withAnyFile(func(fd int) error { return look(fdTarget(fd)) })
-	}
+	st, cap, err := n.privState(fh)
 	if err != nil {
 		return fmt.Errorf("chown: %w", err)
 	}
@@ -167,14 +178,7 @@ func (n *node) chownNoIDs(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOu
 		out.FromStat(&st)
 		return nil
 	}
-	mode := st.Mode & 0o7777
-	if typ := st.Mode & syscall.S_IFMT; typ != syscall.S_IFDIR && typ != syscall.S_IFLNK {
-		mode &^= syscall.S_ISUID
-		c := &in.Caller
-		if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || c.Uid != 0 && !callerInGroup(c, st.Gid)) {
-			mode &^= syscall.S_ISGID
-		}
-	}
+	mode := clearedIDs(&st, &in.Caller)
 	if mode == st.Mode&0o7777 {
 		out.FromStat(&st)
 		return nil
@@ -189,6 +193,45 @@ func (n *node) chownNoIDs(fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOu
 		chmod.Fh = in.Fh
 	}
 	return n.setattr(fh, chmod, out)
+}
+
+// privState reads the attributes of n's backing file and whether it has a
+// file capability: through fh when the kernel passed one, else by path,
+// else through any handle open on n.
+func (n *node) privState(fh fs.FileHandle) (st syscall.Stat_t, cap bool, err error) {
+	look := func(t attrTarget) error {
+		var err error
+		if st, err = t.stat(); err != nil {
+			return err
+		}
+		cap, err = t.hasCap()
+		return err
+	}
+	if f, ok := fh.(*file); ok {
+		err = look(fdTarget(f.fd))
+	} else if rel, inTree := relPath(n.inode()); inTree {
+		var a at
+		if a, err = n.m.resolve(rel); err == nil {
+			err = look(pathTarget{a: a, typ: n.inode().StableAttr().Mode})
+			a.close()
+		}
+	} else {
+		err = n.withAnyFile(func(fd int) error { return look(fdTarget(fd)) })
+	}
+	return st, cap, err
+}
+
+// clearedIDs is the mode of a file with attributes st once the set-id
+// bits the VFS clears for caller c are cleared (see chownNoIDs).
+func clearedIDs(st *syscall.Stat_t, c *fuse.Caller) uint32 {
+	mode := st.Mode & 0o7777
+	if typ := st.Mode & syscall.S_IFMT; typ != syscall.S_IFDIR && typ != syscall.S_IFLNK {
+		mode &^= syscall.S_ISUID
+		if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || c.Uid != 0 && !callerInGroup(c, st.Gid)) {
+			mode &^= syscall.S_ISGID
+		}
+	}
+	return mode
 }
 
 // mayWrite reports whether the mode bits let caller c write to a file

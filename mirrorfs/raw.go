@@ -23,8 +23,7 @@ import (
 // applied, and answering EINTR would tell the application it was not.
 type rawFS struct {
 	fuse.RawFileSystem
-	ns sync.RWMutex
-	m  *mirror
+	m *mirror // its ns is the namespace lock
 
 	// files maps the bridge's fh of every handle with write access to
 	// our file, so a WRITE can see the inode's privilege state before
@@ -66,8 +65,8 @@ func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
 		f = v.(*file)
 	}
 	st, done := func() (fuse.Status, bool) {
-		r.ns.RLock()
-		defer r.ns.RUnlock()
+		r.m.ns.RLock()
+		defer r.m.ns.RUnlock()
 		if f != nil && f.node.mayKill(kill) {
 			return fuse.OK, false
 		}
@@ -75,8 +74,8 @@ func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
 	}()
 	if !done {
 		st = func() fuse.Status {
-			r.ns.Lock()
-			defer r.ns.Unlock()
+			r.m.ns.Lock()
+			defer r.m.ns.Unlock()
 			if f.node.mayKill(kill) {
 				if err := f.node.killPrivs(fdTarget(f.fd), kill); err != nil {
 					r.m.log.Warn("mirrorfs: write: cannot clear privileges", "handle", f.handle, "err", err)
@@ -96,8 +95,8 @@ func (r *rawFS) write(in *fuse.WriteIn, op func() fuse.Status) fuse.Status {
 // then waits for the slaves in ModeSync.
 func (r *rawFS) exclusive(op func() fuse.Status) fuse.Status {
 	st := func() fuse.Status {
-		r.ns.Lock()
-		defer r.ns.Unlock()
+		r.m.ns.Lock()
+		defer r.m.ns.Unlock()
 		return op()
 	}()
 	if st.Ok() && r.m.mode == wire.ModeSync {
@@ -110,8 +109,8 @@ func (r *rawFS) exclusive(op func() fuse.Status) fuse.Status {
 // in ModeSync.
 func (r *rawFS) shared(mutating bool, op func() fuse.Status) fuse.Status {
 	st := func() fuse.Status {
-		r.ns.RLock()
-		defer r.ns.RUnlock()
+		r.m.ns.RLock()
+		defer r.m.ns.RUnlock()
 		return op()
 	}()
 	if mutating && st.Ok() && r.m.mode == wire.ModeSync {

@@ -15,7 +15,8 @@ import (
 // the locks that exclude the ops conflicting with what it describes, and
 // handed to the sink before they are released; the sink positions it after
 // the last op numbered so far, so at its position the item describes the
-// master's tree exactly.
+// master's tree exactly. The pass takes those locks, and reaches the
+// mount's nodes at all, only through passMount (resync_mount.go).
 //
 //  1. Begin, under the namespace lock held exclusively: ResyncBegin and,
 //     with Rebase, ResyncHandles naming every handle open for writing

@@ -98,29 +98,10 @@ func (p *pass) readEntry(dirfd int, dir, name string) (r entryRead, skip bool, e
 // xattrs reads extended attributes through list and get, sorted by name,
 // within the wire's bounds (what exceeds them is logged and left out).
 func (p *pass) xattrs(path string, list func([]byte) (int, error), get func(string, []byte) (int, error)) ([]wire.Xattr, error) {
-	var buf []byte
-	for size := 1024; ; size *= 4 {
-		buf = make([]byte, size)
-		n, err := list(buf)
-		if errors.Is(err, unix.ERANGE) && size < 1<<24 {
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("mirrorfs: resync: list xattrs of %q: %w", path, err)
-		}
-		buf = buf[:n]
-		break
+	names, err := xattrNames(path, list)
+	if err != nil {
+		return nil, err
 	}
-	var names []string
-	for _, n := range strings.Split(string(buf), "\x00") {
-		if n != "" {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
 	var xs []wire.Xattr
 	var total int64
 	val := make([]byte, wire.MaxXattrValueLen)
@@ -148,6 +129,35 @@ func (p *pass) xattrs(path string, list func([]byte) (int, error), get func(stri
 		xs = append(xs, wire.Xattr{Name: name, Value: slices.Clone(val[:n])})
 	}
 	return xs, nil
+}
+
+// xattrNames lists the names of path's extended attributes through list,
+// sorted (none where the filesystem has none: ENOTSUP).
+func xattrNames(path string, list func([]byte) (int, error)) ([]string, error) {
+	var buf []byte
+	for size := 1024; ; size *= 4 {
+		buf = make([]byte, size)
+		n, err := list(buf)
+		if errors.Is(err, unix.ERANGE) && size < 1<<24 {
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mirrorfs: resync: list xattrs of %q: %w", path, err)
+		}
+		buf = buf[:n]
+		break
+	}
+	var names []string
+	for _, n := range strings.Split(string(buf), "\x00") {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // openDir opens the backing directory at rel for reading, refusing

@@ -140,18 +140,18 @@ func (p *pass) openFile(f *fileState) error {
 // namespace lock shared and the write locks of the nodes that can write
 // to it. It reports false (and holds nothing) once the pass has ended.
 func (p *pass) lockFile(f *fileState) (unlock func(), ok bool) {
-	p.raw.ns.RLock()
+	p.mnt.rlockTree()
 	p.mu.Lock()
 	ended := p.ended
 	p.mu.Unlock()
 	if ended {
-		p.raw.ns.RUnlock()
+		p.mnt.runlockTree()
 		return nil, false
 	}
-	unw := p.m.lockWriters(f.key)
+	unw := p.mnt.lockWriters(f.key)
 	return func() {
 		unw()
-		p.raw.ns.RUnlock()
+		p.mnt.runlockTree()
 	}, true
 }
 

@@ -290,10 +290,10 @@ func TestResyncCrossRenameIntoWalkedPart(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.caughtUp()
-			d := diffTrees(snapshot(t, r.back), snapshot(t, s.root))
+			d := treeDiff(t, r.back, s.root)
 			if watch {
-				if len(d) > 0 {
-					t.Errorf("trees differ:\n%s", strings.Join(d, "\n"))
+				if d != "" {
+					t.Errorf("trees differ:\n%s", d)
 				}
 				listed := 0
 				for _, it := range itemsOf[*wire.ResyncDir](r.recs[0].items()) {
@@ -304,7 +304,7 @@ func TestResyncCrossRenameIntoWalkedPart(t *testing.T) {
 				if listed != 2 {
 					t.Errorf("a listed %d times, want twice (the walk, then again for a/sub)", listed)
 				}
-			} else if len(d) == 0 {
+			} else if d == "" {
 				t.Error("without the watch the slave should lack a/sub: the test shows nothing")
 			}
 		})
@@ -346,11 +346,11 @@ func TestResyncDirectoryInSeveralItems(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.caughtUp()
-			d := diffTrees(snapshot(t, r.back), snapshot(t, s.root))
-			if watch && len(d) > 0 {
-				t.Errorf("trees differ:\n%s", strings.Join(d, "\n"))
+			d := treeDiff(t, r.back, s.root)
+			if watch && d != "" {
+				t.Errorf("trees differ:\n%s", d)
 			}
-			if !watch && len(d) == 0 {
+			if !watch && d == "" {
 				t.Error("without the watch the names added between items should be missing: the test shows nothing")
 			}
 			if n := len(itemsOf[*wire.ResyncDir](r.recs[0].items())); n < 6 {

@@ -19,7 +19,7 @@ import (
 // pass is the state of one Resync call.
 type pass struct {
 	m    *mirror
-	raw  *rawFS
+	mnt  passMount // the mount's locks and handles (resync_mount.go)
 	o    wire.PassOptions
 	sink wire.PassSink
 	log  *slog.Logger
@@ -87,7 +87,7 @@ var passHooks struct {
 func newPass(s *Server, o wire.PassOptions, sink wire.PassSink) (*pass, error) {
 	log := s.m.log
 	p := &pass{
-		m: s.m, raw: s.raw, o: o, sink: sink, log: log.With("pass", o.Pass),
+		m: s.m, mnt: passMount{s.m}, o: o, sink: sink, log: log.With("pass", o.Pass),
 		w:         &watch{},
 		changed:   make(chan struct{}),
 		byID:      make(map[uint64]*fileState),

@@ -88,22 +88,9 @@ func (p *pass) handleReply(r wire.ResyncReply, buf []byte) error {
 
 // onHashes compares a file with what the slave described.
 func (p *pass) onHashes(r *wire.ResyncHashes, buf []byte) error {
-	p.mu.Lock()
-	f := p.byID[r.FileID]
-	if f != nil && !f.hashed {
-		f.hashed = true
-		p.hashedOpen++
-	}
-	p.mu.Unlock()
-	switch {
-	case f == nil:
-		return fmt.Errorf("%w: hashes for file %d, which is not waiting for any", ErrBadReply, r.FileID)
-	case f.last:
-		return fmt.Errorf("%w: hashes for file %d after its last", ErrBadReply, r.FileID)
-	case r.First != f.next:
-		return fmt.Errorf("%w: hashes for file %d from block %d, expected %d", ErrBadReply, r.FileID, r.First, f.next)
-	case r.First+uint64(len(r.Hashes)) > wire.BlockCount(r.Size):
-		return fmt.Errorf("%w: %d hashes for file %d of %d bytes", ErrBadReply, r.First+uint64(len(r.Hashes)), r.FileID, r.Size)
+	f, err := p.hashesFor(r)
+	if err != nil {
+		return err
 	}
 	if err := p.openFile(f); err != nil {
 		return err
@@ -118,6 +105,46 @@ func (p *pass) onHashes(r *wire.ResyncHashes, buf []byte) error {
 		p.resolve(f)
 		return err
 	}
+	if err := p.compareHashes(f, r, buf); err != nil {
+		return err
+	}
+	if r.More {
+		return nil
+	}
+	f.last = true
+	p.mu.Lock()
+	p.sendq = append(p.sendq, f)
+	p.notifyLocked()
+	p.mu.Unlock()
+	return nil
+}
+
+// hashesFor returns the file r describes (counted as hashed from now on),
+// or why r does not fit it.
+func (p *pass) hashesFor(r *wire.ResyncHashes) (*fileState, error) {
+	p.mu.Lock()
+	f := p.byID[r.FileID]
+	if f != nil && !f.hashed {
+		f.hashed = true
+		p.hashedOpen++
+	}
+	p.mu.Unlock()
+	switch {
+	case f == nil:
+		return nil, fmt.Errorf("%w: hashes for file %d, which is not waiting for any", ErrBadReply, r.FileID)
+	case f.last:
+		return nil, fmt.Errorf("%w: hashes for file %d after its last", ErrBadReply, r.FileID)
+	case r.First != f.next:
+		return nil, fmt.Errorf("%w: hashes for file %d from block %d, expected %d", ErrBadReply, r.FileID, r.First, f.next)
+	case r.First+uint64(len(r.Hashes)) > wire.BlockCount(r.Size):
+		return nil, fmt.Errorf("%w: %d hashes for file %d of %d bytes", ErrBadReply, r.First+uint64(len(r.Hashes)), r.FileID, r.Size)
+	}
+	return f, nil
+}
+
+// compareHashes marks the blocks of f that differ from the slave's hashes
+// in r, until f is found gone.
+func (p *pass) compareHashes(f *fileState, r *wire.ResyncHashes, buf []byte) error {
 	for i, h := range r.Hashes {
 		if f.gone {
 			break
@@ -132,14 +159,6 @@ func (p *pass) onHashes(r *wire.ResyncHashes, buf []byte) error {
 		}
 	}
 	f.next = r.First + uint64(len(r.Hashes))
-	if r.More {
-		return nil
-	}
-	f.last = true
-	p.mu.Lock()
-	p.sendq = append(p.sendq, f)
-	p.notifyLocked()
-	p.mu.Unlock()
 	return nil
 }
 

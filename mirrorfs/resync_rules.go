@@ -177,22 +177,17 @@ func (w *watch) renamed(src, dst string, flags uint32, srcDir, dstDir bool) {
 
 // observe feeds op, just applied and numbered (namespace ops under the
 // exclusive namespace lock, data ops under the inode's write lock), to
-// every running pass.
-func (m *mirror) observe(ws []*watch, op wire.Op) {
+// every running pass: first what it did to a file's content, then to the
+// names.
+func (mt passMount) observe(ws []*watch, op wire.Op) {
+	if handle, path, opened, ok := contentTouch(op); ok {
+		mt.touched(ws, handle, path, opened)
+	}
 	switch o := op.(type) {
 	case *wire.Rename:
-		srcDir := m.isDir(o.NewPath)
-		dstDir := o.Flags&wire.RenameExchange != 0 && m.isDir(o.OldPath)
-		for _, w := range ws {
-			w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
-		}
+		mt.observeRename(ws, o)
 	case *wire.Link:
-		st, err := m.lstat(o.NewPath)
-		isFile := err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG
-		k := fileKey{dev: st.Dev, ino: st.Ino}
-		for _, w := range ws {
-			w.linked(o.OldPath, o.NewPath, k, isFile)
-		}
+		mt.observeLink(ws, o)
 	case *wire.Rmdir:
 		for _, w := range ws {
 			w.removedDir(o.Path)
@@ -201,49 +196,83 @@ func (m *mirror) observe(ws []*watch, op wire.Op) {
 		for _, w := range ws {
 			w.unlinked(o.Path)
 		}
-	case *wire.Create:
-		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
-		for _, w := range ws {
-			w.created(o.Path)
-		}
-	case *wire.Mkdir:
-		for _, w := range ws {
-			w.created(o.Path)
-		}
-	case *wire.Mknod:
-		for _, w := range ws {
-			w.created(o.Path)
-		}
-	case *wire.Symlink:
-		for _, w := range ws {
-			w.created(o.Path)
-		}
-	case *wire.Open:
-		m.touched(ws, o.Handle, o.Path, o.Handle != 0)
-	case *wire.Write:
-		m.touched(ws, o.Handle, "", false)
-	case *wire.Fallocate:
-		m.touched(ws, o.Handle, "", false)
-	case *wire.CopyRange:
-		// Unreachable while copy.go emits no CopyRange during a pass;
-		// the destination changed like a Write's.
-		m.touched(ws, o.Handle, "", false)
-	case *wire.Setattr:
-		path := o.Path
-		if o.Handle != 0 {
-			path = "" // by handle: the path is ignored
-		}
-		m.touched(ws, o.Handle, path, false)
-	case *wire.Setxattr:
-		// xattrs belong to the file: one set through a name still to be
-		// listed may miss the slave's copy, as a chmod may.
-		m.touched(ws, 0, o.Path, false)
-	case *wire.Removexattr:
-		m.touched(ws, 0, o.Path, false)
 	case *wire.Release:
 		for _, w := range ws {
 			w.released(o.Handle)
 		}
+	default:
+		if path, ok := createdPath(op); ok {
+			for _, w := range ws {
+				w.created(path)
+			}
+		}
+	}
+}
+
+// contentTouch says which file op changed the content, mtime or xattrs
+// of: the one open under handle (0: none), or the one at path ("": none);
+// opened says op opened handle on path. ok is false for every other op.
+func contentTouch(op wire.Op) (handle uint64, path string, opened, ok bool) {
+	switch o := op.(type) {
+	case *wire.Create:
+		return o.Handle, o.Path, o.Handle != 0, true
+	case *wire.Open:
+		return o.Handle, o.Path, o.Handle != 0, true
+	case *wire.Write:
+		return o.Handle, "", false, true
+	case *wire.Fallocate:
+		return o.Handle, "", false, true
+	case *wire.CopyRange:
+		// Unreachable while copy.go emits no CopyRange during a pass;
+		// the destination changed like a Write's.
+		return o.Handle, "", false, true
+	case *wire.Setattr:
+		if o.Handle != 0 {
+			return o.Handle, "", false, true // by handle: the path is ignored
+		}
+		return 0, o.Path, false, true
+	case *wire.Setxattr:
+		// xattrs belong to the file: one set through a name still to be
+		// listed may miss the slave's copy, as a chmod may.
+		return 0, o.Path, false, true
+	case *wire.Removexattr:
+		return 0, o.Path, false, true
+	}
+	return 0, "", false, false
+}
+
+// createdPath returns the path op made a new node at.
+func createdPath(op wire.Op) (string, bool) {
+	switch o := op.(type) {
+	case *wire.Create:
+		return o.Path, true
+	case *wire.Mkdir:
+		return o.Path, true
+	case *wire.Mknod:
+		return o.Path, true
+	case *wire.Symlink:
+		return o.Path, true
+	}
+	return "", false
+}
+
+// observeRename feeds a rename to every pass, with whether what moved
+// (and, for an exchange, what it was swapped with) is a directory.
+func (mt passMount) observeRename(ws []*watch, o *wire.Rename) {
+	srcDir := mt.m.isDir(o.NewPath)
+	dstDir := o.Flags&wire.RenameExchange != 0 && mt.m.isDir(o.OldPath)
+	for _, w := range ws {
+		w.renamed(o.OldPath, o.NewPath, o.Flags, srcDir, dstDir)
+	}
+}
+
+// observeLink feeds a link to every pass, with the file linked.
+func (mt passMount) observeLink(ws []*watch, o *wire.Link) {
+	st, err := mt.m.lstat(o.NewPath)
+	isFile := err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG
+	k := fileKey{dev: st.Dev, ino: st.Ino}
+	for _, w := range ws {
+		w.linked(o.OldPath, o.NewPath, k, isFile)
 	}
 }
 
@@ -256,32 +285,4 @@ func (m *mirror) isDir(rel string) bool {
 		return true
 	}
 	return st.Mode&syscall.S_IFMT == syscall.S_IFDIR
-}
-
-// addWatch and removeWatch register a pass's watch; called under the
-// exclusive namespace lock, so the set changes between ops.
-func (m *mirror) addWatch(w *watch) {
-	m.watchMu.Lock()
-	defer m.watchMu.Unlock()
-	var ws []*watch
-	if old := m.watchers.Load(); old != nil {
-		ws = slices.Clone(*old)
-	}
-	ws = append(ws, w)
-	m.watchers.Store(&ws)
-}
-
-func (m *mirror) removeWatch(w *watch) {
-	m.watchMu.Lock()
-	defer m.watchMu.Unlock()
-	old := m.watchers.Load()
-	if old == nil {
-		return
-	}
-	ws := slices.DeleteFunc(slices.Clone(*old), func(x *watch) bool { return x == w })
-	if len(ws) == 0 {
-		m.watchers.Store(nil)
-		return
-	}
-	m.watchers.Store(&ws)
 }

@@ -34,9 +34,9 @@ func (p *pass) run(ctx context.Context, replies <-chan wire.ResyncReply) (wire.P
 	}
 	// From here the watch is registered: take it off whatever happens.
 	defer func() {
-		p.raw.ns.Lock()
-		p.m.removeWatch(p.w)
-		p.raw.ns.Unlock()
+		p.mnt.lockTree()
+		p.mnt.unwatch(p.w)
+		p.mnt.unlockTree()
 	}()
 	wg.Go(func() {
 		if err := p.readReplies(ctx, replies); err != nil {
@@ -78,15 +78,15 @@ func (p *pass) result(err error) error {
 // namespace lock and registers the pass's watch there.
 func (p *pass) begin(ctx context.Context) error {
 	// A first guess at the handles' size; retried with the real size.
-	want := sizeBegin + sizeHandlesHead + int64(len(p.m.writers.all()))*sizeHandleRef("")*4
+	want := sizeBegin + sizeHandlesHead + int64(p.mnt.writtenFiles())*sizeHandleRef("")*4
 	for try := 0; ; try++ {
 		if err := p.reserve(ctx, want); err != nil {
 			return err
 		}
-		p.raw.ns.Lock()
+		p.mnt.lockTree()
 		var refs []wire.HandleRef
 		if p.o.Rebase {
-			refs = p.m.openHandles()
+			refs = p.mnt.openHandles()
 		}
 		need := int64(sizeBegin)
 		for i := 0; i < len(refs); i += wire.MaxResyncHandles {
@@ -96,19 +96,19 @@ func (p *pass) begin(ctx context.Context) error {
 			}
 		}
 		if need > want && try < 5 {
-			p.raw.ns.Unlock()
+			p.mnt.unlockTree()
 			p.refund(want)
 			want = need
 			continue
 		}
 		if need > want {
-			p.raw.ns.Unlock()
+			p.mnt.unlockTree()
 			p.refund(want)
 			return fmt.Errorf("mirrorfs: resync: handles keep changing while the pass begins")
 		}
 		p.w.startMain()
 		if !p.noWatch {
-			p.m.addWatch(p.w)
+			p.mnt.watch(p.w)
 		}
 		p.emit(&wire.ResyncBegin{Pass: p.o.Pass, Rebase: p.o.Rebase, Verify: p.o.Verify, Full: p.o.Full, Run: p.m.run}, sizeBegin)
 		used, hs := p.emitHandles(refs)
@@ -116,7 +116,7 @@ func (p *pass) begin(ctx context.Context) error {
 		// Nothing is listed yet: the slave may open these on files the
 		// listings replace.
 		p.w.suspectHandles(hs)
-		p.raw.ns.Unlock()
+		p.mnt.unlockTree()
 		p.refund(left)
 		return nil
 	}
@@ -181,8 +181,8 @@ func (p *pass) end(ctx context.Context) (done bool, err error) {
 	if err := p.reserve(ctx, sizeEnd); err != nil {
 		return false, err
 	}
-	p.raw.ns.Lock()
-	defer p.raw.ns.Unlock()
+	p.mnt.lockTree()
+	defer p.mnt.unlockTree()
 	p.mu.Lock()
 	// quiet first: a reply processed before it was counted as busy, and
 	// whatever it queued (a verify's re-check) is visible now.
@@ -195,7 +195,7 @@ func (p *pass) end(ctx context.Context) (done bool, err error) {
 	p.notifyLocked()
 	p.mu.Unlock()
 	p.emit(&wire.ResyncEnd{Pass: p.o.Pass}, sizeEnd)
-	p.m.removeWatch(p.w)
+	p.mnt.unwatch(p.w)
 	return true, nil
 }
 

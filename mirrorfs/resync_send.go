@@ -196,8 +196,8 @@ func (p *pass) sendGone(ctx context.Context, f *fileState) error {
 	if err := p.reserve(ctx, sizeClose); err != nil {
 		return err
 	}
-	p.raw.ns.RLock()
-	defer p.raw.ns.RUnlock()
+	p.mnt.rlockTree()
+	defer p.mnt.runlockTree()
 	p.mu.Lock()
 	ended := p.ended
 	p.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,8 +113,8 @@ func testSupersededFileID(t *testing.T, keepOpen, real bool) {
 		t.Fatalf("D was listed %d times: the test did not set up the race", n)
 	}
 	s.caughtUp()
-	if d := diffTrees(snapshot(t, r.back), snapshot(t, s.root)); len(d) > 0 {
-		t.Errorf("trees differ after the pass:\n%s", strings.Join(d, "\n"))
+	if d := treeDiff(t, r.back, s.root); d != "" {
+		t.Errorf("trees differ after the pass:\n%s", d)
 		dumpEvents(t, r.recs[0])
 	}
 	s.check(t)
@@ -183,8 +182,8 @@ func TestResyncShortLastBlockExtendedBeforeClose(t *testing.T) {
 			t.Fatal("no block of f was sent: the test did not set up the race")
 		}
 		s.caughtUp()
-		if d := diffTrees(snapshot(t, r.back), snapshot(t, s.root)); len(d) > 0 {
-			t.Errorf("trees differ after the pass:\n%s", strings.Join(d, "\n"))
+		if d := treeDiff(t, r.back, s.root); d != "" {
+			t.Errorf("trees differ after the pass:\n%s", d)
 			dumpEvents(t, r.recs[0])
 		}
 		s.check(t)
@@ -216,8 +215,8 @@ func TestResyncTouchedStaleCopyOneByteLonger(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.caughtUp()
-		if d := diffTrees(snapshot(t, r.back), snapshot(t, s.root)); len(d) > 0 {
-			t.Errorf("trees differ after the pass:\n%s", strings.Join(d, "\n"))
+		if d := treeDiff(t, r.back, s.root); d != "" {
+			t.Errorf("trees differ after the pass:\n%s", d)
 			dumpEvents(t, r.recs[0])
 		}
 		s.check(t)
@@ -254,8 +253,8 @@ func TestResyncBigDirWithoutFileHandles(t *testing.T) {
 			t.Fatalf("Resync: %v", err)
 		}
 		s.caughtUp()
-		if d := diffTrees(snapshot(t, r.back), snapshot(t, s.root)); len(d) > 0 {
-			t.Errorf("trees differ after the pass:\n%s", strings.Join(d[:min(len(d), 20)], "\n"))
+		if d := treeDiff(t, r.back, s.root); d != "" {
+			t.Errorf("trees differ after the pass:\n%s", d)
 		}
 		s.check(t)
 	}(t, true)

@@ -34,34 +34,51 @@ func (w *watch) touch(k fileKey, handle uint64, path string, opened bool) {
 	defer w.mu.Unlock()
 	lost := (handle != 0 && !opened && w.suspect[handle]) || (path != "" && w.covered(path))
 	if opened {
-		if w.suspect == nil {
-			w.suspect = make(map[uint64]bool)
-		}
-		if w.covered(path) {
-			w.suspect[handle] = true
-		} else {
-			delete(w.suspect, handle)
-		}
+		w.openedLocked(handle, path)
 	}
 	if lost {
-		// A name of the file listed already will not be listed again:
-		// list it again (it then starts a new LinkID, see linkEntry).
-		for p, g := range w.linkNames {
-			if w.groupFile[g] == k {
-				w.addLocked(p)
-			}
-		}
-		w.seq++
-		if w.lostAll == 0 && len(w.lost) >= maxTouched {
-			w.lostAll, w.lost = w.seq, nil
-		}
-		if w.lostAll == 0 {
-			if w.lost == nil {
-				w.lost = make(map[fileKey]uint64)
-			}
-			w.lost[k] = w.seq
+		w.lostLocked(k)
+	}
+	w.touchedLocked(k)
+}
+
+// openedLocked records that handle was opened on path: the slave may bind
+// it to another file when path is still to be listed; w.mu held.
+func (w *watch) openedLocked(handle uint64, path string) {
+	if w.suspect == nil {
+		w.suspect = make(map[uint64]bool)
+	}
+	if w.covered(path) {
+		w.suspect[handle] = true
+	} else {
+		delete(w.suspect, handle)
+	}
+}
+
+// lostLocked records a lost touch of file k; w.mu held.
+func (w *watch) lostLocked(k fileKey) {
+	// A name of the file listed already will not be listed again: list
+	// it again (it then starts a new LinkID, see linkEntry).
+	for p, g := range w.linkNames {
+		if w.groupFile[g] == k {
+			w.addLocked(p)
 		}
 	}
+	w.seq++
+	if w.lostAll == 0 && len(w.lost) >= maxTouched {
+		w.lostAll, w.lost = w.seq, nil
+	}
+	if w.lostAll == 0 {
+		if w.lost == nil {
+			w.lost = make(map[fileKey]uint64)
+		}
+		w.lost[k] = w.seq
+	}
+}
+
+// touchedLocked records that an op changed file k, or, past maxTouched
+// files, that ops changed every file; w.mu held.
+func (w *watch) touchedLocked(k fileKey) {
 	if w.touchedAll {
 		return
 	}
@@ -133,10 +150,10 @@ func (w *watch) touchedFile(k fileKey) bool {
 
 // touched records, for every pass, the file an op changed the content or
 // mtime of: the one open under handle, or the one at path.
-func (m *mirror) touched(ws []*watch, handle uint64, path string, opened bool) {
-	k, ok := m.writers.keyOf(handle)
+func (mt passMount) touched(ws []*watch, handle uint64, path string, opened bool) {
+	k, ok := mt.fileOf(handle)
 	if !ok {
-		st, err := m.lstat(path)
+		st, err := mt.m.lstat(path)
 		if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
 		}

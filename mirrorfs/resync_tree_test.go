@@ -12,10 +12,34 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdfs/tdfs/internal/treecmp"
 )
 
-// entryInfo is what a tree comparison looks at: everything the fidelity
-// promise names (docs/design.md, Fidelity; not atime or ctime).
+// treeDiff describes how the trees at master and slave differ, "" when
+// they match as the fidelity promise says (docs/design.md, Fidelity):
+// treecmp compares what that promise names.
+func treeDiff(t *testing.T, master, slave string) string {
+	t.Helper()
+	d, err := treecmp.Diff(master, slave, treecmp.Options{})
+	if err != nil {
+		t.Fatalf("compare %s with %s: %v", master, slave, err)
+	}
+	return d
+}
+
+// sameTree fails t unless the trees at master and slave are identical.
+func sameTree(t *testing.T, master, slave string) {
+	t.Helper()
+	if d := treeDiff(t, master, slave); d != "" {
+		t.Errorf("trees differ:\n%s", d)
+	}
+}
+
+// entryInfo is what snapshot records of an entry: what treecmp compares
+// (not atime or ctime). snapshot and diffTrees compare one tree with
+// itself across time, which treecmp, comparing two trees that exist at
+// once, cannot.
 type entryInfo struct {
 	mode     uint32 // type and permission bits
 	uid, gid uint32
@@ -88,33 +112,25 @@ func snapshot(t *testing.T, root string) map[string]entryInfo {
 	return out
 }
 
-// diffTrees lists how two snapshots differ.
-func diffTrees(master, slave map[string]entryInfo) []string {
+// diffTrees lists how two snapshots of one tree differ.
+func diffTrees(before, after map[string]entryInfo) []string {
 	var out []string
-	for p, m := range master {
-		s, ok := slave[p]
+	for p, b := range before {
+		a, ok := after[p]
 		switch {
 		case !ok:
-			out = append(out, fmt.Sprintf("%q missing on the slave (%v)", p, m))
-		case s != m:
-			out = append(out, fmt.Sprintf("%q differs:\n\tmaster %v\n\tslave  %v", p, m, s))
+			out = append(out, fmt.Sprintf("%q gone (%v)", p, b))
+		case a != b:
+			out = append(out, fmt.Sprintf("%q changed:\n\tbefore %v\n\tafter  %v", p, b, a))
 		}
 	}
-	for p, s := range slave {
-		if _, ok := master[p]; !ok {
-			out = append(out, fmt.Sprintf("%q extra on the slave (%v)", p, s))
+	for p, a := range after {
+		if _, ok := before[p]; !ok {
+			out = append(out, fmt.Sprintf("%q new (%v)", p, a))
 		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-// sameTree fails t unless the trees at master and slave are identical.
-func sameTree(t *testing.T, master, slave string) {
-	t.Helper()
-	if d := diffTrees(snapshot(t, master), snapshot(t, slave)); len(d) > 0 {
-		t.Errorf("trees differ in %d ways:\n%s", len(d), strings.Join(d[:min(len(d), 25)], "\n"))
-	}
 }
 
 // treeOpts shapes makeTree.

@@ -91,59 +91,85 @@ func (p *pass) listDir(ctx context.Context, dir string, only []string) error {
 		if err := p.reserve(ctx, want); err != nil {
 			return err
 		}
-		p.raw.ns.RLock()
-		need, final, gone, err := p.listItem(l, want, attempt)
-		replaced := gone && l.id != 0
-		switch {
-		case replaced && restarts < maxRelists:
-			// Listed in several items, and another directory took the
-			// path in between (or it went away): the watch counts on
-			// this path being listed, so list it again from the start,
-			// under a new DirID (the slave never sees the old one's
-			// Final, so it removes nothing on its account).
-			p.w.relisting()
-		case replaced:
-			// Keeps being replaced: a pending root lists it later.
-			p.w.gone()
-			p.w.add(dir)
-		case gone:
-			p.w.gone()
+		r := p.listLocked(l, want, attempt, restarts < maxRelists)
+		if !r.emitted() {
+			p.refund(want)
 		}
-		p.raw.ns.RUnlock()
 		switch {
-		case err != nil:
-			p.refund(want)
-			return err
-		case replaced && restarts < maxRelists:
+		case r.err != nil:
+			return r.err
+		case r.relist:
 			restarts++
-			p.refund(want)
 			l = &dirList{dir: dir, only: only}
 			attempt = -1
 			continue
-		case gone:
-			p.refund(want)
+		case r.gone:
 			return nil
-		case need > 0:
-			p.refund(want)
-			want = need
+		case r.need > 0:
+			want = r.need
 			continue
-		case final:
+		case r.final:
 			if p.walkHook != nil {
 				p.walkHook(dir)
 			}
 			return nil
 		}
-		if p.chunkHook != nil {
-			p.chunkHook(dir)
-		}
-		// A large directory holds its files until the slave answers
-		// each item (with descriptors, on a filesystem without file
-		// handles): bound them between items too.
-		if err := p.waitOutstanding(ctx); err != nil {
+		if err := p.betweenItems(ctx, dir); err != nil {
 			return err
 		}
 		want = maxDirItem + p.handlesSlack()
 	}
+}
+
+// betweenItems runs between two items of a directory listed in several,
+// outside every lock.
+func (p *pass) betweenItems(ctx context.Context, dir string) error {
+	if p.chunkHook != nil {
+		p.chunkHook(dir)
+	}
+	// A large directory holds its files until the slave answers each item
+	// (with descriptors, on a filesystem without file handles): bound
+	// them between items too.
+	return p.waitOutstanding(ctx)
+}
+
+// listed is how one attempt at an item of a listing went (listItem);
+// relist says the listing starts over from its first item.
+type listed struct {
+	need                int64
+	final, gone, relist bool
+	err                 error
+}
+
+// emitted reports whether the item went out (using the reservation).
+func (r listed) emitted() bool { return r.err == nil && !r.gone && r.need == 0 }
+
+// listLocked runs listItem under the namespace lock held shared and tells
+// the watch when the directory went away. mayRelist says a listing in
+// several items whose path another directory took may start over.
+func (p *pass) listLocked(l *dirList, want int64, attempt int, mayRelist bool) listed {
+	p.mnt.rlockTree()
+	defer p.mnt.runlockTree()
+	var r listed
+	r.need, r.final, r.gone, r.err = p.listItem(l, want, attempt)
+	replaced := r.gone && l.id != 0
+	switch {
+	case replaced && mayRelist:
+		// Listed in several items, and another directory took the path
+		// in between (or it went away): the watch counts on this path
+		// being listed, so list it again from the start, under a new
+		// DirID (the slave never sees the old one's Final, so it
+		// removes nothing on its account).
+		p.w.relisting()
+		r.relist = true
+	case replaced:
+		// Keeps being replaced: a pending root lists it later.
+		p.w.gone()
+		p.w.add(l.dir)
+	case r.gone:
+		p.w.gone()
+	}
+	return r
 }
 
 // waitOutstanding waits until the files held for the slave's answers are
@@ -198,184 +224,247 @@ func (p *pass) maxEntries() int {
 	return wire.MaxResyncEntries
 }
 
+// dirItem is one item of a directory's listing, as listItem reads it and
+// commit emits it.
+type dirItem struct {
+	fd    int          // the directory, open
+	own   unix.Stat_t  // the directory's attributes
+	ownX  []wire.Xattr // and xattrs (the Final item carries both)
+	first bool         // the first item of the listing
+
+	reads []entryRead // the entries read for it
+	idx   []int       // names index of each read
+	hss   []int64     // bytes of ResyncHandles each read needs
+	size  int64       // bytes of the item
+	hsize int64       // bytes of its ResyncHandles
+	next  int         // names[next:] are left to later items
+	final bool
+}
+
 // listItem builds and emits the next item of l within want reserved
 // bytes; the caller holds the namespace lock shared. need > 0 asks for a
 // larger reservation first; final says the Final item went out; gone that
 // the directory went away.
 func (p *pass) listItem(l *dirList, want int64, attempt int) (need int64, final, gone bool, err error) {
+	it, gone, err := p.openListed(l)
+	if gone || err != nil {
+		return 0, false, gone, err
+	}
+	defer unix.Close(it.fd)
+	if need, err := p.fill(l, it, want); need > 0 || err != nil {
+		return need, false, false, err
+	}
+	if need := p.fitFinal(l, it, want); need > 0 {
+		return need, false, false, nil
+	}
+	if it.first && !it.final && attempt == 0 && len(l.names) <= p.maxEntries() && want < maxDirItem+p.handlesSlack() {
+		// It may fit in one item with a larger reservation: one item is
+		// better than several (no names added meanwhile to walk again).
+		return maxDirItem + p.handlesSlack(), false, false, nil
+	}
+	if err := p.commit(l, it, want-it.size); err != nil {
+		return 0, false, false, err
+	}
+	l.next = it.next
+	return 0, it.final, false, nil
+}
+
+// openListed opens l's directory for its next item and reads its own
+// attributes and xattrs; with the first item, also its sorted names. gone
+// says it is not there, or (after the first item) another directory took
+// its path. Unless gone or failed, the caller closes it.fd.
+func (p *pass) openListed(l *dirList) (it *dirItem, gone bool, err error) {
 	fd, err := p.openDir(l.dir)
 	if err != nil {
 		if isGone(err) {
-			return 0, false, true, nil
+			return nil, true, nil
 		}
-		return 0, false, false, err
+		return nil, false, err
 	}
-	defer unix.Close(fd)
-	var own unix.Stat_t
-	if err := unix.Fstat(fd, &own); err != nil {
-		return 0, false, false, fmt.Errorf("mirrorfs: resync: stat directory %q: %w", l.dir, err)
+	it = &dirItem{fd: fd, first: l.id == 0}
+	replaced, err := p.readListed(l, it)
+	if replaced || err != nil {
+		unix.Close(fd)
+		return nil, replaced, err
 	}
-	first := l.id == 0
-	if first {
-		l.key = fileKey{dev: own.Dev, ino: own.Ino}
+	return it, false, nil
+}
+
+// readListed fills in what openListed reads of the open directory;
+// replaced says another directory took l's path since its first item.
+func (p *pass) readListed(l *dirList, it *dirItem) (replaced bool, err error) {
+	fd := it.fd
+	if err := unix.Fstat(fd, &it.own); err != nil {
+		return false, fmt.Errorf("mirrorfs: resync: stat directory %q: %w", l.dir, err)
+	}
+	key := fileKey{dev: it.own.Dev, ino: it.own.Ino}
+	if it.first {
+		l.key = key
 		names, err := readNames(fd)
 		if err != nil {
-			return 0, false, false, fmt.Errorf("mirrorfs: resync: read directory %q: %w", l.dir, err)
+			return false, fmt.Errorf("mirrorfs: resync: read directory %q: %w", l.dir, err)
 		}
 		slices.Sort(names)
 		l.names = names
-	} else if (fileKey{dev: own.Dev, ino: own.Ino}) != l.key {
-		return 0, false, true, nil // renamed away and replaced
+	} else if key != l.key {
+		return true, nil // renamed away and replaced
 	}
-	ownX, err := p.xattrs(l.dir, func(b []byte) (int, error) { return unix.Flistxattr(fd, b) },
+	it.ownX, err = p.xattrs(l.dir, func(b []byte) (int, error) { return unix.Flistxattr(fd, b) },
 		func(n string, b []byte) (int, error) { return unix.Fgetxattr(fd, n, b) })
-	if err != nil {
-		return 0, false, false, err
-	}
+	return false, err
+}
 
-	// Read entries while they fit: in the item (maxDirItem,
-	// MaxResyncEntries) and, with the ResyncHandles that rebinds handles,
-	// in want. The directory's own xattrs go in the Final item only.
-	head := sizeDirHead(l.dir, nil)
-	ownSize := sizeDirHead(l.dir, ownX) - head
-	size, hsize := head, int64(0)
-	var reads []entryRead
-	var idx []int   // names index of each read
-	var hss []int64 // handles size of each read
+// fill reads entries of l into it while they fit: in the item
+// (maxDirItem, MaxResyncEntries) and, with the ResyncHandles that rebinds
+// handles, in want. need > 0 when not even one entry fits want (an entry
+// always fits an item: maxEntryXattrs).
+func (p *pass) fill(l *dirList, it *dirItem, want int64) (need int64, err error) {
+	it.size = sizeDirHead(l.dir, nil)
 	i := l.next
-	for i < len(l.names) && len(reads) < p.maxEntries() {
-		r, skip, err := p.readEntry(fd, l.dir, l.names[i])
+	for i < len(l.names) && len(it.reads) < p.maxEntries() {
+		r, skip, err := p.readEntry(it.fd, l.dir, l.names[i])
 		if err != nil {
-			return 0, false, false, err
+			return 0, err
 		}
 		if skip {
 			i++
 			continue
 		}
-		es := sizeEntry(&r.e)
-		var hs int64
-		if p.o.Rebase && r.e.Kind == wire.KindFile {
-			if n := len(p.m.handlesOf(r.key)); n > 0 {
-				hs = int64(n) * sizeHandleRef(childPath(l.dir, r.e.Name))
-				if hsize == 0 {
-					hs += sizeHandlesHead
-				}
-			}
-		}
-		if size+es > maxDirItem || size+es+hsize+hs > want {
-			if len(reads) == 0 {
-				// Not even one entry fits the reservation (an entry
-				// always fits an item: maxEntryXattrs).
-				return size + es + hsize + hs, false, false, nil
+		es, hs := sizeEntry(&r.e), p.handlesSize(l.dir, &r, it.hsize)
+		if it.size+es > maxDirItem || it.size+es+it.hsize+hs > want {
+			if len(it.reads) == 0 {
+				return it.size + es + it.hsize + hs, nil
 			}
 			break
 		}
-		reads, idx, hss = append(reads, r), append(idx, i), append(hss, hs)
-		size += es
-		hsize += hs
+		it.reads, it.idx, it.hss = append(it.reads, r), append(it.idx, i), append(it.hss, hs)
+		it.size += es
+		it.hsize += hs
 		i++
 	}
-	final = i == len(l.names)
-	for final && (size+ownSize > maxDirItem || size+ownSize+hsize > want) {
-		if len(reads) == 0 {
-			return size + ownSize + hsize, false, false, nil
+	it.next = i
+	it.final = i == len(l.names)
+	return 0, nil
+}
+
+// handlesSize is the room the ResyncHandles next to an item need for the
+// handles open on r (Rebase only), hsize being what the entries before it
+// need already.
+func (p *pass) handlesSize(dir string, r *entryRead, hsize int64) int64 {
+	if !p.o.Rebase || r.e.Kind != wire.KindFile {
+		return 0
+	}
+	n := len(p.mnt.handlesOf(r.key))
+	if n == 0 {
+		return 0
+	}
+	hs := int64(n) * sizeHandleRef(childPath(dir, r.e.Name))
+	if hsize == 0 {
+		hs += sizeHandlesHead
+	}
+	return hs
+}
+
+// fitFinal makes room in a Final item for the directory's own xattrs,
+// which only it carries, by leaving its last entries to another item.
+// need > 0 when the xattrs do not fit even alone.
+func (p *pass) fitFinal(l *dirList, it *dirItem, want int64) (need int64) {
+	ownSize := sizeDirHead(l.dir, it.ownX) - sizeDirHead(l.dir, nil)
+	for it.final && (it.size+ownSize > maxDirItem || it.size+ownSize+it.hsize > want) {
+		if len(it.reads) == 0 {
+			return it.size + ownSize + it.hsize
 		}
-		// The Final item must carry the directory's own xattrs: leave
-		// the last entries to it.
-		k := len(reads) - 1
-		size -= sizeEntry(&reads[k].e)
-		hsize -= hss[k]
-		i = idx[k]
-		reads, idx, hss = reads[:k], idx[:k], hss[:k]
-		final = false
+		k := len(it.reads) - 1
+		it.size -= sizeEntry(&it.reads[k].e)
+		it.hsize -= it.hss[k]
+		it.next = it.idx[k]
+		it.reads, it.idx, it.hss = it.reads[:k], it.idx[:k], it.hss[:k]
+		it.final = false
 	}
-	if final {
-		size += ownSize
+	if it.final {
+		it.size += ownSize
 	}
-	if first && !final && attempt == 0 && len(l.names) <= p.maxEntries() && want < maxDirItem+p.handlesSlack() {
-		// It may fit in one item with a larger reservation: one item is
-		// better than several (no names added meanwhile to walk again).
-		return maxDirItem + p.handlesSlack(), false, false, nil
-	}
-	if err := p.commit(l, fd, reads, own, ownX, first, final, size, want-size); err != nil {
-		return 0, false, false, err
-	}
-	l.next = i
-	return 0, final, false, nil
+	return 0
 }
 
 // commit assigns ids to the entries read, emits the item (and the
 // ResyncHandles rebinding the handles open on its files) and records what
-// the replies will refer to. The namespace lock is held shared. On error
-// nothing was emitted.
-func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ownX []wire.Xattr, first, final bool, size, rest int64) error {
+// the replies will refer to; rest is the part of the reservation the item
+// leaves. The namespace lock is held shared. On error nothing was emitted.
+func (p *pass) commit(l *dirList, it *dirItem, rest int64) error {
 	// Files open for writing may be written right now: lock them, then
 	// read their attributes again, so the item holds them as of its
-	// position.
-	var nodes []*node
-	for _, r := range reads {
+	// position. The handle locks too: no handle of these files is
+	// released between reading the handles and emitting the item that
+	// names them.
+	var keys []fileKey
+	for _, r := range it.reads {
 		if r.e.Kind == wire.KindFile {
-			nodes = append(nodes, p.m.writers.lookup(r.key)...)
+			keys = append(keys, r.key)
 		}
 	}
-	slices.SortFunc(nodes, func(a, b *node) int { return cmp.Compare(a.wid, b.wid) })
-	nodes = slices.Compact(nodes)
-	for _, n := range nodes {
-		n.wmu.Lock()
-		// fmu too: no handle of these files is released between reading
-		// the handles and emitting the item that names them.
-		n.fmu.Lock()
-	}
-	defer func() {
-		for i := len(nodes) - 1; i >= 0; i-- {
-			nodes[i].fmu.Unlock()
-			nodes[i].wmu.Unlock()
-		}
-	}()
+	held := p.mnt.holdWriters(keys)
+	defer held.unlock()
 
 	p.mu.Lock()
 	p.items++
 	at := p.items
 	p.mu.Unlock()
 
-	var refs []wire.HandleRef
-	var newFiles []*fileState
-	for k := range reads {
-		r := &reads[k]
+	refs, newFiles, err := p.fileEntries(l, it, held, at)
+	if err != nil {
+		return err
+	}
+	p.record(l, it.final, newFiles, at)
+	p.emitItem(l, it, refs, rest)
+	p.files.Add(uint64(len(newFiles)))
+	return nil
+}
+
+// fileEntries brings the entries of the files open for writing up to
+// date, lists the handles open on them (Rebase) and makes the fileState
+// of every file the slave is to compare, as of item position at. On error
+// it releases what it made.
+func (p *pass) fileEntries(l *dirList, it *dirItem, held heldWriters, at uint64) (refs []wire.HandleRef, newFiles []*fileState, err error) {
+	for k := range it.reads {
+		r := &it.reads[k]
 		if r.e.Kind != wire.KindFile {
 			continue
 		}
 		path := childPath(l.dir, r.e.Name)
-		if ws := p.m.writers.lookup(r.key); len(ws) > 0 {
+		if p.mnt.written(r.key) {
 			var st unix.Stat_t
-			if err := unix.Fstatat(fd, r.e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Ino == r.st.Ino && st.Dev == r.st.Dev {
+			if err := unix.Fstatat(it.fd, r.e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Ino == r.st.Ino && st.Dev == r.st.Dev {
 				r.st = st
 				r.e.Attr = entryAttr(&st)
 			}
 			if p.o.Rebase {
-				for _, n := range ws {
-					for f := range n.files {
-						if f.handle != 0 {
-							refs = append(refs, wire.HandleRef{Handle: f.handle, Path: path})
-						}
-					}
+				for _, h := range held.handlesOf(r.key) {
+					refs = append(refs, wire.HandleRef{Handle: h, Path: path})
 				}
 			}
 		}
-		f, err := p.fileEntry(fd, path, r, at)
+		f, err := p.fileEntry(it.fd, path, r, at)
 		if err != nil {
 			for _, f := range newFiles {
 				f.release()
 			}
-			return err
+			return nil, nil, err
 		}
 		if f != nil {
 			p.forceCompare(r)
 			newFiles = append(newFiles, f)
 		}
 	}
+	return refs, newFiles, nil
+}
 
+// record files what the replies to the item at position at will refer
+// to: l's DirID (assigned with its first item), its new files, and the
+// item itself.
+func (p *pass) record(l *dirList, final bool, newFiles []*fileState, at uint64) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if l.id == 0 {
 		p.nextDir++
 		l.id = p.nextDir
@@ -394,21 +483,24 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 	}
 	p.waiting++
 	p.notifyLocked()
-	p.mu.Unlock()
+}
 
-	item := &wire.ResyncDir{Pass: p.o.Pass, DirID: l.id, Path: l.dir, Final: final}
-	item.Entries = make([]wire.Entry, 0, len(reads))
-	for _, r := range reads {
+// emitItem emits the ResyncDir, then the ResyncHandles for refs, gives
+// back what of rest they leave, and tells the watch how far the walk got.
+func (p *pass) emitItem(l *dirList, it *dirItem, refs []wire.HandleRef, rest int64) {
+	item := &wire.ResyncDir{Pass: p.o.Pass, DirID: l.id, Path: l.dir, Final: it.final}
+	item.Entries = make([]wire.Entry, 0, len(it.reads))
+	for _, r := range it.reads {
 		item.Entries = append(item.Entries, r.e)
 		if r.e.Kind == wire.KindDir {
 			l.subdirs = append(l.subdirs, r.e.Name)
 		}
 	}
-	if final {
-		item.Attr = entryAttr(&own)
-		item.Xattrs = ownX
+	if it.final {
+		item.Attr = entryAttr(&it.own)
+		item.Xattrs = it.ownX
 	}
-	p.emit(item, size)
+	p.emit(item, it.size)
 	if len(refs) > 0 {
 		slices.SortFunc(refs, func(a, b wire.HandleRef) int { return cmp.Compare(a.Handle, b.Handle) })
 		used, hs := p.emitHandles(refs)
@@ -417,20 +509,19 @@ func (p *pass) commit(l *dirList, fd int, reads []entryRead, own unix.Stat_t, ow
 	}
 	p.refund(rest)
 
-	p.entries.Add(uint64(len(reads)))
-	p.files.Add(uint64(len(newFiles)))
-	if !final && len(reads) > 0 {
-		p.w.emittedUpTo(reads[len(reads)-1].e.Name)
-	}
-	if final {
-		p.dirs.Add(1)
-		subs := l.subdirs
-		if l.only != nil {
-			subs = slices.DeleteFunc(subs, func(n string) bool { return !slices.Contains(l.only, n) })
+	p.entries.Add(uint64(len(it.reads)))
+	if !it.final {
+		if len(it.reads) > 0 {
+			p.w.emittedUpTo(it.reads[len(it.reads)-1].e.Name)
 		}
-		p.w.listed(subs)
+		return
 	}
-	return nil
+	p.dirs.Add(1)
+	subs := l.subdirs
+	if l.only != nil {
+		subs = slices.DeleteFunc(subs, func(n string) bool { return !slices.Contains(l.only, n) })
+	}
+	p.w.listed(subs)
 }
 
 // emitHandles emits refs as ResyncHandles items (MaxResyncHandles each),

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"slices"
 	"sync"
-
-	"github.com/tdfs/tdfs/wire"
 )
 
 // fileKey names a backing inode.
@@ -115,59 +113,4 @@ func (x *writerIndex) all() []*node {
 		}
 	}
 	return ns
-}
-
-// lockWriters locks the wmu of every node that can write to k. Callers
-// hold the namespace lock (shared at least); the returned func unlocks.
-func (m *mirror) lockWriters(k fileKey) func() {
-	ns := m.writers.lookup(k)
-	for _, n := range ns {
-		n.wmu.Lock()
-	}
-	return func() {
-		for i := len(ns) - 1; i >= 0; i-- {
-			ns[i].wmu.Unlock()
-		}
-	}
-}
-
-// writableHandles returns the handles with write access open on n.
-func (n *node) writableHandles() []uint64 {
-	n.fmu.Lock()
-	defer n.fmu.Unlock()
-	var hs []uint64
-	for f := range n.files {
-		if f.handle != 0 {
-			hs = append(hs, f.handle)
-		}
-	}
-	return hs
-}
-
-// openHandles lists every handle open for writing whose file still has a
-// path in the tree, with that path, sorted by handle. Callers hold the
-// namespace lock exclusively, so no handle opens or closes meanwhile.
-func (m *mirror) openHandles() []wire.HandleRef {
-	var refs []wire.HandleRef
-	for _, n := range m.writers.all() {
-		rel, ok := relPath(n.inode())
-		if !ok || checkPath(rel) != nil {
-			continue
-		}
-		for _, h := range n.writableHandles() {
-			refs = append(refs, wire.HandleRef{Handle: h, Path: rel})
-		}
-	}
-	slices.SortFunc(refs, func(a, b wire.HandleRef) int { return cmp.Compare(a.Handle, b.Handle) })
-	return refs
-}
-
-// handlesOf lists the handles open for writing on the inode k.
-func (m *mirror) handlesOf(k fileKey) []uint64 {
-	var hs []uint64
-	for _, n := range m.writers.lookup(k) {
-		hs = append(hs, n.writableHandles()...)
-	}
-	slices.Sort(hs)
-	return hs
 }
