@@ -251,8 +251,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			Mtime:  n.m.fdMtime(f.fd),
 		})
 	}
-	return f, 0, 0
+	return f, keepCache, 0
 }
+
+// keepCache tells the kernel to keep a file's cached pages across opens:
+// only this mount writes the backing dir, and the kernel's page cache sees
+// every write made through it (written through: no writeback cache), so
+// pages cached by an earlier open are still the file's. A repeated read
+// of an unchanged file is then served from the page cache, as on a local
+// filesystem. For a directory, it also keeps the listing (FOPEN_CACHE_DIR),
+// which the kernel drops when a create, unlink or rename changes it.
+const keepCache = fuse.FOPEN_KEEP_CACHE
 
 // openNode opens the backing file rel as go-fuse's loopback does: the
 // kernel computes O_APPEND offsets itself and FMODE_EXEC is not an open(2)

@@ -182,7 +182,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		unix.Close(fd)
 		return nil, 0, errno
 	}
-	return ds, 0, 0
+	return ds, keepCache | fuse.FOPEN_CACHE_DIR, 0
 }
 
 // Readdir is used by go-fuse only for a node without OpendirHandle; it

@@ -12,10 +12,13 @@ import (
 )
 
 // entryTimeout is how long the kernel may cache names and attributes.
-// Every change to the backing dir goes through this mount (the kernel
-// invalidates what it changes), so caching is safe and saves a round trip
-// per stat, as go-fuse's loopback default does.
-const entryTimeout = time.Second
+// Every change to the backing dir goes through this mount, and the kernel
+// updates or drops what each request changes (the attributes a reply
+// carries, a directory's entries and attributes after a create, unlink or
+// rename in it, a file's size and times after a write), so the cache stays
+// true however long it is kept: a repeated stat, open or lookup costs no
+// round trip to the daemon.
+const entryTimeout = time.Hour
 
 // BareLoopbackOptions returns the go-fuse options a mirror of backing is
 // mounted with, without anything that replicates: the same capabilities,
