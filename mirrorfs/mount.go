@@ -26,7 +26,7 @@ var (
 // Options configures a mount.
 type Options struct {
 	Backing string // the backing directory (must exist)
-	Sink    Sink
+	Sink    wire.OpSink
 	// Mode: ModeAsync, nothing waits; ModeFsync, fsync/fdatasync wait;
 	// ModeSync, every mutating op waits. The zero value is ModeAsync
 	// (wire's numbering); the command line defaults to ModeFsync.

@@ -7,26 +7,10 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
-// Sink receives numbered ops. mirrorfs declares it; the QUIC fan-out
-// implements it.
-type Sink interface {
-	// Append hands over op number seq. Calls come one at a time in seq
-	// order (1, 2, 3, ... no gaps) while mirrorfs holds its sequencing
-	// lock: Append must copy what it keeps (Write.Data and Setxattr.Value
-	// alias FUSE request buffers) and must not block on the network.
-	Append(seq uint64, op wire.Op)
-	// Wait returns once every healthy slave has made ops up to seq
-	// durable, or has been marked degraded (the sink bounds the wait by
-	// its --sync-timeout). An error says the durability the master was
-	// asked for (--min-slaves) was not reached: the caller gets EIO.
-	// Called without any mirrorfs lock held.
-	Wait(seq uint64) error
-}
-
 // sequencer numbers ops densely and hands them to the sink in that order.
 type sequencer struct {
-	mu   sync.Mutex // held across numbering and Sink.Append
-	sink Sink
+	mu   sync.Mutex // held across numbering and OpSink.Append
+	sink wire.OpSink
 	last atomic.Uint64 // highest seq handed to the sink; read without mu
 }
 

@@ -2,10 +2,25 @@ package wire
 
 import "context"
 
-// The contract of a resync pass between the master's tree (the mount,
-// which walks the backing dir and produces items) and the transport (which
-// queues them towards one slave and hands back that slave's replies). Both
-// sides name these types; neither imports the other.
+// The contract between the master's tree (the mount, which numbers ops
+// and walks the backing dir in resync passes) and the transport (which
+// ships ops and pass items to the slaves and hands back their replies).
+// Both sides name these types; neither imports the other.
+
+// OpSink receives the mount's numbered ops: the transport's fan-out.
+type OpSink interface {
+	// Append hands over op number seq. Calls come one at a time in seq
+	// order (1, 2, 3, ... no gaps) while the mount holds its sequencing
+	// lock: Append must copy what it keeps (Write.Data and Setxattr.Value
+	// alias FUSE request buffers) and must not block on the network.
+	Append(seq uint64, op Op)
+	// Wait returns once every healthy slave has made ops up to seq
+	// durable, or has been marked degraded (the sink bounds the wait by
+	// its sync timeout). An error says the durability the master was
+	// asked for (a minimum of slaves) was not reached: the caller answers
+	// EIO. Called without any lock of the mount held.
+	Wait(seq uint64) error
+}
 
 // PassSink is where a pass's items go: the queue towards one slave.
 type PassSink interface {
