@@ -93,9 +93,9 @@
 // that exceeds it is disconnected (CodeLimit). The master keeps every op
 // until every slave known this run made it durable: in memory up to
 // MasterConfig.Backlog, and in the Journal, which it appends and flushes
-// a few ms behind Append, on the flusher's and the senders' goroutines (an
-// op is sent only once the journal has it), and truncates; a slave the
-// journal no longer covers gets a rebase pass.
+// a few ms behind Append, on the flusher's and the senders' goroutines
+// (journaler.go; an op is sent only once the journal has it), and
+// truncates; a slave the journal no longer covers gets a rebase pass.
 //
 // # Durability
 //

@@ -675,7 +675,7 @@ func (p *peer) nextAction() step {
 		if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
 			return step{act: actWait}
 		}
-		if m.cfg.Journal != nil && e.seq > m.jflushed {
+		if !m.jn.sendableLocked(e.seq) {
 			// Never send an op the journal has not handed to the kernel:
 			// after a kill -9 of the master, no slave is ahead of it.
 			return step{act: actFlush}
@@ -750,7 +750,7 @@ func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *syn
 				return fmt.Errorf("send resync item: %w", err)
 			}
 		case actFlush:
-			p.m.flushJournal()
+			p.m.jn.flush()
 		case actJournal:
 			if err := bw.Flush(); err != nil {
 				return fmt.Errorf("send ops: %w", err)
