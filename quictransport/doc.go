@@ -123,6 +123,22 @@
 // slave stands (Applied, Durable) is the Handler's alone: acks read
 // Handler.State.
 //
+// # Files
+//
+// Master side: master.go (Master: Append, Wait, Drain, Status), backlog.go
+// (the ops held in memory), journaler.go (writing and truncating the
+// Journal), peer.go (one slave: its state, grouped by owner, and its dial
+// loop), peer_dial.go (a connection: dial, handshake, session),
+// catchup.go (resume or rebase, decided once), peer_send.go (the sender),
+// peer_ack.go (the ack reader), peer_journal.go (reading ops back from the
+// Journal), peer_resync.go and resync.go (passes), lanes.go, synced.go
+// (the fence), peers_live.go (AddPeer, RemovePeer), stats.go (lags,
+// rates, Recheck). Slave side: slave.go (Slave: listening, fencing,
+// sessions), session.go (one master's session: stream readers, applier,
+// acks), session_lanes.go, reorder.go (the reorder buffer). Shared:
+// config.go, errors.go (sentinels, and what a peer's close means),
+// quicconfig.go.
+//
 // # What it does not do
 //
 // It does not apply ops (the Handler does), number them (mirrorfs does),
