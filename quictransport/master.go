@@ -219,23 +219,13 @@ func (m *Master) Wait(seq uint64) error {
 	if f := m.cfg.OnWait; f != nil {
 		defer func() { f(time.Since(start)) }()
 	}
-	deadline := start.Add(m.cfg.SyncTimeout)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	w := newChangeWaiter(start.Add(m.cfg.SyncTimeout))
+	defer w.stop()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maxWaited = max(m.maxWaited, seq)
 	for {
-		var lagging []*peer
-		for _, p := range m.peers {
-			if p.state == stateStreaming && !p.degraded && !p.rebase && p.durable < seq {
-				lagging = append(lagging, p)
-			}
-		}
+		lagging := m.laggingLocked(seq)
 		durable := m.syncedCountLocked(seq)
 		enough := durable >= m.cfg.MinSlaves
 		if len(lagging) == 0 && enough {
@@ -245,31 +235,75 @@ func (m *Master) Wait(seq uint64) error {
 			}
 			return nil
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			for _, p := range lagging {
-				p.degraded = true
-				p.log.Warn("slave degraded: it did not make ops durable within the sync timeout; writers no longer wait for it",
-					"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
-			}
-			m.broadcastLocked()
+		if !w.waitLocked(&m.mu, m.changed) {
+			m.degradeLocked(lagging, seq)
 			if enough {
 				return nil
 			}
 			return m.tooFewLocked(seq)
 		}
-		ch := m.changed
-		m.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(left)
-		} else {
-			timer.Reset(left)
+	}
+}
+
+// laggingLocked lists the slaves that hold a Wait for seq back: streaming,
+// not degraded nor rebased, and not durable at seq.
+func (m *Master) laggingLocked(seq uint64) []*peer {
+	var lagging []*peer
+	for _, p := range m.peers {
+		if p.state == stateStreaming && !p.degraded && !p.rebase && p.durable < seq {
+			lagging = append(lagging, p)
 		}
-		select {
-		case <-ch:
-		case <-timer.C:
-		}
-		m.mu.Lock()
+	}
+	return lagging
+}
+
+// degradeLocked marks the slaves that did not make seq durable within the
+// sync timeout degraded: writers stop waiting for them.
+func (m *Master) degradeLocked(lagging []*peer, seq uint64) {
+	for _, p := range lagging {
+		p.degraded = true
+		p.log.Warn("slave degraded: it did not make ops durable within the sync timeout; writers no longer wait for it",
+			"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
+	}
+	m.broadcastLocked()
+}
+
+// changeWaiter waits, with mu held around it, for the Master's changed
+// channel until a deadline: the timer logic of Wait and Drain.
+type changeWaiter struct {
+	deadline time.Time
+	timer    *time.Timer
+}
+
+func newChangeWaiter(deadline time.Time) *changeWaiter {
+	return &changeWaiter{deadline: deadline}
+}
+
+// waitLocked releases mu, waits until changed is closed or the deadline
+// passes, and takes mu again. It reports false, without waiting, once
+// the deadline has passed.
+func (w *changeWaiter) waitLocked(mu *sync.Mutex, changed <-chan struct{}) bool {
+	left := time.Until(w.deadline)
+	if left <= 0 {
+		return false
+	}
+	mu.Unlock()
+	defer mu.Lock()
+	if w.timer == nil {
+		w.timer = time.NewTimer(left)
+	} else {
+		w.timer.Reset(left)
+	}
+	select {
+	case <-changed:
+	case <-w.timer.C:
+	}
+	return true
+}
+
+func (w *changeWaiter) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
@@ -308,12 +342,7 @@ func (m *Master) Drain(timeout time.Duration) error {
 	m.mu.Lock()
 	m.draining = true
 	head := m.bl.head
-	var owed uint64
-	for _, p := range m.peers {
-		if p.state != stateNeedsResync && p.state != stateFenced && head > p.durable {
-			owed = max(owed, head-p.durable)
-		}
-	}
+	owed := m.owedLocked(head)
 	peers := m.peers
 	m.mu.Unlock()
 	m.drainOnce.Do(func() { close(m.drainCh) })
@@ -322,52 +351,71 @@ func (m *Master) Drain(timeout time.Duration) error {
 		p.poke()
 	}
 
-	deadline := time.Now().Add(timeout)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	w := newChangeWaiter(time.Now().Add(timeout))
+	defer w.stop()
 	m.mu.Lock()
-	var lacking, resync, away []string
+	var d drained
 	for {
-		lacking, resync, away = lacking[:0], resync[:0], away[:0]
-		for _, p := range m.peers {
-			switch {
-			case p.state == stateNeedsResync || p.state == stateFenced:
-				resync = append(resync, p.addr)
-			case p.state == stateConnecting && m.cfg.Journal != nil:
-				// Not connected: the journal keeps what it lacks for
-				// its return; waiting would only delay the unmount.
-				away = append(away, p.addr)
-			case p.state != stateStopped || p.durable < head:
-				lacking = append(lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
-			}
-		}
-		if len(lacking) == 0 || !time.Now().Before(deadline) {
+		d = m.drainedLocked(head)
+		if len(d.lacking) == 0 || !w.waitLocked(&m.mu, m.changed) {
 			break
 		}
-		ch := m.changed
-		m.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timer.C:
-		}
-		m.mu.Lock()
 	}
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stopCh) })
+	return m.reportDrain(d, head, timeout)
+}
 
-	if len(resync) > 0 {
-		m.log.Warn("drained without slaves that need a resync or refuse this master", "slaves", strings.Join(resync, ", "))
+// owedLocked is the most ops a slave that can be helped lacks of head.
+func (m *Master) owedLocked(head uint64) uint64 {
+	var owed uint64
+	for _, p := range m.peers {
+		if p.state != stateNeedsResync && p.state != stateFenced && head > p.durable {
+			owed = max(owed, head-p.durable)
+		}
 	}
-	if len(away) > 0 {
-		m.log.Info("slaves not connected: the journal keeps what they lack for their return", "slaves", strings.Join(away, ", "))
+	return owed
+}
+
+// drained is where the slaves stand in a drain to head.
+type drained struct {
+	lacking []string // not durable at head: Drain waits for them
+	resync  []string // need a resync or refuse this master: not waited for
+	away    []string // not connected, with a journal to keep what they lack
+}
+
+func (m *Master) drainedLocked(head uint64) drained {
+	var d drained
+	for _, p := range m.peers {
+		switch {
+		case p.state == stateNeedsResync || p.state == stateFenced:
+			d.resync = append(d.resync, p.addr)
+		case p.state == stateConnecting && m.cfg.Journal != nil:
+			// Not connected: the journal keeps what it lacks for
+			// its return; waiting would only delay the unmount.
+			d.away = append(d.away, p.addr)
+		case p.state != stateStopped || p.durable < head:
+			d.lacking = append(d.lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
+		}
 	}
-	if len(lacking) > 0 {
-		for _, l := range lacking {
+	return d
+}
+
+// reportDrain logs how the drain to head ended, and returns its error.
+func (m *Master) reportDrain(d drained, head uint64, timeout time.Duration) error {
+	if len(d.resync) > 0 {
+		m.log.Warn("drained without slaves that need a resync or refuse this master", "slaves", strings.Join(d.resync, ", "))
+	}
+	if len(d.away) > 0 {
+		m.log.Info("slaves not connected: the journal keeps what they lack for their return", "slaves", strings.Join(d.away, ", "))
+	}
+	if len(d.lacking) > 0 {
+		for _, l := range d.lacking {
 			m.log.Error("drain timed out: " + l)
 		}
-		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(lacking, "; "))
+		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(d.lacking, "; "))
 	}
-	switch n := len(m.peers) - len(away) - len(resync); {
+	switch n := len(m.peers) - len(d.away) - len(d.resync); {
 	case len(m.peers) == 0:
 		m.log.Info(fmt.Sprintf("no slaves configured: nothing replicated seq %d", head))
 	case n == 0:

@@ -273,25 +273,11 @@ func (p *peer) loop(ctx context.Context) {
 			// an op it cannot apply) is redialed ever more slowly.
 			backoff = minBackoff
 		}
-		diverged := false
-		if msg, ok := slaveNeedsResync(err); ok {
-			// The slave itself says it cannot go on from where it is
-			// (its tree differs from ours, or it lost state it needs):
-			// proof of divergence, never a reason to wait. It is
-			// redialed at once and compared.
-			p.m.mu.Lock()
-			if p.m.tree == nil {
-				// Nothing can bring it back: retrying cannot help.
-				p.told = true
-				p.needsResyncLocked(p.applied, "the slave reports: "+msg)
-				p.m.mu.Unlock()
-				continue
-			}
-			p.rebase, diverged = true, true
-			p.setErrLocked("needs resync: " + msg)
-			p.log.Warn("the slave's tree differs from this master's: resynchronising it (comparing trees while live "+
-				"ops flow): "+msg, "state", "resyncing")
-			p.m.mu.Unlock()
+		end := p.sessionFailed(err)
+		switch {
+		case end.given:
+			continue
+		case end.diverged:
 			if time.Since(lastDiverged) > divergedRedial {
 				// Compared at once. A slave that keeps diverging
 				// (every pass ends, and an op fails again) backs off
@@ -301,64 +287,122 @@ func (p *peer) loop(ctx context.Context) {
 			}
 			lastDiverged = time.Now()
 		}
-		if msg, ok := slaveFenced(err); ok {
-			// Another master's slave, or one that follows a newer epoch
-			// of ours (a promoted slave took over): never feed it. Keep
-			// asking, slowly, in case an operator resets it.
-			p.m.mu.Lock()
-			if p.state != stateFenced {
-				p.log.Error("the slave refuses this master (fenced): "+msg, "state", "fenced")
-				p.setErrLocked("fenced: " + msg)
-				p.setStateLocked(stateFenced)
-			}
-			p.m.mu.Unlock()
+		if end.fenced {
 			backoff = maxBackoff
 		}
-		if msg, ok := slaveCannotApply(err); ok {
-			p.m.mu.Lock()
-			if !p.cannotApply {
-				p.cannotApply = true
-				p.log.Warn("slave degraded: it cannot apply ops (is its disk full or read-only?); retrying, "+
-					"the journal keeps what it lacks", "reason", msg)
-				p.m.broadcastLocked()
-			}
-			p.m.mu.Unlock()
-		}
-		if msg, ok := slaveRefusesOp(err); ok {
-			p.m.mu.Lock()
-			if !p.refusesOp {
-				p.refusesOp = true
-				p.log.Error("the slave refuses this master; retrying, the journal keeps what it lacks, until "+
-					"the slave's or this master's configuration changes", "reason", msg)
-				p.m.broadcastLocked()
-			}
-			p.m.mu.Unlock()
-		}
-		if _, fenced := slaveFenced(err); !fenced && !diverged {
-			p.noteError(err)
-		}
-		p.m.mu.Lock()
-		if p.state == stateStreaming {
-			p.setStateLocked(stateConnecting)
-		}
-		var drainCh <-chan struct{}
-		if !p.m.draining {
-			// Wake once when the drain starts: a slave that is durable
-			// already need not be redialed.
-			drainCh = p.m.drainCh
-		}
-		p.m.mu.Unlock()
-		// Exponential backoff with jitter, so slaves that restart together
-		// are not redialed in lockstep.
-		d := backoff/2 + rand.N(backoff)
+		p.pause(ctx, backoff)
 		backoff = min(2*backoff, maxBackoff)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		case <-drainCh:
+	}
+}
+
+// sessionEnd is what a session's error says of the slave.
+type sessionEnd struct {
+	given    bool // it needs a resync and nothing can bring it back
+	diverged bool // its tree differs from ours: it is compared
+	fenced   bool // it refuses this master
+}
+
+// sessionFailed books why a session ended with err.
+func (p *peer) sessionFailed(err error) sessionEnd {
+	var end sessionEnd
+	if msg, ok := slaveNeedsResync(err); ok {
+		// The slave itself says it cannot go on from where it is (its
+		// tree differs from ours, or it lost state it needs): proof of
+		// divergence, never a reason to wait. It is redialed at once and
+		// compared.
+		if end.given = p.diverged(msg); end.given {
+			return end
 		}
-		t.Stop()
+		end.diverged = true
+	}
+	if msg, ok := slaveFenced(err); ok {
+		// Another master's slave, or one that follows a newer epoch of
+		// ours (a promoted slave took over): never feed it. Keep asking,
+		// slowly, in case an operator resets it.
+		p.fenced(msg)
+		end.fenced = true
+	}
+	if msg, ok := slaveCannotApply(err); ok {
+		p.flag(&p.cannotApply, func() {
+			p.log.Warn("slave degraded: it cannot apply ops (is its disk full or read-only?); retrying, "+
+				"the journal keeps what it lacks", "reason", msg)
+		})
+	}
+	if msg, ok := slaveRefusesOp(err); ok {
+		p.flag(&p.refusesOp, func() {
+			p.log.Error("the slave refuses this master; retrying, the journal keeps what it lacks, until "+
+				"the slave's or this master's configuration changes", "reason", msg)
+		})
+	}
+	if !end.fenced && !end.diverged {
+		p.noteError(err)
+	}
+	return end
+}
+
+// diverged books the slave's report that it needs a resync (msg): it is
+// rebased, or, with no tree to resync it from, given up on (reported
+// true).
+func (p *peer) diverged(msg string) bool {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	if p.m.tree == nil {
+		// Nothing can bring it back: retrying cannot help.
+		p.told = true
+		p.needsResyncLocked(p.applied, "the slave reports: "+msg)
+		return true
+	}
+	p.rebase = true
+	p.setErrLocked("needs resync: " + msg)
+	p.log.Warn("the slave's tree differs from this master's: resynchronising it (comparing trees while live "+
+		"ops flow): "+msg, "state", "resyncing")
+	return false
+}
+
+// fenced books the slave's refusal of this master's epoch (msg).
+func (p *peer) fenced(msg string) {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	if p.state != stateFenced {
+		p.log.Error("the slave refuses this master (fenced): "+msg, "state", "fenced")
+		p.setErrLocked("fenced: " + msg)
+		p.setStateLocked(stateFenced)
+	}
+}
+
+// flag sets *f, a health flag, under m.mu; when it was not set, it says so
+// (say) and wakes the waiters.
+func (p *peer) flag(f *bool, say func()) {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	if !*f {
+		*f = true
+		say()
+		p.m.broadcastLocked()
+	}
+}
+
+// pause waits before the next dial: about backoff, with jitter so slaves
+// that restart together are not redialed in lockstep, and no longer than
+// until ctx is done or the drain starts.
+func (p *peer) pause(ctx context.Context, backoff time.Duration) {
+	p.m.mu.Lock()
+	if p.state == stateStreaming {
+		p.setStateLocked(stateConnecting)
+	}
+	var drainCh <-chan struct{}
+	if !p.m.draining {
+		// Wake once when the drain starts: a slave that is durable
+		// already need not be redialed.
+		drainCh = p.m.drainCh
+	}
+	p.m.mu.Unlock()
+	t := time.NewTimer(backoff/2 + rand.N(backoff))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-drainCh:
 	}
 }
 

@@ -81,12 +81,33 @@ func (p *peer) onAck(a wire.Ack) error {
 	if a.Applied > p.sent {
 		return fmt.Errorf("%w: ack for op %d, only %d sent", ErrProtocol, a.Applied, p.sent)
 	}
+	p.landedLocked(a.Applied)
+	p.appliesAgainLocked(a, itemsApplied)
+	p.applied = max(p.applied, a.Applied)
+	p.durable = max(p.durable, a.Durable)
+	p.rate.add(m.clock.bytesThrough(p.applied), time.Now())
+	p.recheckDegradedLocked()
+	m.truncateDurableLocked()
+	m.broadcastLocked()
+	p.poke()
+	return nil
+}
+
+// landedLocked frees the flow-control credit of the ops in flight
+// through applied.
+func (p *peer) landedLocked(applied uint64) {
 	n := 0
-	for n < len(p.inflight) && p.inflight[n].seq <= a.Applied {
+	for n < len(p.inflight) && p.inflight[n].seq <= applied {
 		p.inflightBytes -= p.inflight[n].size
 		n++
 	}
 	p.inflight = p.inflight[n:]
+}
+
+// appliesAgainLocked clears what kept the slave shown degraded or refused
+// once ack a shows it applies again: an ack past its stall, or, after a
+// connection it ended, any progress.
+func (p *peer) appliesAgainLocked(a wire.Ack, itemsApplied bool) {
 	switch {
 	case p.stall != "":
 		if p.stallItem > 0 && a.Items >= p.stallItem || p.stallItem == 0 && a.Applied >= p.stallSeq {
@@ -99,14 +120,6 @@ func (p *peer) onAck(a wire.Ack) error {
 		p.cannotApply, p.refusesOp = false, false
 		p.log.Info("slave applies ops again", "applied", a.Applied)
 	}
-	p.applied = max(p.applied, a.Applied)
-	p.durable = max(p.durable, a.Durable)
-	p.rate.add(m.clock.bytesThrough(p.applied), time.Now())
-	p.recheckDegradedLocked()
-	m.truncateDurableLocked()
-	m.broadcastLocked()
-	p.poke()
-	return nil
 }
 
 // onStall books a slave's report that it cannot apply an op for want of a

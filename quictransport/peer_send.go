@@ -45,48 +45,62 @@ func (p *peer) nextAction() step {
 	m := p.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p.state == stateNeedsResync {
+	switch {
+	case p.state == stateNeedsResync:
 		return step{act: actResync}
+	case len(p.items) > 0 && p.items[0].after < p.next:
+		return p.nextItemLocked()
+	case p.waitBegin:
+		return step{act: actWait}
+	case p.next <= m.bl.head:
+		return p.nextOpLocked()
 	}
-	control := p.pass != nil || len(p.items) > 0 || p.itemsSent > p.itemsAcked
-	if len(p.items) > 0 && p.items[0].after < p.next {
-		q := p.items[0]
-		p.items[0] = queuedItem{}
-		p.items = p.items[1:]
-		p.itemsSent++
-		p.itemFlight = append(p.itemFlight, q.size)
-		return step{act: actItem, item: q, control: true}
+	return p.drainStepLocked()
+}
+
+// nextItemLocked books the first queued resync item as sent.
+func (p *peer) nextItemLocked() step {
+	q := p.items[0]
+	p.items[0] = queuedItem{}
+	p.items = p.items[1:]
+	p.itemsSent++
+	p.itemFlight = append(p.itemFlight, q.size)
+	return step{act: actItem, item: q, control: true}
+}
+
+// nextOpLocked books op next as sent, unless it must first be read from
+// the journal, or wait for flow control or the journal's flush.
+func (p *peer) nextOpLocked() step {
+	m := p.m
+	e, ok := m.bl.get(p.next)
+	if !ok {
+		if p.jr.pending == nil || p.jr.pending.seq != p.next {
+			return step{act: actJournal, seq: p.next}
+		}
+		e = p.jr.pending
 	}
-	if p.waitBegin {
+	// Never more than limit bytes beyond what the slave applied: its
+	// reorder buffer would refuse them.
+	if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
 		return step{act: actWait}
 	}
-	if p.next <= m.bl.head {
-		e, ok := m.bl.get(p.next)
-		if !ok {
-			if p.jr.pending != nil && p.jr.pending.seq == p.next {
-				e = p.jr.pending
-			} else {
-				return step{act: actJournal, seq: p.next}
-			}
-		}
-		// Never more than limit bytes beyond what the slave applied: its
-		// reorder buffer would refuse them.
-		if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
-			return step{act: actWait}
-		}
-		if !m.jn.sendableLocked(e.seq) {
-			// Never send an op the journal has not handed to the kernel:
-			// after a kill -9 of the master, no slave is ahead of it.
-			return step{act: actFlush}
-		}
-		p.jr.pending = nil
-		p.inflight = append(p.inflight, flight{seq: e.seq, size: e.size})
-		p.inflightBytes += e.size
-		p.maxInflight = max(p.maxInflight, p.inflightBytes)
-		p.sent = e.seq
-		p.next++
-		return step{act: actSend, e: e, control: control}
+	if !m.jn.sendableLocked(e.seq) {
+		return step{act: actFlush}
 	}
+	p.jr.pending = nil
+	p.inflight = append(p.inflight, flight{seq: e.seq, size: e.size})
+	p.inflightBytes += e.size
+	p.maxInflight = max(p.maxInflight, p.inflightBytes)
+	p.sent = e.seq
+	p.next++
+	control := p.pass != nil || len(p.items) > 0 || p.itemsSent > p.itemsAcked
+	return step{act: actSend, e: e, control: control}
+}
+
+// drainStepLocked is the step when every op is sent: during a drain, Bye
+// and then the end once the slave is durable at the head; else wait.
+func (p *peer) drainStepLocked() step {
+	m := p.m
 	if m.draining && p.pass == nil && len(p.items) == 0 && !p.rebase {
 		if p.durable >= m.bl.head {
 			return step{act: actDone}
@@ -103,87 +117,123 @@ func (p *peer) nextAction() step {
 // control stream (buffered, flushed when nothing more is ready), large
 // writes each on a data stream of their own, on the least busy connection
 // of the session (lanes.go), at most DataStreams in flight in all.
-func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, ls *laneSet, ctrl *quic.Stream) error {
-	bw := bufio.NewWriterSize(ctrl, 64<<10)
-	sem := make(chan struct{}, p.m.cfg.DataStreams)
+func (p *peer) send(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, ls *laneSet, ctrl ctrlStream) error {
+	s := &sender{p: p, ctx: ctx, cancel: cancel, wg: wg, ls: ls,
+		bw: bufio.NewWriterSize(ctrl, 64<<10), sem: make(chan struct{}, p.m.cfg.DataStreams)}
 	for {
-		st := p.nextAction()
-		switch st.act {
-		case actSend:
-			e := st.e
-			frame := e.framed(p.m.cfg.Compressor)
-			if !e.data || st.control {
-				if _, err := bw.Write(frame); err != nil {
-					return fmt.Errorf("send op %d: %w", e.seq, err)
-				}
-				continue
-			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				// All data streams busy: what is buffered should not wait.
-				if err := bw.Flush(); err != nil {
-					return fmt.Errorf("send ops: %w", err)
-				}
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					return context.Cause(ctx)
-				}
-			}
-			lane := ls.pick()
-			wg.Go(func() {
-				defer func() { <-sem }()
-				defer lane.busy.Add(-1)
-				if err := sendData(ctx, lane.conn, e.seq, frame); err != nil {
-					if lane.n > 0 && lane.conn.Context().Err() != nil {
-						// Say which lane died, not which write it cut.
-						err = &laneError{n: lane.n, cause: context.Cause(lane.conn.Context())}
-					}
-					cancel(err)
-				}
-			})
-		case actItem:
-			frame := wire.AppendFrame(nil, wire.FrameResync, st.item.body, p.m.cfg.Compressor)
-			if _, err := bw.Write(frame); err != nil {
-				return fmt.Errorf("send resync item: %w", err)
-			}
-		case actFlush:
-			p.m.jn.flush()
-		case actJournal:
-			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("send ops: %w", err)
-			}
-			if err := p.readJournal(ctx, st.seq); err != nil {
-				return err
-			}
-		case actWait:
-			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("send ops: %w", err)
-			}
-			select {
-			case <-p.wake:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		case actBye:
-			bw.Write(wire.AppendFrame(nil, wire.FrameBye, nil, nil))
-			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("send bye: %w", err)
-			}
-		case actDone:
-			return ErrDrained
-		case actResync:
-			p.m.mu.Lock()
-			msg, seq := p.lastErr, p.next
-			p.told = true
-			p.m.mu.Unlock()
-			e := wire.Error{Code: wire.CodeNeedsResync, Seq: seq, Msg: msg}
-			bw.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
-			bw.Flush()
-			return &resyncError{msg}
+		if err := s.do(p.nextAction()); err != nil {
+			return err
 		}
 	}
+}
+
+// sender is one connection's send, for the steps nextAction decides.
+type sender struct {
+	p      *peer
+	ctx    context.Context
+	cancel context.CancelCauseFunc // ends the session: a data stream failed
+	wg     *sync.WaitGroup         // the session's, for the data stream writers
+	ls     *laneSet
+	bw     *bufio.Writer // the control stream
+	sem    chan struct{} // a token per data stream in flight
+}
+
+// do takes step st; an error ends the connection.
+func (s *sender) do(st step) error {
+	switch st.act {
+	case actSend:
+		return s.op(st.e, st.control)
+	case actItem:
+		frame := wire.AppendFrame(nil, wire.FrameResync, st.item.body, s.p.m.cfg.Compressor)
+		if _, err := s.bw.Write(frame); err != nil {
+			return fmt.Errorf("send resync item: %w", err)
+		}
+	case actFlush:
+		s.p.m.jn.flush()
+	case actJournal:
+		if err := s.flush(); err != nil {
+			return err
+		}
+		return s.p.readJournal(s.ctx, st.seq)
+	case actWait:
+		if err := s.flush(); err != nil {
+			return err
+		}
+		select {
+		case <-s.p.wake:
+		case <-s.ctx.Done():
+			return context.Cause(s.ctx)
+		}
+	case actBye:
+		s.bw.Write(wire.AppendFrame(nil, wire.FrameBye, nil, nil))
+		if err := s.bw.Flush(); err != nil {
+			return fmt.Errorf("send bye: %w", err)
+		}
+	case actDone:
+		return ErrDrained
+	case actResync:
+		return s.resync()
+	}
+	return nil
+}
+
+// flush writes what is buffered for the control stream.
+func (s *sender) flush() error {
+	if err := s.bw.Flush(); err != nil {
+		return fmt.Errorf("send ops: %w", err)
+	}
+	return nil
+}
+
+// op sends op e: on the control stream if it is small or must keep its
+// order with resync items (control), else on a data stream of its own.
+func (s *sender) op(e *entry, control bool) error {
+	frame := e.framed(s.p.m.cfg.Compressor)
+	if !e.data || control {
+		if _, err := s.bw.Write(frame); err != nil {
+			return fmt.Errorf("send op %d: %w", e.seq, err)
+		}
+		return nil
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		// All data streams busy: what is buffered should not wait.
+		if err := s.flush(); err != nil {
+			return err
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.ctx.Done():
+			return context.Cause(s.ctx)
+		}
+	}
+	lane := s.ls.pick()
+	s.wg.Go(func() {
+		defer func() { <-s.sem }()
+		defer lane.busy.Add(-1)
+		if err := sendData(s.ctx, lane.conn, e.seq, frame); err != nil {
+			if lane.n > 0 && lane.conn.Context().Err() != nil {
+				// Say which lane died, not which write it cut.
+				err = &laneError{n: lane.n, cause: context.Cause(lane.conn.Context())}
+			}
+			s.cancel(err)
+		}
+	})
+	return nil
+}
+
+// resync tells the slave it needs a resync, and ends the connection.
+func (s *sender) resync() error {
+	p := s.p
+	p.m.mu.Lock()
+	msg, seq := p.lastErr, p.next
+	p.told = true
+	p.m.mu.Unlock()
+	e := wire.Error{Code: wire.CodeNeedsResync, Seq: seq, Msg: msg}
+	s.bw.Write(wire.AppendFrame(nil, wire.FrameError, e.Append(nil), nil))
+	s.bw.Flush()
+	return &resyncError{msg}
 }
 
 // sendData sends one frame on a data stream of its own.

@@ -555,33 +555,12 @@ func (s *session) applyLoop() {
 		}
 		seq, op, size, ok := s.rb.pop()
 		if !ok {
-			// Drained what was ready: group commit in sync mode, and
-			// after a Bye (the master waits for durable == head).
-			if s.mode == wire.ModeSync || s.bye.Load() {
-				if err := s.syncIfBehind(); err != nil {
-					s.fail(err)
-					return
-				}
+			// Drained what was ready.
+			if err := s.drained(idle); err != nil {
+				s.fail(err)
+				return
 			}
-			if s.bye.Load() {
-				s.forceAck.Store(true)
-			}
-			s.signalAck()
 			sinceAck = 0
-			idle.Reset(srv.cfg.SyncInterval)
-			select {
-			case <-s.rb.ready:
-			case <-s.stopCh:
-			case <-s.ctx.Done():
-			case <-idle.C:
-				// Idle with unsynced ops: make them durable in the
-				// background so Durable advances in every mode.
-				if err := s.syncIfBehind(); err != nil {
-					s.fail(err)
-					return
-				}
-				s.signalAck()
-			}
 			continue
 		}
 		if _, isSync := op.(*wire.Sync); isSync {
@@ -614,6 +593,35 @@ func (s *session) applyLoop() {
 			sinceAck = 0
 		}
 	}
+}
+
+// drained is the applier's step when it applied what had arrived: group
+// commit in sync mode and after a Bye (the master waits for durable ==
+// head), an ack, then a wait for more, for the end, or for SyncInterval
+// of idleness (idle), after which it makes what it applied durable in
+// the background so Durable advances in every mode.
+func (s *session) drained(idle *time.Timer) error {
+	if s.mode == wire.ModeSync || s.bye.Load() {
+		if err := s.syncIfBehind(); err != nil {
+			return err
+		}
+	}
+	if s.bye.Load() {
+		s.forceAck.Store(true)
+	}
+	s.signalAck()
+	idle.Reset(s.srv.cfg.SyncInterval)
+	select {
+	case <-s.rb.ready:
+	case <-s.stopCh:
+	case <-s.ctx.Done():
+	case <-idle.C:
+		if err := s.syncIfBehind(); err != nil {
+			return err
+		}
+		s.signalAck()
+	}
+	return nil
 }
 
 // Stalls: how long the applier waits before it tries an op again that it
