@@ -37,7 +37,7 @@ func pair(cert *x509.Certificate, key crypto.Signer) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 }
 
-func newPKI(t *testing.T, name string) *pki {
+func newPKI(t testing.TB, name string) *pki {
 	t.Helper()
 	ca, err := certs.NewCA(name+" CA", certs.Ed25519)
 	if err != nil {
@@ -49,7 +49,7 @@ func newPKI(t *testing.T, name string) *pki {
 	return p
 }
 
-func (p *pki) issue(t *testing.T, o certs.IssueOptions) tls.Certificate {
+func (p *pki) issue(t testing.TB, o certs.IssueOptions) tls.Certificate {
 	t.Helper()
 	c, k, err := p.ca.Issue(o)
 	if err != nil {
@@ -379,7 +379,7 @@ func (l *logBuf) String() string {
 
 func (l *logBuf) count(s string) int { return strings.Count(l.String(), s) }
 
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuf) {
 	lb := &logBuf{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -394,7 +394,7 @@ func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
 // eventually polls cond until it holds or timeout passes. Polling is for
 // state with no change notification (Status, logs); the interval is not a
 // timing assumption.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -414,7 +414,7 @@ type testServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T, cfg SlaveConfig) *testServer {
+func startServer(t testing.TB, cfg SlaveConfig) *testServer {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -435,7 +435,7 @@ func startServer(t *testing.T, cfg SlaveConfig) *testServer {
 }
 
 // stop cancels Serve and waits for it to return.
-func (ts *testServer) stop(t *testing.T) error {
+func (ts *testServer) stop(t testing.TB) error {
 	t.Helper()
 	ts.cancel()
 	select {
@@ -458,14 +458,14 @@ type testMaster struct {
 }
 
 // startMaster runs a master of testEpoch (unless cfg names an epoch).
-func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
+func startMaster(t testing.TB, cfg MasterConfig) *testMaster {
 	t.Helper()
 	return startMasterTree(t, cfg, nil)
 }
 
 // startMasterTree runs a master that resynchronises slaves from tree (set
 // before Run, so that no slave is judged without it).
-func startMasterTree(t *testing.T, cfg MasterConfig, tree Tree) *testMaster {
+func startMasterTree(t testing.TB, cfg MasterConfig, tree Tree) *testMaster {
 	t.Helper()
 	if cfg.Epoch == (wire.Epoch{}) {
 		cfg.Epoch = testEpoch
@@ -488,7 +488,7 @@ func startMasterTree(t *testing.T, cfg MasterConfig, tree Tree) *testMaster {
 	return tm
 }
 
-func (tm *testMaster) stop(t *testing.T) {
+func (tm *testMaster) stop(t testing.TB) {
 	t.Helper()
 	tm.cancel()
 	select {
@@ -500,7 +500,7 @@ func (tm *testMaster) stop(t *testing.T) {
 
 func (tm *testMaster) status(i int) PeerStatus { return tm.Status()[i] }
 
-func newRun(t *testing.T) wire.RunID {
+func newRun(t testing.TB) wire.RunID {
 	var r wire.RunID
 	if _, err := rand.Read(r[:]); err != nil {
 		t.Fatal(err)
