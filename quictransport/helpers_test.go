@@ -330,22 +330,36 @@ func (h *fakeHandler) items() []event {
 // waitFor waits until cond holds on the handler (called with h.mu held).
 func (h *fakeHandler) waitFor(t *testing.T, timeout time.Duration, what string, cond func(h *fakeHandler) bool) {
 	t.Helper()
+	ok := awaitChange(timeout, func() (bool, <-chan struct{}) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return cond(h), h.changed
+	})
+	if !ok {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		t.Fatalf("timed out after %v waiting for %s (handler: %+v, %d records, errs %v)",
+			timeout, what, h.st, len(h.records), h.errs)
+	}
+}
+
+// awaitChange reports whether a condition holds within timeout. state
+// returns the condition and a channel closed at the next change that may
+// affect it (taken together, under its owner's lock), so the condition is
+// checked at every change rather than polled.
+func awaitChange(timeout time.Duration, state func() (bool, <-chan struct{})) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		h.mu.Lock()
-		ok, ch := cond(h), h.changed
-		h.mu.Unlock()
+		ok, changed := state()
 		if ok {
-			return
+			return true
 		}
 		select {
-		case <-ch:
+		case <-changed:
 		case <-deadline.C:
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			t.Fatalf("timed out after %v waiting for %s (handler: %+v, %d records, errs %v)",
-				timeout, what, h.st, len(h.records), h.errs)
+			ok, _ = state()
+			return ok
 		}
 	}
 }
