@@ -137,7 +137,8 @@
 // sessions), session.go (one master's session: stream readers, applier,
 // acks), session_lanes.go, reorder.go (the reorder buffer). Shared:
 // config.go, errors.go (sentinels, and what a peer's close means),
-// quicconfig.go.
+// quicconfig.go (QUIC settings, and ctrlStream: what the control-stream
+// code of both sides needs of a stream).
 //
 // # What it does not do
 //

@@ -25,7 +25,12 @@ type session struct {
 	srv  *Slave
 	conn *quic.Conn
 	name string // remote address and certificate CN, for logs
+	cn   string // the certificate CN alone
 	log  *slog.Logger
+	// closeConn closes the connection with a code and a reason: all the
+	// control-stream code needs of it (tests run that code over a
+	// net.Pipe, without one).
+	closeConn func(code wire.ErrorCode, msg string)
 
 	ctx    context.Context // ends with the connection
 	cancel context.CancelCauseFunc
@@ -40,7 +45,7 @@ type session struct {
 	// the connection is a lane of another session (session_lanes.go).
 	hello wire.Hello
 	lane  *wire.LaneHello
-	ctrl  *quic.Stream
+	ctrl  ctrlStream
 	fr    *wire.FrameReader
 	mode  wire.SyncMode
 	rb    *reorder
@@ -64,16 +69,26 @@ type session struct {
 }
 
 func newSession(srv *Slave, conn *quic.Conn) *session {
+	s := newControlSession(srv, peerName(conn), conn.Context(), func(code wire.ErrorCode, msg string) {
+		conn.CloseWithError(appCode(code), msg)
+	})
+	s.conn, s.cn = conn, peerCN(conn)
+	return s
+}
+
+// newControlSession is a session named name that ends with ctx, closed by
+// closeConn, before it has a connection.
+func newControlSession(srv *Slave, name string, ctx context.Context, closeConn func(wire.ErrorCode, string)) *session {
 	s := &session{
-		srv:    srv,
-		conn:   conn,
-		name:   peerName(conn),
-		stopCh: make(chan struct{}),
-		done:   make(chan struct{}),
-		ackSig: make(chan struct{}, 1),
+		srv:       srv,
+		name:      name,
+		closeConn: closeConn,
+		stopCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		ackSig:    make(chan struct{}, 1),
 	}
 	s.log = srv.log.With("master", s.name)
-	s.ctx, s.cancel = context.WithCancelCause(conn.Context())
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	return s
 }
 
@@ -110,7 +125,7 @@ func (s *session) serve(prev *session) {
 	defer s.closeLanes()
 	defer s.cancel(nil)
 	if s.stopping() {
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+		s.closeConn(wire.CodeShutdown, s.stopReason())
 		return
 	}
 	// A replacement or shutdown during the handshake (a peer that never
@@ -119,7 +134,7 @@ func (s *session) serve(prev *session) {
 	go func() {
 		select {
 		case <-s.stopCh:
-			s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+			s.closeConn(wire.CodeShutdown, s.stopReason())
 		case <-hsDone:
 		}
 	}()
@@ -141,13 +156,13 @@ func (s *session) serve(prev *session) {
 
 	switch {
 	case s.failed.Load() || s.ctx.Err() != nil:
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), "")
+		s.closeConn(wire.CodeShutdown, "")
 		s.logEnd()
 	case s.shutdown.Load():
 		s.finish()
 	default:
 		s.log.Info("closing the replaced master connection")
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+		s.closeConn(wire.CodeShutdown, s.stopReason())
 	}
 }
 
@@ -182,7 +197,7 @@ func (s *session) finish() {
 		}
 		t.Stop()
 	}
-	s.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+	s.closeConn(wire.CodeShutdown, "slave shutting down")
 	s.log.Info("master connection closed: slave shutting down", "applied", a.Applied, "durable", a.Durable)
 }
 
@@ -218,6 +233,12 @@ func (s *session) readHello(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("waiting for the control stream: %w", err)
 	}
+	return s.readHelloOn(ctrl)
+}
+
+// readHelloOn reads Hello, or a lane's LaneHello, on the control stream
+// ctrl, and checks the master may feed this slave.
+func (s *session) readHelloOn(ctrl ctrlStream) error {
 	s.ctrl = ctrl
 	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
 	s.fr = wire.NewFrameReader(ctrl, s.srv.dec)
@@ -356,7 +377,7 @@ func (s *session) failLogged(err error, loud bool) {
 		code := closeCode(err)
 		s.srv.countClose(code)
 		msg := err.Error()
-		if code == wire.CodeRefused && !s.srv.newRefusal("refused op from "+peerCN(s.conn), msg) {
+		if code == wire.CodeRefused && !s.srv.newRefusal("refused op from "+s.cn, msg) {
 			// The master resends the refused op at every reconnection.
 			loud = false
 		}
@@ -377,7 +398,7 @@ func (s *session) failLogged(err error, loud bool) {
 		if len(msg) > 1024 {
 			msg = msg[:1024]
 		}
-		s.conn.CloseWithError(appCode(code), msg)
+		s.closeConn(code, msg)
 		s.cancel(err)
 	})
 }
@@ -420,7 +441,7 @@ func (s *session) readControl() {
 				s.log.Warn(fmt.Sprintf("the master gave up on this connection: %v", err))
 			}
 			s.failed.Store(true) // logged: nothing more to say
-			s.conn.CloseWithError(appCode(wire.CodeOK), "")
+			s.closeConn(wire.CodeOK, "")
 			s.cancel(err)
 			return
 		default:
