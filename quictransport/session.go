@@ -553,67 +553,77 @@ func (s *session) handleOp(body []byte, control bool) error {
 // connection ends, or the Handler fails. Every Handler call of the slave
 // comes from here, one at a time.
 func (s *session) applyLoop() {
-	srv := s.srv
-	idle := time.NewTimer(srv.cfg.SyncInterval)
+	idle := time.NewTimer(s.srv.cfg.SyncInterval)
 	defer idle.Stop()
 	// Ack at least every MiB applied (acks are a few bytes), so the
 	// master's window, which may be smaller than MaxPending (its own
 	// backlog), keeps moving under a steady stream that never drains.
-	ackEvery := min(srv.cfg.MaxPending/4, 1<<20)
-	var sinceAck int64
-	for {
-		if s.stopping() || s.ctx.Err() != nil {
+	pace := ackPacer{every: min(s.srv.cfg.MaxPending/4, 1<<20)}
+	for !s.stopping() && s.ctx.Err() == nil {
+		if err := s.applyNext(idle, &pace); err != nil {
+			if !errors.Is(err, errStopped) {
+				s.fail(err)
+			}
 			return
 		}
-		if at, it, _, ok := s.rb.popItem(); ok {
-			if err := s.applyItem(at, it); err != nil {
-				if !errors.Is(err, errStopped) {
-					s.fail(err)
-				}
-				return
-			}
-			continue
-		}
-		seq, op, size, ok := s.rb.pop()
-		if !ok {
-			// Drained what was ready.
-			if err := s.drained(idle); err != nil {
-				s.fail(err)
-				return
-			}
-			sinceAck = 0
-			continue
-		}
-		if _, isSync := op.(*wire.Sync); isSync {
-			// Durability lives here: a Sync op counts as applied and
-			// makes everything up to it durable (Handler.Sync).
-			if err := s.syncThrough(seq); err != nil {
-				s.fail(err)
-				return
-			}
-			s.signalAck()
-			continue
-		}
-		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
-			if re, ok := errors.AsType[*wire.ResourceError](err); ok {
-				err = s.stall(seq, op, re)
-			}
-			if errors.Is(err, errStopped) {
-				return
-			}
-			if err != nil {
-				s.fail(handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err))
-				return
-			}
-		}
-		if srv.stalled.Load() {
-			srv.setStall("") // applied by a new session after a stall
-		}
-		if sinceAck += size; sinceAck >= ackEvery {
-			s.signalAck()
-			sinceAck = 0
-		}
 	}
+}
+
+// ackPacer counts the bytes of ops applied since the last ack.
+type ackPacer struct{ every, since int64 }
+
+// applied adds size bytes and reports whether an ack is due.
+func (a *ackPacer) applied(size int64) bool {
+	if a.since += size; a.since >= a.every {
+		a.since = 0
+		return true
+	}
+	return false
+}
+
+// applyNext applies the next resync item or op, or, when none is ready,
+// waits (drained). An error ends the session (errStopped: quietly).
+func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
+	if at, it, _, ok := s.rb.popItem(); ok {
+		return s.applyItem(at, it)
+	}
+	seq, op, size, ok := s.rb.pop()
+	if !ok {
+		pace.since = 0 // drained acks
+		return s.drained(idle)
+	}
+	if _, isSync := op.(*wire.Sync); isSync {
+		// Durability lives here: a Sync op counts as applied and makes
+		// everything up to it durable (Handler.Sync).
+		if err := s.syncThrough(seq); err != nil {
+			return err
+		}
+		s.signalAck()
+		return nil
+	}
+	if err := s.apply(seq, op); err != nil {
+		return err
+	}
+	if s.srv.stalled.Load() {
+		s.srv.setStall("") // applied by a new session after a stall
+	}
+	if pace.applied(size) {
+		s.signalAck()
+	}
+	return nil
+}
+
+// apply hands op seq to the Handler, retrying while it lacks a resource
+// (stall).
+func (s *session) apply(seq uint64, op wire.Op) error {
+	err := s.srv.cfg.Handler.Apply(seq, op)
+	if re, ok := errors.AsType[*wire.ResourceError](err); ok {
+		err = s.stall(seq, op, re)
+	}
+	if err == nil || errors.Is(err, errStopped) {
+		return err
+	}
+	return handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err)
 }
 
 // drained is the applier's step when it applied what had arrived: group
