@@ -142,8 +142,8 @@ func (p *peer) handshake(ctx context.Context, conn *quic.Conn) (ctrlStream, *wir
 	if err != nil {
 		return nil, nil, fmt.Errorf("open control stream: %w", err)
 	}
-	// Control frames go ahead of bulk data in the sender's scheduler
-	// (quic-go PR #5774): urgency 0, sent in stream order.
+	// Control frames go ahead of bulk data in quic-go's send scheduler:
+	// urgency 0, sent in stream order.
 	ctrl.SetPriority(0, false)
 	fr, err := p.hello(ctrl, peerName(conn))
 	return ctrl, fr, err
