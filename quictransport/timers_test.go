@@ -13,8 +13,9 @@ import (
 
 // The timer-driven behaviour, in fake time (testing/synctest): the code
 // under test is the real one, driven without the network, which cannot
-// run inside a bubble. Each behaviour also has a test over real QUIC
-// (TestDegraded, the stall and reconnect tests, session_test.go).
+// run inside a bubble. Each behaviour also has a test over real QUIC:
+// TestWaitDegradedAndRecovers, TestReconnectAfterSlaveRestart,
+// TestIdleSyncAdvancesDurable.
 
 // fakeTimeMaster is a Master whose one slave streams, known at applied 0
 // with 10 ops sent, and that never dials (Run is not called).
