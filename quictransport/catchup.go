@@ -1,10 +1,7 @@
 package quictransport
 
 import (
-	"errors"
 	"fmt"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/tdfs/tdfs/wire"
 )
@@ -93,13 +90,4 @@ func (p *peer) needsResyncLocked(at uint64, reason string) {
 // slaveNeedsResync reports whether err is the slave saying it needs a
 // resync, by a FrameError or by the code of its QUIC close (whichever
 // arrived first), and its reason.
-func slaveNeedsResync(err error) (string, bool) {
-	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == wire.CodeNeedsResync {
-		return pe.Msg, true
-	}
-	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
-		wire.ErrorCode(ae.ErrorCode) == wire.CodeNeedsResync {
-		return ae.ErrorMessage, true
-	}
-	return "", false
-}
+func slaveNeedsResync(err error) (string, bool) { return slaveClosedWith(err, wire.CodeNeedsResync) }

@@ -93,9 +93,9 @@
 // that exceeds it is disconnected (CodeLimit). The master keeps every op
 // until every slave known this run made it durable: in memory up to
 // MasterConfig.Backlog, and in the Journal, which it appends and flushes
-// a few ms behind Append, on the flusher's and the senders' goroutines (an
-// op is sent only once the journal has it), and truncates; a slave the
-// journal no longer covers gets a rebase pass.
+// a few ms behind Append, on the flusher's and the senders' goroutines
+// (journaler.go; an op is sent only once the journal has it), and
+// truncates; a slave the journal no longer covers gets a rebase pass.
 //
 // # Durability
 //
@@ -122,6 +122,23 @@
 // leave out. Where the
 // slave stands (Applied, Durable) is the Handler's alone: acks read
 // Handler.State.
+//
+// # Files
+//
+// Master side: master.go (Master: Append, Wait, Drain, Status), backlog.go
+// (the ops held in memory), journaler.go (writing and truncating the
+// Journal), peer.go (one slave: its state, grouped by owner, and its dial
+// loop), peer_dial.go (a connection: dial, handshake, session),
+// catchup.go (resume or rebase, decided once), peer_send.go (the sender),
+// peer_ack.go (the ack reader), peer_journal.go (reading ops back from the
+// Journal), peer_resync.go and resync.go (passes), lanes.go, synced.go
+// (the fence), peers_live.go (AddPeer, RemovePeer), stats.go (lags,
+// rates, Recheck). Slave side: slave.go (Slave: listening, fencing,
+// sessions), session.go (one master's session: stream readers, applier,
+// acks), session_lanes.go, reorder.go (the reorder buffer). Shared:
+// config.go, errors.go (sentinels, and what a peer's close means),
+// quicconfig.go (QUIC settings, and ctrlStream: what the control-stream
+// code of both sides needs of a stream).
 //
 // # What it does not do
 //

@@ -134,3 +134,51 @@ func explain(err error) string {
 func closedByPeer(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
 }
+
+// slaveCannotApply reports whether err is the slave saying it could not
+// apply an op (CodeApply), and its reason.
+func slaveCannotApply(err error) (string, bool) { return slaveClosedWith(err, wire.CodeApply) }
+
+// slaveRefusesOp reports whether err is the slave refusing an op by its
+// policy or bounds (CodeRefused, CodeLimit), and its reason.
+func slaveRefusesOp(err error) (string, bool) {
+	if msg, ok := slaveClosedWith(err, wire.CodeRefused); ok {
+		return msg, true
+	}
+	return slaveClosedWith(err, wire.CodeLimit)
+}
+
+// slaveClosedWith reports whether err is the slave closing the connection
+// with code, by a FrameError or by the code of its QUIC close, and its
+// reason.
+func slaveClosedWith(err error, code wire.ErrorCode) (string, bool) {
+	if pe, ok := errors.AsType[*PeerError](err); ok && pe.Code == code {
+		return pe.Msg, true
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote &&
+		wire.ErrorCode(ae.ErrorCode) == code {
+		return ae.ErrorMessage, true
+	}
+	return "", false
+}
+
+// slaveFenced reports whether err is the slave refusing this master's
+// epoch, and its reason.
+func slaveFenced(err error) (string, bool) { return slaveClosedWith(err, wire.CodeFenced) }
+
+// remoteCode is the code of the peer's QUIC close in err, if err is one.
+func remoteCode(err error) (wire.ErrorCode, bool) {
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote {
+		return wire.ErrorCode(ae.ErrorCode), true
+	}
+	return 0, false
+}
+
+// peerError decodes a FrameError body into a *PeerError.
+func peerError(body []byte) error {
+	e, err := wire.ParseError(body)
+	if err != nil {
+		return fmt.Errorf("%w: error frame: %w", ErrProtocol, err)
+	}
+	return &PeerError{Code: e.Code, Seq: e.Seq, Msg: e.Msg}
+}

@@ -37,7 +37,7 @@ func pair(cert *x509.Certificate, key crypto.Signer) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 }
 
-func newPKI(t *testing.T, name string) *pki {
+func newPKI(t testing.TB, name string) *pki {
 	t.Helper()
 	ca, err := certs.NewCA(name+" CA", certs.Ed25519)
 	if err != nil {
@@ -49,7 +49,7 @@ func newPKI(t *testing.T, name string) *pki {
 	return p
 }
 
-func (p *pki) issue(t *testing.T, o certs.IssueOptions) tls.Certificate {
+func (p *pki) issue(t testing.TB, o certs.IssueOptions) tls.Certificate {
 	t.Helper()
 	c, k, err := p.ca.Issue(o)
 	if err != nil {
@@ -330,22 +330,36 @@ func (h *fakeHandler) items() []event {
 // waitFor waits until cond holds on the handler (called with h.mu held).
 func (h *fakeHandler) waitFor(t *testing.T, timeout time.Duration, what string, cond func(h *fakeHandler) bool) {
 	t.Helper()
+	ok := awaitChange(timeout, func() (bool, <-chan struct{}) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return cond(h), h.changed
+	})
+	if !ok {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		t.Fatalf("timed out after %v waiting for %s (handler: %+v, %d records, errs %v)",
+			timeout, what, h.st, len(h.records), h.errs)
+	}
+}
+
+// awaitChange reports whether a condition holds within timeout. state
+// returns the condition and a channel closed at the next change that may
+// affect it (taken together, under its owner's lock), so the condition is
+// checked at every change rather than polled.
+func awaitChange(timeout time.Duration, state func() (bool, <-chan struct{})) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		h.mu.Lock()
-		ok, ch := cond(h), h.changed
-		h.mu.Unlock()
+		ok, changed := state()
 		if ok {
-			return
+			return true
 		}
 		select {
-		case <-ch:
+		case <-changed:
 		case <-deadline.C:
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			t.Fatalf("timed out after %v waiting for %s (handler: %+v, %d records, errs %v)",
-				timeout, what, h.st, len(h.records), h.errs)
+			ok, _ = state()
+			return ok
 		}
 	}
 }
@@ -379,7 +393,7 @@ func (l *logBuf) String() string {
 
 func (l *logBuf) count(s string) int { return strings.Count(l.String(), s) }
 
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuf) {
 	lb := &logBuf{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -394,7 +408,7 @@ func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
 // eventually polls cond until it holds or timeout passes. Polling is for
 // state with no change notification (Status, logs); the interval is not a
 // timing assumption.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -414,7 +428,7 @@ type testServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T, cfg SlaveConfig) *testServer {
+func startServer(t testing.TB, cfg SlaveConfig) *testServer {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -435,7 +449,7 @@ func startServer(t *testing.T, cfg SlaveConfig) *testServer {
 }
 
 // stop cancels Serve and waits for it to return.
-func (ts *testServer) stop(t *testing.T) error {
+func (ts *testServer) stop(t testing.TB) error {
 	t.Helper()
 	ts.cancel()
 	select {
@@ -458,14 +472,14 @@ type testMaster struct {
 }
 
 // startMaster runs a master of testEpoch (unless cfg names an epoch).
-func startMaster(t *testing.T, cfg MasterConfig) *testMaster {
+func startMaster(t testing.TB, cfg MasterConfig) *testMaster {
 	t.Helper()
 	return startMasterTree(t, cfg, nil)
 }
 
 // startMasterTree runs a master that resynchronises slaves from tree (set
 // before Run, so that no slave is judged without it).
-func startMasterTree(t *testing.T, cfg MasterConfig, tree Tree) *testMaster {
+func startMasterTree(t testing.TB, cfg MasterConfig, tree Tree) *testMaster {
 	t.Helper()
 	if cfg.Epoch == (wire.Epoch{}) {
 		cfg.Epoch = testEpoch
@@ -488,7 +502,7 @@ func startMasterTree(t *testing.T, cfg MasterConfig, tree Tree) *testMaster {
 	return tm
 }
 
-func (tm *testMaster) stop(t *testing.T) {
+func (tm *testMaster) stop(t testing.TB) {
 	t.Helper()
 	tm.cancel()
 	select {
@@ -500,7 +514,7 @@ func (tm *testMaster) stop(t *testing.T) {
 
 func (tm *testMaster) status(i int) PeerStatus { return tm.Status()[i] }
 
-func newRun(t *testing.T) wire.RunID {
+func newRun(t testing.TB) wire.RunID {
 	var r wire.RunID
 	if _, err := rand.Read(r[:]); err != nil {
 		t.Fatal(err)

@@ -29,24 +29,7 @@ type Master struct {
 	opCounts map[wire.OpType]OpCount
 	peers    []*peer
 	tree     Tree
-	// jmu serialises the journal's writers (flushJournal, called by the
-	// flusher and by senders; never by Append, which runs in the FUSE
-	// path and only queues); jdirty: appended since the last Flush.
-	jmu    sync.Mutex
-	jdirty bool
-	jbatch []*entry // flushJournal's scratch (under jmu)
-	// journaled is the last seq handed to Journal.Append (under mu).
-	// Entries after it are never dropped from memory: Append journals
-	// them itself instead when they alone overflow the backlog.
-	journaled uint64
-	jpending  int64 // bytes appended since the flusher was last kicked (under mu)
-	// jflushed is the last seq handed to the kernel (under mu): no op
-	// beyond it is sent, so after a kill -9 of the master no slave holds
-	// an op its journal lacks.
-	jflushed   uint64
-	jerrLogged bool
-	jlow       uint64 // seq the journal may be truncated through (under mu)
-	flushKick  chan struct{}
+	jn       journaler // writes the journal (journaler.go)
 	// changed is closed and replaced whenever an ack or a state change may
 	// let Wait or Drain return.
 	changed chan struct{}
@@ -126,17 +109,16 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, err
 	}
 	m := &Master{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		ownLimit:  max(cfg.Backlog, minPending),
-		changed:   make(chan struct{}),
-		drainCh:   make(chan struct{}),
-		stopCh:    make(chan struct{}),
-		flushKick: make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ownLimit: max(cfg.Backlog, minPending),
+		changed:  make(chan struct{}),
+		drainCh:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
 	}
 	m.bl.limit = cfg.Backlog
 	m.bl.head = cfg.Head
-	m.jflushed, m.journaled = cfg.Head, cfg.Head
+	m.jn.init(cfg.Journal, m.log, &m.mu, &m.bl, cfg.Head)
 	for _, p := range cfg.Peers {
 		q := newPeer(m, p)
 		q.check = cfg.CheckAll
@@ -157,14 +139,6 @@ func (m *Master) SetTree(t Tree) {
 
 // poke wakes whoever waits for a state change (the pass runners).
 func (m *Master) poke() { m.broadcastLocked() }
-
-// kickFlush asks the flusher to write the journal's buffer now.
-func (m *Master) kickFlush() {
-	select {
-	case m.flushKick <- struct{}{}:
-	default:
-	}
-}
 
 // Run dials every peer, redialing with backoff, and streams ops to each. It
 // returns once ctx is done and every goroutine it started has stopped. Call
@@ -192,131 +166,20 @@ func (m *Master) Run(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	if m.cfg.Journal != nil {
-		wg.Go(func() { m.flusher(ctx) })
+		wg.Go(func() { m.jn.run(ctx) })
 	}
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
-	if m.cfg.Journal != nil {
-		m.flushJournal()
-		m.jmu.Lock()
-		if err := m.cfg.Journal.Sync(); err != nil {
-			m.log.Error("journal: final sync failed", "err", err)
-		}
-		m.jmu.Unlock()
-	}
-}
-
-// flusher hands the journal's buffered records to the kernel soon after
-// they are appended (a kill -9 of the master then loses at most a few
-// milliseconds of them), and truncates what every slave made durable.
-func (m *Master) flusher(ctx context.Context) {
-	j := m.cfg.Journal
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	lastTrunc := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-m.flushKick:
-		}
-		m.mu.Lock()
-		low := m.jlow
-		m.mu.Unlock()
-		m.flushJournal()
-		m.jmu.Lock()
-		if time.Since(lastTrunc) > time.Second {
-			lastTrunc = time.Now()
-			if err := j.TruncateThrough(low); err != nil {
-				m.log.Warn("journal: truncation failed", "through", low, "err", err)
-			}
-		}
-		m.jmu.Unlock()
-	}
-}
-
-// flushJournal appends to the journal the ops Append queued since the last
-// call, hands its buffered records to the kernel, and records how far that
-// goes. Journaling here, on the flusher's or a sender's goroutine, keeps
-// the journal's copy, checksum and write(2) out of the FUSE path.
-func (m *Master) flushJournal() {
-	m.jmu.Lock()
-	last := m.appendJournalLocked()
-	if m.jdirty {
-		if err := m.cfg.Journal.Flush(); err != nil {
-			m.journalFailedLocked(err)
-		}
-		m.jdirty = false
-	}
-	m.jmu.Unlock()
-	m.mu.Lock()
-	m.jflushed = max(m.jflushed, last)
-	m.mu.Unlock()
-}
-
-// appendJournalLocked appends every op held in memory after journaled, in
-// batches (mu is taken per batch, not per record, and never while writing),
-// and returns the last seq appended. Called with jmu held.
-func (m *Master) appendJournalLocked() uint64 {
-	j := m.cfg.Journal
-	for {
-		m.mu.Lock()
-		// Ops dropped before they were journaled (the backlog was reset by
-		// an out-of-order Append) are skipped: the journal's Append then
-		// reports the gap, and it starts anew.
-		next := max(m.journaled+1, m.bl.first())
-		batch := m.jbatch[:0]
-		for seq := next; seq <= m.bl.head && len(batch) < 256; seq++ {
-			e, _ := m.bl.get(seq)
-			batch = append(batch, e)
-		}
-		last := m.journaled
-		m.mu.Unlock()
-		if len(batch) == 0 {
-			return last
-		}
-		for _, e := range batch {
-			// e.body is intact: no sender frames an op before it is
-			// journaled and flushed (nextAction's jflushed check).
-			if err := j.Append(e.seq, e.body); err != nil {
-				m.journalFailedLocked(err)
-				if err = j.Append(e.seq, e.body); err != nil {
-					m.log.Error("journal append failed after a reset", "seq", e.seq, "err", err)
-				}
-			}
-		}
-		m.jdirty = true
-		m.mu.Lock()
-		m.journaled = batch[len(batch)-1].seq
-		m.mu.Unlock()
-		clear(batch)
-		m.jbatch = batch
-	}
-}
-
-// journalFailedLocked handles a failed journal write (a full disk, say):
-// the journal starts anew at the next op; slaves that needed what it held
-// are resynchronised by comparison. Called with jmu held.
-func (m *Master) journalFailedLocked(err error) {
-	if !m.jerrLogged {
-		m.jerrLogged = true
-		m.log.Error("journal write failed: starting it anew; slaves that needed what it held will be resynchronised by comparison",
-			"err", err)
-	}
-	if rerr := m.cfg.Journal.Reset(); rerr != nil {
-		m.log.Error("journal reset failed", "err", rerr)
-	}
+	m.jn.close()
 }
 
 // Append queues op number seq for every slave. Calls come in seq order, one
 // at a time. It copies what it keeps (the encoded op) and never blocks on
-// the network. The journal is written on other goroutines (flushJournal),
+// the network. The journal is written on other goroutines (journaler),
 // unless the ops not journaled yet overflow the backlog on their own.
 func (m *Master) Append(seq uint64, op wire.Op) {
 	e := newEntry(seq, op, m.cfg.DataThreshold)
-	journal := m.cfg.Journal != nil
 	m.mu.Lock()
 	m.clock.record(seq, e.size, time.Now())
 	m.countOpLocked(op.Type(), e.size)
@@ -326,24 +189,8 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 			"previous", prevHead, "seq", seq)
 	}
 	m.truncateDurableLocked()
-	through := seq
-	if journal {
-		through = m.journaled
-		if m.jpending += e.size; m.jpending >= journalKickBytes {
-			m.jpending = 0
-			m.kickFlush()
-		}
-	}
-	dropped := m.bl.trim(through)
-	for journal && m.bl.bytes > m.bl.limit && len(m.bl.entries) > 1 && m.bl.first() > m.journaled {
-		// The journal is behind by more than the backlog: write it here,
-		// as a slow disk would make the writer wait anyway. (No other
-		// Append runs meanwhile: the caller serialises them.)
-		m.mu.Unlock()
-		m.flushJournal()
-		m.mu.Lock()
-		dropped = m.bl.trim(m.journaled) || dropped
-	}
+	m.jn.queuedLocked(e.size)
+	dropped := m.jn.trimLocked(seq)
 	if dropped && !m.overflowLogged {
 		m.overflowLogged = true
 		m.log.Warn("backlog full: dropping the oldest ops; slaves that still need them will need a resync",
@@ -356,10 +203,6 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 		p.poke()
 	}
 }
-
-// journalKickBytes: Append wakes the flusher once this many bytes of ops
-// wait for the journal (smaller ones wait for its tick, or for a sender).
-const journalKickBytes = 256 << 10
 
 // Wait returns once every slave that is streaming and not degraded has
 // made op seq durable, and at least MinSlaves slaves have. In async mode
@@ -376,23 +219,13 @@ func (m *Master) Wait(seq uint64) error {
 	if f := m.cfg.OnWait; f != nil {
 		defer func() { f(time.Since(start)) }()
 	}
-	deadline := start.Add(m.cfg.SyncTimeout)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	w := newChangeWaiter(start.Add(m.cfg.SyncTimeout))
+	defer w.stop()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maxWaited = max(m.maxWaited, seq)
 	for {
-		var lagging []*peer
-		for _, p := range m.peers {
-			if p.state == stateStreaming && !p.degraded && !p.rebase && p.durable < seq {
-				lagging = append(lagging, p)
-			}
-		}
+		lagging := m.laggingLocked(seq)
 		durable := m.syncedCountLocked(seq)
 		enough := durable >= m.cfg.MinSlaves
 		if len(lagging) == 0 && enough {
@@ -402,31 +235,75 @@ func (m *Master) Wait(seq uint64) error {
 			}
 			return nil
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			for _, p := range lagging {
-				p.degraded = true
-				p.log.Warn("slave degraded: it did not make ops durable within the sync timeout; writers no longer wait for it",
-					"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
-			}
-			m.broadcastLocked()
+		if !w.waitLocked(&m.mu, m.changed) {
+			m.degradeLocked(lagging, seq)
 			if enough {
 				return nil
 			}
 			return m.tooFewLocked(seq)
 		}
-		ch := m.changed
-		m.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(left)
-		} else {
-			timer.Reset(left)
+	}
+}
+
+// laggingLocked lists the slaves that hold a Wait for seq back: streaming,
+// not degraded nor rebased, and not durable at seq.
+func (m *Master) laggingLocked(seq uint64) []*peer {
+	var lagging []*peer
+	for _, p := range m.peers {
+		if p.state == stateStreaming && !p.degraded && !p.rebase && p.durable < seq {
+			lagging = append(lagging, p)
 		}
-		select {
-		case <-ch:
-		case <-timer.C:
-		}
-		m.mu.Lock()
+	}
+	return lagging
+}
+
+// degradeLocked marks the slaves that did not make seq durable within the
+// sync timeout degraded: writers stop waiting for them.
+func (m *Master) degradeLocked(lagging []*peer, seq uint64) {
+	for _, p := range lagging {
+		p.degraded = true
+		p.log.Warn("slave degraded: it did not make ops durable within the sync timeout; writers no longer wait for it",
+			"waited_for", seq, "durable", p.durable, "applied", p.applied, "lag", seq-p.durable, "sync_timeout", m.cfg.SyncTimeout)
+	}
+	m.broadcastLocked()
+}
+
+// changeWaiter waits, with mu held around it, for the Master's changed
+// channel until a deadline: the timer logic of Wait and Drain.
+type changeWaiter struct {
+	deadline time.Time
+	timer    *time.Timer
+}
+
+func newChangeWaiter(deadline time.Time) *changeWaiter {
+	return &changeWaiter{deadline: deadline}
+}
+
+// waitLocked releases mu, waits until changed is closed or the deadline
+// passes, and takes mu again. It reports false, without waiting, once
+// the deadline has passed.
+func (w *changeWaiter) waitLocked(mu *sync.Mutex, changed <-chan struct{}) bool {
+	left := time.Until(w.deadline)
+	if left <= 0 {
+		return false
+	}
+	mu.Unlock()
+	defer mu.Lock()
+	if w.timer == nil {
+		w.timer = time.NewTimer(left)
+	} else {
+		w.timer.Reset(left)
+	}
+	select {
+	case <-changed:
+	case <-w.timer.C:
+	}
+	return true
+}
+
+func (w *changeWaiter) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
@@ -465,12 +342,7 @@ func (m *Master) Drain(timeout time.Duration) error {
 	m.mu.Lock()
 	m.draining = true
 	head := m.bl.head
-	var owed uint64
-	for _, p := range m.peers {
-		if p.state != stateNeedsResync && p.state != stateFenced && head > p.durable {
-			owed = max(owed, head-p.durable)
-		}
-	}
+	owed := m.owedLocked(head)
 	peers := m.peers
 	m.mu.Unlock()
 	m.drainOnce.Do(func() { close(m.drainCh) })
@@ -479,52 +351,71 @@ func (m *Master) Drain(timeout time.Duration) error {
 		p.poke()
 	}
 
-	deadline := time.Now().Add(timeout)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	w := newChangeWaiter(time.Now().Add(timeout))
+	defer w.stop()
 	m.mu.Lock()
-	var lacking, resync, away []string
+	var d drained
 	for {
-		lacking, resync, away = lacking[:0], resync[:0], away[:0]
-		for _, p := range m.peers {
-			switch {
-			case p.state == stateNeedsResync || p.state == stateFenced:
-				resync = append(resync, p.addr)
-			case p.state == stateConnecting && m.cfg.Journal != nil:
-				// Not connected: the journal keeps what it lacks for
-				// its return; waiting would only delay the unmount.
-				away = append(away, p.addr)
-			case p.state != stateStopped || p.durable < head:
-				lacking = append(lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
-			}
-		}
-		if len(lacking) == 0 || !time.Now().Before(deadline) {
+		d = m.drainedLocked(head)
+		if len(d.lacking) == 0 || !w.waitLocked(&m.mu, m.changed) {
 			break
 		}
-		ch := m.changed
-		m.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timer.C:
-		}
-		m.mu.Lock()
 	}
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stopCh) })
+	return m.reportDrain(d, head, timeout)
+}
 
-	if len(resync) > 0 {
-		m.log.Warn("drained without slaves that need a resync or refuse this master", "slaves", strings.Join(resync, ", "))
+// owedLocked is the most ops a slave that can be helped lacks of head.
+func (m *Master) owedLocked(head uint64) uint64 {
+	var owed uint64
+	for _, p := range m.peers {
+		if p.state != stateNeedsResync && p.state != stateFenced && head > p.durable {
+			owed = max(owed, head-p.durable)
+		}
 	}
-	if len(away) > 0 {
-		m.log.Info("slaves not connected: the journal keeps what they lack for their return", "slaves", strings.Join(away, ", "))
+	return owed
+}
+
+// drained is where the slaves stand in a drain to head.
+type drained struct {
+	lacking []string // not durable at head: Drain waits for them
+	resync  []string // need a resync or refuse this master: not waited for
+	away    []string // not connected, with a journal to keep what they lack
+}
+
+func (m *Master) drainedLocked(head uint64) drained {
+	var d drained
+	for _, p := range m.peers {
+		switch {
+		case p.state == stateNeedsResync || p.state == stateFenced:
+			d.resync = append(d.resync, p.addr)
+		case p.state == stateConnecting && m.cfg.Journal != nil:
+			// Not connected: the journal keeps what it lacks for
+			// its return; waiting would only delay the unmount.
+			d.away = append(d.away, p.addr)
+		case p.state != stateStopped || p.durable < head:
+			d.lacking = append(d.lacking, fmt.Sprintf("slave %s (%s) is durable at seq %d, lacks %d..%d", p.addr, p.stateName(), p.durable, p.durable+1, head))
+		}
 	}
-	if len(lacking) > 0 {
-		for _, l := range lacking {
+	return d
+}
+
+// reportDrain logs how the drain to head ended, and returns its error.
+func (m *Master) reportDrain(d drained, head uint64, timeout time.Duration) error {
+	if len(d.resync) > 0 {
+		m.log.Warn("drained without slaves that need a resync or refuse this master", "slaves", strings.Join(d.resync, ", "))
+	}
+	if len(d.away) > 0 {
+		m.log.Info("slaves not connected: the journal keeps what they lack for their return", "slaves", strings.Join(d.away, ", "))
+	}
+	if len(d.lacking) > 0 {
+		for _, l := range d.lacking {
 			m.log.Error("drain timed out: " + l)
 		}
-		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(lacking, "; "))
+		return fmt.Errorf("%w after %v: %s", ErrDrainTimeout, timeout, strings.Join(d.lacking, "; "))
 	}
-	switch n := len(m.peers) - len(away) - len(resync); {
+	switch n := len(m.peers) - len(d.away) - len(d.resync); {
 	case len(m.peers) == 0:
 		m.log.Info(fmt.Sprintf("no slaves configured: nothing replicated seq %d", head))
 	case n == 0:
@@ -615,12 +506,8 @@ func (m *Master) truncateDurableLocked() {
 			low = min(low, p.durable)
 		}
 	}
-	low = min(low, m.bl.head)
-	if m.cfg.Journal != nil {
-		low = min(low, m.journaled) // the journal still needs the rest
-	}
+	low = m.jn.truncatableLocked(min(low, m.bl.head))
 	m.bl.dropThrough(low)
-	m.jlow = low
 }
 
 // checkHeldLocked finds the slaves whose next op the master no longer

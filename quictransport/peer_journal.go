@@ -55,7 +55,7 @@ func (p *peer) readJournal(ctx context.Context, seq uint64) error {
 		switch {
 		case errors.Is(err, io.EOF):
 			// Appended but not flushed yet: ask for a flush and retry.
-			m.kickFlush()
+			m.jn.kickFlush()
 			if attempt > 200 {
 				return fmt.Errorf("journal: op %d never reached the journal", seq)
 			}

@@ -148,7 +148,7 @@ func TestJournalDroppedRebases(t *testing.T) {
 	})
 }
 
-// Append leaves the journal to flushJournal, but never drops from memory
+// Append leaves the journal to the journaler, but never drops from memory
 // an op the journal lacks: when those alone overflow the backlog (nobody
 // flushes: no Run here), Append journals them itself. Every op reaches the
 // journal, in order, and memory stays within the backlog plus one op.
@@ -179,7 +179,7 @@ func TestAppendJournalsWhatOverflows(t *testing.T) {
 	if j.Last() == 0 {
 		t.Fatal("Append never journaled what overflowed the backlog")
 	}
-	m.flushJournal()
+	m.jn.flush()
 	if j.First() != 1 || j.Last() != n {
 		t.Fatalf("journal holds %d..%d, want 1..%d", j.First(), j.Last(), n)
 	}

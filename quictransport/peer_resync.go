@@ -128,46 +128,13 @@ type verifyReq struct {
 // verify.
 func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 	m := p.m
-	defer func() {
-		m.mu.Lock()
-		vs := p.verifies
-		p.verifies = nil
-		m.mu.Unlock()
-		for _, v := range vs {
-			v.err = errors.New("the slave's connection ended before the verify started")
-			close(v.done)
-		}
-	}()
+	defer p.dropVerifies()
 	for {
 		m.mu.Lock()
-		var o wire.PassOptions
-		var vr *verifyReq
-		start := true
-		switch {
-		case m.tree == nil || p.state != stateStreaming:
-			start = false
-		case p.rebase:
-			o.Rebase, o.Full = true, p.fullNext
-			p.fullNext = false
-		case len(p.verifies) > 0:
-			vr = p.verifies[0]
-			p.verifies = p.verifies[1:]
-			o.Verify, o.Full = !vr.repair, vr.repair
-		case p.check:
-		default:
-			start = false
-		}
-		var ps *pass
-		if start {
-			p.passes++
-			o.Pass = p.passes
-			o.Progress = p.progressLogger(o)
-			ps = newPass(o.Pass, o)
-			p.pass = ps
-		}
+		ps, vr := p.nextPassLocked()
 		ch, tree := m.changed, m.tree
 		m.mu.Unlock()
-		if !start {
+		if ps == nil {
 			select {
 			case <-ch:
 				continue
@@ -176,34 +143,81 @@ func (p *peer) runPasses(ctx context.Context, end context.CancelCauseFunc) {
 			}
 		}
 		res, err := p.runPass(ctx, tree, ps)
-		m.mu.Lock()
-		p.pass = nil
-		if err == nil {
-			if o.Rebase {
-				p.rebase = false
-			}
-			p.recheckDegradedLocked()
-			if !o.Verify {
-				p.check, p.checked = false, true
-			}
-			p.passErr = ""
-		} else {
-			p.passErr = err.Error()
-		}
-		m.broadcastLocked()
-		m.mu.Unlock()
-		p.poke()
+		p.passEnded(ps.opts, err)
 		if vr != nil {
 			vr.res, vr.err = res, err
 			close(vr.done)
 		}
-		if err != nil && !o.Verify {
+		if err != nil && !ps.opts.Verify {
 			if ctx.Err() == nil {
-				p.log.Warn("resync pass failed: reconnecting to start over", "pass", o.Pass, "err", err)
+				p.log.Warn("resync pass failed: reconnecting to start over", "pass", ps.opts.Pass, "err", err)
 			}
 			end(err)
 			return
 		}
+	}
+}
+
+// nextPassLocked starts the pass the slave needs next, if any: a rebase,
+// then the verifies asked for (vr, the first of them), then the check
+// owed. There is none without a tree or a streaming slave.
+func (p *peer) nextPassLocked() (*pass, *verifyReq) {
+	if p.m.tree == nil || p.state != stateStreaming {
+		return nil, nil
+	}
+	var o wire.PassOptions
+	var vr *verifyReq
+	switch {
+	case p.rebase:
+		o.Rebase, o.Full = true, p.fullNext
+		p.fullNext = false
+	case len(p.verifies) > 0:
+		vr = p.verifies[0]
+		p.verifies = p.verifies[1:]
+		o.Verify, o.Full = !vr.repair, vr.repair
+	case p.check:
+	default:
+		return nil, nil
+	}
+	p.passes++
+	o.Pass = p.passes
+	o.Progress = p.progressLogger(o)
+	p.pass = newPass(o.Pass, o)
+	return p.pass, vr
+}
+
+// passEnded books the end of the pass run with o, which returned err.
+func (p *peer) passEnded(o wire.PassOptions, err error) {
+	m := p.m
+	m.mu.Lock()
+	p.pass = nil
+	if err == nil {
+		if o.Rebase {
+			p.rebase = false
+		}
+		p.recheckDegradedLocked()
+		if !o.Verify {
+			p.check, p.checked = false, true
+		}
+		p.passErr = ""
+	} else {
+		p.passErr = err.Error()
+	}
+	m.broadcastLocked()
+	m.mu.Unlock()
+	p.poke()
+}
+
+// dropVerifies fails the verifies asked for that no pass started: the
+// connection ended.
+func (p *peer) dropVerifies() {
+	p.m.mu.Lock()
+	vs := p.verifies
+	p.verifies = nil
+	p.m.mu.Unlock()
+	for _, v := range vs {
+		v.err = errors.New("the slave's connection ended before the verify started")
+		close(v.done)
 	}
 }
 

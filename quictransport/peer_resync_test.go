@@ -316,10 +316,11 @@ func TestFailedPassIsRetried(t *testing.T) {
 	eventually(t, 30*time.Second, "the first pass to fail", func() bool {
 		return strings.Contains(m.log.String(), "resync pass failed")
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for len(ft.passes()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // polling: no notification for "a pass that never starts"
-	}
+	awaitChange(10*time.Second, func() (bool, <-chan struct{}) {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		return len(ft.calls) >= 2, ft.changed // a pass's start is a change
+	})
 	if n := len(ft.passes()); n < 2 {
 		t.Fatalf("BUG: after a failed pass no other pass ran in 10 s (%d passes), status %+v: runPasses returns on the "+
 			"first error and the connection stays up, so a rebasing slave waits for its ResyncBegin (waitBegin) until it "+
@@ -364,16 +365,11 @@ func TestLagBeyondBacklogDuringRebasePass(t *testing.T) {
 	close(ft.gate)
 	release()
 	appendOps(m.Master, g, 10, 0, 0, want)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	awaitChange(10*time.Second, func() (bool, <-chan struct{}) {
 		h.mu.Lock()
-		done := h.st.Applied >= g.seq && !h.st.Resyncing
-		h.mu.Unlock()
-		if done {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // polling: a hang has no notification
-	}
+		defer h.mu.Unlock()
+		return h.st.Applied >= g.seq && !h.st.Resyncing, h.changed
+	})
 	h.mu.Lock()
 	st := h.st
 	h.mu.Unlock()

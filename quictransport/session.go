@@ -25,7 +25,12 @@ type session struct {
 	srv  *Slave
 	conn *quic.Conn
 	name string // remote address and certificate CN, for logs
+	cn   string // the certificate CN alone
 	log  *slog.Logger
+	// closeConn closes the connection with a code and a reason: all the
+	// control-stream code needs of it (tests run that code over a
+	// net.Pipe, without one).
+	closeConn func(code wire.ErrorCode, msg string)
 
 	ctx    context.Context // ends with the connection
 	cancel context.CancelCauseFunc
@@ -40,7 +45,7 @@ type session struct {
 	// the connection is a lane of another session (session_lanes.go).
 	hello wire.Hello
 	lane  *wire.LaneHello
-	ctrl  *quic.Stream
+	ctrl  ctrlStream
 	fr    *wire.FrameReader
 	mode  wire.SyncMode
 	rb    *reorder
@@ -64,16 +69,26 @@ type session struct {
 }
 
 func newSession(srv *Slave, conn *quic.Conn) *session {
+	s := newControlSession(srv, peerName(conn), conn.Context(), func(code wire.ErrorCode, msg string) {
+		conn.CloseWithError(appCode(code), msg)
+	})
+	s.conn, s.cn = conn, peerCN(conn)
+	return s
+}
+
+// newControlSession is a session named name that ends with ctx, closed by
+// closeConn, before it has a connection.
+func newControlSession(srv *Slave, name string, ctx context.Context, closeConn func(wire.ErrorCode, string)) *session {
 	s := &session{
-		srv:    srv,
-		conn:   conn,
-		name:   peerName(conn),
-		stopCh: make(chan struct{}),
-		done:   make(chan struct{}),
-		ackSig: make(chan struct{}, 1),
+		srv:       srv,
+		name:      name,
+		closeConn: closeConn,
+		stopCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		ackSig:    make(chan struct{}, 1),
 	}
 	s.log = srv.log.With("master", s.name)
-	s.ctx, s.cancel = context.WithCancelCause(conn.Context())
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	return s
 }
 
@@ -110,7 +125,7 @@ func (s *session) serve(prev *session) {
 	defer s.closeLanes()
 	defer s.cancel(nil)
 	if s.stopping() {
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+		s.closeConn(wire.CodeShutdown, s.stopReason())
 		return
 	}
 	// A replacement or shutdown during the handshake (a peer that never
@@ -119,7 +134,7 @@ func (s *session) serve(prev *session) {
 	go func() {
 		select {
 		case <-s.stopCh:
-			s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+			s.closeConn(wire.CodeShutdown, s.stopReason())
 		case <-hsDone:
 		}
 	}()
@@ -141,13 +156,13 @@ func (s *session) serve(prev *session) {
 
 	switch {
 	case s.failed.Load() || s.ctx.Err() != nil:
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), "")
+		s.closeConn(wire.CodeShutdown, "")
 		s.logEnd()
 	case s.shutdown.Load():
 		s.finish()
 	default:
 		s.log.Info("closing the replaced master connection")
-		s.conn.CloseWithError(appCode(wire.CodeShutdown), s.stopReason())
+		s.closeConn(wire.CodeShutdown, s.stopReason())
 	}
 }
 
@@ -182,7 +197,7 @@ func (s *session) finish() {
 		}
 		t.Stop()
 	}
-	s.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+	s.closeConn(wire.CodeShutdown, "slave shutting down")
 	s.log.Info("master connection closed: slave shutting down", "applied", a.Applied, "durable", a.Durable)
 }
 
@@ -218,6 +233,12 @@ func (s *session) readHello(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("waiting for the control stream: %w", err)
 	}
+	return s.readHelloOn(ctrl)
+}
+
+// readHelloOn reads Hello, or a lane's LaneHello, on the control stream
+// ctrl, and checks the master may feed this slave.
+func (s *session) readHelloOn(ctrl ctrlStream) error {
 	s.ctrl = ctrl
 	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
 	s.fr = wire.NewFrameReader(ctrl, s.srv.dec)
@@ -356,7 +377,7 @@ func (s *session) failLogged(err error, loud bool) {
 		code := closeCode(err)
 		s.srv.countClose(code)
 		msg := err.Error()
-		if code == wire.CodeRefused && !s.srv.newRefusal("refused op from "+peerCN(s.conn), msg) {
+		if code == wire.CodeRefused && !s.srv.newRefusal("refused op from "+s.cn, msg) {
 			// The master resends the refused op at every reconnection.
 			loud = false
 		}
@@ -377,7 +398,7 @@ func (s *session) failLogged(err error, loud bool) {
 		if len(msg) > 1024 {
 			msg = msg[:1024]
 		}
-		s.conn.CloseWithError(appCode(code), msg)
+		s.closeConn(code, msg)
 		s.cancel(err)
 	})
 }
@@ -420,7 +441,7 @@ func (s *session) readControl() {
 				s.log.Warn(fmt.Sprintf("the master gave up on this connection: %v", err))
 			}
 			s.failed.Store(true) // logged: nothing more to say
-			s.conn.CloseWithError(appCode(wire.CodeOK), "")
+			s.closeConn(wire.CodeOK, "")
 			s.cancel(err)
 			return
 		default:
@@ -532,88 +553,106 @@ func (s *session) handleOp(body []byte, control bool) error {
 // connection ends, or the Handler fails. Every Handler call of the slave
 // comes from here, one at a time.
 func (s *session) applyLoop() {
-	srv := s.srv
-	idle := time.NewTimer(srv.cfg.SyncInterval)
+	idle := time.NewTimer(s.srv.cfg.SyncInterval)
 	defer idle.Stop()
 	// Ack at least every MiB applied (acks are a few bytes), so the
 	// master's window, which may be smaller than MaxPending (its own
 	// backlog), keeps moving under a steady stream that never drains.
-	ackEvery := min(srv.cfg.MaxPending/4, 1<<20)
-	var sinceAck int64
-	for {
-		if s.stopping() || s.ctx.Err() != nil {
+	pace := ackPacer{every: min(s.srv.cfg.MaxPending/4, 1<<20)}
+	for !s.stopping() && s.ctx.Err() == nil {
+		if err := s.applyNext(idle, &pace); err != nil {
+			if !errors.Is(err, errStopped) {
+				s.fail(err)
+			}
 			return
 		}
-		if at, it, _, ok := s.rb.popItem(); ok {
-			if err := s.applyItem(at, it); err != nil {
-				if !errors.Is(err, errStopped) {
-					s.fail(err)
-				}
-				return
-			}
-			continue
+	}
+}
+
+// ackPacer counts the bytes of ops applied since the last ack.
+type ackPacer struct{ every, since int64 }
+
+// applied adds size bytes and reports whether an ack is due.
+func (a *ackPacer) applied(size int64) bool {
+	if a.since += size; a.since >= a.every {
+		a.since = 0
+		return true
+	}
+	return false
+}
+
+// applyNext applies the next resync item or op, or, when none is ready,
+// waits (drained). An error ends the session (errStopped: quietly).
+func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
+	if at, it, _, ok := s.rb.popItem(); ok {
+		return s.applyItem(at, it)
+	}
+	seq, op, size, ok := s.rb.pop()
+	if !ok {
+		pace.since = 0 // drained acks
+		return s.drained(idle)
+	}
+	if _, isSync := op.(*wire.Sync); isSync {
+		// Durability lives here: a Sync op counts as applied and makes
+		// everything up to it durable (Handler.Sync).
+		if err := s.syncThrough(seq); err != nil {
+			return err
 		}
-		seq, op, size, ok := s.rb.pop()
-		if !ok {
-			// Drained what was ready: group commit in sync mode, and
-			// after a Bye (the master waits for durable == head).
-			if s.mode == wire.ModeSync || s.bye.Load() {
-				if err := s.syncIfBehind(); err != nil {
-					s.fail(err)
-					return
-				}
-			}
-			if s.bye.Load() {
-				s.forceAck.Store(true)
-			}
-			s.signalAck()
-			sinceAck = 0
-			idle.Reset(srv.cfg.SyncInterval)
-			select {
-			case <-s.rb.ready:
-			case <-s.stopCh:
-			case <-s.ctx.Done():
-			case <-idle.C:
-				// Idle with unsynced ops: make them durable in the
-				// background so Durable advances in every mode.
-				if err := s.syncIfBehind(); err != nil {
-					s.fail(err)
-					return
-				}
-				s.signalAck()
-			}
-			continue
-		}
-		if _, isSync := op.(*wire.Sync); isSync {
-			// Durability lives here: a Sync op counts as applied and
-			// makes everything up to it durable (Handler.Sync).
-			if err := s.syncThrough(seq); err != nil {
-				s.fail(err)
-				return
-			}
-			s.signalAck()
-			continue
-		}
-		if err := srv.cfg.Handler.Apply(seq, op); err != nil {
-			if re, ok := errors.AsType[*wire.ResourceError](err); ok {
-				err = s.stall(seq, op, re)
-			}
-			if errors.Is(err, errStopped) {
-				return
-			}
-			if err != nil {
-				s.fail(handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err))
-				return
-			}
-		}
-		if srv.stalled.Load() {
-			srv.setStall("") // applied by a new session after a stall
-		}
-		if sinceAck += size; sinceAck >= ackEvery {
-			s.signalAck()
-			sinceAck = 0
+		s.signalAck()
+		return nil
+	}
+	if err := s.apply(seq, op); err != nil {
+		return err
+	}
+	if s.srv.stalled.Load() {
+		s.srv.setStall("") // applied by a new session after a stall
+	}
+	if pace.applied(size) {
+		s.signalAck()
+	}
+	return nil
+}
+
+// apply hands op seq to the Handler, retrying while it lacks a resource
+// (stall).
+func (s *session) apply(seq uint64, op wire.Op) error {
+	err := s.srv.cfg.Handler.Apply(seq, op)
+	if re, ok := errors.AsType[*wire.ResourceError](err); ok {
+		err = s.stall(seq, op, re)
+	}
+	if err == nil || errors.Is(err, errStopped) {
+		return err
+	}
+	return handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err)
+}
+
+// drained is the applier's step when it applied what had arrived: group
+// commit in sync mode and after a Bye (the master waits for durable ==
+// head), an ack, then a wait for more, for the end, or for SyncInterval
+// of idleness (idle), after which it makes what it applied durable in
+// the background so Durable advances in every mode.
+func (s *session) drained(idle *time.Timer) error {
+	if s.mode == wire.ModeSync || s.bye.Load() {
+		if err := s.syncIfBehind(); err != nil {
+			return err
 		}
 	}
+	if s.bye.Load() {
+		s.forceAck.Store(true)
+	}
+	s.signalAck()
+	idle.Reset(s.srv.cfg.SyncInterval)
+	select {
+	case <-s.rb.ready:
+	case <-s.stopCh:
+	case <-s.ctx.Done():
+	case <-idle.C:
+		if err := s.syncIfBehind(); err != nil {
+			return err
+		}
+		s.signalAck()
+	}
+	return nil
 }
 
 // Stalls: how long the applier waits before it tries an op again that it

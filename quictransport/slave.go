@@ -244,29 +244,12 @@ func (s *Slave) startSession(conn *quic.Conn) {
 	if t, ok := conn.Context().Value(trackKey{}).(*connTrack); ok {
 		t.accepted.Store(true)
 	}
-	select {
-	case s.helloSlots <- struct{}{}:
-	default:
-		s.countClose(wire.CodeLimit)
-		msg := fmt.Sprintf("more than %d master connections awaiting their hello", maxAwaitingHello)
-		if s.newRefusal("awaiting hello", msg) {
-			s.log.Warn("closing master connection: "+msg, "master", peerName(conn), "code", wire.CodeLimit.String())
-		}
-		conn.CloseWithError(appCode(wire.CodeLimit), msg)
+	if !s.admit(conn) {
 		return
 	}
 	sess := newSession(s, conn)
 	s.sessions.Go(func() {
-		// Only a master this slave may follow replaces the current
-		// connection: a fenced one is refused without disturbing it.
-		stop := context.AfterFunc(s.hsCtx, func() {
-			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
-		})
-		err := sess.readHello(sess.ctx)
-		<-s.helloSlots
-		if !stop() {
-			err = errors.New("slave shutting down")
-		}
+		err := s.awaitHello(sess)
 		if err == nil && sess.lane != nil {
 			s.attachLane(sess)
 			return
@@ -280,26 +263,10 @@ func (s *Slave) startSession(conn *quic.Conn) {
 			close(sess.done)
 			return
 		}
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
-			sess.cancel(nil)
-			close(sess.done)
+		prev, ok := s.makeCurrent(sess)
+		if !ok {
 			return
 		}
-		// Checked under s.mu, as Recheck reads s.cur: a reload either
-		// happened before this check, or its Recheck sees this session.
-		if err := s.checkPeer(sess); err != nil {
-			s.mu.Unlock()
-			sess.fail(fmt.Errorf("%w: %w", wire.ErrRefused, err))
-			sess.cancel(err)
-			close(sess.done)
-			return
-		}
-		prev := s.cur
-		s.cur = sess
-		s.mu.Unlock()
 		if prev != nil {
 			select {
 			case <-prev.done:
@@ -309,6 +276,65 @@ func (s *Slave) startSession(conn *quic.Conn) {
 		}
 		sess.serve(prev)
 	})
+}
+
+// admit takes one of the slots of the connections awaiting their Hello
+// for conn, or refuses it (CodeLimit) when none is free.
+func (s *Slave) admit(conn *quic.Conn) bool {
+	select {
+	case s.helloSlots <- struct{}{}:
+		return true
+	default:
+	}
+	s.countClose(wire.CodeLimit)
+	msg := fmt.Sprintf("more than %d master connections awaiting their hello", maxAwaitingHello)
+	if s.newRefusal("awaiting hello", msg) {
+		s.log.Warn("closing master connection: "+msg, "master", peerName(conn), "code", wire.CodeLimit.String())
+	}
+	conn.CloseWithError(appCode(wire.CodeLimit), msg)
+	return false
+}
+
+// awaitHello reads the session's Hello, holding its slot meanwhile. Only
+// a master this slave may follow replaces the current connection: a
+// fenced one is refused without disturbing it.
+func (s *Slave) awaitHello(sess *session) error {
+	stop := context.AfterFunc(s.hsCtx, func() {
+		sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+	})
+	err := sess.readHello(sess.ctx)
+	<-s.helloSlots
+	if !stop() {
+		err = errors.New("slave shutting down")
+	}
+	return err
+}
+
+// makeCurrent makes sess the current session and returns the one it
+// replaces, unless the slave is closing or no longer accepts its master
+// (then sess is closed, and ok false).
+func (s *Slave) makeCurrent(sess *session) (prev *session, ok bool) {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		sess.conn.CloseWithError(appCode(wire.CodeShutdown), "slave shutting down")
+		sess.cancel(nil)
+		close(sess.done)
+		return nil, false
+	}
+	// Checked under s.mu, as Recheck reads s.cur: a reload either
+	// happened before this check, or its Recheck sees this session.
+	if err := s.checkPeer(sess); err != nil {
+		s.mu.Unlock()
+		sess.fail(fmt.Errorf("%w: %w", wire.ErrRefused, err))
+		sess.cancel(err)
+		close(sess.done)
+		return nil, false
+	}
+	prev = s.cur
+	s.cur = sess
+	s.mu.Unlock()
+	return prev, true
 }
 
 // maxAwaitingHello bounds the connections that have not sent their Hello

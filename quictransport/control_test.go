@@ -1,0 +1,218 @@
+package quictransport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tdfs/tdfs/wire"
+)
+
+// The control protocol between the real master-side code (hello, send,
+// readAcks) and the real slave-side code (readHelloOn, handshake,
+// readControl, applyLoop, ackLoop), over a net.Pipe instead of a QUIC
+// control stream: no UDP, no TLS, no data streams (every op is small).
+
+// failingHandler is a fakeHandler whose Apply of op failAt fails.
+type failingHandler struct {
+	*fakeHandler
+	failAt uint64
+}
+
+func (h failingHandler) Apply(seq uint64, op wire.Op) error {
+	if seq == h.failAt {
+		return errors.New("injected failure")
+	}
+	return h.fakeHandler.Apply(seq, op)
+}
+
+type pipeSession struct {
+	m     *Master
+	p     *peer
+	s     *session
+	h     *fakeHandler
+	acks  chan error // what the master's ack reader returned
+	slave chan error // the slave's handshake, or nil once its loops ended
+	// closed gets the code the slave closed its "connection" with.
+	closed chan wire.ErrorCode
+}
+
+// startPipe connects a master (never Run: no dialing) and a slave over a
+// net.Pipe, runs the hello on both ends and starts the master's sender
+// and ack reader and the slave's readers, applier and acker.
+func startPipe(t *testing.T, handler func(*fakeHandler) Handler) *pipeSession {
+	t.Helper()
+	pc, sc := net.Pipe()
+	mc := &pipeEnd{Conn: pc}
+	mlog, _ := newLogger(t, "master")
+	m, err := NewMaster(MasterConfig{Peers: []Peer{{Addr: "pipe", TLS: &tls.Config{}}}, Run: newRun(t),
+		Epoch: testEpoch, Mode: wire.ModeAsync, Logger: mlog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newFakeHandler()
+	slaveLog, _ := newLogger(t, "slave")
+	scfg, err := SlaveConfig{Handler: handler(h), Logger: slaveLog, TLS: &tls.Config{}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Slave{cfg: scfg, log: slaveLog, refused: make(map[string]refusal)}
+	ps := &pipeSession{m: m, p: m.peers[0], h: h, acks: make(chan error, 1), slave: make(chan error, 2),
+		closed: make(chan wire.ErrorCode, 4)}
+	ctx, cancel := context.WithCancel(t.Context())
+	ps.s = newControlSession(srv, "pipe master", ctx, func(code wire.ErrorCode, msg string) {
+		ps.closed <- code
+		var err error = &quic.ApplicationError{Remote: true, ErrorCode: appCode(code), ErrorMessage: msg}
+		mc.closeErr.Store(&err)
+		sc.Close()
+	})
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		mc.Close()
+		sc.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		err := ps.s.readHelloOn(sc)
+		if err == nil {
+			err = ps.s.handshake()
+		}
+		ps.slave <- err
+		if err != nil {
+			return
+		}
+		ps.s.wg.Go(ps.s.readControl)
+		ps.s.wg.Go(ps.s.ackLoop)
+		ps.s.applyLoop()
+		ps.s.cancel(nil)
+		ps.s.wg.Wait()
+	})
+	fr, err := ps.p.hello(mc, "pipe slave")
+	if err != nil {
+		t.Fatalf("master's hello: %v", err)
+	}
+	if err := <-ps.slave; err != nil {
+		t.Fatalf("slave's handshake: %v", err)
+	}
+	sctx, scancel := context.WithCancelCause(ctx)
+	wg.Go(func() { ps.acks <- ps.p.readAcks(fr); scancel(nil) })
+	wg.Go(func() { scancel(ps.p.send(sctx, scancel, &wg, nil, mc)) })
+	return ps
+}
+
+// pipeEnd is the master's end of the pipe. Once the slave closes the
+// connection (closeConn), its reads fail as they would on QUIC, with the
+// slave's close code, which tells the master why when the slave's Error
+// frame could not be written first (its acker was writing).
+type pipeEnd struct {
+	net.Conn
+	closeErr atomic.Pointer[error]
+}
+
+func (e *pipeEnd) Read(b []byte) (int, error) {
+	n, err := e.Conn.Read(b)
+	if ce := e.closeErr.Load(); err != nil && ce != nil {
+		return n, *ce
+	}
+	return n, err
+}
+
+// appendWrites appends small writes from..to.
+func (ps *pipeSession) appendWrites(from, to uint64) {
+	for seq := from; seq <= to; seq++ {
+		ps.m.Append(seq, &wire.Write{Handle: 1, Off: int64(seq), Data: []byte("pipe")})
+	}
+}
+
+// masterApplied waits until the master has booked an ack of op seq.
+func (ps *pipeSession) masterApplied(t *testing.T, seq uint64) {
+	t.Helper()
+	ok := awaitChange(10*time.Second, func() (bool, <-chan struct{}) {
+		ps.m.mu.Lock()
+		defer ps.m.mu.Unlock()
+		return ps.p.applied >= seq, ps.m.changed
+	})
+	if !ok {
+		t.Fatalf("the master never booked an ack of op %d", seq)
+	}
+}
+
+// Hello/HelloAck, ops in order, acks.
+func TestControlPipe(t *testing.T) {
+	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
+	ps.m.mu.Lock()
+	state, next, limit := ps.p.state, ps.p.next, ps.p.limit
+	ps.m.mu.Unlock()
+	if state != stateStreaming || next != 1 || limit <= 0 {
+		t.Fatalf("after the hello: state %v, next %d, limit %d", state, next, limit)
+	}
+	ps.appendWrites(1, 20)
+	ps.masterApplied(t, 20)
+	recs, _, errs := ps.h.snapshot()
+	if len(errs) > 0 {
+		t.Fatalf("handler saw %v", errs)
+	}
+	for i, r := range recs {
+		if r.seq != uint64(i+1) {
+			t.Fatalf("record %d is op %d", i, r.seq)
+		}
+	}
+	if len(recs) != 20 {
+		t.Fatalf("%d ops applied, want 20", len(recs))
+	}
+}
+
+// An op the slave cannot apply: it says so with an Error frame, or the
+// code of its close (CodeApply), which the master's ack reader returns,
+// after the acks of the ops before.
+func TestControlPipeSlaveError(t *testing.T) {
+	ps := startPipe(t, func(h *fakeHandler) Handler { return failingHandler{h, 4} })
+	ps.appendWrites(1, 6)
+	var err error
+	select {
+	case err = <-ps.acks:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the master's ack reader never returned")
+	}
+	if _, ok := slaveCannotApply(err); !ok {
+		t.Fatalf("the ack reader returned %v, want the slave's CodeApply", err)
+	}
+	select {
+	case code := <-ps.closed:
+		if code != wire.CodeApply {
+			t.Fatalf("the slave closed with %v", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slave never closed")
+	}
+	if st := ps.h.State(); st.Applied != 3 {
+		t.Fatalf("the slave applied through %d, want 3", st.Applied)
+	}
+}
+
+// A slave the master gives up on: the sender's Error frame (CodeNeedsResync)
+// ends the slave's session with that error.
+func TestControlPipeMasterError(t *testing.T) {
+	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
+	ps.appendWrites(1, 2)
+	ps.masterApplied(t, 2)
+	ps.m.mu.Lock()
+	ps.p.needsResyncLocked(2, "a test gives up on it")
+	ps.m.mu.Unlock()
+	select {
+	case <-ps.s.ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slave's session never ended")
+	}
+	if pe, ok := errors.AsType[*PeerError](context.Cause(ps.s.ctx)); !ok || pe.Code != wire.CodeNeedsResync || pe.Seq != 3 {
+		t.Fatalf("the slave's session ended with %v, want the master's CodeNeedsResync at op 3", context.Cause(ps.s.ctx))
+	}
+}
