@@ -256,7 +256,7 @@ func (h *fakeHandler) ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.R
 			h.st.Resyncing = false
 		}
 	}
-	if p := itemPass(it); p != h.pass {
+	if p := it.InPass(); p != h.pass {
 		h.violationLocked("%T of pass %d inside pass %d", it, p, h.pass)
 	}
 	if at != h.st.Applied {
@@ -274,24 +274,6 @@ func (h *fakeHandler) ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.R
 
 // itemSize is what the fake Tree reserves for an item: its encoding.
 func itemSize(it wire.ResyncItem) int64 { return int64(len(wire.AppendResyncItem(nil, 0, it))) }
-
-func itemPass(it wire.ResyncItem) uint64 {
-	switch it := it.(type) {
-	case *wire.ResyncBegin:
-		return it.Pass
-	case *wire.ResyncHandles:
-		return it.Pass
-	case *wire.ResyncDir:
-		return it.Pass
-	case *wire.ResyncData:
-		return it.Pass
-	case *wire.ResyncClose:
-		return it.Pass
-	case *wire.ResyncEnd:
-		return it.Pass
-	}
-	return 0
-}
 
 func (h *fakeHandler) setGates(apply, sync chan struct{}) {
 	h.mu.Lock()

@@ -16,7 +16,7 @@ import (
 
 // Master fans numbered ops out to every configured slave: one QUIC
 // connection per slave, each with its own dial loop and sender, sharing one
-// backlog. It implements mirrorfs.Sink (Append, Wait).
+// backlog. It is the mount's wire.OpSink (Append, Wait).
 type Master struct {
 	cfg MasterConfig
 	log *slog.Logger
@@ -48,12 +48,7 @@ type Master struct {
 	run       peerRun // set by Run; guarded by mu
 }
 
-// Master has mirrorfs.Sink's method set (mirrorfs may not be imported here:
-// dependencies point one way).
-var _ interface {
-	Append(seq uint64, op wire.Op)
-	Wait(seq uint64) error
-} = (*Master)(nil)
+var _ wire.OpSink = (*Master)(nil)
 
 // PeerStatus is one slave as the master sees it.
 type PeerStatus struct {
