@@ -325,6 +325,10 @@ func TestServerSilentConnectionReplaced(t *testing.T) {
 	srv := startServer(t, SlaveConfig{TLS: p.serverTLS(), Handler: h})
 	addr := srv.Addr().String()
 	silent := rawMaster(t, p, addr)
+	// Accepted and waiting for its Hello (the client may finish its
+	// handshake before the server does: a shutdown before then refuses
+	// the connection instead).
+	eventually(t, 10*time.Second, "the silent connection accepted", func() bool { return len(srv.helloSlots) == 1 })
 	run := newRun(t)
 	m := startMaster(t, MasterConfig{Peers: []Peer{{Addr: addr, TLS: p.clientTLS()}}, Run: run})
 	m.Append(1, &wire.Mkdir{Path: "a", Mode: 0o755})
