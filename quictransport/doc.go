@@ -134,8 +134,11 @@
 // Journal), peer_resync.go and resync.go (passes), lanes.go, synced.go
 // (the fence), peers_live.go (AddPeer, RemovePeer), stats.go (lags,
 // rates, Recheck). Slave side: slave.go (Slave: listening, fencing,
-// sessions), session.go (one master's session: stream readers, applier,
-// acks), session_lanes.go, reorder.go (the reorder buffer). Shared:
+// sessions), session.go (one master's session: its life and its end),
+// session_hello.go (Hello, fencing, HelloAck), session_read.go (the
+// control and data stream readers), session_apply.go (the applier: ops and
+// items in order, stalls, idle syncs), session_ack.go (acks and frames
+// back), session_lanes.go, reorder.go (the reorder buffer). Shared:
 // config.go, errors.go (sentinels, and what a peer's close means),
 // quicconfig.go (QUIC settings, and ctrlStream: what the control-stream
 // code of both sides needs of a stream).
