@@ -369,63 +369,74 @@ func (h *Replica) ApplyItem(at uint64, it wire.ResyncItem, reply func(wire.Resyn
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.publishLocked()
-	end := false
-	switch it := it.(type) {
-	case *wire.ResyncBegin:
-		h.verifying = it.Verify
-		if !it.Verify {
-			if err := h.markDirty(); err != nil {
-				return err
-			}
+	if b, ok := it.(*wire.ResyncBegin); ok {
+		if err := h.beginPass(at, b); err != nil {
+			return err
 		}
-		if it.Rebase && !h.state.Resyncing {
-			// Durable before the tree changes: a crash in the middle of
-			// the pass starts a new one.
-			st := h.state
-			st.Resyncing = true
-			if err := SaveState(h.stateDir, st); err != nil {
-				return err
-			}
-			h.state = st
-		}
-		if it.Rebase {
-			h.resyncing = true
-			h.applied, h.durable, h.reapply, h.run = at, at, 0, it.Run
-		}
-	case *wire.ResyncEnd:
-		end = true
 	}
 	if err := h.r.ApplyItem(it, reply); err != nil {
-		if errors.Is(err, replayer.ErrBadResync) {
-			return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
-		}
-		if _, data := it.(*wire.ResyncData); data && replayer.Classify(err) == replayer.ClassResource {
-			// Bytes at an offset (or a hole): applying them again is
-			// harmless, so the transport keeps the item and retries it.
-			return resourceError(err)
-		}
-		if _, ok := it.(*wire.ResyncBegin); !ok && !h.verifying {
-			// Cut short: the next pass starts over, from a tree of
-			// unknown state.
-			if serr := h.markResyncing(); serr != nil {
-				h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
-			}
-		}
-		if replayer.Classify(err) == replayer.ClassRefused {
-			// Not the slave's policy (the pass leaves out what that
-			// forbids) but its tree's shape, such as a mount beneath
-			// the root: the master tries a new pass after a backoff.
-			return fmt.Errorf("%w: %w", wire.ErrNeedsResync, err)
-		}
-		return err
+		return h.itemFailed(it, err)
 	}
-	if end && !h.verifying {
+	if _, end := it.(*wire.ResyncEnd); end && !h.verifying {
 		// The tree equals the master's as of this item; the Sync the
 		// transport makes right after records it.
 		h.resyncing = false
 		h.skipped = h.r.Skipped()
 	}
 	return nil
+}
+
+// beginPass records a pass starting after op at: a repairing pass makes
+// the replica dirty, and a rebase restarts its op stream at the pass.
+func (h *Replica) beginPass(at uint64, b *wire.ResyncBegin) error {
+	h.verifying = b.Verify
+	if !b.Verify {
+		if err := h.markDirty(); err != nil {
+			return err
+		}
+	}
+	if !b.Rebase {
+		return nil
+	}
+	if !h.state.Resyncing {
+		// Durable before the tree changes: a crash in the middle of the
+		// pass starts a new one.
+		st := h.state
+		st.Resyncing = true
+		if err := SaveState(h.stateDir, st); err != nil {
+			return err
+		}
+		h.state = st
+	}
+	h.resyncing = true
+	h.applied, h.durable, h.reapply, h.run = at, at, 0, b.Run
+	return nil
+}
+
+// itemFailed is the error of an item the replayer could not apply: a
+// protocol violation, a resource the transport waits for, or a pass cut
+// short (the next one starts over from a tree of unknown state).
+func (h *Replica) itemFailed(it wire.ResyncItem, err error) error {
+	if errors.Is(err, replayer.ErrBadResync) {
+		return fmt.Errorf("%w: %w", quictransport.ErrProtocol, err)
+	}
+	if _, data := it.(*wire.ResyncData); data && replayer.Classify(err) == replayer.ClassResource {
+		// Bytes at an offset (or a hole): applying them again is
+		// harmless, so the transport keeps the item and retries it.
+		return resourceError(err)
+	}
+	if _, ok := it.(*wire.ResyncBegin); !ok && !h.verifying {
+		if serr := h.markResyncing(); serr != nil {
+			h.log.Warn("state dir: cannot record that the replica needs a resync", "err", serr)
+		}
+	}
+	if replayer.Classify(err) == replayer.ClassRefused {
+		// Not the slave's policy (the pass leaves out what that forbids)
+		// but its tree's shape, such as a mount beneath the root: the
+		// master tries a new pass after a backoff.
+		return fmt.Errorf("%w: %w", wire.ErrNeedsResync, err)
+	}
+	return err
 }
 
 // resourceError tells the transport that err, of an op, is the want of a
