@@ -76,9 +76,9 @@ func BareLoopbackOptions(backing string) *fs.Options {
 
 // MountBareLoopback mounts a plain go-fuse loopback of backing (no
 // mirroring) at mountpoint with BareLoopbackOptions, counting its requests.
-// It is the baseline of the mirror's benchmarks; unmount with
-// srv.Unmount.
-func MountBareLoopback(backing, mountpoint string) (*fuse.Server, *RequestCounter, error) {
+// It is the baseline of the mirror's benchmarks; allowOther lets other
+// users in, as the mirror's --allow-other does. Unmount with srv.Unmount.
+func MountBareLoopback(backing, mountpoint string, allowOther bool) (*fuse.Server, *RequestCounter, error) {
 	backing, err := filepath.Abs(backing)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mirrorfs: backing: %w", err)
@@ -88,6 +88,7 @@ func MountBareLoopback(backing, mountpoint string) (*fuse.Server, *RequestCounte
 		return nil, nil, fmt.Errorf("mirrorfs: loopback of %q: %w", backing, err)
 	}
 	opts := BareLoopbackOptions(backing)
+	opts.AllowOther = allowOther
 	counter := NewRequestCounter(fs.NewNodeFS(root, opts))
 	srv, err := fuse.NewServer(counter, mountpoint, &opts.MountOptions)
 	if err != nil {

@@ -25,7 +25,7 @@ func serveLoopback(c *cli.Context) error {
 		return fmt.Errorf("usage: tdfs-bench loopback BACKING MOUNTPOINT COUNTS-FILE")
 	}
 	backing, mnt, countsFile := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
-	srv, counter, err := mirrorfs.MountBareLoopback(backing, mnt)
+	srv, counter, err := mirrorfs.MountBareLoopback(backing, mnt, true) // as tdfs-master --allow-other: PostgreSQL runs as its own user
 	if err != nil {
 		return err
 	}
