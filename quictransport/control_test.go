@@ -2,6 +2,7 @@ package quictransport
 
 import (
 	"context"
+	"fmt"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -42,6 +43,7 @@ type pipeSession struct {
 	slave chan error // the slave's handshake, or nil once its loops ended
 	// closed gets the code the slave closed its "connection" with.
 	closed chan wire.ErrorCode
+	mc     *pipeEnd // the master's end
 }
 
 // startPipe connects a master (never Run: no dialing) and a slave over a
@@ -65,7 +67,7 @@ func startPipe(t *testing.T, handler func(*fakeHandler) Handler) *pipeSession {
 	}
 	srv := &Slave{cfg: scfg, log: slaveLog, refused: make(map[string]refusal)}
 	ps := &pipeSession{m: m, p: m.peers[0], h: h, acks: make(chan error, 1), slave: make(chan error, 2),
-		closed: make(chan wire.ErrorCode, 4)}
+		closed: make(chan wire.ErrorCode, 4), mc: mc}
 	ctx, cancel := context.WithCancel(t.Context())
 	ps.s = newControlSession(srv, "pipe master", ctx, func(code wire.ErrorCode, msg string) {
 		ps.closed <- code
@@ -115,6 +117,12 @@ func startPipe(t *testing.T, handler func(*fakeHandler) Handler) *pipeSession {
 type pipeEnd struct {
 	net.Conn
 	closeErr atomic.Pointer[error]
+	writes   atomic.Int64
+}
+
+func (e *pipeEnd) Write(b []byte) (int, error) {
+	e.writes.Add(1)
+	return e.Conn.Write(b)
 }
 
 func (e *pipeEnd) Read(b []byte) (int, error) {
@@ -215,4 +223,49 @@ func TestControlPipeMasterError(t *testing.T) {
 	if pe, ok := errors.AsType[*PeerError](context.Cause(ps.s.ctx)); !ok || pe.Code != wire.CodeNeedsResync || pe.Seq != 3 {
 		t.Fatalf("the slave's session ended with %v, want the master's CodeNeedsResync at op 3", context.Cause(ps.s.ctx))
 	}
+}
+
+// booked waits until the master's sender has taken op seq (into its
+// buffer, or sent it).
+func (ps *pipeSession) booked(t *testing.T, seq uint64) {
+	t.Helper()
+	// Taking an op changes nothing Wait waits for (m.changed): poll.
+	eventually(t, 10*time.Second, fmt.Sprintf("the sender to take op %d", seq), func() bool {
+		ps.m.mu.Lock()
+		defer ps.m.mu.Unlock()
+		return ps.p.sent >= seq
+	})
+}
+
+// Small ops that come one at a time, while the sender has nothing else to
+// do, wait for more, and go in one write as soon as a writer waits for
+// them.
+func TestControlPipeCoalesces(t *testing.T) {
+	// Restored after the pipe's goroutines end (cleanups run last first).
+	t.Cleanup(func(d time.Duration) func() { return func() { coalesce = d } }(coalesce))
+	coalesce = time.Hour // only a waiter sends them
+	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
+	before := ps.mc.writes.Load()
+	const n = 50
+	for seq := uint64(1); seq <= n; seq++ {
+		ps.appendWrites(seq, seq)
+		ps.booked(t, seq) // the sender is idle again before the next op
+	}
+	if st := ps.h.State(); st.Applied != 0 {
+		t.Fatalf("the slave applied %d ops no one waited for within an hour's delay", st.Applied)
+	}
+	ps.m.mu.Lock()
+	ps.m.hurryLocked(n)
+	ps.m.mu.Unlock()
+	ps.masterApplied(t, n)
+	if w := ps.mc.writes.Load() - before; w != 1 {
+		t.Errorf("%d ops went in %d writes, want 1", n, w)
+	}
+}
+
+// An op no one waits for goes when the coalescing delay ends.
+func TestControlPipeLingerEnds(t *testing.T) {
+	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
+	ps.appendWrites(1, 1)
+	ps.masterApplied(t, 1)
 }

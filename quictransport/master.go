@@ -35,7 +35,11 @@ type Master struct {
 	changed chan struct{}
 	// maxWaited is the highest seq any Wait waited for: a slave whose
 	// durable seq reaches it has caught up with what writers needed.
-	maxWaited      uint64
+	maxWaited uint64
+	// hurry is the highest seq a writer or the fence waits for, read by
+	// the senders without m.mu: what they hold back to send in fewer
+	// packets (peer_send.go) goes at once up to it.
+	hurry          atomic.Uint64
 	tooFew         bool // the last Wait failed for want of MinSlaves slaves (logged once)
 	draining       bool
 	overflowLogged bool
@@ -219,6 +223,7 @@ func (m *Master) Wait(seq uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maxWaited = max(m.maxWaited, seq)
+	m.hurryLocked(seq)
 	for {
 		lagging := m.laggingLocked(seq)
 		durable := m.syncedCountLocked(seq)
@@ -236,6 +241,16 @@ func (m *Master) Wait(seq uint64) error {
 				return nil
 			}
 			return m.tooFewLocked(seq)
+		}
+	}
+}
+
+// hurryLocked tells the senders that a writer waits for ops up to seq.
+func (m *Master) hurryLocked(seq uint64) {
+	if seq > m.hurry.Load() {
+		m.hurry.Store(seq)
+		for _, p := range m.peers {
+			p.poke()
 		}
 	}
 }

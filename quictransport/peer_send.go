@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -136,6 +137,11 @@ type sender struct {
 	ls     *laneSet
 	bw     *bufio.Writer // the control stream
 	sem    chan struct{} // a token per data stream in flight
+	// What the buffer holds (coalesce): since when, from which op, and
+	// whether something in it must go at once.
+	since    time.Time
+	firstSeq uint64
+	urgent   bool
 }
 
 // do takes step st; an error ends the connection.
@@ -148,6 +154,7 @@ func (s *sender) do(st step) error {
 		if _, err := s.bw.Write(frame); err != nil {
 			return fmt.Errorf("send resync item: %w", err)
 		}
+		s.urgent = true // a pass waits for the slave's replies
 	case actFlush:
 		s.p.m.jn.flush()
 	case actJournal:
@@ -156,6 +163,9 @@ func (s *sender) do(st step) error {
 		}
 		return s.p.readJournal(s.ctx, st.seq)
 	case actWait:
+		if wait := s.lingerFor(); wait > 0 {
+			return s.linger(wait)
+		}
 		if err := s.flush(); err != nil {
 			return err
 		}
@@ -179,10 +189,50 @@ func (s *sender) do(st step) error {
 
 // flush writes what is buffered for the control stream.
 func (s *sender) flush() error {
+	s.urgent, s.firstSeq = false, 0
 	if err := s.bw.Flush(); err != nil {
 		return fmt.Errorf("send ops: %w", err)
 	}
 	return nil
+}
+
+// coalesce is how long small ops may wait in the buffer for more, when
+// nothing else is ready and no one waits for them: a file created through
+// the mount is several ops a few microseconds apart, and sent one by one
+// each would cost a QUIC packet, its encryption and its acknowledgement on
+// both hosts. A writer's fsync (or, in sync mode, every op), the fence, a
+// resync item and a drain send at once; in async mode the slaves are at
+// most this much later.
+var coalesce = time.Millisecond // a variable for the tests
+
+// lingerFor is how much longer the buffered ops may wait: 0 to send them
+// now.
+func (s *sender) lingerFor() time.Duration {
+	if s.bw.Buffered() == 0 || s.urgent || s.p.m.hurry.Load() >= s.firstSeq {
+		return 0
+	}
+	return coalesce - time.Since(s.since)
+}
+
+// linger waits at most d for the next op (or any other change), and lets
+// the loop take its next step.
+func (s *sender) linger(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.p.wake:
+	case <-t.C:
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+	return nil
+}
+
+// buffered notes that op seq went into the control stream's buffer.
+func (s *sender) buffered(seq uint64) {
+	if s.firstSeq == 0 {
+		s.since, s.firstSeq = time.Now(), seq
+	}
 }
 
 // op sends op e: on the control stream if it is small or must keep its
@@ -190,6 +240,7 @@ func (s *sender) flush() error {
 func (s *sender) op(e *entry, control bool) error {
 	frame := e.framed(s.p.m.cfg.Compressor)
 	if !e.data || control {
+		s.buffered(e.seq)
 		if _, err := s.bw.Write(frame); err != nil {
 			return fmt.Errorf("send op %d: %w", e.seq, err)
 		}

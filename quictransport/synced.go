@@ -63,6 +63,7 @@ func (m *Master) WaitSynced(ctx context.Context, seq uint64) error {
 	counted := make(map[*peer]bool, len(m.peers))
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.hurryLocked(seq)
 	for {
 		lacking := m.unsyncedLocked(seq, counted)
 		if len(lacking) == 0 {

@@ -91,10 +91,8 @@ func (b *bench) configs() []config {
 		cs = append(cs,
 			config{name: "loopback-pin", kind: "loopback", pin: true, note: "the bare loopback and the workload on CPU 0"},
 			with("tdfs-pin", "1 slave, --sync fsync; the slave on the last CPU, the master and the workload on CPU 0", func(c *config) { c.pin = true }),
-			with("noslave-pin", "its slave down, the master and the workload on CPU 0", func(c *config) { c.pin, c.slave = true, 0 }))
-		if !b.quick {
-			cs = append(cs, with("async-pin", "--sync async, pinned as tdfs-pin", func(c *config) { c.pin, c.sync = true, "async" }))
-		}
+			with("noslave-pin", "its slave down, the master and the workload on CPU 0", func(c *config) { c.pin, c.slave = true, 0 }),
+			with("async-pin", "--sync async, pinned as tdfs-pin", func(c *config) { c.pin, c.sync = true, "async" }))
 	}
 	if !b.quick {
 		cs = slices.Insert(cs, 4,
