@@ -2,9 +2,9 @@ package quictransport
 
 import (
 	"context"
-	"fmt"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
