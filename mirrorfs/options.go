@@ -77,8 +77,11 @@ func BareLoopbackOptions(backing string) *fs.Options {
 // MountBareLoopback mounts a plain go-fuse loopback of backing (no
 // mirroring) at mountpoint with BareLoopbackOptions, counting its requests.
 // It is the baseline of the mirror's benchmarks; allowOther lets other
-// users in, as the mirror's --allow-other does. Unmount with srv.Unmount.
-func MountBareLoopback(backing, mountpoint string, allowOther bool) (*fuse.Server, *RequestCounter, error) {
+// users in, as the mirror's --allow-other does; passthrough lets the
+// kernel read and write the backing files itself (FUSE passthrough, which
+// the mirror cannot use: docs/performance.md), to measure what that would
+// gain. Unmount with srv.Unmount.
+func MountBareLoopback(backing, mountpoint string, allowOther, passthrough bool) (*fuse.Server, *RequestCounter, error) {
 	backing, err := filepath.Abs(backing)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mirrorfs: backing: %w", err)
@@ -89,6 +92,9 @@ func MountBareLoopback(backing, mountpoint string, allowOther bool) (*fuse.Serve
 	}
 	opts := BareLoopbackOptions(backing)
 	opts.AllowOther = allowOther
+	if passthrough {
+		opts.DisabledCapabilities &^= fuse.CAP_PASSTHROUGH
+	}
 	counter := NewRequestCounter(fs.NewNodeFS(root, opts))
 	srv, err := fuse.NewServer(counter, mountpoint, &opts.MountOptions)
 	if err != nil {

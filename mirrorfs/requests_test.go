@@ -91,7 +91,7 @@ func TestTarRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv, counter, err := MountBareLoopback(bareBack, bareMnt, false)
+	srv, counter, err := MountBareLoopback(bareBack, bareMnt, false, false)
 	if err != nil {
 		t.Fatalf("MountBareLoopback: %v", err)
 	}

@@ -16,16 +16,18 @@ import (
 const sigDump = syscall.SIGUSR1
 
 // serveLoopback serves a bare go-fuse loopback of BACKING at MOUNTPOINT,
-// with the mount options tdfs uses and no replication, until SIGTERM; on
+// with the mount options tdfs uses and no replication (with --passthrough,
+// kernel passthrough too), until SIGTERM; on
 // SIGUSR1 it writes its FUSE request counts, by opcode, to COUNTS-FILE as
 // JSON. It runs in a process of its own: a process must not do I/O on a
 // mount it serves.
 func serveLoopback(c *cli.Context) error {
 	if c.NArg() != 3 {
-		return fmt.Errorf("usage: tdfs-bench loopback BACKING MOUNTPOINT COUNTS-FILE")
+		return fmt.Errorf("usage: tdfs-bench loopback [--passthrough] BACKING MOUNTPOINT COUNTS-FILE")
 	}
 	backing, mnt, countsFile := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
-	srv, counter, err := mirrorfs.MountBareLoopback(backing, mnt, true) // as tdfs-master --allow-other: PostgreSQL runs as its own user
+	// allow_other as tdfs-master --allow-other: PostgreSQL runs as its own user.
+	srv, counter, err := mirrorfs.MountBareLoopback(backing, mnt, true, c.Bool("passthrough"))
 	if err != nil {
 		return err
 	}

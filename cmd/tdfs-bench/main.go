@@ -61,7 +61,8 @@ func main() {
 		Action: runBench,
 		Commands: []*cli.Command{
 			{Name: "loopback", Hidden: true, Usage: "serve a bare go-fuse loopback (internal)", Action: serveLoopback,
-				ArgsUsage: "BACKING MOUNTPOINT COUNTS-FILE"},
+				ArgsUsage: "BACKING MOUNTPOINT COUNTS-FILE",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "passthrough", Usage: "let the kernel read and write the backing files itself"}}},
 			{Name: "quic-sink", Hidden: true, Usage: "raw QUIC receiver (internal)", Action: quicSink,
 				ArgsUsage: "PKI-DIR"},
 			{Name: "report", Usage: "render results.md and chart.svg again from a results.json (to --out)",

@@ -76,6 +76,8 @@ func (b *bench) configs() []config {
 	cs := []config{
 		{name: "plain", kind: "plain", note: "the backing directory itself, no FUSE"},
 		{name: "loopback", kind: "loopback", note: "bare go-fuse loopback, tdfs's mount options, no replication"},
+		{name: "passthrough", kind: "loopback", passthrough: true,
+			note: "the bare loopback with FUSE passthrough: the kernel reads and writes the backing files itself (not usable by tdfs)"},
 		with("tdfs", "1 slave, --sync fsync, -z 0, 0 ms", func(*config) {}),
 		with("noslave", "its slave down: ops go to the journal only (the mount's own cost)", func(c *config) { c.slave = 0 }),
 		with("async", "--sync async", func(c *config) { c.sync = "async" }),

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type config struct {
 	// pin: the slaves on the last CPU, the master (or the loopback
 	// server) and the workload on the first, as on separate hosts.
 	pin bool
+	// passthrough: a loopback whose reads and writes the kernel does
+	// itself (FUSE passthrough), what tdfs cannot use.
+	passthrough bool
 }
 
 // target is a running configuration: the directory the workloads use, and
@@ -78,7 +82,11 @@ func (b *bench) start(ctx context.Context, cfg config, round int) (*target, erro
 		if err != nil {
 			return nil, err
 		}
-		t.server, err = startDaemon(b.daemonOpts(t, "loopback"), "loopback", filepath.Join(t.work, "loopback.log"), self, "loopback", t.backing, t.dir, t.counts)
+		args := []string{"loopback", t.backing, t.dir, t.counts}
+		if cfg.passthrough {
+			args = slices.Insert(args, 1, "--passthrough")
+		}
+		t.server, err = startDaemon(b.daemonOpts(t, "loopback"), "loopback", filepath.Join(t.work, "loopback.log"), self, args...)
 		if err != nil {
 			return nil, err
 		}
