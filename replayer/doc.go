@@ -78,6 +78,20 @@
 // slave's policy or bounds) or ClassDiverged (the replica is not what the
 // master believes: only a comparison pass brings it back).
 //
+// # Files
+//
+// One op takes one path, applyOp in replayer.go: the policy check
+// (policy.go), an op through a handle that is gone (handles.go), the
+// change itself (the dispatch in replayer.go to apply_attr.go,
+// apply_copy.go, apply_create.go, apply_data.go, apply_namespace.go,
+// apply_xattr.go), and the handle it opened or released (handles.go). In
+// tolerant mode a failure is classified (classify.go) and skipped or not
+// (resync_tolerant.go), and the file it touched is noted suspect
+// (suspects.go). Paths are resolved in resolve.go. The slave's side of a
+// pass is ApplyItem in resync.go, with the directory, entry, attribute and
+// data steps in resync_dir.go, resync_entry.go, resync_attr.go and
+// resync_data.go.
+//
 // # What it does not do
 //
 // It does not order ops (the transport hands them over in sequence order
