@@ -259,8 +259,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // every write made through it (written through: no writeback cache), so
 // pages cached by an earlier open are still the file's. A repeated read
 // of an unchanged file is then served from the page cache, as on a local
-// filesystem. For a directory, it also keeps the listing (FOPEN_CACHE_DIR),
-// which the kernel drops when a create, unlink or rename changes it.
+// filesystem. Directories are opened with FOPEN_CACHE_DIR as well: the
+// kernel keeps their listing, and drops it when a create, unlink or rename
+// through the mount changes it.
 const keepCache = fuse.FOPEN_KEEP_CACHE
 
 // openNode opens the backing file rel as go-fuse's loopback does: the
