@@ -142,6 +142,7 @@ func waitFor(timeout time.Duration, cond func() (bool, error)) error {
 type usage struct {
 	cpu     float64
 	peakRSS int64
+	faults  float64 // page faults, minor and major: fresh memory touched
 }
 
 // resetPeak resets the process's peak RSS (VmHWM), so the next readUsage
@@ -161,6 +162,9 @@ func readUsage(pid int) usage {
 				ut, _ := strconv.ParseFloat(f[11], 64)
 				st, _ := strconv.ParseFloat(f[12], 64)
 				u.cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
+				minflt, _ := strconv.ParseFloat(f[7], 64)
+				majflt, _ := strconv.ParseFloat(f[9], 64)
+				u.faults = minflt + majflt
 			}
 		}
 	}

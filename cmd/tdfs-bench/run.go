@@ -457,6 +457,18 @@ func (b *bench) runWorkload(ctx context.Context, t *target, w workload, round in
 	}
 	r.ServerRSS, r.SlaveRSS = c1.server.peakRSS, c1.slaves.peakRSS
 	r.ServerCPU, r.SlaveCPU = c1.server.cpu-c0.server.cpu, c1.slaves.cpu-c0.slaves.cpu
+	if t.server != nil {
+		// Page faults: memory touched for the first time (or again after
+		// the runtime gave it back), a cost the CPU seconds hide in the
+		// kernel.
+		if r.Extra == nil {
+			r.Extra = map[string]float64{}
+		}
+		r.Extra["master_faults"] = c1.server.faults - c0.server.faults
+		if len(t.slaves) > 0 {
+			r.Extra["slave_faults"] = c1.slaves.faults - c0.slaves.faults
+		}
+	}
 	if err := t.verify(); err != nil {
 		r.Verify = err.Error()
 	}

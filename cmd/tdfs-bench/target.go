@@ -246,6 +246,7 @@ func (t *target) counters(b *bench) counters {
 	for _, s := range t.slaves {
 		u := readUsage(s.p.pid())
 		c.slaves.cpu += u.cpu
+		c.slaves.faults += u.faults
 		c.slaves.peakRSS = max(c.slaves.peakRSS, u.peakRSS)
 	}
 	switch t.cfg.kind {
