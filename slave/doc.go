@@ -11,14 +11,14 @@
 //
 //   - applied: the last op applied (in memory; after a kill, recovered
 //     from the progress log);
-//   - durable: every op up to it is on disk (the state file, written with
-//     fsync at each Sync);
+//   - durable: every op up to it is on disk (the state file, saved with
+//     fdatasync at each Sync: state.go);
 //   - resyncing: the tree is of unknown state until a comparison pass
 //     ends (the state file, written with fsync the moment it becomes
 //     true);
-//   - the dirty marker: the replica holds applied ops that are not yet
-//     recorded durable (made durable before the first such op, removed
-//     at the next Sync);
+//   - dirty: the replica holds applied ops that are not yet recorded
+//     durable (in the state file: saved before the first such op,
+//     cleared at the next Sync);
 //   - the progress log: the handles the master holds open, and applied
 //     (a word in the mapped page "applied"), written without fsync
 //     (progress.go, progress_mark.go);
@@ -29,7 +29,7 @@
 //
 // At startup (New), from what the state dir holds:
 //
-//   - no dirty marker: the tree is as of durable; the files the master
+//   - not dirty: the tree is as of durable; the files the master
 //     held open are reopened (progress log);
 //   - dirty, and the host has not restarted since (the progress log's boot
 //     id): the page cache kept every op applied, so the tree holds ops up

@@ -32,7 +32,8 @@ import (
 // Each record is appended with one write(2) (O_APPEND) and carries its own
 // CRC-32C, so a record torn by the kill is detected and recovery stops
 // before it. The log is rewritten compactly (temporary file, rename) at
-// each durable point and whenever it grows past progressMaxSize.
+// a durable point once it grew by progressResetSize, and whenever it grows
+// past progressMaxSize.
 //
 // The last op applied, recorded after every op, is not a record: it is a
 // word in a page of the state dir's file "applied", mapped into the
@@ -57,6 +58,10 @@ const (
 	// progressMaxSize triggers a compaction: about 240,000 applied
 	// records.
 	progressMaxSize = 4 << 20
+	// progressResetSize: a durable point compacts the log once it grew
+	// by this much since it was last rewritten (about 1,000 handle
+	// records).
+	progressResetSize = 32 << 10
 	// progressMaxRead bounds what recovery reads.
 	progressMaxRead = 64 << 20
 	// progressMaxBody bounds one record's body: the largest is an 'O'
@@ -104,10 +109,12 @@ type progress struct {
 	f       *os.File
 	size    int64
 	maxSize int64
-	last    uint64 // the last seq recorded applied
-	handles map[uint64]replayer.HandleRecord
-	buf     []byte
-	mark    *appliedMark // nil: applied ops are 'A' records
+	// compacted is size right after the last rewrite.
+	compacted int64
+	last      uint64 // the last seq recorded applied
+	handles   map[uint64]replayer.HandleRecord
+	buf       []byte
+	mark      *appliedMark // nil: applied ops are 'A' records
 }
 
 // openProgress recovers the log in stateDir and starts a new one for this
@@ -312,14 +319,27 @@ func (p *progress) handleReleased(h uint64) error {
 	return p.write(releasedBody(body[:0], h))
 }
 
-// reset rewrites the log compactly at a durable point: durable must be
-// the last op applied (nothing beyond it yet), handles every open handle
-// (replayer.HandleRecords).
-func (p *progress) reset(durable uint64, handles []replayer.HandleRecord) error {
+// reset is called at a durable point: durable must be the last op applied
+// (nothing beyond it yet), handles return every open handle
+// (replayer.HandleRecords). The log needs no rewrite to stay true (its
+// records replay to the same handles, the mark holds applied), so it is
+// compacted only once it grew past progressResetSize since the last
+// rewrite: a durable point costs no syscall.
+func (p *progress) reset(durable uint64, handles func() []replayer.HandleRecord) error {
 	if p.f == nil {
 		return errors.New("progress log: closed")
 	}
-	return p.rewrite(durable, handles)
+	switch {
+	case p.size > p.compacted+progressResetSize:
+		return p.rewrite(durable, handles())
+	case p.last == durable:
+		return nil
+	case p.mark != nil:
+		p.last = durable
+		p.mark.store(durable)
+		return nil
+	}
+	return p.rewrite(durable, handles())
 }
 
 // rewrite replaces the log with one holding the boot record, applied and
@@ -363,7 +383,7 @@ func (p *progress) rewrite(applied uint64, handles []replayer.HandleRecord) (err
 	if p.f != nil {
 		p.f.Close()
 	}
-	p.f, p.size, p.last, p.handles = f, int64(len(b)), applied, m
+	p.f, p.size, p.compacted, p.last, p.handles = f, int64(len(b)), int64(len(b)), applied, m
 	return nil
 }
 

@@ -191,6 +191,8 @@ func TestProgressTornTail(t *testing.T) {
 	}
 }
 
+// TestProgressReset: a durable point leaves a small log as it is (its
+// records replay to the same state) and compacts one that grew.
 func TestProgressReset(t *testing.T) {
 	dir := t.TempDir()
 	p, _ := mustOpenProgress(t, dir, "b")
@@ -198,20 +200,34 @@ func TestProgressReset(t *testing.T) {
 		mustProg(t, p.applied(seq))
 	}
 	mustProg(t, p.handleOpened(recA))
-	mustProg(t, p.reset(100, []replayer.HandleRecord{recB, recC}))
-	fi, err := os.Stat(filepath.Join(dir, progressFile))
+	path := filepath.Join(dir, progressFile)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustProg(t, p.reset(100, func() []replayer.HandleRecord { t.Error("small log compacted"); return nil }))
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) || after.Size() != before.Size() {
+		t.Errorf("small log rewritten at a durable point: %v", err)
+	}
+	// Grown past progressResetSize: compacted to the handles given.
+	for i := 0; p.size <= p.compacted+progressResetSize; i++ {
+		mustProg(t, p.handleOpened(replayer.HandleRecord{Handle: uint64(1000 + i), FH: []byte("fh")}))
+		mustProg(t, p.handleReleased(uint64(1000+i)))
+	}
+	mustProg(t, p.reset(100, func() []replayer.HandleRecord { return []replayer.HandleRecord{recA, recB} }))
+	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	compact := int64(len(appendRecord(nil, bootBody("b"))) + len(appendRecord(nil, appliedBody(nil, 100))) +
-		len(appendRecord(nil, openedBody(nil, recB))) + len(appendRecord(nil, openedBody(nil, recC))))
+		len(appendRecord(nil, openedBody(nil, recA))) + len(appendRecord(nil, openedBody(nil, recB))))
 	if fi.Size() != compact {
 		t.Errorf("log of %d bytes after reset, want %d", fi.Size(), compact)
 	}
 	mustProg(t, p.applied(101))
 	mustProg(t, p.close())
 	_, st := mustOpenProgress(t, dir, "b")
-	if st.Applied != 101 || !reflect.DeepEqual(st.Handles, handleMap(recB, recC)) {
+	if st.Applied != 101 || !reflect.DeepEqual(st.Handles, handleMap(recA, recB)) {
 		t.Errorf("recovered %+v", st)
 	}
 }
@@ -298,7 +314,7 @@ func TestProgressClosed(t *testing.T) {
 	p, _ := mustOpenProgress(t, t.TempDir(), "b")
 	mustProg(t, p.close())
 	mustProg(t, p.close())
-	if p.applied(1) == nil || p.handleOpened(recA) == nil || p.handleReleased(1) == nil || p.reset(1, nil) == nil {
+	if p.applied(1) == nil || p.handleOpened(recA) == nil || p.handleReleased(1) == nil || p.reset(1, func() []replayer.HandleRecord { return nil }) == nil {
 		t.Error("a closed log took a record")
 	}
 }

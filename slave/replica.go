@@ -14,14 +14,10 @@ import (
 	"github.com/tdfs/tdfs/wire"
 )
 
-// dirtyFile, in the state dir, exists (made durable) while the replica
-// holds applied ops that are not yet recorded as durable. Found at
-// startup, it means the slave stopped without syncing. If its host kept
-// running (same boot id), the page cache kept every op it applied, and
-// the progress log says which: the slave resumes after the last one, its
-// open files reopened. After a crash of the host the tree holds an
-// unknown part of those ops: the slave asks for a resync.
-const dirtyFile = "dirty"
+// legacyDirtyFile is the dirty marker of state files of version 2 (a file
+// of its own; now State.Dirty): found at startup, the replica is dirty,
+// and the first save of the state removes it.
+const legacyDirtyFile = "dirty"
 
 // Replica adapts the replayer and the state dir to the transport: it alone
 // knows where the replica stands (package doc).
@@ -30,13 +26,25 @@ type Replica struct {
 	stateDir string
 	log      *slog.Logger
 	prog     *progress
+	store    stateStore
 
-	mu        sync.Mutex
-	state     State      // as last saved
-	run       wire.RunID // the run of the last RunStart applied
-	applied   uint64
-	dirty     bool // dirtyFile exists
-	resyncing bool // the tree is of unknown state until a pass ends
+	mu      sync.Mutex
+	state   State      // as last saved (Dirty included)
+	run     wire.RunID // the run of the last RunStart applied
+	applied uint64
+	// dirty: the replica holds applied ops that are not yet recorded
+	// durable. Saved (State.Dirty) before the first such op changes the
+	// tree, cleared at the next Sync. Found at startup, it means the
+	// slave stopped without syncing. If its host kept running (same boot
+	// id), the page cache kept every op it applied, and the progress log
+	// says which: the slave resumes after the last one, its open files
+	// reopened. After a crash of the host the tree holds an unknown part
+	// of those ops: the slave asks for a resync.
+	dirty bool
+	// legacyDirty: the dirty marker file of a version 2 state dir is
+	// there until the first save.
+	legacyDirty bool
+	resyncing   bool // the tree is of unknown state until a pass ends
 	// reapply is the op a dead predecessor, or a failed attempt, may have
 	// left half done: it is applied idempotently.
 	reapply uint64
@@ -115,14 +123,17 @@ func New(r *replayer.Replayer, dir, stateDir string, log *slog.Logger) (*Replica
 		return nil, err
 	}
 	h := &Replica{r: r, stateDir: stateDir, log: log, prog: prog, state: st, run: st.Run, applied: st.Durable,
-		durable: st.Durable, resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{}}
+		durable: st.Durable, resyncing: st.Resyncing, handles: map[uint64]replayer.HandleRecord{},
+		store: stateStore{dir: stateDir, gen: st.gen}}
 	defer h.publishLocked()
-	switch _, err := os.Stat(filepath.Join(stateDir, dirtyFile)); {
-	case err == nil:
-		h.dirty = true
-		h.recover(rec)
-	case !os.IsNotExist(err):
+	if h.legacyDirty, err = exists(filepath.Join(stateDir, legacyDirtyFile)); err != nil {
 		return nil, err
+	}
+	switch {
+	case st.Dirty || h.legacyDirty:
+		h.dirty = true
+		h.state.Dirty = true
+		h.recover(rec)
 	case rec.Valid && len(rec.Handles) > 0 && !h.resyncing:
 		// A clean stop while the master held files open: the tree is
 		// as of the durable point, and those files are still there.
@@ -198,16 +209,47 @@ func (h *Replica) onHandle(handle uint64, rec *replayer.HandleRecord) {
 	}
 }
 
-// markDirty makes dirtyFile durable before the tree changes beyond what
-// the state file says.
+// exists reports whether p exists.
+func exists(p string) (bool, error) {
+	switch _, err := os.Lstat(p); {
+	case err == nil:
+		return true, nil
+	case os.IsNotExist(err):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// markDirty records dirty durably before the tree changes beyond what the
+// state says.
 func (h *Replica) markDirty() error {
 	if h.dirty {
 		return nil
 	}
-	if err := writeDurable(filepath.Join(h.stateDir, dirtyFile), []byte("applied ops not yet durable\n")); err != nil {
+	st := h.state
+	st.Dirty = true
+	if err := h.save(st); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	h.dirty = true
+	return nil
+}
+
+// save records st durably and makes it the state as last saved.
+func (h *Replica) save(st State) error {
+	if err := h.store.save(st); err != nil {
+		return err
+	}
+	if h.legacyDirty {
+		// The state now says whether the replica is dirty.
+		if err := os.Remove(filepath.Join(h.stateDir, legacyDirtyFile)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		h.legacyDirty = false
+	}
+	st.gen = h.store.gen
+	h.state = st
 	return nil
 }
 
@@ -298,11 +340,7 @@ func (h *Replica) markResyncing() error {
 	}
 	st := h.state
 	st.Resyncing = true
-	if err := SaveState(h.stateDir, st); err != nil {
-		return err
-	}
-	h.state = st
-	return nil
+	return h.save(st)
 }
 
 // Sync makes every op up to seq durable. A failed sync may have lost
@@ -327,40 +365,39 @@ func (h *Replica) Sync(seq uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.publishLocked()
+	// Everything applied is durable and recorded: not dirty. (Apply runs
+	// on the same goroutine as Sync, so no op slipped in between.)
 	st := h.state
-	st.Run, st.Durable, st.Resyncing = h.run, seq, h.resyncing
-	if err := SaveState(h.stateDir, st); err != nil {
+	st.Run, st.Durable, st.Resyncing, st.Dirty = h.run, seq, h.resyncing, false
+	if err := h.save(st); err != nil {
 		return err
 	}
-	h.state, h.durable = st, seq
+	h.durable, h.dirty = seq, false
 	h.applied = max(h.applied, seq)
-	var recs []replayer.HandleRecord
+	if err := h.prog.reset(seq, h.handleList); err != nil {
+		h.log.Warn("progress log", "err", err)
+	}
+	return nil
+}
+
+// handleList returns the handles open now.
+func (h *Replica) handleList() []replayer.HandleRecord {
+	recs := make([]replayer.HandleRecord, 0, len(h.handles))
 	for _, r := range h.handles {
 		recs = append(recs, r)
 	}
-	if err := h.prog.reset(seq, recs); err != nil {
-		h.log.Warn("progress log", "err", err)
-	}
-	if h.dirty {
-		// Everything applied is durable and recorded. (Apply runs on the
-		// same goroutine as Sync, so no op slipped in between.)
-		if err := os.Remove(filepath.Join(h.stateDir, dirtyFile)); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("state dir: %w", err)
-		}
-		h.dirty = false
-	}
-	return nil
+	return recs
 }
 
 func (h *Replica) Follow(epoch wire.Epoch, lineage []wire.Epoch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.publishLocked()
-	st := State{Epoch: epoch, Lineage: lineage, Resyncing: true}
-	if err := SaveState(h.stateDir, st); err != nil {
+	st := State{Epoch: epoch, Lineage: lineage, Resyncing: true, Dirty: h.dirty}
+	if err := h.save(st); err != nil {
 		return err
 	}
-	h.state, h.run, h.resyncing, h.reapply, h.durable = st, wire.RunID{}, true, 0, 0
+	h.run, h.resyncing, h.reapply, h.durable = wire.RunID{}, true, 0, 0
 	return nil
 }
 
@@ -403,10 +440,9 @@ func (h *Replica) beginPass(at uint64, b *wire.ResyncBegin) error {
 		// pass starts a new one.
 		st := h.state
 		st.Resyncing = true
-		if err := SaveState(h.stateDir, st); err != nil {
+		if err := h.save(st); err != nil {
 			return err
 		}
-		h.state = st
 	}
 	h.resyncing = true
 	h.applied, h.durable, h.reapply, h.run = at, at, 0, b.Run
@@ -488,36 +524,11 @@ func (h *Replica) DurableSeq() uint64 {
 // Close closes the progress log and, when Open made them, the replayer
 // and the suspect log. It does not sync: the transport's last Sync did.
 func (h *Replica) Close() error {
-	err := h.prog.close()
+	err := errors.Join(h.prog.close(), h.store.close())
 	if h.suspects != nil {
 		err = errors.Join(err, h.r.Close(), h.suspects.Close())
 	}
 	return err
-}
-
-// writeDurable writes a small file and makes it and its name durable.
-func writeDurable(p string, data []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(p))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Policy is what this replica holds beyond ordinary entries, announced to

@@ -3,9 +3,12 @@ package slave
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tdfs/tdfs/replayer"
@@ -83,8 +86,8 @@ func TestResumeAfterKill(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "g")); err != nil || !bytes.Equal(b, []byte("hello world")) {
 		t.Fatalf("g = %q, %v", b, err)
 	}
-	if _, err := os.Stat(filepath.Join(state, dirtyFile)); !os.IsNotExist(err) {
-		t.Fatalf("dirty marker left after a sync: %v", err)
+	if st, err := LoadState(state); err != nil || st.Dirty {
+		t.Fatalf("dirty after a sync: %+v, %v", st, err)
 	}
 }
 
@@ -231,4 +234,50 @@ func TestDivergenceIsRecordedFirst(t *testing.T) {
 	if err := h.Apply(5, &wire.Mkdir{Path: "gone/d", Mode: 0o755, Mtime: omit, DirMtime: omit}); !errors.Is(err, wire.ErrNeedsResync) {
 		t.Errorf("mkdir under a missing dir after the pass: %v, want wire.ErrNeedsResync", err)
 	}
+}
+
+// TestLegacyDirtyMarker: a state dir of version 2 with its dirty marker
+// file (a slave of the previous version killed without sync) is dirty:
+// the replica recovers from the progress log, and the first save of the
+// new state file removes the marker.
+func TestLegacyDirtyMarker(t *testing.T) {
+	dir, state := dirs(t)
+	h := newTestHandler(t, dir, state)
+	if err := h.Apply(1, &wire.RunStart{Run: wire.RunID{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Sync(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Apply(2, &wire.Mkdir{Path: "d", Mode: 0o755, Mtime: omit, DirMtime: omit}); err != nil {
+		t.Fatal(err)
+	}
+	// The previous version's files: state 2 at durable 1, a dirty marker.
+	v2 := "tdfs-slave-state 2\nepoch " + strings.Repeat("0", 32) + "\nlineage -\nrun 01" + strings.Repeat("0", 30) +
+		"\ndurable 1\nresyncing 0\n"
+	v2 += fmt.Sprintf("crc32c %08x\n", crc32.Checksum([]byte(v2), castagnoli))
+	if err := os.WriteFile(filepath.Join(state, stateFile), []byte(v2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, legacyDirtyFile), []byte("applied ops not yet durable\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// kill -9 and restart.
+	h2 := newTestHandler(t, dir, state)
+	if st := h2.State(); st.Applied != 2 || st.Durable != 1 || st.Resyncing {
+		t.Fatalf("after the restart: %+v, want applied 2 (the progress log), durable 1", st)
+	}
+	if err := h2.Apply(3, &wire.Mkdir{Path: "d/e", Mode: 0o755, Mtime: omit, DirMtime: omit}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Sync(3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(state, legacyDirtyFile)); !os.IsNotExist(err) {
+		t.Errorf("legacy dirty marker still there: %v", err)
+	}
+	if st, err := LoadState(state); err != nil || st.Dirty || st.Durable != 3 {
+		t.Errorf("state after the sync: %+v, %v", st, err)
+	}
+	h2.Close()
 }

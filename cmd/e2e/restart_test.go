@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	tslave "github.com/tdfs/tdfs/slave"
 )
 
 // TestSlaveRestart: a slave killed with SIGKILL and restarted on the same
@@ -232,8 +234,16 @@ func TestSeededSlave(t *testing.T) {
 	s2.stop(syscall.SIGTERM, 30*time.Second)
 }
 
-// dirtyMarker is the slave's marker of applied ops not yet durable.
-func dirtyMarker(s *slave) string { return filepath.Join(slaveState(s), "dirty") }
+// dirty reports whether the slave's state says it holds applied ops not
+// yet durable.
+func dirty(t *testing.T, s *slave) bool {
+	t.Helper()
+	st, err := tslave.LoadState(slaveState(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Dirty
+}
 
 // waitClean waits until the slave holds no applied op it has not made
 // durable (it syncs when idle).
@@ -241,7 +251,7 @@ func waitClean(t *testing.T, s *slave) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(dirtyMarker(s)); os.IsNotExist(err) {
+		if !dirty(t, s) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -257,7 +267,7 @@ func waitDirty(t *testing.T, s *slave) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(dirtyMarker(s)); err == nil {
+		if dirty(t, s) {
 			return
 		}
 		if time.Now().After(deadline) {
