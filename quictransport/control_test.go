@@ -238,18 +238,26 @@ func (ps *pipeSession) booked(t *testing.T, seq uint64) {
 }
 
 // Small ops that come one at a time, while the sender has nothing else to
-// do, wait for more, and go in one write as soon as a writer waits for
-// them.
+// do, wait for more without waking it, and go in one write as soon as a
+// writer waits for them.
 func TestControlPipeCoalesces(t *testing.T) {
 	// Restored after the pipe's goroutines end (cleanups run last first).
 	t.Cleanup(func(d time.Duration) func() { return func() { coalesce = d } }(coalesce))
 	coalesce = time.Hour // only a waiter sends them
 	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
 	before := ps.mc.writes.Load()
+	ps.appendWrites(1, 1)
+	ps.booked(t, 1)
+	eventually(t, 10*time.Second, "the sender to linger", ps.p.lingering.Load)
 	const n = 50
-	for seq := uint64(1); seq <= n; seq++ {
+	cut := ps.p.lingerCut.Load()
+	for seq := uint64(2); seq <= n; seq++ {
 		ps.appendWrites(seq, seq)
-		ps.booked(t, seq) // the sender is idle again before the next op
+	}
+	// A wake-up, had there been one, is taken by the sender.
+	eventually(t, 10*time.Second, "no wake-up pending", func() bool { return len(ps.p.wake) == 0 && ps.p.lingering.Load() })
+	if c := ps.p.lingerCut.Load() - cut; c != 0 || !ps.p.lingering.Load() {
+		t.Errorf("new ops woke the lingering sender %d times (lingering %v), want none", c, ps.p.lingering.Load())
 	}
 	if st := ps.h.State(); st.Applied != 0 {
 		t.Fatalf("the slave applied %d ops no one waited for within an hour's delay", st.Applied)

@@ -199,7 +199,7 @@ func (m *Master) Append(seq uint64, op wire.Op) {
 	peers := m.peers
 	m.mu.Unlock()
 	for _, p := range peers {
-		p.poke()
+		p.pokeOp()
 	}
 }
 

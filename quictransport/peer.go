@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -56,6 +57,11 @@ type peer struct {
 	// wake is poked by Append, acks, Drain and state changes; the sender
 	// waits on it when it has nothing to send.
 	wake chan struct{}
+	// lingering: the sender holds small ops back for more (linger) and
+	// takes every op ready when that ends, so Append does not wake it
+	// (pokeOp); a waiting writer still does (Master.hurryLocked).
+	lingering atomic.Bool
+	lingerCut atomic.Int64 // wake-ups that ended a linger early (for tests)
 	// cancel stops the dial loop, done is closed when it has (set by
 	// Master.startLocked under m.mu; RemovePeer uses them).
 	cancel context.CancelFunc
@@ -207,6 +213,16 @@ func (p *peer) poke() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// pokeOp tells the sender a new op is ready: a wake-up, unless it is
+// lingering. (Append pushes the op under m.mu before it looks, and the
+// sender clears lingering before it looks for ops under m.mu, so an op is
+// never left behind.)
+func (p *peer) pokeOp() {
+	if !p.lingering.Load() {
+		p.poke()
 	}
 }
 

@@ -214,13 +214,17 @@ func (s *sender) lingerFor() time.Duration {
 	return coalesce - time.Since(s.since)
 }
 
-// linger waits at most d for the next op (or any other change), and lets
-// the loop take its next step.
+// linger waits d, or less if anything but a new op needs the sender
+// (pokeOp), and lets the loop take its next step: every op appended
+// meanwhile joins the buffer then, without a wake-up each.
 func (s *sender) linger(d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	s.p.lingering.Store(true)
+	defer s.p.lingering.Store(false)
 	select {
 	case <-s.p.wake:
+		s.p.lingerCut.Add(1)
 	case <-t.C:
 	case <-s.ctx.Done():
 		return context.Cause(s.ctx)
