@@ -237,7 +237,9 @@ type Handler interface {
 	// after a promotion) and that its tree needs a resync.
 	Follow(epoch wire.Epoch, lineage []wire.Epoch) error
 	// Apply applies op number seq. Calls come in seq order without gaps,
-	// except where a rebasing ResyncBegin moves the stream. A
+	// except for Sync ops (never passed to Apply: Sync counts them, at
+	// once, or in async mode with a later call that covers them) and where
+	// a rebasing ResyncBegin moves the stream. A
 	// *wire.ResourceError from Apply (disk full, read-only...) stalls the
 	// session: the transport tells the master (wire.Stall) and calls
 	// Apply again with the same op, with backoff, until it applies; the
@@ -250,7 +252,8 @@ type Handler interface {
 	Apply(seq uint64, op wire.Op) error
 	// Sync makes every op applied so far durable and records durably that
 	// ops up to seq are. The transport passes its own applied seq (which
-	// counts Sync ops, never passed to Apply).
+	// counts Sync ops, never passed to Apply). In async mode the Sync ops
+	// of a burst make one call, once the burst is applied.
 	Sync(seq uint64) error
 	// ApplyItem applies a resync item, positioned after op number at; reply
 	// sends a reply to the master (from the calling goroutine). A

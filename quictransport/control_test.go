@@ -277,3 +277,44 @@ func TestControlPipeLingerEnds(t *testing.T) {
 	ps.appendWrites(1, 1)
 	ps.masterApplied(t, 1)
 }
+
+// In async mode the Sync ops of a burst (a database's commits) cost the
+// slave one sync once it has applied the burst, not one each; the ops
+// still count as applied and durable up to the last Sync.
+func TestControlPipeAsyncSyncsCoalesce(t *testing.T) {
+	ps := startPipe(t, func(h *fakeHandler) Handler { return h })
+	gate := make(chan struct{})
+	ps.h.mu.Lock()
+	ps.h.applyGate = gate
+	ps.h.mu.Unlock()
+	const n = 30
+	for seq := uint64(1); seq <= n; seq++ {
+		if seq%3 == 0 {
+			ps.m.Append(seq, &wire.Sync{})
+		} else {
+			ps.appendWrites(seq, seq)
+		}
+	}
+	ps.m.mu.Lock()
+	ps.m.hurryLocked(n)
+	ps.m.mu.Unlock()
+	// The whole burst has arrived while the applier waits in op 1.
+	eventually(t, 10*time.Second, "the burst to arrive", func() bool {
+		ps.s.rb.mu.Lock()
+		defer ps.s.rb.mu.Unlock()
+		return ps.s.rb.hiCtrl == n
+	})
+	close(gate)
+	ps.masterApplied(t, n)
+	eventually(t, 10*time.Second, "the slave to be durable at the last Sync", func() bool { return ps.h.State().Durable == n })
+	ps.h.mu.Lock()
+	syncs := append([]uint64(nil), ps.h.syncs...)
+	ps.h.mu.Unlock()
+	if len(syncs) != 1 || syncs[0] != n {
+		t.Errorf("the slave synced at %v for a burst of %d Sync ops, want once, at %d", syncs, n/3, n)
+	}
+	recs, _, errs := ps.h.snapshot()
+	if len(errs) != 0 || len(recs) != n*2/3 {
+		t.Errorf("the slave applied %d ops, want the %d writes; contract violations: %v", len(recs), n*2/3, errs)
+	}
+}

@@ -100,9 +100,12 @@
 // # Durability
 //
 // Acks carry Applied and Durable. Durability is decided here, not in the
-// Handler: a wire.Sync op makes the slave call Handler.Sync at once; in
-// sync mode the slave syncs whenever it drained what had arrived (group
-// commit); in every mode it syncs when idle for SyncInterval. Master.Wait
+// Handler: a wire.Sync op makes the slave call Handler.Sync at once (in
+// async mode, where no writer waits for it, once it has applied every op
+// that arrived with it, or within 10 ms under a stream that never
+// drains: one sync per burst); in sync mode the slave syncs whenever it
+// drained what had arrived (group commit); in every mode it syncs when
+// idle for SyncInterval. Master.Wait
 // blocks writers (fsync and sync modes) until every streaming slave is
 // durable at the seq, for at most SyncTimeout: a slower slave is marked
 // degraded and stops holding writers back until it catches up.

@@ -47,6 +47,10 @@ type session struct {
 	rb    *reorder
 	// items counts the resync items applied on this connection (Ack.Items).
 	items atomic.Uint64
+	// The applier's alone: the last Sync op of async mode not made
+	// durable yet (session_apply.go, deferSync; 0: none), and since when.
+	syncDue   uint64
+	syncSince time.Time
 
 	wmu        sync.Mutex // control stream writes
 	ctrlClosed bool       // our side of the control stream is closed (guarded by wmu)
@@ -173,6 +177,10 @@ func (s *session) stopReason() string {
 // finish ends the session for a server shutdown: sync, final ack, then
 // close once the master has read it (or after a grace period).
 func (s *session) finish() {
+	if err := s.syncDeferred(); err != nil {
+		s.fail(err)
+		return
+	}
 	if err := s.syncIfBehind(); err != nil {
 		s.fail(err)
 		return

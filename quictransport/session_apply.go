@@ -44,6 +44,9 @@ func (a *ackPacer) applied(size int64) bool {
 // waits (drained). An error ends the session (errStopped: quietly).
 func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
 	if at, it, _, ok := s.rb.popItem(); ok {
+		if err := s.syncDeferred(); err != nil {
+			return err
+		}
 		return s.applyItem(at, it)
 	}
 	seq, op, size, ok := s.rb.pop()
@@ -54,6 +57,10 @@ func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
 	if _, isSync := op.(*wire.Sync); isSync {
 		// Durability lives here: a Sync op counts as applied and makes
 		// everything up to it durable (Handler.Sync).
+		if s.mode == wire.ModeAsync {
+			s.deferSync(seq)
+			return nil
+		}
 		if err := s.syncThrough(seq); err != nil {
 			return err
 		}
@@ -66,10 +73,44 @@ func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
 	if s.srv.stalled.Load() {
 		s.srv.setStall("") // applied by a new session after a stall
 	}
-	if pace.applied(size) {
+	if s.syncDue != 0 && time.Since(s.syncSince) >= syncDeferMax {
+		if err := s.syncDeferred(); err != nil {
+			return err
+		}
+		pace.since = 0
+		s.signalAck()
+	} else if pace.applied(size) {
 		s.signalAck()
 	}
 	return nil
+}
+
+// syncDeferMax bounds how long a Sync op of async mode waits, under a
+// stream that never drains, for the ops after it.
+const syncDeferMax = 10 * time.Millisecond
+
+// deferSync takes Sync op seq of async mode: no writer waits for it, so
+// the slave makes it durable together with every op that arrived with it,
+// once it has applied them all (drained) or after syncDeferMax: one
+// syncfs and one save of the state per burst instead of one per fsync on
+// the master (a database's commits), which a slave on a slower disk could
+// not keep up with.
+func (s *session) deferSync(seq uint64) {
+	if s.syncDue == 0 {
+		s.syncSince = time.Now()
+	}
+	s.syncDue = seq
+}
+
+// syncDeferred makes the deferred Sync op durable, with every op applied
+// after it.
+func (s *session) syncDeferred() error {
+	if s.syncDue == 0 {
+		return nil
+	}
+	seq := max(s.syncDue, s.srv.cfg.Handler.State().Applied)
+	s.syncDue = 0
+	return s.syncThrough(seq)
 }
 
 // apply hands op seq to the Handler, retrying while it lacks a resource
@@ -85,12 +126,15 @@ func (s *session) apply(seq uint64, op wire.Op) error {
 	return handlerError(fmt.Sprintf("op %d (%v)", seq, op.Type()), err)
 }
 
-// drained is the applier's step when it applied what had arrived: group
-// commit in sync mode and after a Bye (the master waits for durable ==
+// drained is the applier's step when it applied what had arrived: the
+// deferred Sync of async mode, group commit in sync mode and after a Bye (the master waits for durable ==
 // head), an ack, then a wait for more, for the end, or for SyncInterval
 // of idleness (idle), after which it makes what it applied durable in
 // the background so Durable advances in every mode.
 func (s *session) drained(idle *time.Timer) error {
+	if err := s.syncDeferred(); err != nil {
+		return err
+	}
 	if s.mode == wire.ModeSync || s.bye.Load() {
 		if err := s.syncIfBehind(); err != nil {
 			return err

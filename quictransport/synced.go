@@ -36,7 +36,8 @@ func (m *Master) SyncedSlaves(seq uint64) int {
 
 // WaitSynced returns nil once every connected slave has made ops up to seq
 // durable and is prefix-consistent; the caller has appended a wire.Sync at
-// seq, so each slave syncs as soon as it applies it, in every sync mode.
+// seq, so each slave syncs as soon as it applies it, in every sync mode (in
+// async mode with the ops that arrived with it: within 10 ms).
 //
 // Which slaves count: a slave counts from the moment WaitSynced sees it
 // streaming (handshake done) until WaitSynced returns, degraded or not. A
