@@ -22,6 +22,18 @@ func (s *session) signalAck() {
 	}
 }
 
+// ackNow sends the latest Ack from the calling goroutine (the applier,
+// after a Sync op: a writer on the master waits for it, and the hand-off
+// to ackLoop would cost a wake-up on the way). If the write fails, ackLoop
+// is told, and meets the failure itself. A later ack of ackLoop may carry
+// older figures: the master keeps the highest.
+func (s *session) ackNow() {
+	a := s.currentAck()
+	if err := s.writeFrame(wire.FrameAck, a.Append(nil)); err != nil {
+		s.signalAck()
+	}
+}
+
 // ackLoop sends the latest Ack whenever signalled, coalescing: one ack
 // covers every op applied since the last.
 func (s *session) ackLoop() {

@@ -64,7 +64,7 @@ func (s *session) applyNext(idle *time.Timer, pace *ackPacer) error {
 		if err := s.syncThrough(seq); err != nil {
 			return err
 		}
-		s.signalAck()
+		s.ackNow()
 		return nil
 	}
 	if err := s.apply(seq, op); err != nil {
