@@ -20,7 +20,7 @@ var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: 
 // newTestHandler opens a handler on dir and state as tdfs-slave does. The
 // replayer is not closed by Cleanup: tests that simulate kill -9 abandon
 // it with its files open, as a dead process would (its fds close at exit).
-func newTestHandler(t *testing.T, dir, state string) *Replica {
+func newTestHandler(t testing.TB, dir, state string) *Replica {
 	t.Helper()
 	r, err := replayer.New(dir, replayer.Options{Chown: os.Geteuid() == 0})
 	if err != nil {
