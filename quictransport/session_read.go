@@ -94,8 +94,9 @@ func (s *session) acceptData(conn *quic.Conn) {
 // master sends nothing else there, and the skip check of the reorder
 // buffer counts one write per data stream.
 func (s *session) readData(conn *quic.Conn, rs *quic.ReceiveStream) {
-	fr := wire.NewFrameReader(rs, s.srv.dec)
-	kind, body, err := fr.Next()
+	// The stream carries one frame: read into a buffer of its own, which
+	// the op keeps (no read-ahead buffer, no copy out of it).
+	kind, body, err := wire.ReadFrame(rs, s.srv.dec)
 	if err != nil {
 		if conn.Context().Err() != nil {
 			return // a lane that ended: laneEnded says so
@@ -114,7 +115,7 @@ func (s *session) readData(conn *quic.Conn, rs *quic.ReceiveStream) {
 		s.fail(err)
 		return
 	}
-	if _, _, err := fr.Next(); !errors.Is(err, io.EOF) {
+	if _, _, err := wire.ReadFrame(rs, nil); !errors.Is(err, io.EOF) {
 		if err == nil {
 			err = fmt.Errorf("%w: a second frame on a data stream", ErrProtocol)
 		} else if conn.Context().Err() != nil {
@@ -136,8 +137,12 @@ func (s *session) refuseBidi(conn *quic.Conn) {
 // handleOp decodes a FrameOp body, read from the control stream or a data
 // stream, and buffers the op for the applier.
 func (s *session) handleOp(body []byte, control bool) error {
-	// The reader reuses body; ops alias what they decode (Write.Data).
-	b := bytes.Clone(body)
+	// Ops alias what they decode (Write.Data): the control stream's
+	// reader reuses its buffer, a data stream's body is the op's alone.
+	b := body
+	if control {
+		b = bytes.Clone(body)
+	}
 	seq, op, err := wire.ParseOp(b)
 	if err != nil {
 		return fmt.Errorf("%w: op: %w", ErrProtocol, err)

@@ -114,28 +114,11 @@ func NewFrameReader(r io.Reader, d *Decompressor) *FrameReader {
 // clean end of stream (between frames) it returns io.EOF; inside a frame,
 // ErrTruncated.
 func (fr *FrameReader) Next() (FrameKind, []byte, error) {
-	var hdr [2]byte
-	if _, err := io.ReadFull(fr.r, hdr[:1]); err != nil {
-		return 0, nil, err // io.EOF between frames
-	}
-	if _, err := io.ReadFull(fr.r, hdr[1:]); err != nil {
-		return 0, nil, eofToTruncated(err)
-	}
-	kind, flags := FrameKind(hdr[0]), hdr[1]
-	if kind < FrameHello || kind > frameKindLast {
-		return 0, nil, fmt.Errorf("%w: unknown frame kind %d", ErrMalformed, hdr[0])
-	}
-	if flags&^flagZstd != 0 {
-		return 0, nil, fmt.Errorf("%w: unknown frame flags %#x", ErrMalformed, flags)
-	}
-	n, err := readUvarint(fr.r)
+	kind, flags, n, err := readHeader(fr.r)
 	if err != nil {
 		return 0, nil, err
 	}
-	if n > MaxFrameLen {
-		return 0, nil, fmt.Errorf("%w: %v frame of %d bytes exceeds %d", ErrMalformed, kind, n, MaxFrameLen)
-	}
-	if cap(fr.buf) < int(n) {
+	if cap(fr.buf) < n {
 		fr.buf = make([]byte, n)
 	}
 	fr.buf = fr.buf[:n]
@@ -153,6 +136,78 @@ func (fr *FrameReader) Next() (FrameKind, []byte, error) {
 		return 0, nil, err
 	}
 	return kind, fr.out, nil
+}
+
+// ReadFrame reads one frame from r into a buffer of its own, the caller's
+// to keep, reading nothing beyond the frame: for a stream that carries a
+// single frame (a data stream), without FrameReader's read-ahead buffer
+// and the copy out of it. Errors are Next's.
+func ReadFrame(r io.Reader, d *Decompressor) (FrameKind, []byte, error) {
+	kind, flags, n, err := readHeader(&byteReader{r: r})
+	if err != nil {
+		return 0, nil, err
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, eofToTruncated(err)
+	}
+	if flags&flagZstd == 0 {
+		return kind, body, nil
+	}
+	if d == nil {
+		return 0, nil, fmt.Errorf("%w: compressed frame but no decompressor", ErrMalformed)
+	}
+	out, err := d.decompress(nil, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	return kind, out, nil
+}
+
+// byteReader reads a header one byte at a time, so nothing past it is
+// consumed.
+type byteReader struct {
+	r io.Reader
+	b [1]byte
+}
+
+func (br *byteReader) Read(p []byte) (int, error) { return br.r.Read(p) }
+
+func (br *byteReader) ReadByte() (byte, error) {
+	if _, err := io.ReadFull(br.r, br.b[:]); err != nil {
+		return 0, err
+	}
+	return br.b[0], nil
+}
+
+// readHeader reads a frame's kind, flags and body length: io.EOF at a
+// clean end of stream, before the first byte.
+func readHeader(r interface {
+	io.Reader
+	io.ByteReader
+}) (kind FrameKind, flags byte, n int, err error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		return 0, 0, 0, err // io.EOF between frames
+	}
+	if _, err := io.ReadFull(r, hdr[1:]); err != nil {
+		return 0, 0, 0, eofToTruncated(err)
+	}
+	kind, flags = FrameKind(hdr[0]), hdr[1]
+	if kind < FrameHello || kind > frameKindLast {
+		return 0, 0, 0, fmt.Errorf("%w: unknown frame kind %d", ErrMalformed, hdr[0])
+	}
+	if flags&^flagZstd != 0 {
+		return 0, 0, 0, fmt.Errorf("%w: unknown frame flags %#x", ErrMalformed, flags)
+	}
+	u, err := readUvarint(r)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if u > MaxFrameLen {
+		return 0, 0, 0, fmt.Errorf("%w: %v frame of %d bytes exceeds %d", ErrMalformed, kind, u, MaxFrameLen)
+	}
+	return kind, flags, int(u), nil
 }
 
 // readUvarint reads a frame length: a minimal-form uvarint, as the decoder

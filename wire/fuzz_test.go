@@ -146,12 +146,20 @@ func FuzzFrameReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		fr := NewFrameReader(bytes.NewReader(stream), dec)
+		// ReadFrame, called again and again on one reader, must read the
+		// same frames (it reads nothing past each one) and fail alike.
+		one := bytes.NewReader(stream)
 		var again []byte
 		raw := true
 		// Every frame takes at least 3 bytes, so this bound is never
 		// reached unless Next stops consuming input.
 		for i := 0; i <= len(stream)/3; i++ {
 			kind, body, err := fr.Next()
+			kind1, body1, err1 := ReadFrame(one, dec)
+			if (err == nil) != (err1 == nil) || err != nil && errorClass(err) != errorClass(err1) ||
+				err == nil && (kind != kind1 || !bytes.Equal(body, body1)) {
+				t.Fatalf("frame %d: Next gave %v, %d bytes, %v; ReadFrame %v, %d bytes, %v", i, kind, len(body), err, kind1, len(body1), err1)
+			}
 			if err == io.EOF {
 				if raw && !bytes.Equal(again, stream) {
 					t.Fatalf("clean end after re-encoding %d of %d bytes", len(again), len(stream))
@@ -180,4 +188,17 @@ func FuzzFrameReader(f *testing.F) {
 		}
 		t.Fatalf("more than %d frames from %d bytes", len(stream)/3, len(stream))
 	})
+}
+
+// errorClass names what kind of failure err is, for comparing two readers.
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "eof"
+	case errors.Is(err, ErrTruncated):
+		return "truncated"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	}
+	return "other: " + err.Error()
 }
