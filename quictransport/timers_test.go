@@ -233,3 +233,63 @@ func TestFakeTimeIdleSync(t *testing.T) {
 		}
 	})
 }
+
+// In async mode a Sync op under a stream that never drains is made
+// durable once syncDeferMax has passed since it was taken, with every op
+// applied by then; one that ends a burst, when the burst is applied.
+func TestFakeTimeAsyncSyncDeferBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newStateHandler(SlaveState{Epoch: testEpoch, Applied: 3})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		s := &session{srv: &Slave{cfg: SlaveConfig{Handler: h, SyncInterval: time.Hour}}, ctx: ctx,
+			stopCh: make(chan struct{}), ackSig: make(chan struct{}, 1), rb: newReorder(4, 1<<30), mode: wire.ModeAsync}
+		idle := time.NewTimer(time.Hour)
+		defer idle.Stop()
+		pace := ackPacer{every: 1 << 30}
+		write := func(seq uint64) wire.Op { return &wire.Write{Handle: 1, Off: int64(seq), Data: []byte("x")} }
+		insert := func(seq uint64, op wire.Op) {
+			if err := s.rb.insertControl(seq, op, 16); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A stream that never drains: a Sync at 4, then an op every ms.
+		insert(4, &wire.Sync{})
+		insert(5, write(5))
+		start := time.Now()
+		var syncedAt time.Duration
+		for seq := uint64(5); seq < 40; seq++ {
+			if err := s.applyNext(idle, &pace); err != nil { // the Sync, then seq-1's successor
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+			insert(seq+1, write(seq+1))
+			h.mu.Lock()
+			n := len(h.syncs)
+			h.mu.Unlock()
+			if n > 0 && syncedAt == 0 {
+				syncedAt = time.Since(start)
+			}
+		}
+		h.mu.Lock()
+		syncs := append([]uint64(nil), h.syncs...)
+		h.mu.Unlock()
+		if len(syncs) != 1 || syncs[0] < 4 || syncedAt < syncDeferMax || syncedAt > syncDeferMax+2*time.Millisecond {
+			t.Fatalf("synced at %v after %v, want once, through op 4 or later, %v after the Sync", syncs, syncedAt, syncDeferMax)
+		}
+		// A burst ending with a Sync (ops 39 and 40 are buffered): durable
+		// at the Sync once the burst is applied, not before.
+		insert(41, &wire.Sync{})
+		for step := range 4 { // ops 39 and 40, the Sync, then drained
+			if err := s.applyNext(idle, &pace); err != nil {
+				t.Fatal(err)
+			}
+			if st := h.State(); st.Durable == 41 && step == 3 {
+				return
+			} else if st.Durable == 41 {
+				t.Fatalf("durable at the Sync at step %d, before the burst was applied", step)
+			}
+		}
+		t.Fatalf("durable %d after the burst ending in Sync 41 was applied", h.State().Durable)
+	})
+}
