@@ -126,7 +126,10 @@ type peerFlow struct {
 	inflight      []flight
 	inflightBytes int64
 	maxInflight   int64 // highest inflightBytes seen (tests check the bound)
-	byeSent       bool
+	// windowFull: the sender waits for an ack to free credit (the only
+	// wait of the sender an ack ends, besides a drain's).
+	windowFull bool
+	byeSent    bool
 	// How fast the slave applies (the ack reader adds to it), for status.
 	rate rateWindow
 }

@@ -89,7 +89,12 @@ func (p *peer) onAck(a wire.Ack) error {
 	p.recheckDegradedLocked()
 	m.truncateDurableLocked()
 	m.broadcastLocked()
-	p.poke()
+	if p.windowFull || m.draining || itemsApplied {
+		// Only then can an ack change the sender's next step (credit
+		// for the op it holds back, a drain's end, a pass's items): a
+		// wake-up per ack otherwise finds nothing to do.
+		p.poke()
+	}
 	return nil
 }
 

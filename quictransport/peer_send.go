@@ -83,8 +83,10 @@ func (p *peer) nextOpLocked() step {
 	// Never more than limit bytes beyond what the slave applied: its
 	// reorder buffer would refuse them.
 	if p.inflightBytes+e.size > p.limit && len(p.inflight) > 0 {
+		p.windowFull = true
 		return step{act: actWait}
 	}
+	p.windowFull = false
 	if !m.jn.sendableLocked(e.seq) {
 		return step{act: actFlush}
 	}
