@@ -30,7 +30,7 @@ func TestMasterConfigDefaultsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.SyncTimeout != 10*time.Second || c.Backlog != 256<<20 || c.DataThreshold != 64<<10 || c.DataStreams != 8 || c.Logger == nil || c.quic == nil {
+	if c.SyncTimeout != 10*time.Second || c.Backlog != 64<<20 || c.DataThreshold != 64<<10 || c.DataStreams != 8 || c.Logger == nil || c.quic == nil {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	for name, bad := range map[string]MasterConfig{

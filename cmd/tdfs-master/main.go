@@ -101,9 +101,10 @@ func flags() []cli.Flag {
 				"after every loss) carries several times more; ordering is unchanged. Raise it (4 is a good start) "+
 				"when a slave far away lags while the link is not full; keep 1 on a LAN. The slave may allow "+
 				"fewer (its --max-lanes)", wire.MaxLanes)},
-		&cli.StringFlag{Name: "backlog", Value: "256M", EnvVars: []string{"TDFS_BACKLOG"},
+		&cli.StringFlag{Name: "backlog", Value: "64M", EnvVars: []string{"TDFS_BACKLOG"},
 			Usage: "`SIZE` of operations kept in memory for slaves that lag or are away (beyond it they are " +
-				"read back from the journal)"},
+				"read back from the journal); also the most sent to a slave and not yet applied by it. The " +
+				"master's RSS peaks near twice SIZE plus 50 to 100 MiB"},
 		&cli.StringFlag{Name: "journal", Aliases: []string{"state"}, EnvVars: []string{"TDFS_JOURNAL"},
 			Usage: "journal `DIR` outside DIR and MNT: the master's epoch, its runs, and the operations slaves " +
 				"have not yet made durable, kept across restarts (default " + defaultJournalRoot + "/<DIR with / as _>)"},
