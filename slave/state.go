@@ -165,35 +165,52 @@ func firstLine(b []byte) []byte {
 
 // decodeRecord decodes one record: magic, the lines keys names, checksum.
 func decodeRecord(b []byte, magic string, keys []string) (State, error) {
-	var s State
+	vals, err := recordFields(b, magic, keys)
+	if err != nil {
+		return State{}, err
+	}
+	return stateFromFields(vals)
+}
+
+// recordFields checks a record's magic, line count and checksum, and
+// returns its values by key (gen and dirty default to 0: version 2 has
+// neither).
+func recordFields(b []byte, magic string, keys []string) (map[string]string, error) {
 	lines := bytes.SplitAfter(b, []byte("\n"))
 	n := len(keys) + 2
 	if len(lines) > 0 && string(lines[0]) != magic {
-		return s, fmt.Errorf("%w: first line %q, want %q", ErrBadState, lines[0], magic)
+		return nil, fmt.Errorf("%w: first line %q, want %q", ErrBadState, lines[0], magic)
 	}
 	if len(lines) != n+1 || len(lines[n]) != 0 {
-		return s, fmt.Errorf("%w: want %d lines", ErrBadState, n)
+		return nil, fmt.Errorf("%w: want %d lines", ErrBadState, n)
 	}
 	body := bytes.Join(lines[:n-1], nil)
 	sum, ok := field(lines[n-1], "crc32c")
 	if !ok || len(sum) != 8 {
-		return s, fmt.Errorf("%w: bad checksum line %q", ErrBadState, lines[n-1])
+		return nil, fmt.Errorf("%w: bad checksum line %q", ErrBadState, lines[n-1])
 	}
 	want, err := strconv.ParseUint(sum, 16, 32)
 	if err != nil {
-		return s, fmt.Errorf("%w: bad checksum %q", ErrBadState, sum)
+		return nil, fmt.Errorf("%w: bad checksum %q", ErrBadState, sum)
 	}
 	if got := crc32.Checksum(body, castagnoli); uint32(want) != got {
-		return s, fmt.Errorf("%w: checksum %08x, contents sum to %08x", ErrBadState, want, got)
+		return nil, fmt.Errorf("%w: checksum %08x, contents sum to %08x", ErrBadState, want, got)
 	}
 	vals := map[string]string{"gen": "0", "dirty": "0"}
 	for i, k := range keys {
 		v, ok := field(lines[i+1], k)
 		if !ok {
-			return s, fmt.Errorf("%w: bad %s line %q", ErrBadState, k, lines[i+1])
+			return nil, fmt.Errorf("%w: bad %s line %q", ErrBadState, k, lines[i+1])
 		}
 		vals[k] = v
 	}
+	return vals, nil
+}
+
+// stateFromFields parses a record's values.
+func stateFromFields(vals map[string]string) (State, error) {
+	var s State
+	var err error
 	if s.gen, err = strconv.ParseUint(vals["gen"], 10, 64); err != nil {
 		return s, fmt.Errorf("%w: gen: %w", ErrBadState, err)
 	}
