@@ -127,10 +127,11 @@ func (s *session) apply(seq uint64, op wire.Op) error {
 }
 
 // drained is the applier's step when it applied what had arrived: the
-// deferred Sync of async mode, group commit in sync mode and after a Bye (the master waits for durable ==
-// head), an ack, then a wait for more, for the end, or for SyncInterval
-// of idleness (idle), after which it makes what it applied durable in
-// the background so Durable advances in every mode.
+// deferred Sync of async mode, group commit in sync mode and after a Bye
+// (the master waits for durable == head), an ack, then a wait for more,
+// for the end, or for SyncInterval of idleness (idle), after which it
+// makes what it applied durable in the background so Durable advances in
+// every mode.
 func (s *session) drained(idle *time.Timer) error {
 	if err := s.syncDeferred(); err != nil {
 		return err
