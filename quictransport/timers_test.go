@@ -187,10 +187,7 @@ func TestFakeTimeRedialBackoff(t *testing.T) {
 func TestFakeTimeIdleSync(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newStateHandler(SlaveState{Epoch: testEpoch, Applied: 3})
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		s := &session{srv: &Slave{cfg: SlaveConfig{Handler: h, SyncInterval: time.Second}}, ctx: ctx,
-			stopCh: make(chan struct{}), ackSig: make(chan struct{}, 1), rb: newReorder(4, 1<<20), mode: wire.ModeAsync}
+		s := applierSession(t, h, time.Second)
 		idle := time.NewTimer(time.Hour)
 		defer idle.Stop()
 
@@ -240,10 +237,7 @@ func TestFakeTimeIdleSync(t *testing.T) {
 func TestFakeTimeAsyncSyncDeferBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newStateHandler(SlaveState{Epoch: testEpoch, Applied: 3})
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		s := &session{srv: &Slave{cfg: SlaveConfig{Handler: h, SyncInterval: time.Hour}}, ctx: ctx,
-			stopCh: make(chan struct{}), ackSig: make(chan struct{}, 1), rb: newReorder(4, 1<<30), mode: wire.ModeAsync}
+		s := applierSession(t, h, time.Hour)
 		idle := time.NewTimer(time.Hour)
 		defer idle.Stop()
 		pace := ackPacer{every: 1 << 30}
@@ -292,4 +286,13 @@ func TestFakeTimeAsyncSyncDeferBound(t *testing.T) {
 		}
 		t.Fatalf("durable %d after the burst ending in Sync 41 was applied", h.State().Durable)
 	})
+}
+
+// applierSession is an async-mode session of a slave with handler h, as far
+// as its applier needs (no connection): op 4 is the next it expects.
+func applierSession(t *testing.T, h Handler, syncInterval time.Duration) *session {
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	return &session{srv: &Slave{cfg: SlaveConfig{Handler: h, SyncInterval: syncInterval}}, ctx: ctx,
+		stopCh: make(chan struct{}), ackSig: make(chan struct{}, 1), rb: newReorder(4, 1<<30), mode: wire.ModeAsync}
 }

@@ -241,6 +241,8 @@ func (h *Replica) save(st State) error {
 	if err := h.store.save(st); err != nil {
 		return err
 	}
+	st.gen = h.store.gen
+	h.state = st
 	if h.legacyDirty {
 		// The state now says whether the replica is dirty.
 		if err := os.Remove(filepath.Join(h.stateDir, legacyDirtyFile)); err != nil && !os.IsNotExist(err) {
@@ -248,8 +250,6 @@ func (h *Replica) save(st State) error {
 		}
 		h.legacyDirty = false
 	}
-	st.gen = h.store.gen
-	h.state = st
 	return nil
 }
 
